@@ -1,0 +1,259 @@
+//! Command-line interface: argument definitions (the user-facing contract) and dispatch.
+//!
+//! `main.rs` calls [`main`]; each subcommand validates its arguments into a config and runs it.
+//! Exit codes: 0 ok, 1 runtime failure, 2 bad usage or configuration.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Default vsock port, as in the original virtiofs-notify.
+pub const DEFAULT_PORT: u32 = 3401;
+/// Default control socket path.
+pub const DEFAULT_CONTROL: &str = "/run/vfnotify/control.sock";
+/// Default trigger file name, as in the original virtiofs-notify.
+pub const DEFAULT_TRIGGER: &str = ".virtiofs-refresh";
+
+/// Exit code for bad usage or configuration.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code for a runtime failure.
+pub const EXIT_FAILURE: u8 = 1;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "vfnotify",
+    version,
+    about = "virtiofs change notifications for Linux guests",
+    long_about = "virtiofs change notifications for Linux guests.\n\n\
+        Without a subcommand, runs the guest daemon exactly like the original virtiofs-notify \
+        (`vfnotify --map documents=/mnt/share/documents`): it listens on vsock port 3401 for \
+        `CHANNEL\\n` lines from the host and makes watchers of the mapped folders see the change.\n\n\
+        With a FUSE overlay mounted over the share (`vfnotify mount SOURCE MOUNTPOINT -o channel=NAME`), \
+        notifications invalidate exactly what changed in the guest kernel's caches and are replayed \
+        as the real inotify events (IN_CREATE, IN_DELETE, IN_MODIFY, IN_MOVED_FROM/TO, IN_ATTRIB).",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Daemon options, when no subcommand is given (drop-in for virtiofs-notify).
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the guest daemon (the same as giving no subcommand).
+    Daemon(DaemonArgs),
+    /// Send notification lines to a daemon, as the host does (a stand-in for the host side).
+    Send(SendArgs),
+    /// Ask the local daemon, over its control socket, to act on a notification; waits until handled.
+    Notify(NotifyArgs),
+    /// Show the local daemon's listeners, channels, overlays and counters.
+    Status(StatusArgs),
+    /// Mount the caching FUSE overlay of SOURCE at MOUNTPOINT (also run as mount.fuse.vfnotify).
+    Mount(MountArgs),
+    /// Stream the changes an overlay finds, as structured events from the daemon.
+    Watch(WatchArgs),
+    /// A self-contained tour: mounts an overlay on a temporary copy of the fixtures, plays host
+    /// changes and shows what a cached reader and an inotify watcher see.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Clone, Args, Default)]
+pub struct DaemonArgs {
+    /// Map a channel to a folder: CHANNEL=PATH. Repeatable; one channel may map to several
+    /// folders. The folder must exist at start. A notification for CHANNEL toggles the trigger
+    /// file in PATH, or, when PATH is a vfnotify overlay, is handed to that overlay.
+    #[arg(short = 'm', long = "map", value_name = "CHANNEL=PATH")]
+    pub map: Vec<String>,
+
+    /// vsock port of the default listener (used when no --listen is given).
+    #[arg(short = 'p', long, value_name = "PORT", default_value_t = DEFAULT_PORT)]
+    pub port: u32,
+
+    /// Enable debug logging (RUST_LOG overrides).
+    #[arg(short = 'd', long)]
+    pub debug: bool,
+
+    /// Listen on ADDR instead of the default vsock:PORT. Repeatable. ADDR is `vsock:PORT`
+    /// (any local CID) or `unix:PATH`.
+    #[arg(long = "listen", value_name = "ADDR")]
+    pub listen: Vec<String>,
+
+    /// Accept vsock peers with this CID only. Repeatable; `any` accepts every peer.
+    /// Default: 2 (the host). Refused peers are logged and counted.
+    #[arg(long = "allow-cid", value_name = "CID|any")]
+    pub allow_cid: Vec<String>,
+
+    /// Local control socket (mode 0600; its parent folder is created).
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_CONTROL)]
+    pub control: PathBuf,
+
+    /// Name of the trigger file toggled in mapped folders.
+    #[arg(long = "trigger-name", value_name = "NAME", default_value = DEFAULT_TRIGGER)]
+    pub trigger_name: String,
+
+    /// Most concurrent peer connections; further peers are refused and counted.
+    #[arg(long = "max-connections", value_name = "N", default_value_t = 64)]
+    pub max_connections: usize,
+
+    /// Close a peer connection idle for this many seconds.
+    #[arg(long = "idle-timeout", value_name = "SECS", default_value_t = 30)]
+    pub idle_timeout: u64,
+
+    /// Coalescing window for trigger-file toggles, in milliseconds (trailing edge: the last
+    /// notification of a burst is always acted on).
+    #[arg(long = "coalesce-ms", value_name = "MS", default_value_t = 50)]
+    pub coalesce_ms: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SendArgs {
+    /// Destination vsock CID (the guest).
+    #[arg(long, value_name = "CID", default_value_t = 3)]
+    pub cid: u32,
+    /// Destination vsock port.
+    #[arg(short = 'p', long, value_name = "PORT", default_value_t = DEFAULT_PORT)]
+    pub port: u32,
+    /// Send to ADDR instead of vsock CID:PORT: `unix:PATH`, `vsock:CID:PORT`, or
+    /// `hvsock:PATH:PORT` (a hybrid-vsock Unix socket, as Firecracker and Cloud Hypervisor use).
+    #[arg(long = "to", value_name = "ADDR")]
+    pub to: Option<String>,
+    /// Channel name.
+    pub channel: String,
+    /// Relative paths the change is scoped to (one line each); none means the whole channel.
+    pub relpaths: Vec<String>,
+    /// Enable debug logging.
+    #[arg(short = 'd', long)]
+    pub debug: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct NotifyArgs {
+    /// Control socket of the daemon.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_CONTROL)]
+    pub control: PathBuf,
+    /// Channel name.
+    pub channel: String,
+    /// Relative paths the change is scoped to; none means the whole channel.
+    pub relpaths: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// Control socket of the daemon.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_CONTROL)]
+    pub control: PathBuf,
+    /// Print the raw JSON status.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    /// Control socket of the daemon.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_CONTROL)]
+    pub control: PathBuf,
+    /// Channel name (or an overlay's mountpoint).
+    pub channel: String,
+    /// Only changes whose relative path matches this glob (`*.pdf`, `reports/**`).
+    pub glob: Option<String>,
+    /// Print one JSON object per event.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(after_help = "OPTIONS for -o (comma-separated):\n  \
+    channel=NAME            notification channel this overlay follows\n  \
+    control=PATH            daemon control socket (default /run/vfnotify/control.sock)\n  \
+    cache=always|auto|never kernel caching (default always; see README)\n  \
+    events=precise|toggle|both|off  replay host changes as inotify events (default precise)\n  \
+    passthrough=auto|off    kernel FUSE passthrough for file data (default auto)\n  \
+    ro, rw, allow_other, default_permissions, fsname=NAME, suid, dev, exec, atime, audit,\n  \
+    log=PATH, threads=N\n  \
+    mount(8) options accepted and handled: defaults, auto, noauto, nofail, _netdev, user,\n  \
+    users, nouser, owner, group, nodev, nosuid, noexec, noatime, relatime, strictatime, sync, async")]
+pub struct MountArgs {
+    /// Folder to mirror (the virtiofs mount of the host share).
+    pub source: PathBuf,
+    /// Where to mount the overlay.
+    pub mountpoint: PathBuf,
+    /// Mount options, comma-separated (see below). Repeatable.
+    #[arg(short = 'o', value_name = "OPTS")]
+    pub options: Vec<String>,
+    /// Stay in the foreground (otherwise return once the mount is live and serve in the background).
+    #[arg(short = 'f', long = "foreground")]
+    pub foreground: bool,
+    /// Enable debug logging.
+    #[arg(short = 'd', long)]
+    pub debug: bool,
+    /// Accepted for mount(8) compatibility (no mtab), ignored.
+    #[arg(short = 'n', hide = true)]
+    pub no_mtab: bool,
+    /// Accepted for mount(8) compatibility (sloppy), ignored.
+    #[arg(short = 's', hide = true)]
+    pub sloppy: bool,
+    /// Accepted for mount(8) compatibility (verbose), ignored.
+    #[arg(short = 'v', hide = true)]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Print the results as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Leave the overlay mounted and the daemon running at the end, for exploring.
+    #[arg(long)]
+    pub keep: bool,
+    /// Enable debug logging.
+    #[arg(short = 'd', long)]
+    pub debug: bool,
+}
+
+/// Name under which mount(8) runs the helper.
+pub const MOUNT_HELPER_NAME: &str = "mount.fuse.vfnotify";
+
+/// Parse `args` into a [`Cli`]. When invoked as `mount.fuse.vfnotify`, the arguments are those of
+/// `vfnotify mount`.
+pub fn parse_from(args: Vec<OsString>) -> Result<Cli, clap::Error> {
+    let invoked_as = args
+        .first()
+        .map(|a| std::path::Path::new(a).file_name().unwrap_or(a.as_os_str()).to_owned());
+    if invoked_as.as_deref() == Some(std::ffi::OsStr::new(MOUNT_HELPER_NAME)) {
+        let mut rewritten = vec![OsString::from("vfnotify"), OsString::from("mount")];
+        rewritten.extend(args.into_iter().skip(1));
+        Cli::try_parse_from(rewritten)
+    } else {
+        Cli::try_parse_from(args)
+    }
+}
+
+/// Entry point used by `main.rs`.
+pub fn main() -> ExitCode {
+    let cli = match parse_from(std::env::args_os().collect()) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let code = match cli.command {
+        None => crate::daemon::main(cli.daemon),
+        Some(Command::Daemon(args)) => crate::daemon::main(args),
+        Some(Command::Send(args)) => crate::daemon::send_main(args),
+        Some(Command::Notify(args)) => crate::control::notify_main(args),
+        Some(Command::Status(args)) => crate::control::status_main(args),
+        Some(Command::Watch(args)) => crate::control::watch_main(args),
+        Some(Command::Mount(args)) => crate::overlay::main(args),
+        Some(Command::Demo(args)) => crate::demo::main(args),
+    };
+    ExitCode::from(code)
+}

@@ -1,0 +1,1 @@
+//! The only home of `unsafe`: thin, documented wrappers over Linux system calls.

@@ -1,0 +1,212 @@
+//! Shared test support: the binary under test, FUSE availability (skip or fail), mount polling
+//! through /proc/self/mountinfo with a deadline, and RAII guards that unmount and kill.
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Path of the `vfnotify` binary built for this test run.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_vfnotify"))
+}
+
+/// A `Command` for the binary under test.
+pub fn vfnotify() -> Command {
+    Command::new(bin())
+}
+
+/// Whether FUSE tests can run here. When they cannot, prints the reason and returns false, unless
+/// `VFNOTIFY_REQUIRE_FUSE=1`, in which case the test fails.
+pub fn fuse_ready(test: &str) -> bool {
+    let reason = if !Path::new("/dev/fuse").exists() {
+        Some("/dev/fuse is missing".to_string())
+    } else if unsafe_free_euid() != 0 {
+        Some("FUSE tests need root (mount(2) and allow_other)".to_string())
+    } else if std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+        .is_err()
+    {
+        Some("/dev/fuse cannot be opened".to_string())
+    } else {
+        None
+    };
+    match reason {
+        None => true,
+        Some(r) => {
+            if std::env::var("VFNOTIFY_REQUIRE_FUSE").as_deref() == Ok("1") {
+                panic!("{test}: FUSE required (VFNOTIFY_REQUIRE_FUSE=1) but unavailable: {r}");
+            }
+            eprintln!("SKIP {test}: {r}");
+            false
+        }
+    }
+}
+
+/// The effective uid, read from /proc so tests need no unsafe.
+pub fn unsafe_free_euid() -> u32 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(u32::MAX)
+}
+
+/// Decode the octal escapes mountinfo uses for spaces and such.
+fn unescape_mountinfo(field: &str) -> PathBuf {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&field[i + 1..i + 4], 8) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    PathBuf::from(OsStr::from_bytes(&out))
+}
+
+/// The filesystem type mounted at `path` (last mount wins), if any.
+pub fn mount_type(path: &Path) -> Option<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mut found = None;
+    for line in info.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        if fields.len() < 10 {
+            continue;
+        }
+        if unescape_mountinfo(fields[4]) == path {
+            let sep = fields.iter().position(|f| *f == "-")?;
+            found = Some(fields[sep + 1].to_string());
+        }
+    }
+    found
+}
+
+/// Poll mountinfo until `path` carries a mount of type `fstype` (or is unmounted when `fstype` is
+/// None), failing after `deadline`.
+pub fn wait_mount_state(path: &Path, fstype: Option<&str>, deadline: Duration) {
+    let start = Instant::now();
+    loop {
+        let now = mount_type(path);
+        if now.as_deref() == fstype {
+            return;
+        }
+        if start.elapsed() > deadline {
+            panic!("mount at {} is {:?}, expected {:?} within {:?}", path.display(), now, fstype, deadline);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Kills and reaps a child on drop.
+pub struct ChildGuard(pub Option<Child>);
+
+impl ChildGuard {
+    pub fn spawn(cmd: &mut Command) -> Self {
+        ChildGuard(Some(cmd.spawn().expect("spawn")))
+    }
+    pub fn pid(&self) -> u32 {
+        self.0.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+    pub fn child(&mut self) -> &mut Child {
+        self.0.as_mut().expect("child")
+    }
+    /// Wait for exit with a deadline; returns the exit status.
+    pub fn wait_timeout(&mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        let child = self.0.as_mut()?;
+        loop {
+            if let Ok(Some(st)) = child.try_wait() {
+                self.0 = None;
+                return Some(st);
+            }
+            if start.elapsed() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Unmounts (lazily if busy) on drop; kills the server it owns.
+pub struct MountGuard {
+    pub mountpoint: PathBuf,
+    pub server: ChildGuard,
+}
+
+impl MountGuard {
+    /// Start `vfnotify mount SOURCE MOUNTPOINT -f -o OPTS` and wait until the mount is live.
+    pub fn mount(source: &Path, mountpoint: &Path, opts: &str) -> Self {
+        Self::mount_with(source, mountpoint, opts, &[])
+    }
+
+    pub fn mount_with(source: &Path, mountpoint: &Path, opts: &str, env: &[(&str, &str)]) -> Self {
+        let mut cmd = vfnotify();
+        cmd.arg("mount").arg(source).arg(mountpoint).arg("-f");
+        if !opts.is_empty() {
+            cmd.arg("-o").arg(opts);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.stdin(Stdio::null());
+        let server = ChildGuard::spawn(&mut cmd);
+        let mut guard = MountGuard { mountpoint: mountpoint.to_path_buf(), server };
+        let start = Instant::now();
+        loop {
+            if mount_type(mountpoint).as_deref() == Some("fuse.vfnotify") {
+                break;
+            }
+            if let Some(Ok(Some(st))) = guard.server.0.as_mut().map(|c| c.try_wait()) {
+                panic!("vfnotify mount exited early: {st}");
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                panic!("mount of {} did not appear", mountpoint.display());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        guard
+    }
+
+    pub fn unmount(&mut self) {
+        if mount_type(&self.mountpoint).is_some() {
+            let st = Command::new("umount").arg(&self.mountpoint).status();
+            if !matches!(st, Ok(s) if s.success()) {
+                let _ = Command::new("umount").arg("-l").arg(&self.mountpoint).status();
+            }
+        }
+    }
+}
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        self.unmount();
+        let _ = self.server.wait_timeout(Duration::from_secs(5));
+    }
+}
+
+/// A temporary directory (removed on drop).
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("vfnotify-test").tempdir().expect("tempdir")
+}
