@@ -12,6 +12,7 @@
 //! - [`link`]: the overlay's side of the daemon link (subscribe, receive, acknowledge, reconnect).
 //! - [`overlay`]: the passthrough FUSE overlay: mount options, inode table, operations,
 //!   invalidation of the kernel's caches and replay of changes as inotify events.
+//! - [`fixtures`]: the test and demo fixture trees (`fuse-fixtures/`) made real.
 //! - [`demo`]: the self-contained tour behind `vfnotify demo`.
 //! - [`logging`]: tracing set-up shared by every subcommand.
 //! - [`sys`]: the only home of `unsafe`: thin wrappers over Linux system calls.
@@ -21,6 +22,7 @@ pub mod cli;
 pub mod control;
 pub mod daemon;
 pub mod demo;
+pub mod fixtures;
 pub mod link;
 pub mod logging;
 pub mod overlay;

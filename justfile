@@ -1,0 +1,37 @@
+# vfnotify developer recipes. `cargo install just` if you do not have it.
+
+prefix := "/usr/local"
+
+# Debug build.
+build:
+    cargo build
+
+# The README's test command (as root: FUSE tests skip with a reason without /dev/fuse or root).
+test:
+    cargo test --release
+
+# rustfmt and clippy, as CI runs them.
+lint:
+    cargo fmt --check
+    cargo clippy --all-targets -- -D warnings
+
+# Benchmark against native and peers: `just bench` (full, < 5 min) or `just bench quick` (< 1 min).
+bench mode="full":
+    bash bench/run.sh {{mode}}
+
+# The one-command tour.
+demo *args:
+    cargo run --release -- demo {{args}}
+
+# Long soak: 1,000,000 notifications while fsx and a watcher run (minutes; not in `test`).
+soak:
+    bash bench/soak.sh
+
+# Install the binary, the mount(8) helper link and the systemd unit.
+install:
+    cargo build --release
+    install -Dm755 target/release/vfnotify {{prefix}}/bin/vfnotify
+    install -d /sbin
+    ln -sf {{prefix}}/bin/vfnotify /sbin/mount.fuse.vfnotify
+    install -Dm644 contrib/vfnotify.service /etc/systemd/system/vfnotify.service
+    @echo "installed: {{prefix}}/bin/vfnotify, /sbin/mount.fuse.vfnotify, /etc/systemd/system/vfnotify.service"
