@@ -1,7 +1,333 @@
-//! The passthrough FUSE overlay.
+//! The passthrough FUSE overlay (`vfnotify mount`, `mount.fuse.vfnotify`).
+//!
+//! - [`options`]: `-o` parsing into a validated config (pure; fuzzed).
+//! - [`inode`]: the inode table (one node per backing inode, re-resolved by name, freed on forget).
+//! - [`fs`]: the FUSE operations and the replay view.
+//! - [`sync`]: the worker that rescans on notifications, invalidates the kernel's caches and
+//!   replays changes as inotify events.
+//!
+//! This module mounts (mount(2) directly, type `fuse.vfnotify`), returns once the mount is live
+//! (daemonising unless `-f`), wires the daemon link and ends on unmount or SIGTERM.
 
-/// `vfnotify mount`.
-pub fn main(args: crate::cli::MountArgs) -> u8 {
-    let _ = args;
-    crate::cli::EXIT_FAILURE
+pub mod fs;
+pub mod inode;
+pub mod options;
+pub mod sync;
+
+use std::ffi::CString;
+use std::io::{self, BufRead, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{error, info, warn};
+
+use crate::cli::{EXIT_FAILURE, EXIT_USAGE, MountArgs};
+use crate::sys;
+use fs::{OverlayFs, Shared};
+use options::MountConfig;
+use sync::Job;
+
+/// Mount failures.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error("SOURCE {path}: {source}")]
+    OpenSource { path: PathBuf, source: io::Error },
+    #[error("cannot open /dev/fuse: {0}")]
+    OpenFuse(io::Error),
+    #[error("mount(2) of {mountpoint} failed: {source}")]
+    Mount { mountpoint: PathBuf, source: io::Error },
+    #[error("FUSE handshake failed: {0}")]
+    Handshake(io::Error),
+    #[error("starting a thread: {0}")]
+    Spawn(io::Error),
+    #[error("blocking signals: {0}")]
+    Signals(io::Error),
+    #[error("FUSE session ended with an error: {0}")]
+    Session(io::Error),
+}
+
+/// `vfnotify mount` / `mount.fuse.vfnotify`.
+pub fn main(args: MountArgs) -> u8 {
+    let cfg = match options::parse(&args.options) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("vfnotify mount: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    match std::fs::metadata(&args.source) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            eprintln!("vfnotify mount: SOURCE {} is not a directory", args.source.display());
+            return EXIT_USAGE;
+        }
+        Err(e) => {
+            eprintln!("vfnotify mount: SOURCE {}: {e}", args.source.display());
+            return EXIT_USAGE;
+        }
+    }
+    if let Err(msg) = prepare_mountpoint(&args.mountpoint) {
+        eprintln!("vfnotify mount: {msg}");
+        return EXIT_USAGE;
+    }
+    let (source, mountpoint) = match (args.source.canonicalize(), args.mountpoint.canonicalize()) {
+        (Ok(s), Ok(m)) => (s, m),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("vfnotify mount: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    if sys::geteuid() != 0 {
+        eprintln!("vfnotify mount: mounting needs root (CAP_SYS_ADMIN) for mount(2) and kernel passthrough");
+        return EXIT_FAILURE;
+    }
+    if args.foreground {
+        crate::logging::init(args.debug);
+        return match run(cfg, &source, &mountpoint, None) {
+            Ok(()) => 0,
+            Err(e) => {
+                error!("{e}");
+                eprintln!("vfnotify mount: {e}");
+                EXIT_FAILURE
+            }
+        };
+    }
+    daemonize(cfg, &source, &mountpoint, args.debug)
+}
+
+/// A mountpoint must be a directory; a stale mount left by a killed server (ENOTCONN) is
+/// detached first.
+fn prepare_mountpoint(mp: &Path) -> Result<(), String> {
+    match std::fs::metadata(mp) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(format!("MOUNTPOINT {} is not a directory", mp.display())),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            let c = CString::new(mp.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
+            sys::umount2(&c, libc::MNT_DETACH).map_err(|e| format!("detaching the stale mount at {}: {e}", mp.display()))?;
+            eprintln!("vfnotify mount: detached a stale mount at {}", mp.display());
+            match std::fs::metadata(mp) {
+                Ok(m) if m.is_dir() => Ok(()),
+                Ok(_) => Err(format!("MOUNTPOINT {} is not a directory", mp.display())),
+                Err(e) => Err(format!("MOUNTPOINT {}: {e}", mp.display())),
+            }
+        }
+        Err(e) => Err(format!("MOUNTPOINT {}: {e}", mp.display())),
+    }
+}
+
+/// Fork: the child mounts and serves; the parent returns once the mount is live (mount(8)
+/// relies on that), with the child's error if it failed.
+fn daemonize(cfg: MountConfig, source: &Path, mountpoint: &Path, debug: bool) -> u8 {
+    let (mut rd, wr) = match std::io::pipe() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("vfnotify mount: pipe: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    match sys::fork() {
+        Err(e) => {
+            eprintln!("vfnotify mount: fork: {e}");
+            EXIT_FAILURE
+        }
+        Ok(sys::Fork::Parent(_)) => {
+            drop(wr);
+            // One line: "ok" once the mount is live, else the error. The child keeps the pipe.
+            let mut msg = String::new();
+            let _ = io::BufReader::new(&mut rd).read_line(&mut msg);
+            if msg.starts_with("ok") {
+                0
+            } else {
+                let m = msg.trim();
+                eprintln!("vfnotify mount: {}", if m.is_empty() { "server exited before the mount was live" } else { m });
+                EXIT_FAILURE
+            }
+        }
+        Ok(sys::Fork::Child) => {
+            drop(rd);
+            let _ = sys::setsid();
+            redirect_stdio(cfg.log.as_deref());
+            crate::logging::init(debug);
+            let mut wr = Some(wr);
+            let code = match run(cfg, source, mountpoint, wr.as_mut()) {
+                Ok(()) => 0,
+                Err(e) => {
+                    error!("{e}");
+                    if let Some(w) = wr.as_mut() {
+                        let _ = writeln!(w, "{e}");
+                    }
+                    EXIT_FAILURE
+                }
+            };
+            std::process::exit(code as i32);
+        }
+    }
+}
+
+fn redirect_stdio(log: Option<&Path>) {
+    let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null");
+    if let Ok(null) = &null {
+        let _ = sys::dup2(null.as_fd(), 0);
+        let _ = sys::dup2(null.as_fd(), 1);
+    }
+    let err = log
+        .and_then(|p| std::fs::OpenOptions::new().create(true).append(true).open(p).ok())
+        .or_else(|| null.ok());
+    if let Some(f) = err {
+        let _ = sys::dup2(f.as_fd(), 2);
+    }
+}
+
+/// Mount, serve until unmounted, clean up.
+pub fn run(cfg: MountConfig, source: &Path, mountpoint: &Path, ready: Option<&mut std::io::PipeWriter>) -> Result<(), MountError> {
+    // Before any thread exists: signals go to the dedicated waiter; modes are the caller's.
+    sys::block_termination_signals().map_err(MountError::Signals)?;
+    sys::umask(0);
+    let csource = sys::cstr(source.as_os_str()).map_err(|e| MountError::OpenSource { path: source.into(), source: e })?;
+    let root_fd = sys::openat(sys::cwd(), &csource, libc::O_PATH | libc::O_DIRECTORY, 0)
+        .map_err(|e| MountError::OpenSource { path: source.into(), source: e })?;
+    let shared = Arc::new(Shared::new(cfg.clone(), root_fd).map_err(|e| MountError::OpenSource { path: source.into(), source: e })?);
+    let dev: OwnedFd = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+        .map_err(MountError::OpenFuse)?
+        .into();
+
+    let mut data = format!(
+        "fd={},rootmode=40000,user_id={},group_id=0,default_permissions",
+        dev.as_raw_fd(),
+        sys::geteuid()
+    );
+    if cfg.allow_other {
+        data.push_str(",allow_other");
+    }
+    let mut flags: libc::c_ulong = 0;
+    if !cfg.suid {
+        flags |= libc::MS_NOSUID;
+    }
+    if !cfg.dev {
+        flags |= libc::MS_NODEV;
+    }
+    if !cfg.exec {
+        flags |= libc::MS_NOEXEC;
+    }
+    if cfg.noatime {
+        flags |= libc::MS_NOATIME;
+    }
+    if cfg.sync {
+        flags |= libc::MS_SYNCHRONOUS;
+    }
+    if cfg.dirsync {
+        flags |= libc::MS_DIRSYNC;
+    }
+    let fsname = cfg.fsname.clone().unwrap_or_else(|| source.display().to_string());
+    let cmp = sys::cstr(mountpoint.as_os_str()).map_err(|e| MountError::Mount { mountpoint: mountpoint.into(), source: e })?;
+    let mount_err = |e| MountError::Mount { mountpoint: mountpoint.into(), source: e };
+    sys::mount(
+        &CString::new(fsname.replace(',', "_")).map_err(|e| mount_err(e.into()))?,
+        &cmp,
+        c"fuse.vfnotify",
+        flags,
+        &CString::new(data).map_err(|e| mount_err(e.into()))?,
+    )
+    .map_err(mount_err)?;
+
+    let fs = OverlayFs { s: shared.clone() };
+    let mut fcfg = fuser::Config::default();
+    fcfg.n_threads = Some(cfg.threads);
+    fcfg.clone_fd = true;
+    fcfg.acl = if cfg.allow_other { fuser::SessionACL::All } else { fuser::SessionACL::Owner };
+    let session = match fuser::Session::from_fd(fs, dev, fcfg.acl, fcfg) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = sys::umount2(&cmp, libc::MNT_DETACH);
+            return Err(MountError::Handshake(e));
+        }
+    };
+
+    let (tx, rx) = mpsc::channel::<Job>();
+    *shared.baseline_tx.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx.clone());
+    let spawned = (|| -> io::Result<()> {
+        sync::spawn(shared.clone(), session.notifier(), mountpoint.to_path_buf(), rx)?;
+        let mp = cmp.clone();
+        std::thread::Builder::new().name("vfnotify-signal".into()).spawn(move || {
+            if let Ok(sig) = sys::wait_signal() {
+                info!(sig, "signal received: unmounting");
+                if sys::umount2(&mp, 0).is_err() {
+                    let _ = sys::umount2(&mp, libc::MNT_DETACH);
+                }
+            }
+        })?;
+        if let Some(channel) = cfg.channel.clone() {
+            let target = Arc::new(LinkTarget { s: shared.clone(), tx: std::sync::Mutex::new(tx.clone()) });
+            crate::link::spawn(
+                crate::link::LinkConfig { control: cfg.control.clone(), channel, mountpoint: mountpoint.to_path_buf() },
+                target,
+            )?;
+        } else if cfg.cache == options::CachePolicy::Always {
+            warn!("cache=always without channel=: nothing will invalidate the kernel's caches; host changes stay unseen");
+        }
+        Ok(())
+    })();
+    if let Err(e) = spawned {
+        let _ = sys::umount2(&cmp, libc::MNT_DETACH);
+        return Err(MountError::Spawn(e));
+    }
+    info!(source = %source.display(), mountpoint = %mountpoint.display(), "mounted");
+    if let Some(w) = ready {
+        let _ = w.write_all(b"ok\n");
+    }
+    let res = session.run();
+    info!("unmounted");
+    res.map_err(MountError::Session)
+}
+
+/// The overlay as the daemon link sees it.
+struct LinkTarget {
+    s: Arc<Shared>,
+    tx: std::sync::Mutex<mpsc::Sender<Job>>,
+}
+
+impl LinkTarget {
+    fn send(&self, job: Job) -> bool {
+        self.tx.lock().unwrap_or_else(|p| p.into_inner()).send(job).is_ok()
+    }
+}
+
+impl crate::link::NotifyTarget for LinkTarget {
+    fn handle(&self, paths: &[String]) {
+        let (done_tx, done_rx) = mpsc::channel();
+        if self.send(Job::Notify { paths: paths.to_vec(), done: done_tx }) {
+            if done_rx.recv_timeout(Duration::from_secs(120)).is_err() {
+                warn!("notification not handled within 120 s");
+            }
+        }
+    }
+
+    fn set_linked(&self, linked: bool) {
+        let was = self.s.linked.swap(linked, Ordering::SeqCst);
+        if was && !linked {
+            warn!("daemon link down: degraded to short cache timeouts");
+            self.send(Job::Degrade);
+        } else if !was && linked {
+            info!("daemon link up: long caching");
+        }
+    }
+
+    fn stats(&self) -> serde_json::Value {
+        let mut v = self.s.stats.to_json();
+        if let Some(o) = v.as_object_mut() {
+            o.insert("known_inodes".into(), self.s.table.len().into());
+            o.insert("cached_dir_fds".into(), self.s.table.dirfd_count().into());
+            o.insert("linked".into(), self.s.linked.load(Ordering::Relaxed).into());
+            o.insert("passthrough".into(), self.s.passthrough.load(Ordering::Relaxed).into());
+        }
+        v
+    }
 }

@@ -1,1 +1,447 @@
 //! The only home of `unsafe`: thin, documented wrappers over Linux system calls.
+//!
+//! Every function returns `io::Result` with the OS error preserved (callers turn it into an errno
+//! in exactly one place). Path arguments are C strings relative to a directory fd; nothing here
+//! follows a symlink in the last component unless its name says so.
+
+use std::ffi::{CStr, CString, OsStr, OsString};
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+
+/// `-1` → the thread's errno, anything else → Ok.
+fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret == -1 { Err(io::Error::last_os_error()) } else { Ok(ret) }
+}
+
+fn cvt_isize(ret: isize) -> io::Result<usize> {
+    if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret as usize) }
+}
+
+/// A name or path as a C string (names from the kernel never hold NUL; others get EINVAL).
+pub fn cstr(name: &OsStr) -> io::Result<CString> {
+    CString::new(name.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// The calling thread's id (what the kernel puts in a FUSE request's `pid`).
+pub fn gettid() -> u32 {
+    // SAFETY: gettid has no preconditions and cannot fail.
+    unsafe { libc::gettid() as u32 }
+}
+
+/// `fstatat(dirfd, name, AT_SYMLINK_NOFOLLOW)`; an empty name stats `dirfd` itself.
+pub fn fstatat(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<libc::stat> {
+    let mut st = MaybeUninit::<libc::stat>::uninit();
+    let flags = if name.is_empty() {
+        libc::AT_SYMLINK_NOFOLLOW | libc::AT_EMPTY_PATH
+    } else {
+        libc::AT_SYMLINK_NOFOLLOW
+    };
+    // SAFETY: name is a valid C string, st points to writable memory of the right size; on
+    // success the kernel has filled it completely.
+    unsafe {
+        cvt(libc::fstatat(dir.as_raw_fd(), name.as_ptr(), st.as_mut_ptr(), flags))?;
+        Ok(st.assume_init())
+    }
+}
+
+/// `fstat(fd)`.
+pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
+    fstatat(fd, c"")
+}
+
+/// `openat(dirfd, name, flags | O_CLOEXEC, mode)`.
+pub fn openat(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int, mode: u32) -> io::Result<OwnedFd> {
+    // SAFETY: name is a valid C string; on success the returned fd is new and owned by us.
+    unsafe {
+        let fd = cvt(libc::openat(dir.as_raw_fd(), name.as_ptr(), flags | libc::O_CLOEXEC, mode as libc::c_uint))?;
+        Ok(OwnedFd::from_raw_fd(fd))
+    }
+}
+
+/// `openat2(dirfd, path, how)` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS`:
+/// resolves a multi-component relative path that may never leave `dir` nor follow any symlink.
+pub fn open_beneath(dir: BorrowedFd<'_>, path: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: open_how is a plain C struct; zeroed is a valid value for every field.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (flags | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: path is a valid C string and how a valid open_how of the size we pass; on success
+    // the returned fd is new and owned by us.
+    unsafe {
+        let fd = libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            path.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        );
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(OwnedFd::from_raw_fd(fd as RawFd))
+    }
+}
+
+/// `mkdirat`.
+pub fn mkdirat(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()> {
+    // SAFETY: name is a valid C string.
+    cvt(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode) }).map(drop)
+}
+
+/// `mknodat`.
+pub fn mknodat(dir: BorrowedFd<'_>, name: &CStr, mode: u32, rdev: u64) -> io::Result<()> {
+    // SAFETY: name is a valid C string.
+    cvt(unsafe { libc::mknodat(dir.as_raw_fd(), name.as_ptr(), mode, rdev) }).map(drop)
+}
+
+/// `symlinkat(target, dirfd, name)`.
+pub fn symlinkat(target: &CStr, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+    // SAFETY: both are valid C strings.
+    cvt(unsafe { libc::symlinkat(target.as_ptr(), dir.as_raw_fd(), name.as_ptr()) }).map(drop)
+}
+
+/// `linkat(olddir, oldname, newdir, newname, 0)` (never follows a symlink).
+pub fn linkat(olddir: BorrowedFd<'_>, oldname: &CStr, newdir: BorrowedFd<'_>, newname: &CStr) -> io::Result<()> {
+    // SAFETY: both names are valid C strings.
+    cvt(unsafe { libc::linkat(olddir.as_raw_fd(), oldname.as_ptr(), newdir.as_raw_fd(), newname.as_ptr(), 0) })
+        .map(drop)
+}
+
+/// `unlinkat(dirfd, name, flags)` (`AT_REMOVEDIR` for directories).
+pub fn unlinkat(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int) -> io::Result<()> {
+    // SAFETY: name is a valid C string.
+    cvt(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), flags) }).map(drop)
+}
+
+/// `renameat2(olddir, oldname, newdir, newname, flags)`.
+pub fn renameat2(olddir: BorrowedFd<'_>, oldname: &CStr, newdir: BorrowedFd<'_>, newname: &CStr, flags: u32) -> io::Result<()> {
+    // SAFETY: both names are valid C strings.
+    cvt(unsafe {
+        libc::renameat2(olddir.as_raw_fd(), oldname.as_ptr(), newdir.as_raw_fd(), newname.as_ptr(), flags)
+    })
+    .map(drop)
+}
+
+/// `readlinkat`.
+pub fn readlinkat(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
+    // SAFETY: buf is writable for buf.len() bytes; the kernel writes at most that many.
+    let n = cvt_isize(unsafe {
+        libc::readlinkat(dir.as_raw_fd(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+    })?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// `fchownat(dirfd, name, uid, gid, AT_SYMLINK_NOFOLLOW)`; `u32::MAX` leaves an id unchanged.
+pub fn fchownat(dir: BorrowedFd<'_>, name: &CStr, uid: u32, gid: u32) -> io::Result<()> {
+    let flags = if name.is_empty() { libc::AT_SYMLINK_NOFOLLOW | libc::AT_EMPTY_PATH } else { libc::AT_SYMLINK_NOFOLLOW };
+    // SAFETY: name is a valid C string.
+    cvt(unsafe { libc::fchownat(dir.as_raw_fd(), name.as_ptr(), uid, gid, flags) }).map(drop)
+}
+
+/// `fchmod` through `/proc/self/fd` is avoided: this is `fchmodat(dirfd, name, mode, 0)`, which
+/// follows a final symlink, so callers must not use it on symlinks.
+pub fn fchmodat(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()> {
+    // SAFETY: name is a valid C string.
+    cvt(unsafe { libc::fchmodat(dir.as_raw_fd(), name.as_ptr(), mode, 0) }).map(drop)
+}
+
+/// `fchmod(fd, mode)`.
+pub fn fchmod(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
+    // SAFETY: plain syscall on a valid fd.
+    cvt(unsafe { libc::fchmod(fd.as_raw_fd(), mode) }).map(drop)
+}
+
+/// A time for [`utimensat`].
+#[derive(Debug, Clone, Copy)]
+pub enum SetTime {
+    Omit,
+    Now,
+    At(i64, i64),
+}
+
+fn timespec(t: SetTime) -> libc::timespec {
+    match t {
+        SetTime::Omit => libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT },
+        SetTime::Now => libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_NOW },
+        SetTime::At(s, ns) => libc::timespec { tv_sec: s, tv_nsec: ns },
+    }
+}
+
+/// `utimensat(dirfd, name, [atime, mtime], AT_SYMLINK_NOFOLLOW)`.
+pub fn utimensat(dir: BorrowedFd<'_>, name: &CStr, atime: SetTime, mtime: SetTime) -> io::Result<()> {
+    let times = [timespec(atime), timespec(mtime)];
+    let flags = if name.is_empty() { libc::AT_EMPTY_PATH } else { libc::AT_SYMLINK_NOFOLLOW };
+    // SAFETY: name is a valid C string and times an array of two timespecs.
+    cvt(unsafe { libc::utimensat(dir.as_raw_fd(), name.as_ptr(), times.as_ptr(), flags) }).map(drop)
+}
+
+/// `ftruncate`.
+pub fn ftruncate(fd: BorrowedFd<'_>, size: u64) -> io::Result<()> {
+    // SAFETY: plain syscall on a valid fd.
+    cvt(unsafe { libc::ftruncate(fd.as_raw_fd(), size as libc::off_t) }).map(drop)
+}
+
+/// `fallocate`.
+pub fn fallocate(fd: BorrowedFd<'_>, mode: i32, offset: u64, len: u64) -> io::Result<()> {
+    // SAFETY: plain syscall on a valid fd.
+    cvt(unsafe { libc::fallocate(fd.as_raw_fd(), mode, offset as libc::off_t, len as libc::off_t) }).map(drop)
+}
+
+/// `lseek` (SEEK_DATA / SEEK_HOLE included).
+pub fn lseek(fd: BorrowedFd<'_>, offset: i64, whence: i32) -> io::Result<i64> {
+    // SAFETY: plain syscall on a valid fd.
+    let r = unsafe { libc::lseek(fd.as_raw_fd(), offset, whence) };
+    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r) }
+}
+
+/// `copy_file_range`.
+pub fn copy_file_range(fd_in: BorrowedFd<'_>, off_in: u64, fd_out: BorrowedFd<'_>, off_out: u64, len: usize) -> io::Result<usize> {
+    let mut oi = off_in as libc::loff_t;
+    let mut oo = off_out as libc::loff_t;
+    // SAFETY: both offsets point to valid loff_t values we own; fds are valid.
+    cvt_isize(unsafe { libc::copy_file_range(fd_in.as_raw_fd(), &mut oi, fd_out.as_raw_fd(), &mut oo, len, 0) })
+}
+
+/// `fsync` or `fdatasync`.
+pub fn fsync(fd: BorrowedFd<'_>, datasync: bool) -> io::Result<()> {
+    // SAFETY: plain syscalls on a valid fd.
+    cvt(unsafe { if datasync { libc::fdatasync(fd.as_raw_fd()) } else { libc::fsync(fd.as_raw_fd()) } }).map(drop)
+}
+
+/// `pread` into `buf`; returns the bytes read.
+pub fn pread(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    // SAFETY: buf is writable for buf.len() bytes.
+    cvt_isize(unsafe { libc::pread(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), offset as libc::off_t) })
+}
+
+/// `pwrite` from `buf`; returns the bytes written.
+pub fn pwrite(fd: BorrowedFd<'_>, buf: &[u8], offset: u64) -> io::Result<usize> {
+    // SAFETY: buf is readable for buf.len() bytes.
+    cvt_isize(unsafe { libc::pwrite(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), offset as libc::off_t) })
+}
+
+/// `fstatvfs`.
+pub fn fstatvfs(fd: BorrowedFd<'_>) -> io::Result<libc::statvfs> {
+    let mut st = MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: st is writable memory of the right size, filled on success.
+    unsafe {
+        cvt(libc::fstatvfs(fd.as_raw_fd(), st.as_mut_ptr()))?;
+        Ok(st.assume_init())
+    }
+}
+
+/// The `/proc/self/fd/N/NAME` path that reaches `name` in `dir` without following a final
+/// symlink when used with the `l*xattr` calls (works for O_PATH directory fds).
+fn proc_path(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<CString> {
+    let mut p = format!("/proc/self/fd/{}", dir.as_raw_fd()).into_bytes();
+    if !name.is_empty() {
+        p.push(b'/');
+        p.extend_from_slice(name.to_bytes());
+    }
+    CString::new(p).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// `lgetxattr`; with `size == 0` returns the needed size and an empty buffer.
+pub fn getxattr(dir: BorrowedFd<'_>, name: &CStr, attr: &CStr, size: usize) -> io::Result<(usize, Vec<u8>)> {
+    let path = proc_path(dir, name)?;
+    let mut buf = vec![0u8; size];
+    // SAFETY: path and attr are valid C strings; buf is writable for size bytes (null when 0,
+    // which asks for the size only).
+    let n = cvt_isize(unsafe {
+        libc::lgetxattr(path.as_ptr(), attr.as_ptr(), if size == 0 { std::ptr::null_mut() } else { buf.as_mut_ptr().cast() }, size)
+    })?;
+    buf.truncate(n.min(size));
+    Ok((n, buf))
+}
+
+/// `llistxattr`; with `size == 0` returns the needed size.
+pub fn listxattr(dir: BorrowedFd<'_>, name: &CStr, size: usize) -> io::Result<(usize, Vec<u8>)> {
+    let path = proc_path(dir, name)?;
+    let mut buf = vec![0u8; size];
+    // SAFETY: as in getxattr.
+    let n = cvt_isize(unsafe {
+        libc::llistxattr(path.as_ptr(), if size == 0 { std::ptr::null_mut() } else { buf.as_mut_ptr().cast() }, size)
+    })?;
+    buf.truncate(n.min(size));
+    Ok((n, buf))
+}
+
+/// `lsetxattr`.
+pub fn setxattr(dir: BorrowedFd<'_>, name: &CStr, attr: &CStr, value: &[u8], flags: i32) -> io::Result<()> {
+    let path = proc_path(dir, name)?;
+    // SAFETY: valid C strings; value readable for its length.
+    cvt(unsafe { libc::lsetxattr(path.as_ptr(), attr.as_ptr(), value.as_ptr().cast(), value.len(), flags) }).map(drop)
+}
+
+/// `lremovexattr`.
+pub fn removexattr(dir: BorrowedFd<'_>, name: &CStr, attr: &CStr) -> io::Result<()> {
+    let path = proc_path(dir, name)?;
+    // SAFETY: valid C strings.
+    cvt(unsafe { libc::lremovexattr(path.as_ptr(), attr.as_ptr()) }).map(drop)
+}
+
+/// One directory entry from [`read_dir`].
+#[derive(Debug, Clone)]
+pub struct RawDirent {
+    pub name: OsString,
+    pub ino: u64,
+    pub kind: u8,
+}
+
+/// Read every entry of the directory open at `fd` (from its start), skipping `.` and `..`.
+pub fn read_dir(fd: BorrowedFd<'_>) -> io::Result<Vec<RawDirent>> {
+    lseek(fd, 0, libc::SEEK_SET)?;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        // SAFETY: buf is writable for its length; getdents64 fills at most that many bytes.
+        let n = unsafe { libc::syscall(libc::SYS_getdents64, fd.as_raw_fd(), buf.as_mut_ptr(), buf.len()) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if n == 0 {
+            return Ok(out);
+        }
+        let n = n as usize;
+        let mut off = 0;
+        while off + 19 <= n {
+            // linux_dirent64: u64 d_ino, i64 d_off, u16 d_reclen, u8 d_type, char d_name[].
+            let ino = u64::from_ne_bytes(buf[off..off + 8].try_into().unwrap_or([0; 8]));
+            let reclen = u16::from_ne_bytes([buf[off + 16], buf[off + 17]]) as usize;
+            let kind = buf[off + 18];
+            if reclen == 0 || off + reclen > n {
+                break;
+            }
+            let name_bytes = &buf[off + 19..off + reclen];
+            let len = name_bytes.iter().position(|&b| b == 0).unwrap_or(name_bytes.len());
+            let name = &name_bytes[..len];
+            if name != b"." && name != b".." {
+                out.push(RawDirent { name: OsString::from_vec(name.to_vec()), ino, kind });
+            }
+            off += reclen;
+        }
+    }
+}
+
+/// Result of [`fork`].
+pub enum Fork {
+    Parent(i32),
+    Child,
+}
+
+/// `fork()`. Call only while the process has a single thread.
+pub fn fork() -> io::Result<Fork> {
+    // SAFETY: the caller guarantees the process is single-threaded, so the child inherits a
+    // consistent address space (no lock held by another thread).
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(Fork::Child),
+        pid => Ok(Fork::Parent(pid)),
+    }
+}
+
+/// `setsid()`.
+pub fn setsid() -> io::Result<()> {
+    // SAFETY: no preconditions.
+    cvt(unsafe { libc::setsid() }).map(drop)
+}
+
+/// `dup2(from, to)`.
+pub fn dup2(from: BorrowedFd<'_>, to: RawFd) -> io::Result<()> {
+    // SAFETY: dup2 on a valid source fd; `to` is replaced atomically.
+    cvt(unsafe { libc::dup2(from.as_raw_fd(), to) }).map(drop)
+}
+
+/// `umask(mask)`, returning the previous mask.
+pub fn umask(mask: u32) -> u32 {
+    // SAFETY: no preconditions.
+    unsafe { libc::umask(mask) }
+}
+
+/// The effective uid.
+pub fn geteuid() -> u32 {
+    // SAFETY: no preconditions.
+    unsafe { libc::geteuid() }
+}
+
+/// `mount(source, target, fstype, flags, data)`.
+pub fn mount(source: &CStr, target: &CStr, fstype: &CStr, flags: libc::c_ulong, data: &CStr) -> io::Result<()> {
+    // SAFETY: all arguments are valid C strings.
+    cvt(unsafe { libc::mount(source.as_ptr(), target.as_ptr(), fstype.as_ptr(), flags, data.as_ptr().cast()) }).map(drop)
+}
+
+/// `umount2(target, flags)` (`MNT_DETACH` for a lazy unmount).
+pub fn umount2(target: &CStr, flags: libc::c_int) -> io::Result<()> {
+    // SAFETY: target is a valid C string.
+    cvt(unsafe { libc::umount2(target.as_ptr(), flags) }).map(drop)
+}
+
+/// Block SIGTERM, SIGINT and SIGHUP in the calling thread (and threads it starts later), so a
+/// dedicated thread can take them with [`wait_signal`].
+pub fn block_termination_signals() -> io::Result<()> {
+    let set = termination_set();
+    // SAFETY: set is an initialised sigset_t; a null old-set pointer is allowed.
+    let r = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if r != 0 { Err(io::Error::from_raw_os_error(r)) } else { Ok(()) }
+}
+
+fn termination_set() -> libc::sigset_t {
+    // SAFETY: sigemptyset initialises the set before sigaddset uses it.
+    unsafe {
+        let mut set = MaybeUninit::<libc::sigset_t>::uninit();
+        libc::sigemptyset(set.as_mut_ptr());
+        let mut set = set.assume_init();
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGHUP);
+        set
+    }
+}
+
+/// Wait for one of the signals blocked by [`block_termination_signals`]; returns its number.
+pub fn wait_signal() -> io::Result<i32> {
+    let set = termination_set();
+    let mut sig: libc::c_int = 0;
+    // SAFETY: set is initialised, sig is writable.
+    let r = unsafe { libc::sigwait(&set, &mut sig) };
+    if r != 0 { Err(io::Error::from_raw_os_error(r)) } else { Ok(sig) }
+}
+
+/// Send `sig` to the current process.
+pub fn raise_process(sig: i32) -> io::Result<()> {
+    // SAFETY: kill on our own pid with a valid signal number.
+    cvt(unsafe { libc::kill(libc::getpid(), sig) }).map(drop)
+}
+
+/// Write one raw message (a FUSE notification built by the caller) to the FUSE device `fd`.
+pub fn write_fuse(fd: BorrowedFd<'_>, msg: &[u8]) -> io::Result<usize> {
+    // SAFETY: msg is readable for its length.
+    cvt_isize(unsafe { libc::write(fd.as_raw_fd(), msg.as_ptr().cast(), msg.len()) })
+}
+
+/// `dup(fd)` with close-on-exec.
+pub fn dup(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    fd.try_clone_to_owned()
+}
+
+/// An all-zero `struct stat`, to be filled field by field.
+pub fn zeroed_stat() -> libc::stat {
+    // SAFETY: struct stat is plain old data (integers only); all-zero is a valid value.
+    unsafe { std::mem::zeroed() }
+}
+
+/// `AT_FDCWD` as a borrowed fd, for `*at` calls on absolute paths.
+pub fn cwd() -> BorrowedFd<'static> {
+    // SAFETY: AT_FDCWD is a special value every *at system call accepts; it is never closed.
+    unsafe { BorrowedFd::borrow_raw(libc::AT_FDCWD) }
+}
+
+/// `truncate(path, size)`.
+pub fn truncate(path: &CStr, size: u64) -> io::Result<()> {
+    // SAFETY: path is a valid C string.
+    cvt(unsafe { libc::truncate(path.as_ptr(), size as libc::off_t) }).map(drop)
+}

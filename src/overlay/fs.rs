@@ -1,0 +1,1365 @@
+//! The FUSE operations: a passthrough of SOURCE with the caching policy of the mount, plus the
+//! replay view (requests from the replay thread are answered from the previous view and never
+//! touch SOURCE; see [`super::sync`]).
+//!
+//! Every operation body returns `io::Result`; the errno the kernel sees is produced in one place,
+//! [`errno`].
+
+use std::collections::HashMap;
+use std::ffi::{CStr, OsStr, OsString};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{
+    AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem,
+    FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+use tracing::{debug, info, warn};
+
+use super::inode::{EntrySnap, Ino, Key, NEGATIVE_BUDGET, Node, ROOT_INO, Table};
+use super::options::{CachePolicy, MountConfig};
+use crate::sys;
+
+/// The one place an `io::Error` becomes the errno the kernel sees.
+pub fn errno(e: &io::Error) -> Errno {
+    Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+fn err(code: i32) -> io::Error {
+    io::Error::from_raw_os_error(code)
+}
+
+/// What the replay thread is to be told about one name.
+#[derive(Debug, Clone, Copy)]
+pub enum ViewEntry {
+    /// The name did not exist before the change.
+    Absent,
+    /// The name existed with these attributes before the change.
+    Present(EntrySnap),
+    /// The virtual trigger file (toggle mode): exists only for the replay.
+    Virtual,
+}
+
+/// The previous view, consulted only for requests from the replay thread.
+#[derive(Default)]
+pub struct ReplayView {
+    tid: AtomicU32,
+    entries: Mutex<HashMap<(Ino, OsString), ViewEntry>>,
+}
+
+impl ReplayView {
+    /// Make the calling thread the replay thread.
+    pub fn claim(&self) {
+        self.tid.store(sys::gettid(), Ordering::SeqCst);
+    }
+    pub fn set(&self, parent: Ino, name: &OsStr, entry: ViewEntry) {
+        self.lock().insert((parent, name.to_owned()), entry);
+    }
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+    fn get(&self, parent: Ino, name: &OsStr) -> Option<ViewEntry> {
+        self.lock().get(&(parent, name.to_owned())).copied()
+    }
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(Ino, OsString), ViewEntry>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    fn is_replay(&self, req: &Request) -> bool {
+        let t = self.tid.load(Ordering::Relaxed);
+        t != 0 && req.pid() == t
+    }
+}
+
+/// Counters, reported by `vfnotify status` and the benchmark.
+#[derive(Default)]
+pub struct Stats {
+    pub lookups: AtomicU64,
+    pub negative_cached: AtomicU64,
+    pub opens: AtomicU64,
+    pub passthrough_opens: AtomicU64,
+    pub passthrough_failed: AtomicU64,
+    pub notifications: AtomicU64,
+    pub rescans: AtomicU64,
+    pub dirs_scanned: AtomicU64,
+    pub entries_scanned: AtomicU64,
+    pub inval_entry: AtomicU64,
+    pub inval_inode: AtomicU64,
+    pub inval_delete: AtomicU64,
+    pub inval_failed: AtomicU64,
+    pub events_replayed: AtomicU64,
+    pub replay_failed: AtomicU64,
+    pub baselines: AtomicU64,
+    pub scope_rejected: AtomicU64,
+    pub scan_errors: AtomicU64,
+}
+
+macro_rules! stats_json {
+    ($s:expr, $($f:ident),*) => { serde_json::json!({ $(stringify!($f): $s.$f.load(Ordering::Relaxed)),* }) };
+}
+
+impl Stats {
+    pub fn bump(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn to_json(&self) -> serde_json::Value {
+        stats_json!(self, lookups, negative_cached, opens, passthrough_opens, passthrough_failed, notifications,
+            rescans, dirs_scanned, entries_scanned, inval_entry, inval_inode, inval_delete, inval_failed,
+            events_replayed, replay_failed, baselines, scope_rejected, scan_errors)
+    }
+}
+
+/// An open file.
+struct OpenFile {
+    node: Arc<Node>,
+    /// The backing file (none for replay opens).
+    fd: Option<OwnedFd>,
+    /// Whether this handle counts towards the node's passthrough backing.
+    backing: bool,
+    writable: bool,
+}
+
+/// An open directory; entries are read at the first `readdir` (so a warm `opendir` costs nothing).
+struct OpenDir {
+    entries: Mutex<Option<Arc<Vec<sys::RawDirent>>>>,
+}
+
+enum Handle {
+    File(OpenFile),
+    Dir(OpenDir),
+}
+
+const HANDLE_SHARDS: usize = 16;
+
+/// State shared by the request handlers and the sync worker.
+pub struct Shared {
+    pub cfg: MountConfig,
+    pub table: Table,
+    pub root_fd: Arc<OwnedFd>,
+    pub replay: ReplayView,
+    pub stats: Stats,
+    /// Whether notifications can arrive (a daemon link is up). `cache=always` is honoured only then.
+    pub linked: AtomicBool,
+    /// Kernel passthrough negotiated at INIT.
+    pub passthrough: AtomicBool,
+    handles: Box<[Mutex<HashMap<u64, Arc<Handle>>>]>,
+    next_fh: AtomicU64,
+    /// Directory nodes that need a baseline snapshot (drained by the sync worker).
+    pub baseline_tx: Mutex<Option<std::sync::mpsc::Sender<super::sync::Job>>>,
+}
+
+impl Shared {
+    pub fn new(cfg: MountConfig, root_fd: OwnedFd) -> io::Result<Self> {
+        let st = sys::fstat(root_fd.as_fd())?;
+        let root_fd = Arc::new(root_fd);
+        let linked = cfg.channel.is_none();
+        Ok(Shared {
+            table: Table::new(Key { dev: st.st_dev, ino: st.st_ino }, root_fd.clone()),
+            root_fd,
+            cfg,
+            replay: ReplayView::default(),
+            stats: Stats::default(),
+            linked: AtomicBool::new(linked),
+            passthrough: AtomicBool::new(false),
+            handles: (0..HANDLE_SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            next_fh: AtomicU64::new(1),
+            baseline_tx: Mutex::new(None),
+        })
+    }
+
+    /// The caching policy in force now: `always` falls back to `auto` while unlinked.
+    pub fn policy(&self) -> CachePolicy {
+        match self.cfg.cache {
+            CachePolicy::Always if !self.linked.load(Ordering::Relaxed) => CachePolicy::Auto,
+            p => p,
+        }
+    }
+
+    fn ttl(&self) -> Duration {
+        self.policy().ttl()
+    }
+
+    fn add_handle(&self, h: Handle) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles[fh as usize % HANDLE_SHARDS].lock().unwrap_or_else(|p| p.into_inner()).insert(fh, Arc::new(h));
+        fh
+    }
+    fn handle(&self, fh: FileHandle) -> io::Result<Arc<Handle>> {
+        self.handles[fh.0 as usize % HANDLE_SHARDS]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&fh.0)
+            .cloned()
+            .ok_or_else(|| err(libc::EBADF))
+    }
+    fn take_handle(&self, fh: FileHandle) -> Option<Arc<Handle>> {
+        self.handles[fh.0 as usize % HANDLE_SHARDS].lock().unwrap_or_else(|p| p.into_inner()).remove(&fh.0)
+    }
+
+    fn node(&self, ino: INodeNo) -> io::Result<Arc<Node>> {
+        self.table.get(ino.0).ok_or_else(|| err(libc::ESTALE))
+    }
+
+    /// An `O_PATH` fd for a directory node, cached while the budget allows.
+    pub fn dir_fd(&self, node: &Node) -> io::Result<Arc<OwnedFd>> {
+        if let Some(fd) = node.state().dirfd.clone() {
+            return Ok(fd);
+        }
+        if !node.is_dir {
+            return Err(err(libc::ENOTDIR));
+        }
+        let links = node.state().links.clone();
+        let mut last = err(libc::ESTALE);
+        for (parent, name) in links {
+            let Some(pnode) = self.table.get(parent) else { continue };
+            let res = self.dir_fd(&pnode).and_then(|pfd| {
+                let fd = sys::openat(pfd.as_fd(), &sys::cstr(&name)?, libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)?;
+                let st = sys::fstat(fd.as_fd())?;
+                if (Key { dev: st.st_dev, ino: st.st_ino }) != node.key {
+                    return Err(err(libc::ESTALE));
+                }
+                Ok(Arc::new(fd))
+            });
+            match res {
+                Ok(fd) => {
+                    self.table.cache_dirfd(node, &fd);
+                    return Ok(fd);
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// Find a live name of a node: its parent's fd, the name, and the current attributes.
+    pub fn resolve(&self, node: &Node) -> io::Result<(Arc<OwnedFd>, OsString, libc::stat)> {
+        let links = node.state().links.clone();
+        let mut last = err(libc::ESTALE);
+        for (parent, name) in links {
+            let Some(pnode) = self.table.get(parent) else { continue };
+            let res = self.dir_fd(&pnode).and_then(|pfd| {
+                let st = sys::fstatat(pfd.as_fd(), &sys::cstr(&name)?)?;
+                if (Key { dev: st.st_dev, ino: st.st_ino }) != node.key {
+                    return Err(err(libc::ESTALE));
+                }
+                Ok((pfd, st))
+            });
+            match res {
+                Ok((pfd, st)) => return Ok((pfd, name, st)),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// Current attributes of a node.
+    pub fn stat_node(&self, node: &Node) -> io::Result<libc::stat> {
+        if node.is_dir {
+            sys::fstat(self.dir_fd(node)?.as_fd())
+        } else {
+            Ok(self.resolve(node)?.2)
+        }
+    }
+
+    /// The FUSE attributes for `st` under node id `ino`.
+    pub fn attr(&self, ino: Ino, st: &libc::stat) -> FileAttr {
+        // Set-ID bits are shown as they are; `nosuid` (the default) makes the kernel ignore them.
+        let perm = (st.st_mode & 0o7777) as u16;
+        FileAttr {
+            ino: INodeNo(ino),
+            size: st.st_size as u64,
+            blocks: st.st_blocks as u64,
+            atime: time(st.st_atime, st.st_atime_nsec),
+            mtime: time(st.st_mtime, st.st_mtime_nsec),
+            ctime: time(st.st_ctime, st.st_ctime_nsec),
+            crtime: UNIX_EPOCH,
+            kind: kind(st.st_mode),
+            perm,
+            nlink: st.st_nlink as u32,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            rdev: st.st_rdev as u32,
+            blksize: st.st_blksize as u32,
+            flags: 0,
+        }
+    }
+
+    /// Record a lookup of `(parent, name)` → `st` and build the entry reply's attributes.
+    fn enter(&self, parent: Ino, name: &OsStr, st: &libc::stat) -> (Arc<Node>, FileAttr) {
+        let snap = EntrySnap::from_stat(st);
+        let (node, created) = self.table.lookup(snap.key, snap.is_dir(), parent, name, Some(snap));
+        if created && node.is_dir && self.cfg.channel.is_some() {
+            self.request_baseline(node.ino);
+        }
+        let attr = self.attr(node.ino, st);
+        (node, attr)
+    }
+
+    fn request_baseline(&self, ino: Ino) {
+        if let Some(tx) = self.baseline_tx.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            let _ = tx.send(super::sync::Job::Baseline(ino));
+        }
+    }
+
+    /// Keep a directory's snapshot in step with a change made through the overlay, so the next
+    /// rescan does not report it again as a host change.
+    fn note_local(&self, parent: Ino, name: &OsStr, st: Option<&libc::stat>) {
+        let Some(pnode) = self.table.get(parent) else { return };
+        let mut ps = pnode.state();
+        ps.negatives.remove(name);
+        if let Some(snap) = ps.snapshot.as_mut() {
+            match st {
+                Some(st) => {
+                    snap.insert(name.to_owned(), EntrySnap::from_stat(st));
+                }
+                None => {
+                    snap.remove(name);
+                }
+            }
+        }
+    }
+
+    /// After a local change to a node's attributes or data, refresh its snapshot entries.
+    fn note_local_node(&self, node: &Node, st: &libc::stat) {
+        let links = node.state().links.clone();
+        for (parent, name) in links {
+            if let Some(pnode) = self.table.get(parent) {
+                if let Some(snap) = pnode.state().snapshot.as_mut() {
+                    if let Some(e) = snap.get_mut(&name) {
+                        *e = EntrySnap::from_stat(st);
+                    }
+                }
+            }
+        }
+        node.state().attr = Some(EntrySnap::from_stat(st));
+    }
+
+    fn unlink_child(&self, child: Option<Arc<Node>>, parent: Ino, name: &OsStr) {
+        if let Some(c) = child {
+            c.state().links.retain(|(p, n)| !(*p == parent && n == name));
+        }
+    }
+
+    /// The child node currently known under `(parent, name)`, found through the parent's snapshot
+    /// or by statting SOURCE.
+    fn child_of(&self, parent: &Node, name: &OsStr) -> Option<Arc<Node>> {
+        let key = parent.state().snapshot.as_ref().and_then(|s| s.get(name).map(|e| e.key));
+        let key = match key {
+            Some(k) => k,
+            None => {
+                let pfd = self.dir_fd(parent).ok()?;
+                let st = sys::fstatat(pfd.as_fd(), &sys::cstr(name).ok()?).ok()?;
+                Key { dev: st.st_dev, ino: st.st_ino }
+            }
+        };
+        let node = self.table.get(self.table.ino_for(key))?;
+        (node.key == key && node.state().links.iter().any(|(p, n)| *p == parent.ino && n == name)).then_some(node)
+    }
+
+    fn fopen_flags(&self, dir: bool) -> FopenFlags {
+        match self.policy() {
+            CachePolicy::Always if dir => FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,
+            CachePolicy::Always => FopenFlags::FOPEN_KEEP_CACHE,
+            _ => FopenFlags::empty(),
+        }
+    }
+
+    /// Write audit record (`-o audit`).
+    fn audit(&self, req: &Request, op: &str, parent: Ino, name: Option<&OsStr>) {
+        if !self.cfg.audit {
+            return;
+        }
+        let comm = std::fs::read_to_string(format!("/proc/{}/comm", req.pid())).unwrap_or_default();
+        let path = self.path_of(parent, name);
+        info!(target: "vfnotify::audit", op, uid = req.uid(), gid = req.gid(), pid = req.pid(),
+            process = comm.trim_end(), path = %path.display(), "audit");
+    }
+
+    /// A best-effort relative path for a node (and an optional child name), for logs and audit.
+    pub fn path_of(&self, ino: Ino, name: Option<&OsStr>) -> std::path::PathBuf {
+        let mut parts: Vec<OsString> = name.map(|n| vec![n.to_owned()]).unwrap_or_default();
+        let mut cur = ino;
+        let mut guard = 0;
+        while cur != ROOT_INO && guard < 4096 {
+            guard += 1;
+            let Some(n) = self.table.get(cur) else { break };
+            let Some((p, nm)) = n.state().links.first().cloned() else { break };
+            parts.push(nm);
+            cur = p;
+        }
+        parts.iter().rev().collect()
+    }
+
+    fn check_writable(&self, req: &Request) -> io::Result<()> {
+        if self.cfg.read_only && !self.replay.is_replay(req) { Err(err(libc::EROFS)) } else { Ok(()) }
+    }
+
+    /// Give a newly created object the requester's ownership (as the kernel would for a local
+    /// filesystem): uid of the caller; gid of the caller unless the parent is set-group-ID.
+    fn own(&self, req: &Request, pfd: BorrowedFd<'_>, name: &CStr, parent_st: &libc::stat, mode: u32) -> io::Result<libc::stat> {
+        let gid = if parent_st.st_mode & libc::S_ISGID != 0 { u32::MAX } else { req.gid() };
+        let st = sys::fstatat(pfd, name)?;
+        if (req.uid() != st.st_uid) || (gid != u32::MAX && gid != st.st_gid) {
+            sys::fchownat(pfd, name, req.uid(), gid)?;
+            // chown clears set-user/group-ID bits: restore what was asked for.
+            if mode & 0o6000 != 0 && st.st_mode & libc::S_IFMT != libc::S_IFLNK {
+                sys::fchmodat(pfd, name, st.st_mode & 0o7777)?;
+            }
+            return sys::fstatat(pfd, name);
+        }
+        Ok(st)
+    }
+}
+
+fn time(s: i64, ns: i64) -> SystemTime {
+    if s >= 0 {
+        UNIX_EPOCH + Duration::new(s as u64, ns as u32)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(s.unsigned_abs()) + Duration::from_nanos(ns as u64)
+    }
+}
+
+fn set_time(t: Option<TimeOrNow>) -> sys::SetTime {
+    match t {
+        None => sys::SetTime::Omit,
+        Some(TimeOrNow::Now) => sys::SetTime::Now,
+        Some(TimeOrNow::SpecificTime(t)) => match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => sys::SetTime::At(d.as_secs() as i64, d.subsec_nanos() as i64),
+            Err(e) => {
+                let d = e.duration();
+                let (s, ns) = (-(d.as_secs() as i64), d.subsec_nanos() as i64);
+                if ns == 0 { sys::SetTime::At(s, 0) } else { sys::SetTime::At(s - 1, 1_000_000_000 - ns) }
+            }
+        },
+    }
+}
+
+/// The FUSE file type of a mode.
+pub fn kind(mode: u32) -> FileType {
+    match mode & libc::S_IFMT {
+        libc::S_IFDIR => FileType::Directory,
+        libc::S_IFLNK => FileType::Symlink,
+        libc::S_IFIFO => FileType::NamedPipe,
+        libc::S_IFSOCK => FileType::Socket,
+        libc::S_IFCHR => FileType::CharDevice,
+        libc::S_IFBLK => FileType::BlockDevice,
+        _ => FileType::RegularFile,
+    }
+}
+
+fn dtype_kind(t: u8) -> FileType {
+    match t {
+        libc::DT_DIR => FileType::Directory,
+        libc::DT_LNK => FileType::Symlink,
+        libc::DT_FIFO => FileType::NamedPipe,
+        libc::DT_SOCK => FileType::Socket,
+        libc::DT_CHR => FileType::CharDevice,
+        libc::DT_BLK => FileType::BlockDevice,
+        _ => FileType::RegularFile,
+    }
+}
+
+/// A negative entry: node id 0 with a timeout, which the kernel caches until `inval_entry`.
+fn negative() -> FileAttr {
+    FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: UNIX_EPOCH,
+        mtime: UNIX_EPOCH,
+        ctime: UNIX_EPOCH,
+        crtime: UNIX_EPOCH,
+        kind: FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 4096,
+        flags: 0,
+    }
+}
+
+/// The filesystem handed to fuser.
+pub struct OverlayFs {
+    pub s: Arc<Shared>,
+}
+
+const GEN: Generation = Generation(0);
+
+impl OverlayFs {
+    fn do_lookup(&self, req: &Request, parent: INodeNo, name: &OsStr) -> io::Result<Option<FileAttr>> {
+        let s = &self.s;
+        Stats::bump(&s.stats.lookups);
+        let pnode = s.node(parent)?;
+        if s.replay.is_replay(req) {
+            match s.replay.get(parent.0, name) {
+                Some(ViewEntry::Absent) => return Err(err(libc::ENOENT)),
+                Some(ViewEntry::Present(snap)) => {
+                    let (node, _) = s.table.lookup(snap.key, snap.is_dir(), parent.0, name, None);
+                    return Ok(Some(s.attr(node.ino, &snap_stat(&snap))));
+                }
+                Some(ViewEntry::Virtual) => return Err(err(libc::ENOENT)),
+                None => {}
+            }
+        }
+        let pfd = s.dir_fd(&pnode)?;
+        match sys::fstatat(pfd.as_fd(), &sys::cstr(name)?) {
+            Ok(st) => Ok(Some(s.enter(parent.0, name, &st).1)),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && s.policy() == CachePolicy::Always => {
+                let mut ps = pnode.state();
+                if ps.negatives.len() < NEGATIVE_BUDGET {
+                    ps.negatives.insert(name.to_owned());
+                    Stats::bump(&s.stats.negative_cached);
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn do_setattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        fh: Option<FileHandle>,
+    ) -> io::Result<FileAttr> {
+        let s = &self.s;
+        let node = s.node(ino)?;
+        if s.replay.is_replay(req) {
+            // Replays change nothing: answer with SOURCE's current attributes.
+            let st = s.stat_node(&node).or_else(|_| node.state().attr.map(|a| snap_stat(&a)).ok_or(err(libc::ESTALE)))?;
+            return Ok(s.attr(node.ino, &st));
+        }
+        s.check_writable(req)?;
+        s.audit(req, "setattr", ino.0, None);
+        let handle = fh.and_then(|fh| s.handle(fh).ok());
+        let hfd = handle.as_deref().and_then(|h| match h {
+            Handle::File(f) => f.fd.as_ref().map(|fd| fd.as_fd()),
+            Handle::Dir(_) => None,
+        });
+        // Where to act: the open file, the directory itself, or the name in its parent.
+        let (pfd, name, st0) = if node.is_dir || hfd.is_some() {
+            (None, OsString::new(), None)
+        } else {
+            let (pfd, name, st) = s.resolve(&node)?;
+            (Some(pfd), name, Some(st))
+        };
+        let cname = sys::cstr(&name)?;
+        let dirfd;
+        let target: BorrowedFd<'_> = match (&pfd, hfd) {
+            (_, Some(fd)) => fd,
+            (Some(p), None) => p.as_fd(),
+            (None, None) => {
+                dirfd = s.dir_fd(&node)?;
+                dirfd.as_fd()
+            }
+        };
+        let on_self = pfd.is_none();
+        let is_link = st0.is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFLNK);
+        if uid.is_some() || gid.is_some() {
+            sys::fchownat(target, if on_self { c"" } else { &cname }, uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX))?;
+        }
+        if let Some(mode) = mode {
+            if is_link {
+                return Err(err(libc::EOPNOTSUPP));
+            }
+            if on_self && hfd.is_some() {
+                sys::fchmod(target, mode & 0o7777)?;
+            } else if on_self {
+                // An O_PATH directory fd: go through /proc to reach the directory itself.
+                let p = std::ffi::CString::new(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&target)))?;
+                sys::fchmodat(s.root_fd.as_fd(), &p, mode & 0o7777)?;
+            } else {
+                sys::fchmodat(target, &cname, mode & 0o7777)?;
+            }
+        }
+        if let Some(size) = size {
+            match hfd {
+                Some(fd) => sys::ftruncate(fd, size)?,
+                None => {
+                    if node.is_dir {
+                        return Err(err(libc::EISDIR));
+                    }
+                    let f = sys::openat(target, &cname, libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK, 0)?;
+                    sys::ftruncate(f.as_fd(), size)?;
+                }
+            }
+        }
+        if atime.is_some() || mtime.is_some() {
+            if on_self && (node.is_dir || hfd.is_some()) {
+                let p = std::ffi::CString::new(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&target)))?;
+                sys::utimensat(s.root_fd.as_fd(), &p, set_time(atime), set_time(mtime))?;
+            } else {
+                sys::utimensat(target, &cname, set_time(atime), set_time(mtime))?;
+            }
+        }
+        let st = if on_self { sys::fstat(target)? } else { sys::fstatat(target, &cname)? };
+        s.note_local_node(&node, &st);
+        Ok(s.attr(node.ino, &st))
+    }
+
+    /// mknod / mkdir / symlink: create on SOURCE (or, for the replay thread, only report the
+    /// object that already exists there) and enter it.
+    fn do_create_node(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        op: &str,
+        make: impl FnOnce(BorrowedFd<'_>, &CStr) -> io::Result<()>,
+        mode: u32,
+    ) -> io::Result<FileAttr> {
+        let s = &self.s;
+        let pnode = s.node(parent)?;
+        if s.replay.is_replay(req) {
+            if let Some(ViewEntry::Virtual) = s.replay.get(parent.0, name) {
+                let node = s.table.insert_virtual(parent.0, name);
+                let mut st = snap_stat(&EntrySnap::from_stat(&sys::fstat(s.root_fd.as_fd())?));
+                st.st_mode = libc::S_IFREG | 0o644;
+                st.st_size = 0;
+                st.st_nlink = 1;
+                return Ok(s.attr(node.ino, &st));
+            }
+            let pfd = s.dir_fd(&pnode)?;
+            let st = sys::fstatat(pfd.as_fd(), &sys::cstr(name)?)?;
+            return Ok(s.enter(parent.0, name, &st).1);
+        }
+        s.check_writable(req)?;
+        s.audit(req, op, parent.0, Some(name));
+        let pfd = s.dir_fd(&pnode)?;
+        let cname = sys::cstr(name)?;
+        make(pfd.as_fd(), &cname)?;
+        let pst = sys::fstat(pfd.as_fd())?;
+        let st = s.own(req, pfd.as_fd(), &cname, &pst, mode)?;
+        s.note_local(parent.0, name, Some(&st));
+        Ok(s.enter(parent.0, name, &st).1)
+    }
+
+    fn do_remove(&self, req: &Request, parent: INodeNo, name: &OsStr, dir: bool) -> io::Result<()> {
+        let s = &self.s;
+        let pnode = s.node(parent)?;
+        let child = s.child_of(&pnode, name);
+        if !s.replay.is_replay(req) {
+            s.check_writable(req)?;
+            s.audit(req, if dir { "rmdir" } else { "unlink" }, parent.0, Some(name));
+            let pfd = s.dir_fd(&pnode)?;
+            sys::unlinkat(pfd.as_fd(), &sys::cstr(name)?, if dir { libc::AT_REMOVEDIR } else { 0 })?;
+            s.note_local(parent.0, name, None);
+        }
+        if let Some(c) = &child {
+            if dir {
+                s.table.drop_dirfd(c);
+            }
+        }
+        s.unlink_child(child, parent.0, name);
+        Ok(())
+    }
+
+    fn do_rename(&self, req: &Request, parent: INodeNo, name: &OsStr, newparent: INodeNo, newname: &OsStr, flags: RenameFlags) -> io::Result<()> {
+        let s = &self.s;
+        let pnode = s.node(parent)?;
+        let npnode = s.node(newparent)?;
+        let moved = s.child_of(&pnode, name);
+        let replaced = s.child_of(&npnode, newname);
+        let exchange = flags.contains(RenameFlags::RENAME_EXCHANGE);
+        if !s.replay.is_replay(req) {
+            s.check_writable(req)?;
+            s.audit(req, "rename", parent.0, Some(name));
+            let pfd = s.dir_fd(&pnode)?;
+            let npfd = s.dir_fd(&npnode)?;
+            sys::renameat2(pfd.as_fd(), &sys::cstr(name)?, npfd.as_fd(), &sys::cstr(newname)?, flags.bits())?;
+            let st_new = sys::fstatat(npfd.as_fd(), &sys::cstr(newname)?).ok();
+            s.note_local(newparent.0, newname, st_new.as_ref());
+            if exchange {
+                let st_old = sys::fstatat(pfd.as_fd(), &sys::cstr(name)?).ok();
+                s.note_local(parent.0, name, st_old.as_ref());
+            } else {
+                s.note_local(parent.0, name, None);
+            }
+        }
+        if let Some(m) = &moved {
+            let mut st = m.state();
+            st.links.retain(|(p, n)| !(*p == parent.0 && n == name));
+            st.links.push((newparent.0, newname.to_owned()));
+        }
+        if let Some(r) = &replaced {
+            let mut st = r.state();
+            st.links.retain(|(p, n)| !(*p == newparent.0 && n == newname));
+            if exchange {
+                st.links.push((parent.0, name.to_owned()));
+            }
+        }
+        Ok(())
+    }
+
+    fn do_link(&self, req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr) -> io::Result<FileAttr> {
+        let s = &self.s;
+        let node = s.node(ino)?;
+        let npnode = s.node(newparent)?;
+        let npfd = s.dir_fd(&npnode)?;
+        if !s.replay.is_replay(req) {
+            s.check_writable(req)?;
+            s.audit(req, "link", newparent.0, Some(newname));
+            let (pfd, name, _) = s.resolve(&node)?;
+            sys::linkat(pfd.as_fd(), &sys::cstr(&name)?, npfd.as_fd(), &sys::cstr(newname)?)?;
+        }
+        let st = sys::fstatat(npfd.as_fd(), &sys::cstr(newname)?)?;
+        if !s.replay.is_replay(req) {
+            s.note_local(newparent.0, newname, Some(&st));
+            s.note_local_node(&node, &st);
+        }
+        Ok(s.enter(newparent.0, newname, &st).1)
+    }
+
+    /// Open the backing file for a client.
+    fn open_backing(&self, node: &Node, flags: i32) -> io::Result<OwnedFd> {
+        let strip = libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_TRUNC | libc::O_APPEND | libc::O_DIRECT;
+        let flags = (flags & !strip) | libc::O_NOFOLLOW;
+        let (pfd, name, _) = self.s.resolve(node)?;
+        sys::openat(pfd.as_fd(), &sys::cstr(&name)?, flags, 0)
+    }
+
+    fn do_read(&self, fh: FileHandle, offset: u64, size: u32) -> io::Result<Vec<u8>> {
+        let h = self.s.handle(fh)?;
+        let Handle::File(f) = &*h else { return Err(err(libc::EISDIR)) };
+        let fd = f.fd.as_ref().ok_or_else(|| err(libc::EBADF))?;
+        let mut buf = vec![0u8; size as usize];
+        let mut done = 0;
+        while done < buf.len() {
+            let n = sys::pread(fd.as_fd(), &mut buf[done..], offset + done as u64)?;
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
+        buf.truncate(done);
+        Ok(buf)
+    }
+
+    fn file_fd(&self, fh: FileHandle) -> io::Result<(Arc<Handle>, ())> {
+        let h = self.s.handle(fh)?;
+        match &*h {
+            Handle::File(f) if f.fd.is_some() => Ok((h.clone(), ())),
+            _ => Err(err(libc::EBADF)),
+        }
+    }
+
+    fn with_fd<T>(&self, fh: FileHandle, f: impl FnOnce(BorrowedFd<'_>) -> io::Result<T>) -> io::Result<T> {
+        let (h, ()) = self.file_fd(fh)?;
+        match &*h {
+            Handle::File(OpenFile { fd: Some(fd), .. }) => f(fd.as_fd()),
+            _ => Err(err(libc::EBADF)),
+        }
+    }
+
+    fn dir_entries(&self, ino: INodeNo, fh: FileHandle, offset: u64) -> io::Result<(Arc<Node>, Arc<Vec<sys::RawDirent>>)> {
+        let s = &self.s;
+        let node = s.node(ino)?;
+        let h = s.handle(fh)?;
+        let Handle::Dir(d) = &*h else { return Err(err(libc::ENOTDIR)) };
+        let mut slot = d.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() || offset == 0 {
+            let pathfd = s.dir_fd(&node)?;
+            let fd = sys::openat(pathfd.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+            *slot = Some(Arc::new(sys::read_dir(fd.as_fd())?));
+        }
+        Ok((node, slot.clone().unwrap_or_default()))
+    }
+
+    fn dot_entries(&self, node: &Node) -> [(Ino, &'static str); 2] {
+        let parent = node.state().links.first().map(|(p, _)| *p).unwrap_or(ROOT_INO);
+        [(node.ino, "."), (parent, "..")]
+    }
+
+    fn xattr_target(&self, node: &Node) -> io::Result<(Arc<OwnedFd>, OsString)> {
+        if node.is_dir {
+            Ok((self.s.dir_fd(node)?, OsString::new()))
+        } else {
+            let (pfd, name, _) = self.s.resolve(node)?;
+            Ok((pfd, name))
+        }
+    }
+}
+
+/// A `stat` built from a snapshot (for replies about objects SOURCE no longer has).
+pub fn snap_stat(e: &EntrySnap) -> libc::stat {
+    let mut st = sys::zeroed_stat();
+    st.st_dev = e.key.dev;
+    st.st_ino = e.key.ino;
+    st.st_mode = e.mode;
+    st.st_size = e.size as i64;
+    st.st_mtime = e.mtime.0;
+    st.st_mtime_nsec = e.mtime.1;
+    st.st_ctime = e.ctime.0;
+    st.st_ctime_nsec = e.ctime.1;
+    st.st_atime = e.atime.0;
+    st.st_atime_nsec = e.atime.1;
+    st.st_uid = e.uid;
+    st.st_gid = e.gid;
+    st.st_rdev = e.rdev;
+    st.st_nlink = e.nlink;
+    st.st_blksize = 4096;
+    st
+}
+
+impl Filesystem for OverlayFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        let caps = config.capabilities();
+        let mut want = InitFlags::FUSE_ASYNC_READ
+            | InitFlags::FUSE_BIG_WRITES
+            | InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_AUTO_INVAL_DATA
+            | InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_READDIRPLUS_AUTO
+            | InitFlags::FUSE_CACHE_SYMLINKS
+            | InitFlags::FUSE_MAX_PAGES
+            | InitFlags::FUSE_EXPORT_SUPPORT;
+        if self.s.cfg.passthrough && caps.contains(InitFlags::FUSE_PASSTHROUGH) && sys::geteuid() == 0 {
+            want |= InitFlags::FUSE_PASSTHROUGH;
+        }
+        let want = want & caps;
+        if let Err(missing) = config.add_capabilities(want) {
+            warn!("kernel lacks FUSE capabilities {missing:?}");
+        }
+        if want.contains(InitFlags::FUSE_PASSTHROUGH) && config.set_max_stack_depth(1).is_ok() {
+            self.s.passthrough.store(true, Ordering::SeqCst);
+        }
+        let _ = config.set_max_readahead(1 << 20);
+        let _ = config.set_max_write(1 << 20);
+        let _ = config.set_max_background(64);
+        info!(
+            passthrough = self.s.passthrough.load(Ordering::SeqCst),
+            abi = %format!("{:?}", config.kernel_abi()),
+            "FUSE session initialised"
+        );
+        Ok(())
+    }
+
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        match self.do_lookup(req, parent, name) {
+            Ok(Some(attr)) => reply.entry(&self.s.ttl(), &attr, GEN),
+            Ok(None) => reply.entry(&self.s.ttl(), &negative(), GEN),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.s.table.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        let s = &self.s;
+        let res = s.node(ino).and_then(|node| {
+            if node.is_virtual {
+                let mut st = snap_stat(&EntrySnap::from_stat(&sys::fstat(s.root_fd.as_fd())?));
+                st.st_mode = libc::S_IFREG | 0o644;
+                st.st_size = 0;
+                return Ok(s.attr(node.ino, &st));
+            }
+            let st = match fh.and_then(|fh| s.handle(fh).ok()) {
+                Some(h) => match &*h {
+                    Handle::File(OpenFile { fd: Some(fd), .. }) => sys::fstat(fd.as_fd())?,
+                    _ => s.stat_node(&node)?,
+                },
+                None => s.stat_node(&node)?,
+            };
+            node.state().attr = Some(EntrySnap::from_stat(&st));
+            Ok(s.attr(node.ino, &st))
+        });
+        match res {
+            Ok(attr) => reply.attr(&s.ttl(), &attr),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn setattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        match self.do_setattr(req, ino, mode, uid, gid, size, atime, mtime, fh) {
+            Ok(attr) => reply.attr(&self.s.ttl(), &attr),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let res = self.s.node(ino).and_then(|node| {
+            let (pfd, name, _) = self.s.resolve(&node)?;
+            sys::readlinkat(pfd.as_fd(), &sys::cstr(&name)?)
+        });
+        match res {
+            Ok(t) => reply.data(&t),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, rdev: u32, reply: ReplyEntry) {
+        let res = self.do_create_node(req, parent, name, "mknod", |pfd, n| sys::mknodat(pfd, n, mode, rdev as u64), mode);
+        match res {
+            Ok(attr) => reply.entry(&self.s.ttl(), &attr, GEN),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
+        let res = self.do_create_node(req, parent, name, "mkdir", |pfd, n| sys::mkdirat(pfd, n, mode), mode);
+        match res {
+            Ok(attr) => reply.entry(&self.s.ttl(), &attr, GEN),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.do_remove(req, parent, name, false) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.do_remove(req, parent, name, true) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &std::path::Path, reply: ReplyEntry) {
+        let res = sys::cstr(target.as_os_str()).and_then(|t| {
+            self.do_create_node(req, parent, link_name, "symlink", |pfd, n| sys::symlinkat(&t, pfd, n), 0)
+        });
+        match res {
+            Ok(attr) => reply.entry(&self.s.ttl(), &attr, GEN),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn rename(&self, req: &Request, parent: INodeNo, name: &OsStr, newparent: INodeNo, newname: &OsStr, flags: RenameFlags, reply: ReplyEmpty) {
+        match self.do_rename(req, parent, name, newparent, newname, flags) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn link(&self, req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        match self.do_link(req, ino, newparent, newname) {
+            Ok(attr) => reply.entry(&self.s.ttl(), &attr, GEN),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let s = &self.s;
+        let node = match s.node(ino) {
+            Ok(n) => n,
+            Err(e) => return reply.error(errno(&e)),
+        };
+        let acc = flags.0 & libc::O_ACCMODE;
+        let writable = acc != libc::O_RDONLY;
+        let replay = s.replay.is_replay(req);
+        if writable && !replay {
+            if let Err(e) = s.check_writable(req) {
+                return reply.error(errno(&e));
+            }
+            s.audit(req, "open-write", ino.0, None);
+        }
+        Stats::bump(&s.stats.opens);
+        let fd = if replay || node.is_virtual {
+            None
+        } else {
+            match self.open_backing(&node, flags.0) {
+                Ok(fd) => Some(fd),
+                Err(e) => return reply.error(errno(&e)),
+            }
+        };
+        let fopen = s.fopen_flags(false);
+        // Kernel passthrough: one backing id per inode, shared by every open handle.
+        let existing = node.state().backing.as_ref().map(|(b, _)| b.clone());
+        let want_pt = s.passthrough.load(Ordering::Relaxed) && !node.is_virtual && (fd.is_some() || existing.is_some());
+        if want_pt {
+            let backing = match existing {
+                Some(b) => Some(b),
+                None => match fd.as_ref().map(|fd| reply.open_backing(fd)) {
+                    Some(Ok(b)) => Some(Arc::new(b)),
+                    Some(Err(e)) => {
+                        Stats::bump(&s.stats.passthrough_failed);
+                        debug!("passthrough unavailable for {}: {e}", ino.0);
+                        None
+                    }
+                    None => None,
+                },
+            };
+            if let Some(b) = backing {
+                {
+                    let mut st = node.state();
+                    match st.backing.as_mut() {
+                        Some((_, n)) => *n += 1,
+                        None => st.backing = Some((b.clone(), 1)),
+                    }
+                }
+                Stats::bump(&s.stats.passthrough_opens);
+                let fh = s.add_handle(Handle::File(OpenFile { node: node.clone(), fd, backing: true, writable: writable && !replay }));
+                // The kernel refuses page-cache flags on passthrough opens (FOPEN_PASSTHROUGH_MASK).
+                return reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b);
+            }
+        }
+        let fh = s.add_handle(Handle::File(OpenFile { node, fd, backing: false, writable: writable && !replay }));
+        reply.opened(FileHandle(fh), fopen);
+    }
+
+    fn read(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, size: u32, _flags: OpenFlags, _lock: Option<LockOwner>, reply: ReplyData) {
+        match self.do_read(fh, offset, size) {
+            Ok(d) => reply.data(&d),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn write(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, data: &[u8], _wf: WriteFlags, _flags: OpenFlags, _lock: Option<LockOwner>, reply: ReplyWrite) {
+        let res = self.with_fd(fh, |fd| {
+            let mut done = 0;
+            while done < data.len() {
+                let n = sys::pwrite(fd, &data[done..], offset + done as u64)?;
+                if n == 0 {
+                    return Err(err(libc::EIO));
+                }
+                done += n;
+            }
+            Ok(done)
+        });
+        match res {
+            Ok(n) => reply.written(n as u32),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock: LockOwner, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn release(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, _lock: Option<LockOwner>, _flush: bool, reply: ReplyEmpty) {
+        let s = &self.s;
+        if let Some(h) = s.take_handle(fh) {
+            if let Handle::File(f) = &*h {
+                if f.backing {
+                    let mut st = f.node.state();
+                    if let Some((_, n)) = st.backing.as_mut() {
+                        *n -= 1;
+                        if *n == 0 {
+                            st.backing = None;
+                        }
+                    }
+                }
+                if f.writable {
+                    if let Some(fd) = &f.fd {
+                        if let Ok(st) = sys::fstat(fd.as_fd()) {
+                            s.note_local_node(&f.node, &st);
+                        }
+                    }
+                }
+            }
+        }
+        reply.ok();
+    }
+
+    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+        match self.with_fd(fh, |fd| sys::fsync(fd, datasync)) {
+            Ok(()) => reply.ok(),
+            Err(e) if e.raw_os_error() == Some(libc::EBADF) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if let Err(e) = self.s.node(ino) {
+            return reply.error(errno(&e));
+        }
+        let fh = self.s.add_handle(Handle::Dir(OpenDir { entries: Mutex::new(None) }));
+        reply.opened(FileHandle(fh), self.s.fopen_flags(true));
+    }
+
+    fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let (node, entries) = match self.dir_entries(ino, fh, offset) {
+            Ok(x) => x,
+            Err(e) => return reply.error(errno(&e)),
+        };
+        let dots = self.dot_entries(&node);
+        let total = entries.len() as u64 + 2;
+        let mut i = offset;
+        while i < total {
+            let full = if i < 2 {
+                let (dino, n) = dots[i as usize];
+                reply.add(INodeNo(dino), i + 1, FileType::Directory, n)
+            } else {
+                let e = &entries[(i - 2) as usize];
+                let dino = self.s.table.ino_for(Key { dev: node.key.dev, ino: e.ino });
+                reply.add(INodeNo(dino), i + 1, dtype_kind(e.kind), &e.name)
+            };
+            if full {
+                break;
+            }
+            i += 1;
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        let s = &self.s;
+        let (node, entries) = match self.dir_entries(ino, fh, offset) {
+            Ok(x) => x,
+            Err(e) => return reply.error(errno(&e)),
+        };
+        let pfd = match s.dir_fd(&node) {
+            Ok(fd) => fd,
+            Err(e) => return reply.error(errno(&e)),
+        };
+        let ttl = s.ttl();
+        let dots = self.dot_entries(&node);
+        let total = entries.len() as u64 + 2;
+        let mut i = offset;
+        while i < total {
+            if i < 2 {
+                let (dino, n) = dots[i as usize];
+                let st = match s.table.get(dino).map(|d| s.stat_node(&d)) {
+                    Some(Ok(st)) => st,
+                    _ => match sys::fstat(pfd.as_fd()) {
+                        Ok(st) => st,
+                        Err(e) => return reply.error(errno(&e)),
+                    },
+                };
+                // The kernel takes no lookup reference for "." and "..".
+                if reply.add(INodeNo(dino), i + 1, n, &Duration::ZERO, &s.attr(dino, &st), GEN) {
+                    break;
+                }
+                i += 1;
+                continue;
+            }
+            let e = &entries[(i - 2) as usize];
+            let st = match sys::cstr(&e.name).and_then(|n| sys::fstatat(pfd.as_fd(), &n)) {
+                Ok(st) => st,
+                Err(_) => {
+                    // Gone since the listing was read: skip it.
+                    i += 1;
+                    continue;
+                }
+            };
+            let key = Key { dev: st.st_dev, ino: st.st_ino };
+            let dino = s.table.ino_for(key);
+            if reply.add(INodeNo(dino), i + 1, &e.name, &ttl, &s.attr(dino, &st), GEN) {
+                break;
+            }
+            s.enter(node.ino, &e.name, &st);
+            i += 1;
+        }
+        reply.ok();
+    }
+
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        self.s.take_handle(fh);
+        reply.ok();
+    }
+
+    fn fsyncdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+        let res = self.s.node(ino).and_then(|n| self.s.dir_fd(&n)).and_then(|pfd| {
+            let fd = sys::openat(pfd.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+            sys::fsync(fd.as_fd(), datasync)
+        });
+        match res {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        match sys::fstatvfs(self.s.root_fd.as_fd()) {
+            Ok(v) => reply.statfs(
+                v.f_blocks,
+                v.f_bfree,
+                v.f_bavail,
+                v.f_files,
+                v.f_ffree,
+                v.f_bsize as u32,
+                v.f_namemax as u32,
+                v.f_frsize as u32,
+            ),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn setxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, value: &[u8], flags: i32, _position: u32, reply: ReplyEmpty) {
+        let s = &self.s;
+        let res = s.check_writable(req).and_then(|_| s.node(ino)).and_then(|node| {
+            s.audit(req, "setxattr", ino.0, None);
+            let (fd, n) = self.xattr_target(&node)?;
+            sys::setxattr(fd.as_fd(), &sys::cstr(&n)?, &sys::cstr(name)?, value, flags)?;
+            if let Ok(st) = s.stat_node(&node) {
+                s.note_local_node(&node, &st);
+            }
+            Ok(())
+        });
+        match res {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let res = self.s.node(ino).and_then(|node| {
+            let (fd, n) = self.xattr_target(&node)?;
+            sys::getxattr(fd.as_fd(), &sys::cstr(&n)?, &sys::cstr(name)?, size as usize)
+        });
+        match res {
+            Ok((n, _)) if size == 0 => reply.size(n as u32),
+            Ok((_, data)) => reply.data(&data),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let res = self.s.node(ino).and_then(|node| {
+            let (fd, n) = self.xattr_target(&node)?;
+            sys::listxattr(fd.as_fd(), &sys::cstr(&n)?, size as usize)
+        });
+        match res {
+            Ok((n, _)) if size == 0 => reply.size(n as u32),
+            Ok((_, data)) => reply.data(&data),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let s = &self.s;
+        let res = s.check_writable(req).and_then(|_| s.node(ino)).and_then(|node| {
+            let (fd, n) = self.xattr_target(&node)?;
+            sys::removexattr(fd.as_fd(), &sys::cstr(&n)?, &sys::cstr(name)?)?;
+            if let Ok(st) = s.stat_node(&node) {
+                s.note_local_node(&node, &st);
+            }
+            Ok(())
+        });
+        match res {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        // Permission checks are the kernel's (default_permissions); this only confirms existence.
+        match self.s.node(ino) {
+            Ok(_) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, flags: i32, reply: ReplyCreate) {
+        let s = &self.s;
+        let res = (|| -> io::Result<(Arc<Node>, FileAttr, OwnedFd)> {
+            s.check_writable(req)?;
+            s.audit(req, "create", parent.0, Some(name));
+            let pnode = s.node(parent)?;
+            let pfd = s.dir_fd(&pnode)?;
+            let cname = sys::cstr(name)?;
+            let strip = libc::O_NOCTTY | libc::O_APPEND | libc::O_DIRECT | libc::O_TRUNC;
+            let fd = sys::openat(pfd.as_fd(), &cname, (flags & !strip) | libc::O_CREAT | libc::O_NOFOLLOW, mode)?;
+            let pst = sys::fstat(pfd.as_fd())?;
+            let st = s.own(req, pfd.as_fd(), &cname, &pst, mode)?;
+            s.note_local(parent.0, name, Some(&st));
+            let (node, attr) = s.enter(parent.0, name, &st);
+            Ok((node, attr, fd))
+        })();
+        let (node, attr, fd) = match res {
+            Ok(x) => x,
+            Err(e) => return reply.error(errno(&e)),
+        };
+        Stats::bump(&s.stats.opens);
+        let ttl = s.ttl();
+        let fopen = s.fopen_flags(false);
+        let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        if s.passthrough.load(Ordering::Relaxed) {
+            let existing = node.state().backing.as_ref().map(|(b, _)| b.clone());
+            let backing = match existing {
+                Some(b) => Ok(b),
+                None => reply.open_backing(&fd).map(Arc::new),
+            };
+            if let Ok(b) = backing {
+                {
+                    let mut st = node.state();
+                    match st.backing.as_mut() {
+                        Some((_, n)) => *n += 1,
+                        None => st.backing = Some((b.clone(), 1)),
+                    }
+                }
+                Stats::bump(&s.stats.passthrough_opens);
+                let fh = s.add_handle(Handle::File(OpenFile { node, fd: Some(fd), backing: true, writable }));
+                return reply.created_passthrough(&ttl, &attr, GEN, FileHandle(fh), FopenFlags::empty(), &b);
+            }
+            Stats::bump(&s.stats.passthrough_failed);
+        }
+        let fh = s.add_handle(Handle::File(OpenFile { node, fd: Some(fd), backing: false, writable }));
+        reply.created(&ttl, &attr, GEN, FileHandle(fh), fopen);
+    }
+
+    fn fallocate(&self, req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, length: u64, mode: i32, reply: ReplyEmpty) {
+        let res = self.s.check_writable(req).and_then(|_| self.with_fd(fh, |fd| sys::fallocate(fd, mode, offset, length)));
+        match res {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn lseek(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
+        match self.with_fd(fh, |fd| sys::lseek(fd, offset, whence)) {
+            Ok(o) => reply.offset(o),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn copy_file_range(
+        &self,
+        req: &Request,
+        _ino_in: INodeNo,
+        fh_in: FileHandle,
+        offset_in: u64,
+        _ino_out: INodeNo,
+        fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        _flags: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        let res = self.s.check_writable(req).and_then(|_| {
+            self.with_fd(fh_in, |fin| {
+                self.with_fd(fh_out, |fout| sys::copy_file_range(fin, offset_in, fout, offset_out, len.min(u32::MAX as u64) as usize))
+            })
+        });
+        match res {
+            Ok(n) => reply.written(n as u32),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+}

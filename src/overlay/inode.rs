@@ -1,0 +1,324 @@
+//! The inode table: one FUSE node per backing `(st_dev, st_ino)`, so hard links share one node.
+//!
+//! No file descriptor is held per known inode (the fd hard limit is 20,000 and a tree may hold far
+//! more): a node remembers the names it is known by, `(parent node, name)`, and is re-resolved
+//! through its parent when needed. Directories cache an `O_PATH` fd while the budget allows.
+//! Node ids are the backing inode numbers where that is unambiguous (same device as SOURCE's
+//! root, not 0 or 1, below 2^48), so `stat` and `readdir` agree without a table lookup; other keys
+//! get ids allocated from 2^48 up. Nodes are dropped when the kernel forgets them.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ffi::OsString;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+/// A FUSE node id.
+pub type Ino = u64;
+/// The FUSE root node id.
+pub const ROOT_INO: Ino = 1;
+const ALLOC_BASE: u64 = 1 << 48;
+const SHARDS: usize = 64;
+/// Directory fds cached at most (the rest are re-resolved on use).
+pub const DIRFD_BUDGET: usize = 4096;
+/// Names remembered as "told the kernel it does not exist" per directory.
+pub const NEGATIVE_BUDGET: usize = 4096;
+
+/// Identity of a backing inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+/// What the overlay last saw of one directory entry: the fields the rescan compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntrySnap {
+    pub key: Key,
+    pub mode: u32,
+    pub size: u64,
+    pub mtime: (i64, i64),
+    pub ctime: (i64, i64),
+    pub atime: (i64, i64),
+    pub uid: u32,
+    pub gid: u32,
+    pub rdev: u64,
+    pub nlink: u64,
+}
+
+impl EntrySnap {
+    pub fn from_stat(st: &libc::stat) -> Self {
+        EntrySnap {
+            key: Key { dev: st.st_dev, ino: st.st_ino },
+            mode: st.st_mode,
+            size: st.st_size as u64,
+            mtime: (st.st_mtime, st.st_mtime_nsec),
+            ctime: (st.st_ctime, st.st_ctime_nsec),
+            atime: (st.st_atime, st.st_atime_nsec),
+            uid: st.st_uid,
+            gid: st.st_gid,
+            rdev: st.st_rdev,
+            nlink: st.st_nlink,
+        }
+    }
+    pub fn file_type(&self) -> u32 {
+        self.mode & libc::S_IFMT
+    }
+    pub fn is_dir(&self) -> bool {
+        self.file_type() == libc::S_IFDIR
+    }
+}
+
+/// A directory's last full view: name → entry, in name order.
+pub type Snapshot = BTreeMap<OsString, EntrySnap>;
+
+/// Mutable per-node state.
+#[derive(Default)]
+pub struct NodeState {
+    /// Lookups the kernel holds (FUSE `nlookup`); the node is dropped at zero.
+    pub nlookup: u64,
+    /// Names this node is known by. Usually one; more for hard links.
+    pub links: Vec<(Ino, OsString)>,
+    /// Cached `O_PATH` fd (directories only).
+    pub dirfd: Option<Arc<OwnedFd>>,
+    /// Last full view of the directory (directories only; `None` until the baseline is taken).
+    pub snapshot: Option<Box<Snapshot>>,
+    /// Names the kernel was told do not exist, with a timeout (directories only).
+    pub negatives: HashSet<OsString>,
+    /// The kernel-passthrough backing id shared by all open handles, and how many use it.
+    pub backing: Option<(Arc<fuser::BackingId>, u32)>,
+    /// Attributes last told to the kernel.
+    pub attr: Option<EntrySnap>,
+}
+
+/// One node.
+pub struct Node {
+    pub ino: Ino,
+    pub key: Key,
+    pub is_dir: bool,
+    /// A node that exists only for replayed events (the virtual trigger file).
+    pub is_virtual: bool,
+    state: Mutex<NodeState>,
+}
+
+impl Node {
+    /// Lock the node's state (poisoning is ignored: the state stays usable).
+    pub fn state(&self) -> MutexGuard<'_, NodeState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The table.
+pub struct Table {
+    shards: Box<[RwLock<HashMap<Ino, Arc<Node>>>]>,
+    foreign: Mutex<HashMap<Key, Ino>>,
+    next_alloc: AtomicU64,
+    root_key: Key,
+    dirfds: AtomicUsize,
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Table {
+    /// A table whose root node (id 1) is SOURCE's root, with its fd cached for good.
+    pub fn new(root_key: Key, root_fd: Arc<OwnedFd>) -> Self {
+        let shards = (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect();
+        let t = Table {
+            shards,
+            foreign: Mutex::new(HashMap::new()),
+            next_alloc: AtomicU64::new(ALLOC_BASE),
+            root_key,
+            dirfds: AtomicUsize::new(0),
+        };
+        let root = Arc::new(Node {
+            ino: ROOT_INO,
+            key: root_key,
+            is_dir: true,
+            is_virtual: false,
+            state: Mutex::new(NodeState { nlookup: 1, dirfd: Some(root_fd), ..Default::default() }),
+        });
+        write(t.shard(ROOT_INO)).insert(ROOT_INO, root);
+        t
+    }
+
+    fn shard(&self, ino: Ino) -> &RwLock<HashMap<Ino, Arc<Node>>> {
+        &self.shards[(ino as usize ^ (ino >> 17) as usize) % SHARDS]
+    }
+
+    /// The node id for a key: the backing inode number where unambiguous, else allocated.
+    pub fn ino_for(&self, key: Key) -> Ino {
+        if key == self.root_key {
+            return ROOT_INO;
+        }
+        if key.dev == self.root_key.dev && key.ino > 1 && key.ino < ALLOC_BASE {
+            return key.ino;
+        }
+        let mut f = self.foreign.lock().unwrap_or_else(|p| p.into_inner());
+        *f.entry(key).or_insert_with(|| self.next_alloc.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The node with this id, if the kernel holds it.
+    pub fn get(&self, ino: Ino) -> Option<Arc<Node>> {
+        read(self.shard(ino)).get(&ino).cloned()
+    }
+
+    /// Record one kernel lookup of `key` under `(parent, name)`; creates the node if needed.
+    /// Returns the node and whether it is new.
+    pub fn lookup(&self, key: Key, is_dir: bool, parent: Ino, name: &std::ffi::OsStr, snap: Option<EntrySnap>) -> (Arc<Node>, bool) {
+        let ino = self.ino_for(key);
+        let mut shard = write(self.shard(ino));
+        let mut created = false;
+        let node = shard
+            .entry(ino)
+            .or_insert_with(|| {
+                created = true;
+                Arc::new(Node { ino, key, is_dir, is_virtual: false, state: Mutex::new(NodeState::default()) })
+            })
+            .clone();
+        drop(shard);
+        let mut st = node.state();
+        st.nlookup += 1;
+        if ino != ROOT_INO && !st.links.iter().any(|(p, n)| *p == parent && n == name) {
+            if node.is_dir {
+                // A directory has one name: the latest wins.
+                st.links.clear();
+            }
+            st.links.push((parent, name.to_owned()));
+        }
+        if snap.is_some() {
+            st.attr = snap;
+        }
+        drop(st);
+        (node, created)
+    }
+
+    /// A node that exists only for a replayed event (never backed by SOURCE).
+    pub fn insert_virtual(&self, parent: Ino, name: &std::ffi::OsStr) -> Arc<Node> {
+        let ino = self.next_alloc.fetch_add(1, Ordering::Relaxed);
+        let node = Arc::new(Node {
+            ino,
+            key: Key { dev: u64::MAX, ino },
+            is_dir: false,
+            is_virtual: true,
+            state: Mutex::new(NodeState { nlookup: 1, links: vec![(parent, name.to_owned())], ..Default::default() }),
+        });
+        write(self.shard(ino)).insert(ino, node.clone());
+        node
+    }
+
+    /// The kernel dropped `n` lookups of `ino`; free the node at zero.
+    pub fn forget(&self, ino: Ino, n: u64) {
+        if ino == ROOT_INO {
+            return;
+        }
+        let mut shard = write(self.shard(ino));
+        let Some(node) = shard.get(&ino).cloned() else { return };
+        let mut st = node.state();
+        st.nlookup = st.nlookup.saturating_sub(n);
+        if st.nlookup > 0 {
+            return;
+        }
+        if st.dirfd.take().is_some() {
+            self.dirfds.fetch_sub(1, Ordering::Relaxed);
+        }
+        drop(st);
+        shard.remove(&ino);
+        drop(shard);
+        if ino >= ALLOC_BASE && !node.is_virtual {
+            let mut f = self.foreign.lock().unwrap_or_else(|p| p.into_inner());
+            if f.get(&node.key) == Some(&ino) {
+                f.remove(&node.key);
+            }
+        }
+    }
+
+    /// Cache a directory's fd if the budget allows.
+    pub fn cache_dirfd(&self, node: &Node, fd: &Arc<OwnedFd>) {
+        if self.dirfds.load(Ordering::Relaxed) >= DIRFD_BUDGET {
+            return;
+        }
+        let mut st = node.state();
+        if st.dirfd.is_none() {
+            st.dirfd = Some(fd.clone());
+            self.dirfds.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Drop a node's cached directory fd (its backing directory went away or was replaced).
+    pub fn drop_dirfd(&self, node: &Node) {
+        if node.ino != ROOT_INO && node.state().dirfd.take().is_some() {
+            self.dirfds.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Every directory node the kernel holds.
+    pub fn dirs(&self) -> Vec<Arc<Node>> {
+        let mut out = Vec::new();
+        for s in self.shards.iter() {
+            out.extend(read(s).values().filter(|n| n.is_dir).cloned());
+        }
+        out
+    }
+
+    /// How many nodes the kernel holds.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| read(s).len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Cached directory fds.
+    pub fn dirfd_count(&self) -> usize {
+        self.dirfds.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    fn table() -> Table {
+        let fd = std::fs::File::open("/").unwrap();
+        Table::new(Key { dev: 7, ino: 100 }, Arc::new(OwnedFd::from(fd)))
+    }
+
+    #[test]
+    fn ids_follow_backing_inodes_and_hard_links_share_a_node() {
+        let t = table();
+        assert_eq!(t.ino_for(Key { dev: 7, ino: 100 }), ROOT_INO);
+        let (a, new_a) = t.lookup(Key { dev: 7, ino: 55 }, false, ROOT_INO, OsStr::new("a"), None);
+        let (b, new_b) = t.lookup(Key { dev: 7, ino: 55 }, false, ROOT_INO, OsStr::new("b"), None);
+        assert!(new_a && !new_b);
+        assert_eq!(a.ino, 55);
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(a.state().links.len(), 2);
+        assert_eq!(a.state().nlookup, 2);
+        // Other devices and tiny numbers get allocated ids, stable while known.
+        let f1 = t.ino_for(Key { dev: 8, ino: 55 });
+        assert!(f1 >= ALLOC_BASE);
+        assert_eq!(t.ino_for(Key { dev: 8, ino: 55 }), f1);
+        assert!(t.ino_for(Key { dev: 7, ino: 1 }) >= ALLOC_BASE);
+    }
+
+    #[test]
+    fn forget_frees_at_zero() {
+        let t = table();
+        let (n, _) = t.lookup(Key { dev: 7, ino: 9 }, false, ROOT_INO, OsStr::new("x"), None);
+        t.lookup(Key { dev: 7, ino: 9 }, false, ROOT_INO, OsStr::new("x"), None);
+        t.forget(n.ino, 1);
+        assert!(t.get(9).is_some());
+        t.forget(n.ino, 1);
+        assert!(t.get(9).is_none());
+        t.forget(ROOT_INO, 10);
+        assert!(t.get(ROOT_INO).is_some());
+        assert_eq!(t.len(), 1);
+    }
+}

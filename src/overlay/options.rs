@@ -1,0 +1,266 @@
+//! Mount options (`-o a,b=c`): a pure, bounded parser into a validated [`MountConfig`].
+//!
+//! Unknown options are an error naming the option (exit 2); the options mount(8) passes to
+//! helpers are accepted and either mapped to mount flags or ignored.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How long the kernel may cache names, attributes, pages and listings.
+///
+/// Each variant says when it is safe:
+/// - `Always`: long entry/attribute timeouts, negative lookups cached, page cache kept across
+///   opens, kernel readdir cache. Safe only while notifications arrive (`channel=` linked to a
+///   daemon): the overlay then invalidates exactly what changed. Without a link the overlay falls
+///   back to `Auto` timeouts until one is made.
+/// - `Auto`: 1 s timeouts, page cache revalidated on open by mtime/size. Safe without a notifier
+///   if one second of staleness is acceptable.
+/// - `Never`: no caching of names or attributes; every access asks SOURCE. Always safe, slowest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CachePolicy {
+    Always,
+    Auto,
+    Never,
+}
+
+impl CachePolicy {
+    /// Entry and attribute timeout for this policy.
+    pub fn ttl(self) -> Duration {
+        match self {
+            CachePolicy::Always => Duration::from_secs(24 * 3600),
+            CachePolicy::Auto => Duration::from_secs(1),
+            CachePolicy::Never => Duration::ZERO,
+        }
+    }
+}
+
+/// How host changes are shown to inotify watchers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventMode {
+    /// Replay each change as its real event (IN_CREATE, IN_DELETE, IN_MOVED_*, IN_MODIFY, ...).
+    Precise,
+    /// Virtual create+delete of the trigger name in each changed folder (the old tool's signal).
+    Toggle,
+    /// Both of the above.
+    Both,
+    /// No events; caches are still invalidated.
+    Off,
+}
+
+impl EventMode {
+    pub fn precise(self) -> bool {
+        matches!(self, EventMode::Precise | EventMode::Both)
+    }
+    pub fn toggle(self) -> bool {
+        matches!(self, EventMode::Toggle | EventMode::Both)
+    }
+}
+
+/// Everything `-o` can say, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountConfig {
+    pub channel: Option<String>,
+    pub control: PathBuf,
+    pub cache: CachePolicy,
+    pub events: EventMode,
+    pub passthrough: bool,
+    pub read_only: bool,
+    pub allow_other: bool,
+    pub suid: bool,
+    pub dev: bool,
+    pub exec: bool,
+    pub noatime: bool,
+    pub sync: bool,
+    pub dirsync: bool,
+    pub fsname: Option<String>,
+    pub audit: bool,
+    pub log: Option<PathBuf>,
+    pub threads: usize,
+    pub trigger_name: String,
+}
+
+impl Default for MountConfig {
+    fn default() -> Self {
+        MountConfig {
+            channel: None,
+            control: PathBuf::from(crate::cli::DEFAULT_CONTROL),
+            cache: CachePolicy::Always,
+            events: EventMode::Precise,
+            passthrough: true,
+            read_only: false,
+            allow_other: false,
+            suid: false,
+            dev: false,
+            exec: true,
+            noatime: false,
+            sync: false,
+            dirsync: false,
+            fsname: None,
+            audit: false,
+            log: None,
+            threads: 4,
+            trigger_name: crate::cli::DEFAULT_TRIGGER.to_string(),
+        }
+    }
+}
+
+/// A bad `-o` option.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OptionError {
+    #[error("unknown mount option '{0}'")]
+    Unknown(String),
+    #[error("mount option '{name}' has a bad value '{value}': {expected}")]
+    BadValue { name: String, value: String, expected: &'static str },
+    #[error("mount option '{0}' needs a value ({0}=...)")]
+    MissingValue(String),
+    #[error("mount options are too long ({0} bytes, at most 8192)")]
+    TooLong(usize),
+}
+
+const MAX_OPTIONS_LEN: usize = 8192;
+
+/// Parse every `-o` argument (each comma-separated) into a config.
+pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<MountConfig, OptionError> {
+    let total: usize = args.iter().map(|a| a.as_ref().len()).sum();
+    if total > MAX_OPTIONS_LEN {
+        return Err(OptionError::TooLong(total));
+    }
+    let mut cfg = MountConfig::default();
+    for arg in args {
+        for opt in arg.as_ref().split(',').map(str::trim).filter(|o| !o.is_empty()) {
+            apply(&mut cfg, opt)?;
+        }
+    }
+    Ok(cfg)
+}
+
+fn apply(cfg: &mut MountConfig, opt: &str) -> Result<(), OptionError> {
+    let (name, value) = match opt.split_once('=') {
+        Some((n, v)) => (n, Some(v)),
+        None => (opt, None),
+    };
+    let need = |v: Option<&str>| -> Result<String, OptionError> {
+        match v {
+            Some(v) if !v.is_empty() => Ok(v.to_string()),
+            _ => Err(OptionError::MissingValue(name.to_string())),
+        }
+    };
+    let bad = |expected: &'static str| OptionError::BadValue {
+        name: name.to_string(),
+        value: value.unwrap_or("").to_string(),
+        expected,
+    };
+    let flag = |v: Option<&str>| -> Result<(), OptionError> {
+        match v {
+            None => Ok(()),
+            Some(_) => Err(OptionError::Unknown(opt.to_string())),
+        }
+    };
+    match name {
+        "channel" => {
+            let v = need(value)?;
+            if v.len() > 255 || v.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                return Err(bad("a channel name without spaces or control characters"));
+            }
+            cfg.channel = Some(v);
+        }
+        "control" => cfg.control = PathBuf::from(need(value)?),
+        "cache" => {
+            cfg.cache = match need(value)?.as_str() {
+                "always" => CachePolicy::Always,
+                "auto" => CachePolicy::Auto,
+                "never" => CachePolicy::Never,
+                _ => return Err(bad("always, auto or never")),
+            }
+        }
+        "events" => {
+            cfg.events = match need(value)?.as_str() {
+                "precise" => EventMode::Precise,
+                "toggle" => EventMode::Toggle,
+                "both" => EventMode::Both,
+                "off" => EventMode::Off,
+                _ => return Err(bad("precise, toggle, both or off")),
+            }
+        }
+        "passthrough" => {
+            cfg.passthrough = match need(value)?.as_str() {
+                "auto" => true,
+                "off" => false,
+                _ => return Err(bad("auto or off")),
+            }
+        }
+        "fsname" => cfg.fsname = Some(need(value)?),
+        "log" => cfg.log = Some(PathBuf::from(need(value)?)),
+        "trigger_name" => cfg.trigger_name = need(value)?,
+        "threads" => {
+            let n: usize = need(value)?.parse().map_err(|_| bad("a number from 1 to 64"))?;
+            if !(1..=64).contains(&n) {
+                return Err(bad("a number from 1 to 64"));
+            }
+            cfg.threads = n;
+        }
+        "ro" => flag(value).map(|_| cfg.read_only = true)?,
+        "rw" => flag(value).map(|_| cfg.read_only = false)?,
+        "allow_other" => flag(value).map(|_| cfg.allow_other = true)?,
+        "default_permissions" => flag(value)?, // always on: permission checks are the kernel's
+        "audit" => flag(value).map(|_| cfg.audit = true)?,
+        "suid" => flag(value).map(|_| cfg.suid = true)?,
+        "nosuid" => flag(value).map(|_| cfg.suid = false)?,
+        "dev" => flag(value).map(|_| cfg.dev = true)?,
+        "nodev" => flag(value).map(|_| cfg.dev = false)?,
+        "exec" => flag(value).map(|_| cfg.exec = true)?,
+        "noexec" => flag(value).map(|_| cfg.exec = false)?,
+        "noatime" => flag(value).map(|_| cfg.noatime = true)?,
+        "atime" | "relatime" | "strictatime" | "norelatime" => flag(value).map(|_| cfg.noatime = false)?,
+        "sync" => flag(value).map(|_| cfg.sync = true)?,
+        "async" => flag(value).map(|_| cfg.sync = false)?,
+        "dirsync" => flag(value).map(|_| cfg.dirsync = true)?,
+        // Options mount(8) and fstab pass to helpers that concern mount(8) itself, not us.
+        "defaults" | "auto" | "noauto" | "nofail" | "_netdev" | "user" | "nouser" | "users"
+        | "owner" | "group" | "comment" | "loud" | "silent" | "x-systemd" | "nosymfollow" => {}
+        n if n.starts_with("x-") || n.starts_with("comment=") => {}
+        _ => return Err(OptionError::Unknown(opt.to_string())),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let c = parse::<&str>(&[]).unwrap();
+        assert_eq!(c.cache, CachePolicy::Always);
+        assert_eq!(c.events, EventMode::Precise);
+        assert!(c.passthrough && !c.read_only && !c.suid);
+    }
+
+    #[test]
+    fn fstab_line() {
+        let c = parse(&["channel=documents,allow_other,defaults,noauto,nofail,_netdev,x-systemd.automount,nosuid,nodev"]).unwrap();
+        assert_eq!(c.channel.as_deref(), Some("documents"));
+        assert!(c.allow_other);
+    }
+
+    #[test]
+    fn values() {
+        let c = parse(&["cache=never", "passthrough=off,events=both,ro,fsname=share,threads=8"]).unwrap();
+        assert_eq!(c.cache, CachePolicy::Never);
+        assert!(!c.passthrough && c.read_only);
+        assert_eq!(c.events, EventMode::Both);
+        assert_eq!(c.fsname.as_deref(), Some("share"));
+        assert_eq!(c.threads, 8);
+    }
+
+    #[test]
+    fn errors_name_the_option() {
+        assert_eq!(parse(&["bogus"]), Err(OptionError::Unknown("bogus".into())));
+        assert!(matches!(parse(&["cache=sometimes"]), Err(OptionError::BadValue { .. })));
+        assert_eq!(parse(&["channel="]), Err(OptionError::MissingValue("channel".into())));
+        assert_eq!(parse(&["ro=1"]), Err(OptionError::Unknown("ro=1".into())));
+        assert!(matches!(parse(&["threads=0"]), Err(OptionError::BadValue { .. })));
+        assert!(matches!(parse(&["channel=a b"]), Err(OptionError::BadValue { .. })));
+        assert!(matches!(parse(&["x".repeat(9000)]), Err(OptionError::TooLong(_))));
+    }
+}

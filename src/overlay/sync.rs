@@ -1,0 +1,685 @@
+//! The sync worker: on each notification it re-reads the directories the kernel holds within the
+//! scope, compares them with the last view, and tells the kernel exactly what changed — either by
+//! replaying each change through the mount so the kernel emits the real inotify event (precise
+//! events), or with FUSE invalidation messages. It is the only thread that sends kernel
+//! notifications (never a request handler: that would hang the kernel) and the replay thread
+//! whose requests the handlers answer from the previous view.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::Arc;
+use std::time::Instant;
+
+use fuser::{INodeNo, Notifier};
+use tracing::{debug, info};
+
+use super::fs::{Shared, Stats, ViewEntry};
+use super::inode::{EntrySnap, Ino, Key, Node, ROOT_INO, Snapshot};
+use crate::sys;
+
+/// Work for the sync worker.
+pub enum Job {
+    /// Take the first view of a directory the kernel just learned about.
+    Baseline(Ino),
+    /// Handle a notification; `paths` empty means the whole mount. `done` is signalled after.
+    Notify { paths: Vec<String>, done: Sender<NotifyReport> },
+    /// The daemon link went down: expire everything the kernel caches for long.
+    Degrade,
+}
+
+/// What handling one notification did.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct NotifyReport {
+    pub dirs_scanned: u64,
+    pub entries_scanned: u64,
+    pub changes: u64,
+    pub events: u64,
+    pub micros: u64,
+}
+
+/// Where a notification applies.
+#[derive(Debug)]
+enum Scope {
+    /// A directory and every directory below it that the kernel holds.
+    Subtree(Ino),
+    /// One name in a directory.
+    Entry(Ino, OsString),
+}
+
+/// One change found by the diff.
+#[derive(Debug, Clone)]
+enum Change {
+    Create { dir: Ino, name: OsString, new: EntrySnap },
+    Delete { dir: Ino, name: OsString, old: EntrySnap },
+    Rename { from: Ino, name: OsString, to: Ino, newname: OsString, old: EntrySnap, replaced: Option<EntrySnap> },
+    Link { dir: Ino, name: OsString, new: EntrySnap },
+    Content { dir: Ino, name: OsString, new: EntrySnap },
+    Attr { dir: Ino, name: OsString, old: EntrySnap, new: EntrySnap },
+}
+
+pub struct Worker {
+    s: Arc<Shared>,
+    notifier: Notifier,
+    mountpoint: PathBuf,
+}
+
+/// Start the worker thread.
+pub fn spawn(s: Arc<Shared>, notifier: Notifier, mountpoint: PathBuf, rx: Receiver<Job>) -> io::Result<()> {
+    let w = Worker { s, notifier, mountpoint };
+    std::thread::Builder::new().name("vfnotify-sync".into()).spawn(move || w.run(rx))?;
+    Ok(())
+}
+
+impl Worker {
+    fn run(self, rx: Receiver<Job>) {
+        self.s.replay.claim();
+        while let Ok(job) = rx.recv() {
+            match job {
+                Job::Baseline(ino) => self.baseline(ino),
+                Job::Notify { paths, done } => {
+                    let r = self.notify(&paths);
+                    let _ = done.send(r);
+                }
+                Job::Degrade => self.degrade(),
+            }
+        }
+    }
+
+    fn baseline(&self, ino: Ino) {
+        let Some(node) = self.s.table.get(ino) else { return };
+        if node.state().snapshot.is_some() {
+            return;
+        }
+        if let Ok(snap) = self.scan_dir(&node) {
+            Stats::bump(&self.s.stats.baselines);
+            let mut st = node.state();
+            if st.snapshot.is_none() {
+                st.snapshot = Some(Box::new(snap));
+            }
+        }
+    }
+
+    /// Read a directory of SOURCE completely.
+    fn scan_dir(&self, node: &Node) -> io::Result<Snapshot> {
+        let pathfd = self.s.dir_fd(node)?;
+        let fd = sys::openat(pathfd.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+        let mut snap = Snapshot::new();
+        for e in sys::read_dir(fd.as_fd())? {
+            if let Ok(st) = sys::cstr(&e.name).and_then(|n| sys::fstatat(fd.as_fd(), &n)) {
+                snap.insert(e.name, EntrySnap::from_stat(&st));
+            }
+        }
+        Stats::bump(&self.s.stats.dirs_scanned);
+        self.s.stats.entries_scanned.fetch_add(snap.len() as u64, Ordering::Relaxed);
+        Ok(snap)
+    }
+
+    /// Turn validated relative paths into scopes, walking only directories the kernel holds and
+    /// never following a symlink.
+    fn scopes(&self, paths: &[String]) -> Vec<Scope> {
+        if paths.is_empty() {
+            return vec![Scope::Subtree(ROOT_INO)];
+        }
+        let mut out = Vec::new();
+        'paths: for p in paths {
+            let mut cur = ROOT_INO;
+            let comps: Vec<&str> = p.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+            if comps.iter().any(|c| *c == "..") {
+                Stats::bump(&self.s.stats.scope_rejected);
+                continue;
+            }
+            for (i, c) in comps.iter().enumerate() {
+                let name = OsStr::new(c);
+                let child = self.known_child_dir(cur, name);
+                match child {
+                    Some(ino) if i + 1 < comps.len() => cur = ino,
+                    Some(ino) => {
+                        out.push(Scope::Subtree(ino));
+                        continue 'paths;
+                    }
+                    None => {
+                        out.push(Scope::Entry(cur, name.to_owned()));
+                        continue 'paths;
+                    }
+                }
+            }
+            out.push(Scope::Subtree(cur));
+        }
+        out
+    }
+
+    /// The node id of a directory the kernel holds under `(parent, name)`.
+    fn known_child_dir(&self, parent: Ino, name: &OsStr) -> Option<Ino> {
+        let pnode = self.s.table.get(parent)?;
+        let key = pnode.state().snapshot.as_ref().and_then(|s| s.get(name)).filter(|e| e.is_dir()).map(|e| e.key);
+        let key = match key {
+            Some(k) => k,
+            None => {
+                let pfd = self.s.dir_fd(&pnode).ok()?;
+                let st = sys::fstatat(pfd.as_fd(), &sys::cstr(name).ok()?).ok()?;
+                if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+                    return None;
+                }
+                Key { dev: st.st_dev, ino: st.st_ino }
+            }
+        };
+        let node = self.s.table.get(self.s.table.ino_for(key))?;
+        (node.key == key && node.is_dir).then_some(node.ino)
+    }
+
+    /// Known directories below (and including) `root`.
+    fn subtree(&self, root: Ino) -> Vec<Arc<Node>> {
+        if root == ROOT_INO {
+            let mut all = self.s.table.dirs();
+            all.sort_by_key(|n| n.ino != ROOT_INO);
+            return all;
+        }
+        let mut out = Vec::new();
+        let mut queue = vec![root];
+        let mut seen = HashSet::new();
+        while let Some(ino) = queue.pop() {
+            if !seen.insert(ino) {
+                continue;
+            }
+            let Some(node) = self.s.table.get(ino) else { continue };
+            let children: Vec<Ino> = node
+                .state()
+                .snapshot
+                .as_ref()
+                .map(|s| s.values().filter(|e| e.is_dir()).map(|e| self.s.table.ino_for(e.key)).collect())
+                .unwrap_or_default();
+            out.push(node);
+            queue.extend(children.into_iter().filter(|c| self.s.table.get(*c).is_some()));
+        }
+        out
+    }
+
+    fn notify(&self, paths: &[String]) -> NotifyReport {
+        let start = Instant::now();
+        let s = &self.s;
+        Stats::bump(&s.stats.notifications);
+        Stats::bump(&s.stats.rescans);
+        let before_dirs = s.stats.dirs_scanned.load(Ordering::Relaxed);
+        let before_entries = s.stats.entries_scanned.load(Ordering::Relaxed);
+
+        // 1. Re-read what is in scope and diff it with the last view.
+        let mut changes = Vec::new();
+        let mut new_views: Vec<(Arc<Node>, Snapshot)> = Vec::new();
+        let mut scanned: HashSet<Ino> = HashSet::new();
+        for scope in self.scopes(paths) {
+            match scope {
+                Scope::Subtree(root) => {
+                    for node in self.subtree(root) {
+                        if scanned.insert(node.ino) {
+                            self.rescan_dir(&node, None, &mut changes, &mut new_views);
+                        }
+                    }
+                }
+                Scope::Entry(dir, name) => {
+                    if scanned.contains(&dir) {
+                        continue;
+                    }
+                    if let Some(node) = s.table.get(dir) {
+                        self.rescan_dir(&node, Some(&name), &mut changes, &mut new_views);
+                    }
+                }
+            }
+        }
+        let changes = pair_renames(changes);
+        let n_changes = changes.len() as u64;
+
+        // 2. Tell the kernel, in diff order.
+        let events_before = s.stats.events_replayed.load(Ordering::Relaxed);
+        let mut changed_dirs: Vec<Ino> = Vec::new();
+        for c in &changes {
+            for d in change_dirs(c) {
+                if !changed_dirs.contains(&d) {
+                    changed_dirs.push(d);
+                }
+            }
+        }
+        // Views first for rename bookkeeping; snapshots are committed after the replays, which
+        // need the previous view.
+        let mut new_dirs = Vec::new();
+        for c in &changes {
+            if s.cfg.events.precise() {
+                self.replay(c, &mut new_dirs);
+            } else {
+                self.invalidate(c);
+            }
+        }
+        for (node, snap) in new_views {
+            let mut st = node.state();
+            let negatives: Vec<OsString> = st.negatives.iter().filter(|n| snap.contains_key(*n)).cloned().collect();
+            for n in &negatives {
+                st.negatives.remove(n);
+            }
+            st.snapshot = Some(Box::new(snap));
+            drop(st);
+            for n in negatives {
+                self.inval_entry(node.ino, &n);
+            }
+        }
+        // Directories made by replays: everything inside is new too (recursive watchers).
+        while let Some(ino) = new_dirs.pop() {
+            let Some(node) = s.table.get(ino) else { continue };
+            node.state().snapshot = Some(Box::default());
+            let mut sub = Vec::new();
+            let mut views = Vec::new();
+            self.rescan_dir(&node, None, &mut sub, &mut views);
+            for c in &sub {
+                self.replay(c, &mut new_dirs);
+            }
+            for (n, snap) in views {
+                n.state().snapshot = Some(Box::new(snap));
+            }
+        }
+        if s.cfg.events.toggle() {
+            for d in &changed_dirs {
+                self.toggle(*d);
+            }
+        }
+        for d in &changed_dirs {
+            self.inval_inode(*d, 0, 0);
+        }
+        let report = NotifyReport {
+            dirs_scanned: s.stats.dirs_scanned.load(Ordering::Relaxed) - before_dirs,
+            entries_scanned: s.stats.entries_scanned.load(Ordering::Relaxed) - before_entries,
+            changes: n_changes,
+            events: s.stats.events_replayed.load(Ordering::Relaxed) - events_before,
+            micros: start.elapsed().as_micros() as u64,
+        };
+        debug!(?report, ?paths, "notification handled");
+        report
+    }
+
+    /// Diff one directory (or one name in it) against its last view.
+    fn rescan_dir(&self, node: &Arc<Node>, only: Option<&OsStr>, changes: &mut Vec<Change>, views: &mut Vec<(Arc<Node>, Snapshot)>) {
+        let old = node.state().snapshot.as_deref().cloned();
+        let new = match only {
+            Some(name) => {
+                let Some(mut view) = old.clone() else {
+                    // No baseline: take one now; only the negative entries can be acted on.
+                    if let Ok(snap) = self.scan_dir(node) {
+                        views.push((node.clone(), snap));
+                    }
+                    return;
+                };
+                let st = self.s.dir_fd(node).and_then(|pfd| sys::fstatat(pfd.as_fd(), &sys::cstr(name)?));
+                match st {
+                    Ok(st) => {
+                        view.insert(name.to_owned(), EntrySnap::from_stat(&st));
+                    }
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                        view.remove(name);
+                    }
+                    Err(_) => {
+                        Stats::bump(&self.s.stats.scan_errors);
+                        return;
+                    }
+                }
+                Stats::bump(&self.s.stats.entries_scanned);
+                // A name that vanished may have been renamed within the folder: look at it all.
+                if old.as_ref().is_some_and(|o| o.contains_key(name)) && !view.contains_key(name) {
+                    match self.scan_dir(node) {
+                        Ok(full) => full,
+                        Err(_) => view,
+                    }
+                } else {
+                    view
+                }
+            }
+            None => match self.scan_dir(node) {
+                Ok(s) => s,
+                Err(e) => {
+                    debug!("rescan of {} failed: {e}", node.ino);
+                    return;
+                }
+            },
+        };
+        if let Some(old) = &old {
+            diff(node.ino, old, &new, changes);
+        }
+        views.push((node.clone(), new));
+    }
+
+    fn path(&self, dir: Ino, name: &OsStr) -> PathBuf {
+        self.mountpoint.join(self.s.path_of(dir, Some(name)))
+    }
+
+    /// Perform one change through the mount so the kernel emits its real event.
+    fn replay(&self, c: &Change, new_dirs: &mut Vec<Ino>) {
+        let s = &self.s;
+        let res: io::Result<()> = match c {
+            Change::Create { dir, name, new } | Change::Link { dir, name, new } => {
+                s.replay.set(*dir, name, ViewEntry::Absent);
+                let path = self.path(*dir, name);
+                let r = match (c, new.file_type()) {
+                    (Change::Link { .. }, _) => self.existing_path(new.key).and_then(|from| std::fs::hard_link(from, &path)),
+                    (_, libc::S_IFDIR) => std::fs::create_dir(&path),
+                    (_, libc::S_IFLNK) => self.symlink_target(*dir, name).and_then(|t| std::os::unix::fs::symlink(t, &path)),
+                    (_, t) => {
+                        let ty = if t == libc::S_IFREG { libc::S_IFREG } else { t };
+                        sys::cstr(path.as_os_str()).and_then(|p| sys::mknodat(sys::cwd(), &p, ty | (new.mode & 0o7777), new.rdev))
+                    }
+                };
+                if r.is_ok() && new.is_dir() {
+                    if let Some(n) = s.table.get(s.table.ino_for(new.key)) {
+                        new_dirs.push(n.ino);
+                    }
+                }
+                r
+            }
+            Change::Delete { dir, name, old } => {
+                if old.is_dir() {
+                    self.replay_remove_tree(*dir, name, old);
+                }
+                s.replay.set(*dir, name, ViewEntry::Present(*old));
+                let path = self.path(*dir, name);
+                if old.is_dir() { std::fs::remove_dir(&path) } else { std::fs::remove_file(&path) }
+            }
+            Change::Rename { from, name, to, newname, old, replaced } => {
+                s.replay.set(*from, name, ViewEntry::Present(*old));
+                s.replay.set(*to, newname, replaced.map(ViewEntry::Present).unwrap_or(ViewEntry::Absent));
+                let a = self.path(*from, name);
+                let b = self.path(*to, newname);
+                std::fs::rename(&a, &b)
+            }
+            Change::Content { dir, name, new } => {
+                let path = self.path(*dir, name);
+                let r = std::fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                    .open(&path)
+                    .and_then(|f| f.set_len(new.size));
+                let r = r.or_else(|_| sys::cstr(path.as_os_str()).and_then(|p| sys::truncate(&p, new.size)));
+                self.inval_inode(s.table.ino_for(new.key), 0, 0);
+                r
+            }
+            Change::Attr { dir, name, old, new } => {
+                let path = self.path(*dir, name);
+                let p = sys::cstr(path.as_os_str());
+                p.and_then(|p| {
+                    if old.mode != new.mode && new.file_type() != libc::S_IFLNK {
+                        sys::fchmodat(sys::cwd(), &p, new.mode & 0o7777)
+                    } else if old.uid != new.uid || old.gid != new.gid {
+                        sys::fchownat(sys::cwd(), &p, new.uid, new.gid)
+                    } else {
+                        sys::utimensat(sys::cwd(), &p, sys::SetTime::At(new.atime.0, new.atime.1), sys::SetTime::At(new.mtime.0, new.mtime.1))
+                    }
+                })
+            }
+        };
+        s.replay.clear();
+        match res {
+            Ok(()) => Stats::bump(&s.stats.events_replayed),
+            Err(e) => {
+                // The kernel already knows (a client looked first), or the name is busy: make sure
+                // its caches are right at least.
+                debug!(?c, "replay failed: {e}; invalidating instead");
+                Stats::bump(&s.stats.replay_failed);
+                self.invalidate(c);
+            }
+        }
+    }
+
+    /// Before a removed directory goes, remove what the kernel knew inside it (post-order), so
+    /// recursive watchers see each name go.
+    fn replay_remove_tree(&self, dir: Ino, name: &OsStr, old: &EntrySnap) {
+        let ino = self.s.table.ino_for(old.key);
+        let Some(node) = self.s.table.get(ino) else { return };
+        if node.key != old.key || !node.is_dir {
+            return;
+        }
+        let _ = (dir, name);
+        let snap = node.state().snapshot.as_deref().cloned().unwrap_or_default();
+        for (child, e) in snap.iter() {
+            if e.is_dir() {
+                self.replay_remove_tree(ino, child, e);
+            }
+            self.s.replay.set(ino, child, ViewEntry::Present(*e));
+            let path = self.path(ino, child);
+            let r = if e.is_dir() { std::fs::remove_dir(&path) } else { std::fs::remove_file(&path) };
+            if r.is_ok() {
+                Stats::bump(&self.s.stats.events_replayed);
+            }
+        }
+        node.state().snapshot = Some(Box::default());
+    }
+
+    /// A live path (through the mount) to an object SOURCE already has, for hard-link replays.
+    fn existing_path(&self, key: Key) -> io::Result<PathBuf> {
+        let node = self.s.table.get(self.s.table.ino_for(key)).ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?;
+        let (p, n) = node.state().links.first().cloned().ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?;
+        Ok(self.path(p, &n))
+    }
+
+    fn symlink_target(&self, dir: Ino, name: &OsStr) -> io::Result<PathBuf> {
+        let node = self.s.table.get(dir).ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?;
+        let pfd = self.s.dir_fd(&node)?;
+        let t = sys::readlinkat(pfd.as_fd(), &sys::cstr(name)?)?;
+        Ok(PathBuf::from(OsStr::from_bytes(&t)))
+    }
+
+    /// Toggle mode: a virtual create and delete of the trigger name in `dir`.
+    fn toggle(&self, dir: Ino) {
+        let s = &self.s;
+        let name = OsString::from(&s.cfg.trigger_name);
+        s.replay.set(dir, &name, ViewEntry::Virtual);
+        let path = self.path(dir, &name);
+        let made = sys::cstr(path.as_os_str()).and_then(|p| sys::mknodat(sys::cwd(), &p, libc::S_IFREG | 0o644, 0));
+        if made.is_ok() {
+            let _ = std::fs::remove_file(&path);
+            Stats::bump(&s.stats.events_replayed);
+        } else {
+            Stats::bump(&s.stats.replay_failed);
+        }
+        s.replay.clear();
+    }
+
+    /// Tell the kernel what changed without an event.
+    fn invalidate(&self, c: &Change) {
+        let s = &self.s;
+        match c {
+            Change::Create { dir, name, .. } | Change::Link { dir, name, .. } => self.inval_entry(*dir, name),
+            Change::Delete { dir, name, old } => self.delete_entry(*dir, name, old.key),
+            Change::Rename { from, name, to, newname, old, replaced } => {
+                self.delete_entry(*from, name, old.key);
+                if let Some(r) = replaced {
+                    self.delete_entry(*to, newname, r.key);
+                }
+                self.inval_entry(*to, newname);
+                if let Some(node) = s.table.get(s.table.ino_for(old.key)) {
+                    let mut st = node.state();
+                    st.links.retain(|(p, n)| !(*p == *from && n == name));
+                    st.links.push((*to, newname.clone()));
+                }
+            }
+            Change::Content { new, .. } => self.inval_inode(s.table.ino_for(new.key), 0, 0),
+            Change::Attr { new, .. } => self.inval_inode(s.table.ino_for(new.key), -1, 0),
+        }
+    }
+
+    fn inval_entry(&self, dir: Ino, name: &OsStr) {
+        Stats::bump(&self.s.stats.inval_entry);
+        if let Err(e) = self.notifier.inval_entry(INodeNo(dir), name) {
+            Stats::bump(&self.s.stats.inval_failed);
+            debug!("inval_entry({dir}, {name:?}): {e}");
+        }
+    }
+
+    fn delete_entry(&self, dir: Ino, name: &OsStr, key: Key) {
+        let child = self.s.table.get(self.s.table.ino_for(key)).filter(|n| n.key == key);
+        match child {
+            Some(c) => {
+                Stats::bump(&self.s.stats.inval_delete);
+                if let Err(e) = self.notifier.delete(INodeNo(dir), INodeNo(c.ino), name) {
+                    debug!("delete({dir}, {}, {name:?}): {e}; falling back to inval_entry", c.ino);
+                    self.inval_entry(dir, name);
+                }
+                c.state().links.retain(|(p, n)| !(*p == dir && n == name));
+            }
+            None => self.inval_entry(dir, name),
+        }
+    }
+
+    fn inval_inode(&self, ino: Ino, off: i64, len: i64) {
+        if self.s.table.get(ino).is_none() {
+            return;
+        }
+        Stats::bump(&self.s.stats.inval_inode);
+        if let Err(e) = self.notifier.inval_inode(INodeNo(ino), off, len) {
+            Stats::bump(&self.s.stats.inval_failed);
+            debug!("inval_inode({ino}): {e}");
+        }
+    }
+
+    /// The link to the daemon is down: drop every long-lived name, attribute and negative entry,
+    /// so that from now on the short (degraded) timeouts apply.
+    fn degrade(&self) {
+        let s = &self.s;
+        let dirs = s.table.dirs();
+        let mut n = 0;
+        for d in &dirs {
+            let (names, negatives): (Vec<OsString>, Vec<OsString>) = {
+                let st = d.state();
+                (
+                    st.snapshot.as_ref().map(|s| s.keys().cloned().collect()).unwrap_or_default(),
+                    st.negatives.iter().cloned().collect(),
+                )
+            };
+            d.state().negatives.clear();
+            for name in names.iter().chain(negatives.iter()) {
+                if let Err(e) = self.notifier.inval_entry(INodeNo(d.ino), name) {
+                    debug!("degrade inval_entry: {e}");
+                }
+                n += 1;
+            }
+            self.inval_inode(d.ino, 0, 0);
+        }
+        info!(entries = n, "daemon link down: kernel caches expired, short timeouts until it is back");
+    }
+}
+
+/// Directories whose listing a change alters.
+fn change_dirs(c: &Change) -> Vec<Ino> {
+    match c {
+        Change::Create { dir, .. } | Change::Delete { dir, .. } | Change::Link { dir, .. } => vec![*dir],
+        Change::Rename { from, to, .. } => vec![*from, *to],
+        Change::Content { .. } | Change::Attr { .. } => vec![],
+    }
+}
+
+/// Compare a directory's old and new views. Directories' own size, times and link count change
+/// with their content, which their own diff reports, so only their mode and owner count here.
+fn diff(dir: Ino, old: &Snapshot, new: &Snapshot, out: &mut Vec<Change>) {
+    for (name, o) in old {
+        match new.get(name) {
+            Some(n) if n.key == o.key && n.file_type() == o.file_type() => {
+                if o.is_dir() {
+                    if (o.mode, o.uid, o.gid) != (n.mode, n.uid, n.gid) {
+                        out.push(Change::Attr { dir, name: name.clone(), old: *o, new: *n });
+                    }
+                } else if o.size != n.size || o.mtime != n.mtime {
+                    out.push(Change::Content { dir, name: name.clone(), new: *n });
+                } else if (o.mode, o.uid, o.gid, o.ctime) != (n.mode, n.uid, n.gid, n.ctime) {
+                    out.push(Change::Attr { dir, name: name.clone(), old: *o, new: *n });
+                }
+            }
+            _ => out.push(Change::Delete { dir, name: name.clone(), old: *o }),
+        }
+    }
+    for (name, n) in new {
+        match old.get(name) {
+            Some(o) if o.key == n.key && o.file_type() == n.file_type() => {}
+            _ => out.push(Change::Create { dir, name: name.clone(), new: *n }),
+        }
+    }
+}
+
+/// Match deletes and creates of the same inode into renames (within and across directories),
+/// and creates of an inode that is still present elsewhere into hard links. Order: renames,
+/// deletes, creates and links, then content and attribute changes — each in diff order.
+fn pair_renames(changes: Vec<Change>) -> Vec<Change> {
+    let mut deleted: HashMap<Key, usize> = HashMap::new();
+    let mut present_keys: HashSet<Key> = HashSet::new();
+    for (i, c) in changes.iter().enumerate() {
+        match c {
+            Change::Delete { old, .. } => {
+                deleted.entry(old.key).or_insert(i);
+            }
+            Change::Content { new, .. } | Change::Attr { new, .. } => {
+                present_keys.insert(new.key);
+            }
+            _ => {}
+        }
+    }
+    let mut used = vec![false; changes.len()];
+    let mut renames = Vec::new();
+    let mut creates = Vec::new();
+    // Deleted names replaced by a rename's destination: no separate delete event.
+    let mut replaced_at: HashMap<(Ino, OsString), EntrySnap> = HashMap::new();
+    for c in &changes {
+        if let Change::Delete { dir, name, old } = c {
+            replaced_at.insert((*dir, name.clone()), *old);
+        }
+    }
+    for (i, c) in changes.iter().enumerate() {
+        if let Change::Create { dir, name, new } = c {
+            if let Some(&j) = deleted.get(&new.key) {
+                if !used[j] {
+                    if let Change::Delete { dir: from, name: oldname, old } = &changes[j] {
+                        used[j] = true;
+                        used[i] = true;
+                        let replaced = replaced_at.get(&(*dir, name.clone())).copied().filter(|r| r.key != new.key);
+                        if replaced.is_some() {
+                            // The destination's old entry goes with the rename.
+                            if let Some(k) = changes.iter().position(|c| matches!(c, Change::Delete { dir: d, name: n, .. } if d == dir && n == name)) {
+                                used[k] = true;
+                            }
+                        }
+                        renames.push(Change::Rename { from: *from, name: oldname.clone(), to: *dir, newname: name.clone(), old: *old, replaced });
+                        continue;
+                    }
+                }
+            }
+            if new.nlink > 1 && (present_keys.contains(&new.key)) {
+                used[i] = true;
+                creates.push(Change::Link { dir: *dir, name: name.clone(), new: *new });
+            }
+        }
+    }
+    let mut out = renames;
+    let rest: Vec<(usize, &Change)> = changes.iter().enumerate().filter(|(i, _)| !used[*i]).collect();
+    out.extend(rest.iter().filter(|(_, c)| matches!(c, Change::Delete { .. })).map(|(_, c)| (*c).clone()));
+    out.extend(rest.iter().filter(|(_, c)| matches!(c, Change::Create { .. })).map(|(_, c)| (*c).clone()));
+    out.extend(creates);
+    // A link count or rename changes only the ctime of the inode: the create, delete or move
+    // event already says it, as on a local filesystem.
+    let involved: HashSet<Key> = out
+        .iter()
+        .filter_map(|c| match c {
+            Change::Rename { old, .. } | Change::Delete { old, .. } => Some(old.key),
+            Change::Create { new, .. } | Change::Link { new, .. } => Some(new.key),
+            _ => None,
+        })
+        .collect();
+    out.extend(
+        rest.iter()
+            .filter(|(_, c)| match c {
+                Change::Content { .. } => true,
+                Change::Attr { old, new, .. } => !involved.contains(&new.key) || (old.mode, old.uid, old.gid) != (new.mode, new.uid, new.gid),
+                _ => false,
+            })
+            .map(|(_, c)| (*c).clone()),
+    );
+    out
+}
+
