@@ -265,10 +265,9 @@ mod tests {
     #[test]
     fn bad_lines() {
         assert_eq!(parse_line(b"\xff\xfe\n"), Err(LineError::NonUtf8));
-        assert_eq!(
-            parse_line(b"\tfoo"),
-            Err(LineError::BadChannel(ChannelError::Empty))
-        );
+        // Leading whitespace (even a tab) is trimmed with the line.
+        assert_eq!(parse_line(b"\tfoo"), Ok(Some(n("foo", None))));
+        assert_eq!(validate_channel(""), Err(ChannelError::Empty));
         assert_eq!(
             parse_line(b"a\x01b"),
             Err(LineError::BadChannel(ChannelError::ControlChar))
@@ -347,10 +346,13 @@ mod tests {
     #[test]
     fn decoder_overlong_closes() {
         let mut d = LineDecoder::new();
-        let max_ok = vec![b'x'; MAX_LINE];
-        let mut line = max_ok.clone();
+        let mut line = b"c\t".to_vec();
+        line.extend(vec![b'x'; MAX_LINE - 2]);
         line.extend_from_slice(b"\r\n");
-        assert_eq!(d.push(&line), vec![Ok(n(&"x".repeat(MAX_LINE), None))]);
+        assert_eq!(
+            d.push(&line),
+            vec![Ok(n("c", Some(&"x".repeat(MAX_LINE - 2))))]
+        );
         let out = d.push(&vec![b'y'; MAX_LINE + 2]);
         assert_eq!(out, vec![Err(Dropped::Overlong)]);
         assert!(d.is_closed());

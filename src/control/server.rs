@@ -12,7 +12,7 @@ use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
 use super::{MAX_MESSAGE, PROTOCOL_VERSION};
-use crate::daemon::state::{Counters, Shared, Subscriber};
+use crate::daemon::state::{Counters, Popped, Shared, Subscriber};
 use crate::protocol::{validate_channel, validate_relpath};
 use crate::transport::UnixListener;
 
@@ -308,15 +308,15 @@ impl Conn {
         tokio::spawn(async move {
             loop {
                 match forward.pop() {
-                    Err(()) => break,
-                    Ok(Some(ev)) => {
+                    Popped::Closed => break,
+                    Popped::Event(ev) => {
                         let mut line = ev.to_json().to_string();
                         line.push('\n');
                         if tx.send(line).await.is_err() {
                             break;
                         }
                     }
-                    Ok(None) => forward.wake.notified().await,
+                    Popped::Empty => forward.wake.notified().await,
                 }
             }
         });

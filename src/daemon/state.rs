@@ -126,6 +126,14 @@ struct SubState {
     closed: bool,
 }
 
+/// What [`Subscriber::pop`] found.
+#[derive(Debug)]
+pub enum Popped {
+    Event(Event),
+    Empty,
+    Closed,
+}
+
 /// A subscribed overlay (one control connection).
 #[derive(Debug)]
 pub struct Subscriber {
@@ -180,13 +188,16 @@ impl Subscriber {
         overflow
     }
 
-    /// Take the next queued event; `None` when empty. `Err(())` once closed.
-    pub fn pop(&self) -> Result<Option<Event>, ()> {
+    /// Take the next queued event.
+    pub fn pop(&self) -> Popped {
         let mut st = lock(&self.state);
         if st.closed {
-            return Err(());
+            return Popped::Closed;
         }
-        Ok(st.queue.pop_front())
+        match st.queue.pop_front() {
+            Some(ev) => Popped::Event(ev),
+            None => Popped::Empty,
+        }
     }
 
     /// Record acknowledgements of `seqs` (cumulative), with the overlay's latest stats.
@@ -524,14 +535,16 @@ mod tests {
         }
         let (tx2, mut rx2) = oneshot::channel();
         assert!(sub.deliver("c", vec!["z".into()], Some(tx2)));
-        let ev = sub.pop().unwrap().unwrap();
+        let Popped::Event(ev) = sub.pop() else {
+            panic!("expected an event")
+        };
         assert!(ev.paths.is_empty());
         assert_eq!(ev.seq, SUBSCRIBER_QUEUE as u64 + 1);
-        assert!(sub.pop().unwrap().is_none());
+        assert!(matches!(sub.pop(), Popped::Empty));
         sub.ack(&[ev.seq], Some(json!({"x": 1})));
         assert!(rx1.try_recv().is_ok());
         assert!(rx2.try_recv().is_ok());
         sub.close();
-        assert!(sub.pop().is_err());
+        assert!(matches!(sub.pop(), Popped::Closed));
     }
 }
