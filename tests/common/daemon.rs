@@ -47,8 +47,17 @@ impl Daemon {
     }
 
     pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        Self::launch(None, args, env)
+    }
+
+    /// Start with the control socket at `control`.
+    pub fn start_at(control: &Path, args: &[&str]) -> Daemon {
+        Self::launch(Some(control.to_path_buf()), args, &[])
+    }
+
+    fn launch(control: Option<PathBuf>, args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let dir = tempdir();
-        let control = dir.path().join("ctl/control.sock");
+        let control = control.unwrap_or_else(|| dir.path().join("ctl/control.sock"));
         let peer = dir.path().join("peer.sock");
         let log = dir.path().join("daemon.log");
         let mut cmd = vfnotify();
