@@ -223,9 +223,12 @@ pub const MOUNT_HELPER_NAME: &str = "mount.fuse.vfnotify";
 /// Parse `args` into a [`Cli`]. When invoked as `mount.fuse.vfnotify`, the arguments are those of
 /// `vfnotify mount`.
 pub fn parse_from(args: Vec<OsString>) -> Result<Cli, clap::Error> {
-    let invoked_as = args
-        .first()
-        .map(|a| std::path::Path::new(a).file_name().unwrap_or(a.as_os_str()).to_owned());
+    let invoked_as = args.first().map(|a| {
+        std::path::Path::new(a)
+            .file_name()
+            .unwrap_or(a.as_os_str())
+            .to_owned()
+    });
     if invoked_as.as_deref() == Some(std::ffi::OsStr::new(MOUNT_HELPER_NAME)) {
         let mut rewritten = vec![OsString::from("vfnotify"), OsString::from("mount")];
         rewritten.extend(args.into_iter().skip(1));

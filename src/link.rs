@@ -8,6 +8,13 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use thiserror::Error;
+
+use crate::control::{Client, ClientError};
+use crate::protocol::validate_relpath;
 
 /// What the link asks of an overlay.
 pub trait NotifyTarget: Send + Sync + 'static {
@@ -32,8 +39,179 @@ pub struct LinkConfig {
     pub mountpoint: PathBuf,
 }
 
+/// How often the link retries connecting while the daemon is away.
+pub const RETRY: Duration = Duration::from_millis(100);
+
+/// Why one link session ended.
+#[derive(Debug, Error)]
+pub enum LinkError {
+    #[error(transparent)]
+    Connect(ClientError),
+    #[error("hello failed: {0}")]
+    Hello(ClientError),
+    #[error("subscribe failed: {0}")]
+    Subscribe(ClientError),
+    #[error("receiving events failed: {0}")]
+    Receive(ClientError),
+    #[error("acknowledging failed: {0}")]
+    Ack(ClientError),
+}
+
 /// Start the link thread; it runs until the process exits.
 pub fn spawn(config: LinkConfig, target: Arc<dyn NotifyTarget>) -> std::io::Result<()> {
-    let _ = (config, target);
+    std::thread::Builder::new()
+        .name("vfnotify-link".into())
+        .spawn(move || run(&config, &*target))?;
     Ok(())
+}
+
+fn run(config: &LinkConfig, target: &dyn NotifyTarget) {
+    let mut was_linked = false;
+    let mut reported_absent = false;
+    loop {
+        match session(config, target, &mut was_linked) {
+            Err(LinkError::Connect(e)) => {
+                if !reported_absent {
+                    tracing::info!(channel = %config.channel, error = %e, "daemon not reachable; retrying every {} ms", RETRY.as_millis());
+                    reported_absent = true;
+                }
+            }
+            Err(e) => {
+                tracing::info!(channel = %config.channel, error = %e, "link to the daemon lost; reconnecting");
+                reported_absent = false;
+            }
+            Ok(()) => {}
+        }
+        if was_linked {
+            target.set_linked(false);
+            was_linked = false;
+        }
+        std::thread::sleep(RETRY);
+    }
+}
+
+/// One connection: hello, subscribe, rescan, then events until the connection ends.
+fn session(
+    config: &LinkConfig,
+    target: &dyn NotifyTarget,
+    linked: &mut bool,
+) -> Result<(), LinkError> {
+    let mut client = Client::connect(&config.control).map_err(LinkError::Connect)?;
+    client
+        .request(
+            "hello",
+            json!({"protocol": crate::control::PROTOCOL_VERSION}),
+        )
+        .map_err(LinkError::Hello)?;
+    let sub = client
+        .request(
+            "subscribe",
+            json!({"channel": config.channel, "mountpoint": config.mountpoint, "pid": std::process::id()}),
+        )
+        .map_err(LinkError::Subscribe)?;
+    tracing::info!(channel = %config.channel, control = %config.control.display(), subscription = %sub["subscription"], "linked to the daemon");
+    target.set_linked(true);
+    *linked = true;
+    // Notifications may have been missed while unlinked.
+    target.handle(&[]);
+    loop {
+        let batch = client.recv_batch().map_err(LinkError::Receive)?;
+        let Some(merged) = merge_events(&batch) else {
+            continue;
+        };
+        target.handle(&merged.paths);
+        client
+            .send(
+                "handled",
+                json!({"seqs": merged.seqs, "stats": target.stats()}),
+            )
+            .map_err(LinkError::Ack)?;
+    }
+}
+
+/// Notify events of one batch, merged.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Merged {
+    /// The union of their paths (deduplicated, in order); empty means the whole mount.
+    pub paths: Vec<String>,
+    /// Their sequence numbers.
+    pub seqs: Vec<u64>,
+}
+
+/// Merge the notify events among `messages` (others are ignored); `None` when there is none.
+/// Any whole-mount event (empty paths) makes the merge whole-mount. Paths are validated again.
+pub fn merge_events(messages: &[Value]) -> Option<Merged> {
+    let mut paths: Vec<String> = Vec::new();
+    let mut seqs = Vec::new();
+    let mut whole = false;
+    for msg in messages {
+        let Some(ev) = msg.get("event") else { continue };
+        if ev.get("type").and_then(Value::as_str) != Some("notify") {
+            continue;
+        }
+        let Some(seq) = ev.get("seq").and_then(Value::as_u64) else {
+            continue;
+        };
+        seqs.push(seq);
+        let list = ev.get("paths").and_then(Value::as_array);
+        match list {
+            Some(list) if !list.is_empty() => {
+                for p in list {
+                    match p.as_str().map(validate_relpath) {
+                        Some(Ok(p)) => {
+                            if !paths.contains(&p) {
+                                paths.push(p);
+                            }
+                        }
+                        _ => whole = true, // cannot scope it: be safe
+                    }
+                }
+            }
+            _ => whole = true,
+        }
+    }
+    if seqs.is_empty() {
+        return None;
+    }
+    if whole {
+        paths.clear();
+    }
+    Some(Merged { paths, seqs })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(seq: u64, paths: &[&str]) -> Value {
+        json!({"event": {"type": "notify", "channel": "c", "paths": paths, "seq": seq}})
+    }
+
+    #[test]
+    fn merging() {
+        assert_eq!(merge_events(&[json!({"result": {}})]), None);
+        let m = merge_events(&[
+            ev(1, &["a", "b"]),
+            json!({"result": {}}),
+            ev(2, &["b", "c/./d"]),
+        ])
+        .unwrap();
+        assert_eq!(
+            m,
+            Merged {
+                paths: vec!["a".into(), "b".into(), "c/d".into()],
+                seqs: vec![1, 2]
+            }
+        );
+        let m = merge_events(&[ev(3, &["a"]), ev(4, &[])]).unwrap();
+        assert_eq!(
+            m,
+            Merged {
+                paths: vec![],
+                seqs: vec![3, 4]
+            }
+        );
+        let m = merge_events(&[ev(5, &["../x"])]).unwrap();
+        assert!(m.paths.is_empty());
+    }
 }

@@ -1,0 +1,206 @@
+//! A small blocking client of the control socket (used by `notify`, `status` and the overlay's
+//! link).
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use thiserror::Error;
+
+use super::{MAX_MESSAGE, PROTOCOL_VERSION};
+
+/// Longest message accepted from the daemon (a `status` with many overlays is large).
+pub const MAX_REPLY: usize = 16 * 1024 * 1024;
+
+/// Errors of the client, named for the step that failed.
+#[derive(Debug, Error)]
+pub enum ClientError {
+    #[error("no daemon at {}: {source}", path.display())]
+    Connect { path: PathBuf, source: io::Error },
+    #[error("cannot send to the daemon: {0}")]
+    Send(io::Error),
+    #[error("cannot read from the daemon: {0}")]
+    Receive(io::Error),
+    #[error("the daemon closed the connection")]
+    Closed,
+    #[error("the daemon sent a message longer than {MAX_REPLY} bytes")]
+    Overlong,
+    #[error("the daemon sent malformed JSON: {0}")]
+    Parse(serde_json::Error),
+    #[error("request longer than {MAX_MESSAGE} bytes")]
+    RequestTooLong,
+    #[error("{class}: {desc}")]
+    Remote { class: String, desc: String },
+}
+
+/// A connection to the daemon's control socket.
+#[derive(Debug)]
+pub struct Client {
+    stream: UnixStream,
+    buf: Vec<u8>,
+    next_id: u64,
+    events: VecDeque<Value>,
+}
+
+impl Client {
+    /// Connect to the control socket at `path`.
+    pub fn connect(path: &Path) -> Result<Self, ClientError> {
+        let stream = UnixStream::connect(path).map_err(|source| ClientError::Connect {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(Client {
+            stream,
+            buf: Vec::new(),
+            next_id: 1,
+            events: VecDeque::new(),
+        })
+    }
+
+    /// Connect and check the protocol version with `hello`.
+    pub fn connect_hello(path: &Path) -> Result<(Self, Value), ClientError> {
+        let mut c = Self::connect(path)?;
+        let hello = c.request("hello", json!({"protocol": PROTOCOL_VERSION}))?;
+        Ok((c, hello))
+    }
+
+    /// Read timeout for every later read (`None`: wait forever).
+    pub fn set_timeout(&self, timeout: Option<Duration>) -> Result<(), ClientError> {
+        self.stream
+            .set_read_timeout(timeout)
+            .map_err(ClientError::Receive)
+    }
+
+    /// Send a request without waiting; returns its id.
+    pub fn send(&mut self, cmd: &str, args: Value) -> Result<u64, ClientError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut line = json!({"cmd": cmd, "args": args, "id": id}).to_string();
+        if line.len() > MAX_MESSAGE {
+            return Err(ClientError::RequestTooLong);
+        }
+        line.push('\n');
+        self.stream
+            .write_all(line.as_bytes())
+            .map_err(ClientError::Send)?;
+        Ok(id)
+    }
+
+    /// Send a request and wait for its response, queueing events that arrive meanwhile (see
+    /// [`Client::take_events`]). An error response becomes [`ClientError::Remote`].
+    pub fn request(&mut self, cmd: &str, args: Value) -> Result<Value, ClientError> {
+        let id = self.send(cmd, args)?;
+        loop {
+            let msg = self.recv()?;
+            if msg.get("event").is_some() {
+                self.events.push_back(msg);
+                continue;
+            }
+            if msg.get("id").and_then(Value::as_u64) != Some(id) {
+                continue; // a response to an earlier request nobody waits for
+            }
+            return into_result(msg);
+        }
+    }
+
+    /// Events queued while waiting for responses.
+    pub fn take_events(&mut self) -> Vec<Value> {
+        self.events.drain(..).collect()
+    }
+
+    /// The next message (blocking).
+    pub fn recv(&mut self) -> Result<Value, ClientError> {
+        if let Some(ev) = self.events.pop_front() {
+            return Ok(ev);
+        }
+        loop {
+            if let Some(msg) = self.take_line()? {
+                return Ok(msg);
+            }
+            self.fill()?;
+        }
+    }
+
+    /// At least one message (blocking), plus every further complete message already received
+    /// or readable without blocking.
+    pub fn recv_batch(&mut self) -> Result<Vec<Value>, ClientError> {
+        let mut out: Vec<Value> = self.events.drain(..).collect();
+        if out.is_empty() {
+            out.push(self.recv()?);
+        }
+        loop {
+            while let Some(msg) = self.take_line()? {
+                out.push(msg);
+            }
+            // Anything more already readable?
+            self.stream
+                .set_nonblocking(true)
+                .map_err(ClientError::Receive)?;
+            let more = self.fill();
+            self.stream
+                .set_nonblocking(false)
+                .map_err(ClientError::Receive)?;
+            match more {
+                Ok(()) => continue,
+                Err(ClientError::Receive(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
+                // EOF or error after a batch: hand back the batch; the next call reports it.
+                Err(_) if !out.is_empty() => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    fn take_line(&mut self) -> Result<Option<Value>, ClientError> {
+        while let Some(end) = self.buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.buf.drain(..=end).collect();
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            return serde_json::from_slice(&line)
+                .map(Some)
+                .map_err(ClientError::Parse);
+        }
+        if self.buf.len() > MAX_REPLY {
+            return Err(ClientError::Overlong);
+        }
+        Ok(None)
+    }
+
+    fn fill(&mut self) -> Result<(), ClientError> {
+        let mut chunk = [0u8; 16 * 1024];
+        let n = loop {
+            match self.stream.read(&mut chunk) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(ClientError::Receive(e)),
+            }
+        };
+        if n == 0 {
+            return Err(ClientError::Closed);
+        }
+        self.buf
+            .extend_from_slice(chunk.get(..n).unwrap_or_default());
+        Ok(())
+    }
+}
+
+/// Turn a response message into its result or a [`ClientError::Remote`].
+pub fn into_result(msg: Value) -> Result<Value, ClientError> {
+    if let Some(err) = msg.get("error") {
+        let s = |k: &str| {
+            err.get(k)
+                .and_then(Value::as_str)
+                .unwrap_or("?")
+                .to_string()
+        };
+        return Err(ClientError::Remote {
+            class: s("class"),
+            desc: s("desc"),
+        });
+    }
+    Ok(msg.get("result").cloned().unwrap_or(Value::Null))
+}

@@ -1,0 +1,122 @@
+//! Accepting peers and reading their lines.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use super::state::{Counters, Shared};
+use crate::protocol::{Dropped, LineDecoder, LineError};
+use crate::transport::{Listener, peer_allowed};
+
+/// Read buffer per connection.
+const READ_CHUNK: usize = 4096;
+
+/// Releases a connection slot on drop.
+struct Slot(Arc<Shared>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Accept peers from `listener` forever: refuse vsock peers outside the CID policy before
+/// reading anything, refuse peers beyond `--max-connections`, and serve the rest, each in its
+/// own task.
+pub async fn accept_loop<L: Listener>(shared: Arc<Shared>, listener: L) {
+    let name = listener.describe();
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                Counters::bump(&shared.counters.accept_errors);
+                tracing::warn!(listener = %name, error = %e, "accept failed");
+                // Out of descriptors and such: back off instead of spinning.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        if !peer_allowed(&shared.config.cid_policy, &peer) {
+            Counters::bump(&shared.counters.refused_cid);
+            tracing::warn!(listener = %name, %peer, allowed = %shared.config.cid_policy, "peer CID not allowed; connection refused");
+            drop(stream);
+            continue;
+        }
+        let before = shared.active.fetch_add(1, Ordering::AcqRel);
+        let slot = Slot(Arc::clone(&shared));
+        if before >= shared.config.max_connections {
+            Counters::bump(&shared.counters.too_many_connections);
+            tracing::warn!(listener = %name, %peer, max = shared.config.max_connections, "too many connections; refused");
+            drop(stream);
+            drop(slot);
+            continue;
+        }
+        Counters::bump(&shared.counters.connections);
+        tracing::debug!(listener = %name, %peer, "peer connected");
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            serve_peer(&shared, stream).await;
+            drop(slot);
+        });
+    }
+}
+
+/// Read lines from one peer until EOF, error, idle timeout or an overlong line.
+pub async fn serve_peer<S: AsyncRead + Unpin>(shared: &Shared, mut stream: S) {
+    let mut decoder = LineDecoder::new();
+    let mut buf = vec![0u8; READ_CHUNK];
+    let idle = shared.idle_timeout();
+    loop {
+        let n = match tokio::time::timeout(idle, stream.read(&mut buf)).await {
+            Err(_) => {
+                Counters::bump(&shared.counters.idle_timeout);
+                tracing::debug!(secs = idle.as_secs(), "peer idle; closing");
+                break;
+            }
+            Ok(Err(e)) => {
+                Counters::bump(&shared.counters.read_errors);
+                tracing::debug!(error = %e, "peer read failed; closing");
+                break;
+            }
+            Ok(Ok(0)) => break,
+            Ok(Ok(n)) => n,
+        };
+        for item in decoder.push(buf.get(..n).unwrap_or_default()) {
+            match item {
+                Ok(n) => {
+                    tracing::debug!(channel = %n.channel, path = ?n.path, "notification");
+                    let _ = shared.dispatch(&n.channel, n.path.into_iter().collect(), false);
+                }
+                Err(Dropped::Overlong) => {
+                    Counters::bump(&shared.counters.overlong);
+                    tracing::warn!(
+                        max = crate::protocol::MAX_LINE,
+                        "line too long; closing the connection"
+                    );
+                }
+                Err(Dropped::Line(e)) => {
+                    let c = &shared.counters;
+                    match e {
+                        LineError::NonUtf8 => Counters::bump(&c.non_utf8),
+                        LineError::BadChannel(_) => Counters::bump(&c.bad_channel),
+                        LineError::BadRelpath(_) => Counters::bump(&c.bad_relpath),
+                        LineError::Overlong => Counters::bump(&c.overlong),
+                    }
+                    tracing::debug!(error = %e, "line dropped");
+                }
+            }
+        }
+        if decoder.is_closed() {
+            return;
+        }
+    }
+    if decoder.pending() > 0 {
+        Counters::bump(&shared.counters.partial_line);
+        tracing::debug!(
+            bytes = decoder.pending(),
+            "connection ended mid-line; partial line discarded"
+        );
+    }
+}

@@ -1,0 +1,550 @@
+//! The daemon's shared state: configuration, counters, subscribed overlays, and dispatch of one
+//! notification to its overlays and trigger files.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+use tokio::sync::{Notify, oneshot};
+
+use super::DaemonConfig;
+use crate::trigger::{self, Coalescer};
+
+/// Most queued events per subscribed overlay; on overflow the queue collapses into one
+/// whole-mount notification.
+pub const SUBSCRIBER_QUEUE: usize = 1024;
+
+/// Lock a mutex, recovering from poisoning (state stays usable; every update is a few fields).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+macro_rules! counters {
+    ($($name:ident),* $(,)?) => {
+        /// Every counter of the daemon (monotonic).
+        #[derive(Debug, Default)]
+        pub struct Counters { $(pub $name: AtomicU64,)* }
+        impl Counters {
+            /// Add one.
+            pub fn bump(c: &AtomicU64) { c.fetch_add(1, Ordering::Relaxed); }
+            fn snapshot(&self) -> BTreeMap<&'static str, u64> {
+                let mut m = BTreeMap::new();
+                $(m.insert(stringify!($name), self.$name.load(Ordering::Relaxed));)*
+                m
+            }
+        }
+    };
+}
+
+counters!(
+    received,
+    unknown_channel,
+    overlong,
+    non_utf8,
+    bad_relpath,
+    bad_channel,
+    partial_line,
+    refused_cid,
+    too_many_connections,
+    idle_timeout,
+    read_errors,
+    accept_errors,
+    triggers_ok,
+    triggers_failed,
+    coalesced,
+    connections,
+    overlay_unlinked,
+    overlay_overflow,
+    control_connections,
+    control_refused,
+    control_errors,
+);
+
+const DROPPED: &[&str] = &[
+    "overlong",
+    "non_utf8",
+    "bad_relpath",
+    "bad_channel",
+    "partial_line",
+    "refused_cid",
+    "too_many_connections",
+    "idle_timeout",
+    "read_errors",
+    "overlay_unlinked",
+    "overlay_overflow",
+    "control_refused",
+];
+
+impl Counters {
+    /// The `counters` object of `status`: dropped/ignored items are grouped under `dropped`.
+    pub fn to_json(&self) -> Value {
+        let mut top = serde_json::Map::new();
+        let mut dropped = serde_json::Map::new();
+        for (k, v) in self.snapshot() {
+            if DROPPED.contains(&k) {
+                dropped.insert(k.to_string(), json!(v));
+            } else {
+                top.insert(k.to_string(), json!(v));
+            }
+        }
+        top.insert("dropped".into(), Value::Object(dropped));
+        Value::Object(top)
+    }
+}
+
+/// One event queued for an overlay.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub seq: u64,
+    pub channel: String,
+    pub paths: Vec<String>,
+}
+
+impl Event {
+    /// The wire form: `{"event":{"type":"notify","channel":..,"paths":[..],"seq":N}}`.
+    pub fn to_json(&self) -> Value {
+        json!({"event": {"type": "notify", "channel": self.channel, "paths": self.paths, "seq": self.seq}})
+    }
+}
+
+#[derive(Debug, Default)]
+struct SubState {
+    queue: VecDeque<Event>,
+    next_seq: u64,
+    delivered: u64,
+    handled: u64,
+    stats: Value,
+    /// seq → waiters released once an ack covers seq (acks are cumulative: an ack of N covers
+    /// every seq ≤ N, since events are delivered in order).
+    waiters: BTreeMap<u64, Vec<oneshot::Sender<()>>>,
+    closed: bool,
+}
+
+/// What [`Subscriber::pop`] found.
+#[derive(Debug)]
+pub enum Popped {
+    Event(Event),
+    Empty,
+    Closed,
+}
+
+/// A subscribed overlay (one control connection).
+#[derive(Debug)]
+pub struct Subscriber {
+    pub id: u64,
+    pub channel: String,
+    pub mountpoint: PathBuf,
+    pub pid: u32,
+    pub since: u64,
+    state: Mutex<SubState>,
+    /// Woken when events are queued or the subscriber is closed.
+    pub wake: Notify,
+}
+
+impl Subscriber {
+    /// Queue a notification; returns whether the queue overflowed (and collapsed).
+    fn deliver(
+        &self,
+        channel: &str,
+        paths: Vec<String>,
+        waiter: Option<oneshot::Sender<()>>,
+    ) -> bool {
+        let overflow = {
+            let mut st = lock(&self.state);
+            if st.closed {
+                return false;
+            }
+            st.next_seq += 1;
+            let seq = st.next_seq;
+            let overflow = st.queue.len() >= SUBSCRIBER_QUEUE;
+            let event = if overflow {
+                st.queue.clear();
+                Event {
+                    seq,
+                    channel: channel.to_string(),
+                    paths: Vec::new(),
+                }
+            } else {
+                Event {
+                    seq,
+                    channel: channel.to_string(),
+                    paths,
+                }
+            };
+            st.queue.push_back(event);
+            st.delivered += 1;
+            if let Some(w) = waiter {
+                st.waiters.entry(seq).or_default().push(w);
+            }
+            overflow
+        };
+        self.wake.notify_one();
+        overflow
+    }
+
+    /// Take the next queued event.
+    pub fn pop(&self) -> Popped {
+        let mut st = lock(&self.state);
+        if st.closed {
+            return Popped::Closed;
+        }
+        match st.queue.pop_front() {
+            Some(ev) => Popped::Event(ev),
+            None => Popped::Empty,
+        }
+    }
+
+    /// Record acknowledgements of `seqs` (cumulative), with the overlay's latest stats.
+    pub fn ack(&self, seqs: &[u64], stats: Option<Value>) {
+        let mut st = lock(&self.state);
+        if let Some(s) = stats {
+            st.stats = s;
+        }
+        let Some(&max) = seqs.iter().max() else {
+            return;
+        };
+        st.handled += seqs.len() as u64;
+        let rest = st.waiters.split_off(&max.saturating_add(1));
+        let done = std::mem::replace(&mut st.waiters, rest);
+        for w in done.into_values().flatten() {
+            let _ = w.send(());
+        }
+    }
+
+    /// Close: queued events and pending waiters are dropped (waiters see a closed channel).
+    pub fn close(&self) {
+        {
+            let mut st = lock(&self.state);
+            st.closed = true;
+            st.queue.clear();
+            st.waiters.clear();
+        }
+        self.wake.notify_one();
+    }
+
+    fn to_json(&self) -> Value {
+        let st = lock(&self.state);
+        json!({
+            "subscription": self.id,
+            "channel": self.channel,
+            "mountpoint": self.mountpoint,
+            "pid": self.pid,
+            "since": self.since,
+            "delivered": st.delivered,
+            "handled": st.handled,
+            "queued": st.queue.len(),
+            "stats": st.stats,
+        })
+    }
+}
+
+/// What a caller of [`Shared::dispatch`] can wait on.
+#[derive(Debug, Default)]
+pub struct DispatchWait {
+    /// Whether the channel was known (mapped or followed by an overlay).
+    pub known: bool,
+    /// One receiver per overlay the notification was delivered to.
+    pub overlays: Vec<oneshot::Receiver<()>>,
+    /// The trigger run covering this notification (when the channel has trigger folders).
+    pub triggers: Option<oneshot::Receiver<u64>>,
+}
+
+/// The daemon's shared state.
+pub struct Shared {
+    pub config: DaemonConfig,
+    pub counters: Counters,
+    pub listeners: Mutex<Vec<String>>,
+    /// Currently open peer connections.
+    pub active: AtomicUsize,
+    /// Currently open control connections.
+    pub control_active: AtomicUsize,
+    subscribers: Mutex<BTreeMap<u64, Arc<Subscriber>>>,
+    next_subscriber: AtomicU64,
+    coalescer: Arc<Coalescer>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Shared {
+    /// New state; the coalescer's action toggles the channel's trigger files.
+    pub fn new(config: DaemonConfig) -> Arc<Self> {
+        let window = config.coalesce;
+        Arc::new_cyclic(|weak: &Weak<Shared>| {
+            let weak = weak.clone();
+            let action: trigger::Action = Arc::new(move |channel: &str| match weak.upgrade() {
+                Some(shared) => shared.run_triggers(channel),
+                None => 0,
+            });
+            Shared {
+                config,
+                counters: Counters::default(),
+                listeners: Mutex::new(Vec::new()),
+                active: AtomicUsize::new(0),
+                control_active: AtomicUsize::new(0),
+                subscribers: Mutex::new(BTreeMap::new()),
+                next_subscriber: AtomicU64::new(1),
+                coalescer: Coalescer::new(window, action),
+            }
+        })
+    }
+
+    /// Register an overlay.
+    pub fn subscribe(&self, channel: String, mountpoint: PathBuf, pid: u32) -> Arc<Subscriber> {
+        let id = self.next_subscriber.fetch_add(1, Ordering::Relaxed);
+        let sub = Arc::new(Subscriber {
+            id,
+            channel,
+            mountpoint,
+            pid,
+            since: unix_now(),
+            state: Mutex::new(SubState::default()),
+            wake: Notify::new(),
+        });
+        lock(&self.subscribers).insert(id, Arc::clone(&sub));
+        tracing::info!(id, channel = %sub.channel, mountpoint = %sub.mountpoint.display(), pid, "overlay subscribed");
+        sub
+    }
+
+    /// Remove an overlay (its connection closed).
+    pub fn unsubscribe(&self, id: u64) {
+        if let Some(sub) = lock(&self.subscribers).remove(&id) {
+            sub.close();
+            tracing::info!(id, channel = %sub.channel, mountpoint = %sub.mountpoint.display(), "overlay unsubscribed");
+        }
+    }
+
+    fn subscribers(&self) -> Vec<Arc<Subscriber>> {
+        lock(&self.subscribers).values().cloned().collect()
+    }
+
+    /// Act on one notification: deliver it to every overlay following `channel` or mounted at
+    /// one of its folders, and toggle the trigger files of its other folders (coalesced). With
+    /// `wait`, returns receivers completed once each overlay acknowledged and the triggers ran.
+    pub fn dispatch(&self, channel: &str, paths: Vec<String>, wait: bool) -> DispatchWait {
+        Counters::bump(&self.counters.received);
+        let folders = self.config.channels.paths(channel);
+        let targets: Vec<Arc<Subscriber>> = self
+            .subscribers()
+            .into_iter()
+            .filter(|s| s.channel == channel || folders.contains(&s.mountpoint))
+            .collect();
+        let mut out = DispatchWait {
+            known: !folders.is_empty() || !targets.is_empty(),
+            ..Default::default()
+        };
+        if !out.known {
+            Counters::bump(&self.counters.unknown_channel);
+            tracing::debug!(channel, "unknown channel, ignored");
+            return out;
+        }
+        for sub in targets {
+            let waiter = if wait {
+                let (tx, rx) = oneshot::channel();
+                out.overlays.push(rx);
+                Some(tx)
+            } else {
+                None
+            };
+            if sub.deliver(channel, paths.clone(), waiter) {
+                Counters::bump(&self.counters.overlay_overflow);
+                tracing::warn!(id = sub.id, mountpoint = %sub.mountpoint.display(), "overlay queue full; collapsed into a whole-mount notification");
+            }
+        }
+        if !folders.is_empty() {
+            let waiter = if wait {
+                let (tx, rx) = oneshot::channel();
+                out.triggers = Some(rx);
+                Some(tx)
+            } else {
+                None
+            };
+            if self.coalescer.submit(channel, waiter) {
+                Counters::bump(&self.counters.coalesced);
+            }
+        }
+        out
+    }
+
+    /// Blocking: toggle the trigger file of every folder of `channel` that is not an overlay.
+    /// Returns how many toggles succeeded.
+    fn run_triggers(&self, channel: &str) -> u64 {
+        let folders = self.config.channels.paths(channel);
+        if folders.is_empty() {
+            return 0;
+        }
+        let subscribed: Vec<PathBuf> = self
+            .subscribers()
+            .iter()
+            .map(|s| s.mountpoint.clone())
+            .collect();
+        let overlay_mounts = vfnotify_mounts();
+        let mut ok = 0;
+        for folder in folders {
+            if subscribed.contains(folder) {
+                continue; // delivered to the overlay at dispatch
+            }
+            if overlay_mounts.iter().any(|m| m == folder) {
+                Counters::bump(&self.counters.overlay_unlinked);
+                tracing::warn!(channel, folder = %folder.display(), "folder is a vfnotify overlay that is not linked to this daemon; not writing a trigger file there");
+                continue;
+            }
+            match trigger::toggle(folder, &self.config.trigger_name) {
+                Ok(t) => {
+                    ok += 1;
+                    Counters::bump(&self.counters.triggers_ok);
+                    tracing::debug!(channel, folder = %folder.display(), ?t, "trigger toggled");
+                }
+                Err(e) => {
+                    Counters::bump(&self.counters.triggers_failed);
+                    tracing::warn!(channel, error = %e, "trigger failed");
+                }
+            }
+        }
+        ok
+    }
+
+    /// The `status` result.
+    pub fn status(&self) -> Value {
+        let channels: serde_json::Map<String, Value> = self
+            .config
+            .channels
+            .iter()
+            .map(|(c, p)| (c.clone(), json!(p)))
+            .collect();
+        let mut counters = self.counters.to_json();
+        if let Value::Object(m) = &mut counters {
+            m.insert(
+                "active_connections".into(),
+                json!(self.active.load(Ordering::Relaxed)),
+            );
+        }
+        json!({
+            "program": super::PROGRAM,
+            "pid": std::process::id(),
+            "listeners": *lock(&self.listeners),
+            "control": self.config.control,
+            "trigger_name": self.config.trigger_name,
+            "allow_cid": self.config.cid_policy.to_string(),
+            "channels": channels,
+            "counters": counters,
+            "overlays": self.subscribers().iter().map(|s| s.to_json()).collect::<Vec<_>>(),
+        })
+    }
+
+    /// Idle timeout for peers.
+    pub fn idle_timeout(&self) -> Duration {
+        self.config.idle_timeout
+    }
+}
+
+/// Mountpoints of `fuse.vfnotify` filesystems in /proc/self/mountinfo (empty when unreadable).
+pub fn vfnotify_mounts() -> Vec<PathBuf> {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    parse_mountinfo_fstype(&info, "fuse.vfnotify")
+}
+
+/// Mountpoints whose filesystem type is `fstype`, from mountinfo text. Pure.
+pub fn parse_mountinfo_fstype(info: &str, fstype: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for line in info.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(sep) = fields.iter().position(|f| *f == "-") else {
+            continue;
+        };
+        if fields.get(sep + 1) == Some(&fstype) {
+            if let Some(mp) = fields.get(4) {
+                out.push(unescape_mountinfo(mp));
+            }
+        }
+    }
+    out
+}
+
+fn unescape_mountinfo(field: &str) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' {
+            if let Some(v) = field
+                .get(i + 1..i + 4)
+                .and_then(|o| u8::from_str_radix(o, 8).ok())
+            {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
+/// Whether `path` is in `mounts`.
+pub fn is_mount(mounts: &[PathBuf], path: &Path) -> bool {
+    mounts.iter().any(|m| m == path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_parsing() {
+        let info = "36 35 98:0 / /mnt/a\\040b rw,noatime master:1 - fuse.vfnotify vf rw\n\
+                    37 35 98:0 / /mnt/c rw - ext4 /dev/sda rw\n\
+                    garbage line\n\
+                    38 35 0:1 / /x\\777 rw shared:2 - fuse.vfnotify vf rw\n";
+        let m = parse_mountinfo_fstype(info, "fuse.vfnotify");
+        assert_eq!(m[0], PathBuf::from("/mnt/a b"));
+        assert_eq!(m.len(), 2);
+        assert!(is_mount(&m, Path::new("/mnt/a b")));
+        assert!(!is_mount(&m, Path::new("/mnt/c")));
+    }
+
+    #[test]
+    fn subscriber_queue_collapses_and_acks_are_cumulative() {
+        let sub = Subscriber {
+            id: 1,
+            channel: "c".into(),
+            mountpoint: "/m".into(),
+            pid: 1,
+            since: 0,
+            state: Mutex::new(SubState::default()),
+            wake: Notify::new(),
+        };
+        let (tx1, mut rx1) = oneshot::channel();
+        assert!(!sub.deliver("c", vec!["a".into()], Some(tx1)));
+        for _ in 1..SUBSCRIBER_QUEUE {
+            assert!(!sub.deliver("c", vec!["b".into()], None));
+        }
+        let (tx2, mut rx2) = oneshot::channel();
+        assert!(sub.deliver("c", vec!["z".into()], Some(tx2)));
+        let Popped::Event(ev) = sub.pop() else {
+            panic!("expected an event")
+        };
+        assert!(ev.paths.is_empty());
+        assert_eq!(ev.seq, SUBSCRIBER_QUEUE as u64 + 1);
+        assert!(matches!(sub.pop(), Popped::Empty));
+        sub.ack(&[ev.seq], Some(json!({"x": 1})));
+        assert!(rx1.try_recv().is_ok());
+        assert!(rx2.try_recv().is_ok());
+        sub.close();
+        assert!(matches!(sub.pop(), Popped::Closed));
+    }
+}

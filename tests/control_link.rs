@@ -1,0 +1,173 @@
+//! The overlay's link (`vfnotify::link::spawn`) with a fake overlay, against the real daemon
+//! over a unix control socket: started late, restarted, bursts merged.
+
+mod common;
+#[path = "common/daemon.rs"]
+mod daemon_support;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::tempdir;
+use daemon_support::{DEADLINE, Daemon, poll_until};
+use serde_json::{Value, json};
+use vfnotify::daemon::{DaemonConfig, spawn as spawn_daemon};
+use vfnotify::link::{LinkConfig, NotifyTarget, spawn};
+
+/// A fake overlay: records calls; `handle` takes `work` to let notifications pile up.
+#[derive(Default)]
+struct Fake {
+    calls: Mutex<Vec<Vec<String>>>,
+    linked: Mutex<Vec<bool>>,
+    work: Duration,
+}
+
+impl NotifyTarget for Fake {
+    fn handle(&self, paths: &[String]) {
+        std::thread::sleep(self.work);
+        self.calls.lock().unwrap().push(paths.to_vec());
+    }
+    fn set_linked(&self, linked: bool) {
+        self.linked.lock().unwrap().push(linked);
+    }
+    fn stats(&self) -> Value {
+        json!({"calls": self.calls.lock().unwrap().len()})
+    }
+}
+
+impl Fake {
+    fn calls(&self) -> Vec<Vec<String>> {
+        self.calls.lock().unwrap().clone()
+    }
+    fn linked(&self) -> Vec<bool> {
+        self.linked.lock().unwrap().clone()
+    }
+}
+
+fn link(control: PathBuf, mountpoint: PathBuf, work: Duration) -> Arc<Fake> {
+    let fake = Arc::new(Fake {
+        work,
+        ..Default::default()
+    });
+    let target: Arc<dyn NotifyTarget> = fake.clone();
+    spawn(
+        LinkConfig {
+            control,
+            channel: "docs".into(),
+            mountpoint,
+        },
+        target,
+    )
+    .unwrap();
+    fake
+}
+
+#[test]
+fn link_connects_when_the_daemon_appears_and_rescans() {
+    let dir = tempdir();
+    let control = dir.path().join("run/control.sock");
+    let mnt = dir.path().join("mnt");
+    let fake = link(control.clone(), mnt.clone(), Duration::ZERO);
+    std::thread::sleep(Duration::from_millis(250)); // the link is retrying meanwhile
+    assert!(fake.linked().is_empty());
+    let d = Daemon::start_at(&control, &[]);
+    let up = Instant::now();
+    poll_until("linked", DEADLINE, || fake.linked() == [true]);
+    assert!(
+        up.elapsed() < Duration::from_secs(1),
+        "linked {:?} after the daemon appeared",
+        up.elapsed()
+    );
+    poll_until("initial full rescan", DEADLINE, || {
+        fake.calls() == [Vec::<String>::new()]
+    });
+    let s = d.status();
+    assert_eq!(s["overlays"][0]["channel"], "docs");
+    assert_eq!(s["overlays"][0]["mountpoint"], json!(mnt));
+    assert_eq!(s["overlays"][0]["pid"], std::process::id());
+    // `notify` returns once the fake handled it.
+    let o = common::vfnotify()
+        .args(["notify", "--control"])
+        .arg(&control)
+        .args(["docs", "a/b"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(fake.calls().last().unwrap(), &vec!["a/b".to_string()]);
+    assert_eq!(d.status()["overlays"][0]["stats"], json!({"calls": 2}));
+}
+
+#[test]
+fn link_survives_a_daemon_restart() {
+    let dir = tempdir();
+    let control = dir.path().join("control.sock");
+    let mnt = dir.path().join("mnt");
+    let d1 = spawn_daemon(DaemonConfig::new(control.clone())).unwrap();
+    let fake = link(control.clone(), mnt, Duration::ZERO);
+    poll_until("linked", DEADLINE, || fake.linked() == [true]);
+    d1.stop();
+    poll_until("unlinked", DEADLINE, || fake.linked() == [true, false]);
+    assert!(
+        !control.exists(),
+        "the in-process daemon removed its socket"
+    );
+    let d2 = spawn_daemon(DaemonConfig::new(control.clone())).unwrap();
+    poll_until("relinked", DEADLINE, || {
+        fake.linked() == [true, false, true]
+    });
+    // Rescanned after each link-up.
+    poll_until("two rescans", DEADLINE, || {
+        fake.calls().iter().filter(|c| c.is_empty()).count() == 2
+    });
+    let mut c = vfnotify::control::Client::connect(d2.control()).unwrap();
+    let r = c
+        .request("notify", json!({"channel": "docs", "paths": ["z"]}))
+        .unwrap();
+    assert_eq!(r["handled"], 1);
+    assert_eq!(fake.calls().last().unwrap(), &vec!["z".to_string()]);
+}
+
+#[test]
+fn bursts_are_merged_into_fewer_handle_calls() {
+    let d = Daemon::start(&[]);
+    let dir = tempdir();
+    let fake = link(
+        d.control.clone(),
+        dir.path().join("mnt"),
+        Duration::from_millis(150),
+    );
+    poll_until("rescanned", DEADLINE, || fake.calls().len() == 1);
+    let lines: String = (0..20).map(|i| format!("docs\tf{i}\n")).collect();
+    d.send(lines.as_bytes());
+    poll_until("all 20 acknowledged", DEADLINE, || {
+        d.status()["overlays"][0]["handled"] == 20
+    });
+    let calls = fake.calls();
+    let scoped: Vec<&Vec<String>> = calls.iter().skip(1).collect();
+    assert!(
+        scoped.len() < 20,
+        "{} handle calls for 20 notifications",
+        scoped.len()
+    );
+    let mut seen: Vec<String> = scoped.iter().flat_map(|c| c.iter().cloned()).collect();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 20, "every path handled: {calls:?}");
+    // A whole-channel line in a burst makes the merge whole-mount.
+    let before = fake.calls().len();
+    d.send(b"docs\tg1\ndocs\ndocs\tg2\n");
+    poll_until("23 acknowledged", DEADLINE, || {
+        d.status()["overlays"][0]["handled"] == 23
+    });
+    let after = fake.calls();
+    assert!(
+        after[before..].iter().any(|c| c.is_empty()),
+        "the whole-channel line was handled whole-mount: {after:?}"
+    );
+}
