@@ -21,7 +21,11 @@ pub enum FixtureError {
     #[error("manifest line {line}: {reason}")]
     Manifest { line: usize, reason: String },
     #[error("applying manifest line {line} ({path}): {source}")]
-    Apply { line: usize, path: PathBuf, source: io::Error },
+    Apply {
+        line: usize,
+        path: PathBuf,
+        source: io::Error,
+    },
 }
 
 /// Where the fixtures live: `$VFNOTIFY_FIXTURES`, else the source checkout's `fuse-fixtures/`.
@@ -53,10 +57,19 @@ pub fn materialize(dest: &Path) -> Result<(), FixtureError> {
         }
         let fields: Vec<&str> = raw.split_whitespace().collect();
         let [kind, path, arg] = fields[..] else {
-            return Err(FixtureError::Manifest { line, reason: "expected: kind path argument".into() });
+            return Err(FixtureError::Manifest {
+                line,
+                reason: "expected: kind path argument".into(),
+            });
         };
         let target = dest.join(path);
-        let apply = |r: io::Result<()>| r.map_err(|source| FixtureError::Apply { line, path: target.clone(), source });
+        let apply = |r: io::Result<()>| {
+            r.map_err(|source| FixtureError::Apply {
+                line,
+                path: target.clone(),
+                source,
+            })
+        };
         match kind {
             "symlink" => apply(symlink(arg, &target))?,
             "hardlink" => apply(fs::hard_link(dest.join(arg), &target))?,
@@ -69,7 +82,12 @@ pub fn materialize(dest: &Path) -> Result<(), FixtureError> {
                 let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
                 apply(fs::write(&target, data))?
             }
-            other => return Err(FixtureError::Manifest { line, reason: format!("unknown kind {other}") }),
+            other => {
+                return Err(FixtureError::Manifest {
+                    line,
+                    reason: format!("unknown kind {other}"),
+                });
+            }
         }
     }
     Ok(())
@@ -106,7 +124,10 @@ mod tests {
         let p = dir.path();
         assert!(p.join("with space/a file.txt").is_file());
         assert!(p.join("ünïcødé-dir/файл-🙂.txt").is_file());
-        assert_eq!(fs::read_link(p.join("link-to-hello")).unwrap(), Path::new("hello.txt"));
+        assert_eq!(
+            fs::read_link(p.join("link-to-hello")).unwrap(),
+            Path::new("hello.txt")
+        );
         let a = fs::metadata(p.join("hello.txt")).unwrap();
         let b = fs::metadata(p.join("hello-hardlink.txt")).unwrap();
         assert_eq!((a.ino(), a.nlink()), (b.ino(), 2));

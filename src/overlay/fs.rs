@@ -14,10 +14,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
-    AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem,
-    FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen,
-    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType,
+    Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags,
+    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty,
+    ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
+    WriteFlags,
 };
 use tracing::{debug, info, warn};
 
@@ -107,9 +108,27 @@ impl Stats {
         c.fetch_add(1, Ordering::Relaxed);
     }
     pub fn to_json(&self) -> serde_json::Value {
-        stats_json!(self, lookups, negative_cached, opens, passthrough_opens, passthrough_failed, notifications,
-            rescans, dirs_scanned, entries_scanned, inval_entry, inval_inode, inval_delete, inval_failed,
-            events_replayed, replay_failed, baselines, scope_rejected, scan_errors)
+        stats_json!(
+            self,
+            lookups,
+            negative_cached,
+            opens,
+            passthrough_opens,
+            passthrough_failed,
+            notifications,
+            rescans,
+            dirs_scanned,
+            entries_scanned,
+            inval_entry,
+            inval_inode,
+            inval_delete,
+            inval_failed,
+            events_replayed,
+            replay_failed,
+            baselines,
+            scope_rejected,
+            scan_errors
+        )
     }
 }
 
@@ -134,6 +153,7 @@ enum Handle {
 }
 
 const HANDLE_SHARDS: usize = 16;
+type HandleShard = Mutex<HashMap<u64, Arc<Handle>>>;
 
 /// State shared by the request handlers and the sync worker.
 pub struct Shared {
@@ -146,7 +166,7 @@ pub struct Shared {
     pub linked: AtomicBool,
     /// Kernel passthrough negotiated at INIT.
     pub passthrough: AtomicBool,
-    handles: Box<[Mutex<HashMap<u64, Arc<Handle>>>]>,
+    handles: Box<[HandleShard]>,
     next_fh: AtomicU64,
     /// Directory nodes that need a baseline snapshot (drained by the sync worker).
     pub baseline_tx: Mutex<Option<std::sync::mpsc::Sender<super::sync::Job>>>,
@@ -158,14 +178,22 @@ impl Shared {
         let root_fd = Arc::new(root_fd);
         let linked = cfg.channel.is_none();
         Ok(Shared {
-            table: Table::new(Key { dev: st.st_dev, ino: st.st_ino }, root_fd.clone()),
+            table: Table::new(
+                Key {
+                    dev: st.st_dev,
+                    ino: st.st_ino,
+                },
+                root_fd.clone(),
+            ),
             root_fd,
             cfg,
             replay: ReplayView::default(),
             stats: Stats::default(),
             linked: AtomicBool::new(linked),
             passthrough: AtomicBool::new(false),
-            handles: (0..HANDLE_SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            handles: (0..HANDLE_SHARDS)
+                .map(|_| Mutex::new(HashMap::new()))
+                .collect(),
             next_fh: AtomicU64::new(1),
             baseline_tx: Mutex::new(None),
         })
@@ -185,7 +213,10 @@ impl Shared {
 
     fn add_handle(&self, h: Handle) -> u64 {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.handles[fh as usize % HANDLE_SHARDS].lock().unwrap_or_else(|p| p.into_inner()).insert(fh, Arc::new(h));
+        self.handles[fh as usize % HANDLE_SHARDS]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(fh, Arc::new(h));
         fh
     }
     fn handle(&self, fh: FileHandle) -> io::Result<Arc<Handle>> {
@@ -197,7 +228,10 @@ impl Shared {
             .ok_or_else(|| err(libc::EBADF))
     }
     fn take_handle(&self, fh: FileHandle) -> Option<Arc<Handle>> {
-        self.handles[fh.0 as usize % HANDLE_SHARDS].lock().unwrap_or_else(|p| p.into_inner()).remove(&fh.0)
+        self.handles[fh.0 as usize % HANDLE_SHARDS]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&fh.0)
     }
 
     fn node(&self, ino: INodeNo) -> io::Result<Arc<Node>> {
@@ -215,11 +249,22 @@ impl Shared {
         let links = node.state().links.clone();
         let mut last = err(libc::ESTALE);
         for (parent, name) in links {
-            let Some(pnode) = self.table.get(parent) else { continue };
+            let Some(pnode) = self.table.get(parent) else {
+                continue;
+            };
             let res = self.dir_fd(&pnode).and_then(|pfd| {
-                let fd = sys::openat(pfd.as_fd(), &sys::cstr(&name)?, libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)?;
+                let fd = sys::openat(
+                    pfd.as_fd(),
+                    &sys::cstr(&name)?,
+                    libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+                    0,
+                )?;
                 let st = sys::fstat(fd.as_fd())?;
-                if (Key { dev: st.st_dev, ino: st.st_ino }) != node.key {
+                if (Key {
+                    dev: st.st_dev,
+                    ino: st.st_ino,
+                }) != node.key
+                {
                     return Err(err(libc::ESTALE));
                 }
                 Ok(Arc::new(fd))
@@ -240,10 +285,16 @@ impl Shared {
         let links = node.state().links.clone();
         let mut last = err(libc::ESTALE);
         for (parent, name) in links {
-            let Some(pnode) = self.table.get(parent) else { continue };
+            let Some(pnode) = self.table.get(parent) else {
+                continue;
+            };
             let res = self.dir_fd(&pnode).and_then(|pfd| {
                 let st = sys::fstatat(pfd.as_fd(), &sys::cstr(&name)?)?;
-                if (Key { dev: st.st_dev, ino: st.st_ino }) != node.key {
+                if (Key {
+                    dev: st.st_dev,
+                    ino: st.st_ino,
+                }) != node.key
+                {
                     return Err(err(libc::ESTALE));
                 }
                 Ok((pfd, st))
@@ -291,7 +342,9 @@ impl Shared {
     /// Record a lookup of `(parent, name)` → `st` and build the entry reply's attributes.
     fn enter(&self, parent: Ino, name: &OsStr, st: &libc::stat) -> (Arc<Node>, FileAttr) {
         let snap = EntrySnap::from_stat(st);
-        let (node, created) = self.table.lookup(snap.key, snap.is_dir(), parent, name, Some(snap));
+        let (node, created) = self
+            .table
+            .lookup(snap.key, snap.is_dir(), parent, name, Some(snap));
         if created && node.is_dir && self.cfg.channel.is_some() {
             self.request_baseline(node.ino);
         }
@@ -300,7 +353,12 @@ impl Shared {
     }
 
     fn request_baseline(&self, ino: Ino) {
-        if let Some(tx) = self.baseline_tx.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        if let Some(tx) = self
+            .baseline_tx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
             let _ = tx.send(super::sync::Job::Baseline(ino));
         }
     }
@@ -308,7 +366,9 @@ impl Shared {
     /// Keep a directory's snapshot in step with a change made through the overlay, so the next
     /// rescan does not report it again as a host change.
     fn note_local(&self, parent: Ino, name: &OsStr, st: Option<&libc::stat>) {
-        let Some(pnode) = self.table.get(parent) else { return };
+        let Some(pnode) = self.table.get(parent) else {
+            return;
+        };
         let mut ps = pnode.state();
         ps.negatives.remove(name);
         if let Some(snap) = ps.snapshot.as_mut() {
@@ -340,29 +400,46 @@ impl Shared {
 
     fn unlink_child(&self, child: Option<Arc<Node>>, parent: Ino, name: &OsStr) {
         if let Some(c) = child {
-            c.state().links.retain(|(p, n)| !(*p == parent && n == name));
+            c.state()
+                .links
+                .retain(|(p, n)| !(*p == parent && n == name));
         }
     }
 
     /// The child node currently known under `(parent, name)`, found through the parent's snapshot
     /// or by statting SOURCE.
     fn child_of(&self, parent: &Node, name: &OsStr) -> Option<Arc<Node>> {
-        let key = parent.state().snapshot.as_ref().and_then(|s| s.get(name).map(|e| e.key));
+        let key = parent
+            .state()
+            .snapshot
+            .as_ref()
+            .and_then(|s| s.get(name).map(|e| e.key));
         let key = match key {
             Some(k) => k,
             None => {
                 let pfd = self.dir_fd(parent).ok()?;
                 let st = sys::fstatat(pfd.as_fd(), &sys::cstr(name).ok()?).ok()?;
-                Key { dev: st.st_dev, ino: st.st_ino }
+                Key {
+                    dev: st.st_dev,
+                    ino: st.st_ino,
+                }
             }
         };
         let node = self.table.get(self.table.ino_for(key))?;
-        (node.key == key && node.state().links.iter().any(|(p, n)| *p == parent.ino && n == name)).then_some(node)
+        (node.key == key
+            && node
+                .state()
+                .links
+                .iter()
+                .any(|(p, n)| *p == parent.ino && n == name))
+        .then_some(node)
     }
 
     fn fopen_flags(&self, dir: bool) -> FopenFlags {
         match self.policy() {
-            CachePolicy::Always if dir => FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,
+            CachePolicy::Always if dir => {
+                FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR
+            }
             CachePolicy::Always => FopenFlags::FOPEN_KEEP_CACHE,
             _ => FopenFlags::empty(),
         }
@@ -387,7 +464,9 @@ impl Shared {
         while cur != ROOT_INO && guard < 4096 {
             guard += 1;
             let Some(n) = self.table.get(cur) else { break };
-            let Some((p, nm)) = n.state().links.first().cloned() else { break };
+            let Some((p, nm)) = n.state().links.first().cloned() else {
+                break;
+            };
             parts.push(nm);
             cur = p;
         }
@@ -395,13 +474,28 @@ impl Shared {
     }
 
     fn check_writable(&self, req: &Request) -> io::Result<()> {
-        if self.cfg.read_only && !self.replay.is_replay(req) { Err(err(libc::EROFS)) } else { Ok(()) }
+        if self.cfg.read_only && !self.replay.is_replay(req) {
+            Err(err(libc::EROFS))
+        } else {
+            Ok(())
+        }
     }
 
     /// Give a newly created object the requester's ownership (as the kernel would for a local
     /// filesystem): uid of the caller; gid of the caller unless the parent is set-group-ID.
-    fn own(&self, req: &Request, pfd: BorrowedFd<'_>, name: &CStr, parent_st: &libc::stat, mode: u32) -> io::Result<libc::stat> {
-        let gid = if parent_st.st_mode & libc::S_ISGID != 0 { u32::MAX } else { req.gid() };
+    fn own(
+        &self,
+        req: &Request,
+        pfd: BorrowedFd<'_>,
+        name: &CStr,
+        parent_st: &libc::stat,
+        mode: u32,
+    ) -> io::Result<libc::stat> {
+        let gid = if parent_st.st_mode & libc::S_ISGID != 0 {
+            u32::MAX
+        } else {
+            req.gid()
+        };
         let st = sys::fstatat(pfd, name)?;
         if (req.uid() != st.st_uid) || (gid != u32::MAX && gid != st.st_gid) {
             sys::fchownat(pfd, name, req.uid(), gid)?;
@@ -432,7 +526,11 @@ fn set_time(t: Option<TimeOrNow>) -> sys::SetTime {
             Err(e) => {
                 let d = e.duration();
                 let (s, ns) = (-(d.as_secs() as i64), d.subsec_nanos() as i64);
-                if ns == 0 { sys::SetTime::At(s, 0) } else { sys::SetTime::At(s - 1, 1_000_000_000 - ns) }
+                if ns == 0 {
+                    sys::SetTime::At(s, 0)
+                } else {
+                    sys::SetTime::At(s - 1, 1_000_000_000 - ns)
+                }
             }
         },
     }
@@ -492,7 +590,12 @@ pub struct OverlayFs {
 const GEN: Generation = Generation(0);
 
 impl OverlayFs {
-    fn do_lookup(&self, req: &Request, parent: INodeNo, name: &OsStr) -> io::Result<Option<FileAttr>> {
+    fn do_lookup(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+    ) -> io::Result<Option<FileAttr>> {
         let s = &self.s;
         Stats::bump(&s.stats.lookups);
         let pnode = s.node(parent)?;
@@ -500,7 +603,9 @@ impl OverlayFs {
             match s.replay.get(parent.0, name) {
                 Some(ViewEntry::Absent) => return Err(err(libc::ENOENT)),
                 Some(ViewEntry::Present(snap)) => {
-                    let (node, _) = s.table.lookup(snap.key, snap.is_dir(), parent.0, name, None);
+                    let (node, _) = s
+                        .table
+                        .lookup(snap.key, snap.is_dir(), parent.0, name, None);
                     return Ok(Some(s.attr(node.ino, &snap_stat(&snap))));
                 }
                 Some(ViewEntry::Virtual) => return Err(err(libc::ENOENT)),
@@ -510,7 +615,9 @@ impl OverlayFs {
         let pfd = s.dir_fd(&pnode)?;
         match sys::fstatat(pfd.as_fd(), &sys::cstr(name)?) {
             Ok(st) => Ok(Some(s.enter(parent.0, name, &st).1)),
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && s.policy() == CachePolicy::Always => {
+            Err(e)
+                if e.raw_os_error() == Some(libc::ENOENT) && s.policy() == CachePolicy::Always =>
+            {
                 let mut ps = pnode.state();
                 if ps.negatives.len() < NEGATIVE_BUDGET {
                     ps.negatives.insert(name.to_owned());
@@ -524,6 +631,7 @@ impl OverlayFs {
         }
     }
 
+    #[allow(clippy::too_many_arguments)] // mirrors the FUSE SETATTR fields
     fn do_setattr(
         &self,
         req: &Request,
@@ -540,7 +648,12 @@ impl OverlayFs {
         let node = s.node(ino)?;
         if s.replay.is_replay(req) {
             // Replays change nothing: answer with SOURCE's current attributes.
-            let st = s.stat_node(&node).or_else(|_| node.state().attr.map(|a| snap_stat(&a)).ok_or(err(libc::ESTALE)))?;
+            let st = s.stat_node(&node).or_else(|_| {
+                node.state()
+                    .attr
+                    .map(|a| snap_stat(&a))
+                    .ok_or(err(libc::ESTALE))
+            })?;
             return Ok(s.attr(node.ino, &st));
         }
         s.check_writable(req)?;
@@ -570,7 +683,12 @@ impl OverlayFs {
         let on_self = pfd.is_none();
         let is_link = st0.is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFLNK);
         if uid.is_some() || gid.is_some() {
-            sys::fchownat(target, if on_self { c"" } else { &cname }, uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX))?;
+            sys::fchownat(
+                target,
+                if on_self { c"" } else { &cname },
+                uid.unwrap_or(u32::MAX),
+                gid.unwrap_or(u32::MAX),
+            )?;
         }
         if let Some(mode) = mode {
             if is_link {
@@ -580,7 +698,10 @@ impl OverlayFs {
                 sys::fchmod(target, mode & 0o7777)?;
             } else if on_self {
                 // An O_PATH directory fd: go through /proc to reach the directory itself.
-                let p = std::ffi::CString::new(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&target)))?;
+                let p = std::ffi::CString::new(format!(
+                    "/proc/self/fd/{}",
+                    std::os::fd::AsRawFd::as_raw_fd(&target)
+                ))?;
                 sys::fchmodat(s.root_fd.as_fd(), &p, mode & 0o7777)?;
             } else {
                 sys::fchmodat(target, &cname, mode & 0o7777)?;
@@ -593,20 +714,32 @@ impl OverlayFs {
                     if node.is_dir {
                         return Err(err(libc::EISDIR));
                     }
-                    let f = sys::openat(target, &cname, libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK, 0)?;
+                    let f = sys::openat(
+                        target,
+                        &cname,
+                        libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK,
+                        0,
+                    )?;
                     sys::ftruncate(f.as_fd(), size)?;
                 }
             }
         }
         if atime.is_some() || mtime.is_some() {
             if on_self && (node.is_dir || hfd.is_some()) {
-                let p = std::ffi::CString::new(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&target)))?;
+                let p = std::ffi::CString::new(format!(
+                    "/proc/self/fd/{}",
+                    std::os::fd::AsRawFd::as_raw_fd(&target)
+                ))?;
                 sys::utimensat(s.root_fd.as_fd(), &p, set_time(atime), set_time(mtime))?;
             } else {
                 sys::utimensat(target, &cname, set_time(atime), set_time(mtime))?;
             }
         }
-        let st = if on_self { sys::fstat(target)? } else { sys::fstatat(target, &cname)? };
+        let st = if on_self {
+            sys::fstat(target)?
+        } else {
+            sys::fstatat(target, &cname)?
+        };
         s.note_local_node(&node, &st);
         Ok(s.attr(node.ino, &st))
     }
@@ -654,9 +787,18 @@ impl OverlayFs {
         let child = s.child_of(&pnode, name);
         if !s.replay.is_replay(req) {
             s.check_writable(req)?;
-            s.audit(req, if dir { "rmdir" } else { "unlink" }, parent.0, Some(name));
+            s.audit(
+                req,
+                if dir { "rmdir" } else { "unlink" },
+                parent.0,
+                Some(name),
+            );
             let pfd = s.dir_fd(&pnode)?;
-            sys::unlinkat(pfd.as_fd(), &sys::cstr(name)?, if dir { libc::AT_REMOVEDIR } else { 0 })?;
+            sys::unlinkat(
+                pfd.as_fd(),
+                &sys::cstr(name)?,
+                if dir { libc::AT_REMOVEDIR } else { 0 },
+            )?;
             s.note_local(parent.0, name, None);
         }
         if let Some(c) = &child {
@@ -668,7 +810,15 @@ impl OverlayFs {
         Ok(())
     }
 
-    fn do_rename(&self, req: &Request, parent: INodeNo, name: &OsStr, newparent: INodeNo, newname: &OsStr, flags: RenameFlags) -> io::Result<()> {
+    fn do_rename(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+    ) -> io::Result<()> {
         let s = &self.s;
         let pnode = s.node(parent)?;
         let npnode = s.node(newparent)?;
@@ -680,7 +830,13 @@ impl OverlayFs {
             s.audit(req, "rename", parent.0, Some(name));
             let pfd = s.dir_fd(&pnode)?;
             let npfd = s.dir_fd(&npnode)?;
-            sys::renameat2(pfd.as_fd(), &sys::cstr(name)?, npfd.as_fd(), &sys::cstr(newname)?, flags.bits())?;
+            sys::renameat2(
+                pfd.as_fd(),
+                &sys::cstr(name)?,
+                npfd.as_fd(),
+                &sys::cstr(newname)?,
+                flags.bits(),
+            )?;
             let st_new = sys::fstatat(npfd.as_fd(), &sys::cstr(newname)?).ok();
             s.note_local(newparent.0, newname, st_new.as_ref());
             if exchange {
@@ -697,7 +853,8 @@ impl OverlayFs {
         }
         if let Some(r) = &replaced {
             let mut st = r.state();
-            st.links.retain(|(p, n)| !(*p == newparent.0 && n == newname));
+            st.links
+                .retain(|(p, n)| !(*p == newparent.0 && n == newname));
             if exchange {
                 st.links.push((parent.0, name.to_owned()));
             }
@@ -705,7 +862,13 @@ impl OverlayFs {
         Ok(())
     }
 
-    fn do_link(&self, req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr) -> io::Result<FileAttr> {
+    fn do_link(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+    ) -> io::Result<FileAttr> {
         let s = &self.s;
         let node = s.node(ino)?;
         let npnode = s.node(newparent)?;
@@ -714,7 +877,12 @@ impl OverlayFs {
             s.check_writable(req)?;
             s.audit(req, "link", newparent.0, Some(newname));
             let (pfd, name, _) = s.resolve(&node)?;
-            sys::linkat(pfd.as_fd(), &sys::cstr(&name)?, npfd.as_fd(), &sys::cstr(newname)?)?;
+            sys::linkat(
+                pfd.as_fd(),
+                &sys::cstr(&name)?,
+                npfd.as_fd(),
+                &sys::cstr(newname)?,
+            )?;
         }
         let st = sys::fstatat(npfd.as_fd(), &sys::cstr(newname)?)?;
         if !s.replay.is_replay(req) {
@@ -726,7 +894,12 @@ impl OverlayFs {
 
     /// Open the backing file for a client.
     fn open_backing(&self, node: &Node, flags: i32) -> io::Result<OwnedFd> {
-        let strip = libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_TRUNC | libc::O_APPEND | libc::O_DIRECT;
+        let strip = libc::O_CREAT
+            | libc::O_EXCL
+            | libc::O_NOCTTY
+            | libc::O_TRUNC
+            | libc::O_APPEND
+            | libc::O_DIRECT;
         let flags = (flags & !strip) | libc::O_NOFOLLOW;
         let (pfd, name, _) = self.s.resolve(node)?;
         sys::openat(pfd.as_fd(), &sys::cstr(&name)?, flags, 0)
@@ -734,7 +907,9 @@ impl OverlayFs {
 
     fn do_read(&self, fh: FileHandle, offset: u64, size: u32) -> io::Result<Vec<u8>> {
         let h = self.s.handle(fh)?;
-        let Handle::File(f) = &*h else { return Err(err(libc::EISDIR)) };
+        let Handle::File(f) = &*h else {
+            return Err(err(libc::EISDIR));
+        };
         let fd = f.fd.as_ref().ok_or_else(|| err(libc::EBADF))?;
         let mut buf = vec![0u8; size as usize];
         let mut done = 0;
@@ -757,7 +932,11 @@ impl OverlayFs {
         }
     }
 
-    fn with_fd<T>(&self, fh: FileHandle, f: impl FnOnce(BorrowedFd<'_>) -> io::Result<T>) -> io::Result<T> {
+    fn with_fd<T>(
+        &self,
+        fh: FileHandle,
+        f: impl FnOnce(BorrowedFd<'_>) -> io::Result<T>,
+    ) -> io::Result<T> {
         let (h, ()) = self.file_fd(fh)?;
         match &*h {
             Handle::File(OpenFile { fd: Some(fd), .. }) => f(fd.as_fd()),
@@ -765,11 +944,18 @@ impl OverlayFs {
         }
     }
 
-    fn dir_entries(&self, ino: INodeNo, fh: FileHandle, offset: u64) -> io::Result<(Arc<Node>, Arc<Vec<sys::RawDirent>>)> {
+    fn dir_entries(
+        &self,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+    ) -> io::Result<(Arc<Node>, Arc<Vec<sys::RawDirent>>)> {
         let s = &self.s;
         let node = s.node(ino)?;
         let h = s.handle(fh)?;
-        let Handle::Dir(d) = &*h else { return Err(err(libc::ENOTDIR)) };
+        let Handle::Dir(d) = &*h else {
+            return Err(err(libc::ENOTDIR));
+        };
         let mut slot = d.entries.lock().unwrap_or_else(|p| p.into_inner());
         if slot.is_none() || offset == 0 {
             let pathfd = s.dir_fd(&node)?;
@@ -780,7 +966,12 @@ impl OverlayFs {
     }
 
     fn dot_entries(&self, node: &Node) -> [(Ino, &'static str); 2] {
-        let parent = node.state().links.first().map(|(p, _)| *p).unwrap_or(ROOT_INO);
+        let parent = node
+            .state()
+            .links
+            .first()
+            .map(|(p, _)| *p)
+            .unwrap_or(ROOT_INO);
         [(node.ino, "."), (parent, "..")]
     }
 
@@ -827,7 +1018,10 @@ impl Filesystem for OverlayFs {
             | InitFlags::FUSE_CACHE_SYMLINKS
             | InitFlags::FUSE_MAX_PAGES
             | InitFlags::FUSE_EXPORT_SUPPORT;
-        if self.s.cfg.passthrough && caps.contains(InitFlags::FUSE_PASSTHROUGH) && sys::geteuid() == 0 {
+        if self.s.cfg.passthrough
+            && caps.contains(InitFlags::FUSE_PASSTHROUGH)
+            && sys::geteuid() == 0
+        {
             want |= InitFlags::FUSE_PASSTHROUGH;
         }
         let want = want & caps;
@@ -920,16 +1114,47 @@ impl Filesystem for OverlayFs {
         }
     }
 
-    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, rdev: u32, reply: ReplyEntry) {
-        let res = self.do_create_node(req, parent, name, "mknod", |pfd, n| sys::mknodat(pfd, n, mode, rdev as u64), mode);
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let res = self.do_create_node(
+            req,
+            parent,
+            name,
+            "mknod",
+            |pfd, n| sys::mknodat(pfd, n, mode, rdev as u64),
+            mode,
+        );
         match res {
             Ok(attr) => reply.entry(&self.s.ttl(), &attr, GEN),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
-    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
-        let res = self.do_create_node(req, parent, name, "mkdir", |pfd, n| sys::mkdirat(pfd, n, mode), mode);
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let res = self.do_create_node(
+            req,
+            parent,
+            name,
+            "mkdir",
+            |pfd, n| sys::mkdirat(pfd, n, mode),
+            mode,
+        );
         match res {
             Ok(attr) => reply.entry(&self.s.ttl(), &attr, GEN),
             Err(e) => reply.error(errno(&e)),
@@ -950,9 +1175,23 @@ impl Filesystem for OverlayFs {
         }
     }
 
-    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &std::path::Path, reply: ReplyEntry) {
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
         let res = sys::cstr(target.as_os_str()).and_then(|t| {
-            self.do_create_node(req, parent, link_name, "symlink", |pfd, n| sys::symlinkat(&t, pfd, n), 0)
+            self.do_create_node(
+                req,
+                parent,
+                link_name,
+                "symlink",
+                |pfd, n| sys::symlinkat(&t, pfd, n),
+                0,
+            )
         });
         match res {
             Ok(attr) => reply.entry(&self.s.ttl(), &attr, GEN),
@@ -960,14 +1199,30 @@ impl Filesystem for OverlayFs {
         }
     }
 
-    fn rename(&self, req: &Request, parent: INodeNo, name: &OsStr, newparent: INodeNo, newname: &OsStr, flags: RenameFlags, reply: ReplyEmpty) {
+    fn rename(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
         match self.do_rename(req, parent, name, newparent, newname, flags) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
-    fn link(&self, req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+    fn link(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
         match self.do_link(req, ino, newparent, newname) {
             Ok(attr) => reply.entry(&self.s.ttl(), &attr, GEN),
             Err(e) => reply.error(errno(&e)),
@@ -1001,7 +1256,9 @@ impl Filesystem for OverlayFs {
         let fopen = s.fopen_flags(false);
         // Kernel passthrough: one backing id per inode, shared by every open handle.
         let existing = node.state().backing.as_ref().map(|(b, _)| b.clone());
-        let want_pt = s.passthrough.load(Ordering::Relaxed) && !node.is_virtual && (fd.is_some() || existing.is_some());
+        let want_pt = s.passthrough.load(Ordering::Relaxed)
+            && !node.is_virtual
+            && (fd.is_some() || existing.is_some());
         if want_pt {
             let backing = match existing {
                 Some(b) => Some(b),
@@ -1024,23 +1281,54 @@ impl Filesystem for OverlayFs {
                     }
                 }
                 Stats::bump(&s.stats.passthrough_opens);
-                let fh = s.add_handle(Handle::File(OpenFile { node: node.clone(), fd, backing: true, writable: writable && !replay }));
+                let fh = s.add_handle(Handle::File(OpenFile {
+                    node: node.clone(),
+                    fd,
+                    backing: true,
+                    writable: writable && !replay,
+                }));
                 // The kernel refuses page-cache flags on passthrough opens (FOPEN_PASSTHROUGH_MASK).
                 return reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b);
             }
         }
-        let fh = s.add_handle(Handle::File(OpenFile { node, fd, backing: false, writable: writable && !replay }));
+        let fh = s.add_handle(Handle::File(OpenFile {
+            node,
+            fd,
+            backing: false,
+            writable: writable && !replay,
+        }));
         reply.opened(FileHandle(fh), fopen);
     }
 
-    fn read(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, size: u32, _flags: OpenFlags, _lock: Option<LockOwner>, reply: ReplyData) {
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
         match self.do_read(fh, offset, size) {
             Ok(d) => reply.data(&d),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
-    fn write(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, data: &[u8], _wf: WriteFlags, _flags: OpenFlags, _lock: Option<LockOwner>, reply: ReplyWrite) {
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _wf: WriteFlags,
+        _flags: OpenFlags,
+        _lock: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
         let res = self.with_fd(fh, |fd| {
             let mut done = 0;
             while done < data.len() {
@@ -1058,11 +1346,27 @@ impl Filesystem for OverlayFs {
         }
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock: LockOwner, reply: ReplyEmpty) {
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock: LockOwner,
+        reply: ReplyEmpty,
+    ) {
         reply.ok();
     }
 
-    fn release(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, _lock: Option<LockOwner>, _flush: bool, reply: ReplyEmpty) {
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
         let s = &self.s;
         if let Some(h) = s.take_handle(fh) {
             if let Handle::File(f) = &*h {
@@ -1087,7 +1391,14 @@ impl Filesystem for OverlayFs {
         reply.ok();
     }
 
-    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         match self.with_fd(fh, |fd| sys::fsync(fd, datasync)) {
             Ok(()) => reply.ok(),
             Err(e) if e.raw_os_error() == Some(libc::EBADF) => reply.ok(),
@@ -1099,11 +1410,20 @@ impl Filesystem for OverlayFs {
         if let Err(e) = self.s.node(ino) {
             return reply.error(errno(&e));
         }
-        let fh = self.s.add_handle(Handle::Dir(OpenDir { entries: Mutex::new(None) }));
+        let fh = self.s.add_handle(Handle::Dir(OpenDir {
+            entries: Mutex::new(None),
+        }));
         reply.opened(FileHandle(fh), self.s.fopen_flags(true));
     }
 
-    fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
         let (node, entries) = match self.dir_entries(ino, fh, offset) {
             Ok(x) => x,
             Err(e) => return reply.error(errno(&e)),
@@ -1117,7 +1437,10 @@ impl Filesystem for OverlayFs {
                 reply.add(INodeNo(dino), i + 1, FileType::Directory, n)
             } else {
                 let e = &entries[(i - 2) as usize];
-                let dino = self.s.table.ino_for(Key { dev: node.key.dev, ino: e.ino });
+                let dino = self.s.table.ino_for(Key {
+                    dev: node.key.dev,
+                    ino: e.ino,
+                });
                 reply.add(INodeNo(dino), i + 1, dtype_kind(e.kind), &e.name)
             };
             if full {
@@ -1128,7 +1451,14 @@ impl Filesystem for OverlayFs {
         reply.ok();
     }
 
-    fn readdirplus(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
         let s = &self.s;
         let (node, entries) = match self.dir_entries(ino, fh, offset) {
             Ok(x) => x,
@@ -1153,7 +1483,14 @@ impl Filesystem for OverlayFs {
                     },
                 };
                 // The kernel takes no lookup reference for "." and "..".
-                if reply.add(INodeNo(dino), i + 1, n, &Duration::ZERO, &s.attr(dino, &st), GEN) {
+                if reply.add(
+                    INodeNo(dino),
+                    i + 1,
+                    n,
+                    &Duration::ZERO,
+                    &s.attr(dino, &st),
+                    GEN,
+                ) {
                     break;
                 }
                 i += 1;
@@ -1168,7 +1505,10 @@ impl Filesystem for OverlayFs {
                     continue;
                 }
             };
-            let key = Key { dev: st.st_dev, ino: st.st_ino };
+            let key = Key {
+                dev: st.st_dev,
+                ino: st.st_ino,
+            };
             let dino = s.table.ino_for(key);
             if reply.add(INodeNo(dino), i + 1, &e.name, &ttl, &s.attr(dino, &st), GEN) {
                 break;
@@ -1179,16 +1519,34 @@ impl Filesystem for OverlayFs {
         reply.ok();
     }
 
-    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
         self.s.take_handle(fh);
         reply.ok();
     }
 
-    fn fsyncdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
-        let res = self.s.node(ino).and_then(|n| self.s.dir_fd(&n)).and_then(|pfd| {
-            let fd = sys::openat(pfd.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
-            sys::fsync(fd.as_fd(), datasync)
-        });
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let res = self
+            .s
+            .node(ino)
+            .and_then(|n| self.s.dir_fd(&n))
+            .and_then(|pfd| {
+                let fd = sys::openat(pfd.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+                sys::fsync(fd.as_fd(), datasync)
+            });
         match res {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
@@ -1211,17 +1569,29 @@ impl Filesystem for OverlayFs {
         }
     }
 
-    fn setxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, value: &[u8], flags: i32, _position: u32, reply: ReplyEmpty) {
+    fn setxattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
         let s = &self.s;
-        let res = s.check_writable(req).and_then(|_| s.node(ino)).and_then(|node| {
-            s.audit(req, "setxattr", ino.0, None);
-            let (fd, n) = self.xattr_target(&node)?;
-            sys::setxattr(fd.as_fd(), &sys::cstr(&n)?, &sys::cstr(name)?, value, flags)?;
-            if let Ok(st) = s.stat_node(&node) {
-                s.note_local_node(&node, &st);
-            }
-            Ok(())
-        });
+        let res = s
+            .check_writable(req)
+            .and_then(|_| s.node(ino))
+            .and_then(|node| {
+                s.audit(req, "setxattr", ino.0, None);
+                let (fd, n) = self.xattr_target(&node)?;
+                sys::setxattr(fd.as_fd(), &sys::cstr(&n)?, &sys::cstr(name)?, value, flags)?;
+                if let Ok(st) = s.stat_node(&node) {
+                    s.note_local_node(&node, &st);
+                }
+                Ok(())
+            });
         match res {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
@@ -1231,7 +1601,12 @@ impl Filesystem for OverlayFs {
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let res = self.s.node(ino).and_then(|node| {
             let (fd, n) = self.xattr_target(&node)?;
-            sys::getxattr(fd.as_fd(), &sys::cstr(&n)?, &sys::cstr(name)?, size as usize)
+            sys::getxattr(
+                fd.as_fd(),
+                &sys::cstr(&n)?,
+                &sys::cstr(name)?,
+                size as usize,
+            )
         });
         match res {
             Ok((n, _)) if size == 0 => reply.size(n as u32),
@@ -1254,14 +1629,17 @@ impl Filesystem for OverlayFs {
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let s = &self.s;
-        let res = s.check_writable(req).and_then(|_| s.node(ino)).and_then(|node| {
-            let (fd, n) = self.xattr_target(&node)?;
-            sys::removexattr(fd.as_fd(), &sys::cstr(&n)?, &sys::cstr(name)?)?;
-            if let Ok(st) = s.stat_node(&node) {
-                s.note_local_node(&node, &st);
-            }
-            Ok(())
-        });
+        let res = s
+            .check_writable(req)
+            .and_then(|_| s.node(ino))
+            .and_then(|node| {
+                let (fd, n) = self.xattr_target(&node)?;
+                sys::removexattr(fd.as_fd(), &sys::cstr(&n)?, &sys::cstr(name)?)?;
+                if let Ok(st) = s.stat_node(&node) {
+                    s.note_local_node(&node, &st);
+                }
+                Ok(())
+            });
         match res {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
@@ -1276,7 +1654,16 @@ impl Filesystem for OverlayFs {
         }
     }
 
-    fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, flags: i32, reply: ReplyCreate) {
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
         let s = &self.s;
         let res = (|| -> io::Result<(Arc<Node>, FileAttr, OwnedFd)> {
             s.check_writable(req)?;
@@ -1285,7 +1672,12 @@ impl Filesystem for OverlayFs {
             let pfd = s.dir_fd(&pnode)?;
             let cname = sys::cstr(name)?;
             let strip = libc::O_NOCTTY | libc::O_APPEND | libc::O_DIRECT | libc::O_TRUNC;
-            let fd = sys::openat(pfd.as_fd(), &cname, (flags & !strip) | libc::O_CREAT | libc::O_NOFOLLOW, mode)?;
+            let fd = sys::openat(
+                pfd.as_fd(),
+                &cname,
+                (flags & !strip) | libc::O_CREAT | libc::O_NOFOLLOW,
+                mode,
+            )?;
             let pst = sys::fstat(pfd.as_fd())?;
             let st = s.own(req, pfd.as_fd(), &cname, &pst, mode)?;
             s.note_local(parent.0, name, Some(&st));
@@ -1315,24 +1707,61 @@ impl Filesystem for OverlayFs {
                     }
                 }
                 Stats::bump(&s.stats.passthrough_opens);
-                let fh = s.add_handle(Handle::File(OpenFile { node, fd: Some(fd), backing: true, writable }));
-                return reply.created_passthrough(&ttl, &attr, GEN, FileHandle(fh), FopenFlags::empty(), &b);
+                let fh = s.add_handle(Handle::File(OpenFile {
+                    node,
+                    fd: Some(fd),
+                    backing: true,
+                    writable,
+                }));
+                return reply.created_passthrough(
+                    &ttl,
+                    &attr,
+                    GEN,
+                    FileHandle(fh),
+                    FopenFlags::empty(),
+                    &b,
+                );
             }
             Stats::bump(&s.stats.passthrough_failed);
         }
-        let fh = s.add_handle(Handle::File(OpenFile { node, fd: Some(fd), backing: false, writable }));
+        let fh = s.add_handle(Handle::File(OpenFile {
+            node,
+            fd: Some(fd),
+            backing: false,
+            writable,
+        }));
         reply.created(&ttl, &attr, GEN, FileHandle(fh), fopen);
     }
 
-    fn fallocate(&self, req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, length: u64, mode: i32, reply: ReplyEmpty) {
-        let res = self.s.check_writable(req).and_then(|_| self.with_fd(fh, |fd| sys::fallocate(fd, mode, offset, length)));
+    fn fallocate(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let res = self
+            .s
+            .check_writable(req)
+            .and_then(|_| self.with_fd(fh, |fd| sys::fallocate(fd, mode, offset, length)));
         match res {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
-    fn lseek(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
         match self.with_fd(fh, |fd| sys::lseek(fd, offset, whence)) {
             Ok(o) => reply.offset(o),
             Err(e) => reply.error(errno(&e)),
@@ -1354,7 +1783,15 @@ impl Filesystem for OverlayFs {
     ) {
         let res = self.s.check_writable(req).and_then(|_| {
             self.with_fd(fh_in, |fin| {
-                self.with_fd(fh_out, |fout| sys::copy_file_range(fin, offset_in, fout, offset_out, len.min(u32::MAX as u64) as usize))
+                self.with_fd(fh_out, |fout| {
+                    sys::copy_file_range(
+                        fin,
+                        offset_in,
+                        fout,
+                        offset_out,
+                        len.min(u32::MAX as u64) as usize,
+                    )
+                })
             })
         });
         match res {

@@ -49,7 +49,10 @@ pub struct EntrySnap {
 impl EntrySnap {
     pub fn from_stat(st: &libc::stat) -> Self {
         EntrySnap {
-            key: Key { dev: st.st_dev, ino: st.st_ino },
+            key: Key {
+                dev: st.st_dev,
+                ino: st.st_ino,
+            },
             mode: st.st_mode,
             size: st.st_size as u64,
             mtime: (st.st_mtime, st.st_mtime_nsec),
@@ -108,9 +111,11 @@ impl Node {
     }
 }
 
+type Shard = RwLock<HashMap<Ino, Arc<Node>>>;
+
 /// The table.
 pub struct Table {
-    shards: Box<[RwLock<HashMap<Ino, Arc<Node>>>]>,
+    shards: Box<[Shard]>,
     foreign: Mutex<HashMap<Key, Ino>>,
     next_alloc: AtomicU64,
     root_key: Key,
@@ -140,7 +145,11 @@ impl Table {
             key: root_key,
             is_dir: true,
             is_virtual: false,
-            state: Mutex::new(NodeState { nlookup: 1, dirfd: Some(root_fd), ..Default::default() }),
+            state: Mutex::new(NodeState {
+                nlookup: 1,
+                dirfd: Some(root_fd),
+                ..Default::default()
+            }),
         });
         write(t.shard(ROOT_INO)).insert(ROOT_INO, root);
         t
@@ -159,7 +168,8 @@ impl Table {
             return key.ino;
         }
         let mut f = self.foreign.lock().unwrap_or_else(|p| p.into_inner());
-        *f.entry(key).or_insert_with(|| self.next_alloc.fetch_add(1, Ordering::Relaxed))
+        *f.entry(key)
+            .or_insert_with(|| self.next_alloc.fetch_add(1, Ordering::Relaxed))
     }
 
     /// The node with this id, if the kernel holds it.
@@ -169,7 +179,14 @@ impl Table {
 
     /// Record one kernel lookup of `key` under `(parent, name)`; creates the node if needed.
     /// Returns the node and whether it is new.
-    pub fn lookup(&self, key: Key, is_dir: bool, parent: Ino, name: &std::ffi::OsStr, snap: Option<EntrySnap>) -> (Arc<Node>, bool) {
+    pub fn lookup(
+        &self,
+        key: Key,
+        is_dir: bool,
+        parent: Ino,
+        name: &std::ffi::OsStr,
+        snap: Option<EntrySnap>,
+    ) -> (Arc<Node>, bool) {
         let ino = self.ino_for(key);
         let mut shard = write(self.shard(ino));
         let mut created = false;
@@ -177,7 +194,13 @@ impl Table {
             .entry(ino)
             .or_insert_with(|| {
                 created = true;
-                Arc::new(Node { ino, key, is_dir, is_virtual: false, state: Mutex::new(NodeState::default()) })
+                Arc::new(Node {
+                    ino,
+                    key,
+                    is_dir,
+                    is_virtual: false,
+                    state: Mutex::new(NodeState::default()),
+                })
             })
             .clone();
         drop(shard);
@@ -205,7 +228,11 @@ impl Table {
             key: Key { dev: u64::MAX, ino },
             is_dir: false,
             is_virtual: true,
-            state: Mutex::new(NodeState { nlookup: 1, links: vec![(parent, name.to_owned())], ..Default::default() }),
+            state: Mutex::new(NodeState {
+                nlookup: 1,
+                links: vec![(parent, name.to_owned())],
+                ..Default::default()
+            }),
         });
         write(self.shard(ino)).insert(ino, node.clone());
         node
@@ -217,7 +244,9 @@ impl Table {
             return;
         }
         let mut shard = write(self.shard(ino));
-        let Some(node) = shard.get(&ino).cloned() else { return };
+        let Some(node) = shard.get(&ino).cloned() else {
+            return;
+        };
         let mut st = node.state();
         st.nlookup = st.nlookup.saturating_sub(n);
         if st.nlookup > 0 {
@@ -294,8 +323,20 @@ mod tests {
     fn ids_follow_backing_inodes_and_hard_links_share_a_node() {
         let t = table();
         assert_eq!(t.ino_for(Key { dev: 7, ino: 100 }), ROOT_INO);
-        let (a, new_a) = t.lookup(Key { dev: 7, ino: 55 }, false, ROOT_INO, OsStr::new("a"), None);
-        let (b, new_b) = t.lookup(Key { dev: 7, ino: 55 }, false, ROOT_INO, OsStr::new("b"), None);
+        let (a, new_a) = t.lookup(
+            Key { dev: 7, ino: 55 },
+            false,
+            ROOT_INO,
+            OsStr::new("a"),
+            None,
+        );
+        let (b, new_b) = t.lookup(
+            Key { dev: 7, ino: 55 },
+            false,
+            ROOT_INO,
+            OsStr::new("b"),
+            None,
+        );
         assert!(new_a && !new_b);
         assert_eq!(a.ino, 55);
         assert!(Arc::ptr_eq(&a, &b));
@@ -311,8 +352,20 @@ mod tests {
     #[test]
     fn forget_frees_at_zero() {
         let t = table();
-        let (n, _) = t.lookup(Key { dev: 7, ino: 9 }, false, ROOT_INO, OsStr::new("x"), None);
-        t.lookup(Key { dev: 7, ino: 9 }, false, ROOT_INO, OsStr::new("x"), None);
+        let (n, _) = t.lookup(
+            Key { dev: 7, ino: 9 },
+            false,
+            ROOT_INO,
+            OsStr::new("x"),
+            None,
+        );
+        t.lookup(
+            Key { dev: 7, ino: 9 },
+            false,
+            ROOT_INO,
+            OsStr::new("x"),
+            None,
+        );
         t.forget(n.ino, 1);
         assert!(t.get(9).is_some());
         t.forget(n.ino, 1);

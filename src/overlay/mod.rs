@@ -19,9 +19,9 @@ use std::io::{self, BufRead, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::{error, info, warn};
@@ -40,7 +40,10 @@ pub enum MountError {
     #[error("cannot open /dev/fuse: {0}")]
     OpenFuse(io::Error),
     #[error("mount(2) of {mountpoint} failed: {source}")]
-    Mount { mountpoint: PathBuf, source: io::Error },
+    Mount {
+        mountpoint: PathBuf,
+        source: io::Error,
+    },
     #[error("FUSE handshake failed: {0}")]
     Handshake(io::Error),
     #[error("starting a thread: {0}")]
@@ -63,7 +66,10 @@ pub fn main(args: MountArgs) -> u8 {
     match std::fs::metadata(&args.source) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => {
-            eprintln!("vfnotify mount: SOURCE {} is not a directory", args.source.display());
+            eprintln!(
+                "vfnotify mount: SOURCE {} is not a directory",
+                args.source.display()
+            );
             return EXIT_USAGE;
         }
         Err(e) => {
@@ -83,7 +89,9 @@ pub fn main(args: MountArgs) -> u8 {
         }
     };
     if sys::geteuid() != 0 {
-        eprintln!("vfnotify mount: mounting needs root (CAP_SYS_ADMIN) for mount(2) and kernel passthrough");
+        eprintln!(
+            "vfnotify mount: mounting needs root (CAP_SYS_ADMIN) for mount(2) and kernel passthrough"
+        );
         return EXIT_FAILURE;
     }
     if args.foreground {
@@ -108,7 +116,8 @@ fn prepare_mountpoint(mp: &Path) -> Result<(), String> {
         Ok(_) => Err(format!("MOUNTPOINT {} is not a directory", mp.display())),
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
             let c = CString::new(mp.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
-            sys::umount2(&c, libc::MNT_DETACH).map_err(|e| format!("detaching the stale mount at {}: {e}", mp.display()))?;
+            sys::umount2(&c, libc::MNT_DETACH)
+                .map_err(|e| format!("detaching the stale mount at {}: {e}", mp.display()))?;
             eprintln!("vfnotify mount: detached a stale mount at {}", mp.display());
             match std::fs::metadata(mp) {
                 Ok(m) if m.is_dir() => Ok(()),
@@ -144,7 +153,14 @@ fn daemonize(cfg: MountConfig, source: &Path, mountpoint: &Path, debug: bool) ->
                 0
             } else {
                 let m = msg.trim();
-                eprintln!("vfnotify mount: {}", if m.is_empty() { "server exited before the mount was live" } else { m });
+                eprintln!(
+                    "vfnotify mount: {}",
+                    if m.is_empty() {
+                        "server exited before the mount was live"
+                    } else {
+                        m
+                    }
+                );
                 EXIT_FAILURE
             }
         }
@@ -170,13 +186,22 @@ fn daemonize(cfg: MountConfig, source: &Path, mountpoint: &Path, debug: bool) ->
 }
 
 fn redirect_stdio(log: Option<&Path>) {
-    let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null");
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null");
     if let Ok(null) = &null {
         let _ = sys::dup2(null.as_fd(), 0);
         let _ = sys::dup2(null.as_fd(), 1);
     }
     let err = log
-        .and_then(|p| std::fs::OpenOptions::new().create(true).append(true).open(p).ok())
+        .and_then(|p| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .ok()
+        })
         .or_else(|| null.ok());
     if let Some(f) = err {
         let _ = sys::dup2(f.as_fd(), 2);
@@ -184,14 +209,33 @@ fn redirect_stdio(log: Option<&Path>) {
 }
 
 /// Mount, serve until unmounted, clean up.
-pub fn run(cfg: MountConfig, source: &Path, mountpoint: &Path, ready: Option<&mut std::io::PipeWriter>) -> Result<(), MountError> {
+pub fn run(
+    cfg: MountConfig,
+    source: &Path,
+    mountpoint: &Path,
+    ready: Option<&mut std::io::PipeWriter>,
+) -> Result<(), MountError> {
     // Before any thread exists: signals go to the dedicated waiter; modes are the caller's.
     sys::block_termination_signals().map_err(MountError::Signals)?;
     sys::umask(0);
-    let csource = sys::cstr(source.as_os_str()).map_err(|e| MountError::OpenSource { path: source.into(), source: e })?;
-    let root_fd = sys::openat(sys::cwd(), &csource, libc::O_PATH | libc::O_DIRECTORY, 0)
-        .map_err(|e| MountError::OpenSource { path: source.into(), source: e })?;
-    let shared = Arc::new(Shared::new(cfg.clone(), root_fd).map_err(|e| MountError::OpenSource { path: source.into(), source: e })?);
+    let csource = sys::cstr(source.as_os_str()).map_err(|e| MountError::OpenSource {
+        path: source.into(),
+        source: e,
+    })?;
+    let root_fd =
+        sys::openat(sys::cwd(), &csource, libc::O_PATH | libc::O_DIRECTORY, 0).map_err(|e| {
+            MountError::OpenSource {
+                path: source.into(),
+                source: e,
+            }
+        })?;
+    let shared =
+        Arc::new(
+            Shared::new(cfg.clone(), root_fd).map_err(|e| MountError::OpenSource {
+                path: source.into(),
+                source: e,
+            })?,
+        );
     let dev: OwnedFd = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -226,9 +270,18 @@ pub fn run(cfg: MountConfig, source: &Path, mountpoint: &Path, ready: Option<&mu
     if cfg.dirsync {
         flags |= libc::MS_DIRSYNC;
     }
-    let fsname = cfg.fsname.clone().unwrap_or_else(|| source.display().to_string());
-    let cmp = sys::cstr(mountpoint.as_os_str()).map_err(|e| MountError::Mount { mountpoint: mountpoint.into(), source: e })?;
-    let mount_err = |e| MountError::Mount { mountpoint: mountpoint.into(), source: e };
+    let fsname = cfg
+        .fsname
+        .clone()
+        .unwrap_or_else(|| source.display().to_string());
+    let cmp = sys::cstr(mountpoint.as_os_str()).map_err(|e| MountError::Mount {
+        mountpoint: mountpoint.into(),
+        source: e,
+    })?;
+    let mount_err = |e| MountError::Mount {
+        mountpoint: mountpoint.into(),
+        source: e,
+    };
     sys::mount(
         &CString::new(fsname.replace(',', "_")).map_err(|e| mount_err(e.into()))?,
         &cmp,
@@ -242,7 +295,11 @@ pub fn run(cfg: MountConfig, source: &Path, mountpoint: &Path, ready: Option<&mu
     let mut fcfg = fuser::Config::default();
     fcfg.n_threads = Some(cfg.threads);
     fcfg.clone_fd = true;
-    fcfg.acl = if cfg.allow_other { fuser::SessionACL::All } else { fuser::SessionACL::Owner };
+    fcfg.acl = if cfg.allow_other {
+        fuser::SessionACL::All
+    } else {
+        fuser::SessionACL::Owner
+    };
     let session = match fuser::Session::from_fd(fs, dev, fcfg.acl, fcfg) {
         Ok(s) => s,
         Err(e) => {
@@ -254,24 +311,40 @@ pub fn run(cfg: MountConfig, source: &Path, mountpoint: &Path, ready: Option<&mu
     let (tx, rx) = mpsc::channel::<Job>();
     *shared.baseline_tx.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx.clone());
     let spawned = (|| -> io::Result<()> {
-        sync::spawn(shared.clone(), session.notifier(), mountpoint.to_path_buf(), rx)?;
+        sync::spawn(
+            shared.clone(),
+            session.notifier(),
+            mountpoint.to_path_buf(),
+            rx,
+        )?;
         let mp = cmp.clone();
-        std::thread::Builder::new().name("vfnotify-signal".into()).spawn(move || {
-            if let Ok(sig) = sys::wait_signal() {
-                info!(sig, "signal received: unmounting");
-                if sys::umount2(&mp, 0).is_err() {
-                    let _ = sys::umount2(&mp, libc::MNT_DETACH);
+        std::thread::Builder::new()
+            .name("vfnotify-signal".into())
+            .spawn(move || {
+                if let Ok(sig) = sys::wait_signal() {
+                    info!(sig, "signal received: unmounting");
+                    if sys::umount2(&mp, 0).is_err() {
+                        let _ = sys::umount2(&mp, libc::MNT_DETACH);
+                    }
                 }
-            }
-        })?;
+            })?;
         if let Some(channel) = cfg.channel.clone() {
-            let target = Arc::new(LinkTarget { s: shared.clone(), tx: std::sync::Mutex::new(tx.clone()) });
+            let target = Arc::new(LinkTarget {
+                s: shared.clone(),
+                tx: std::sync::Mutex::new(tx.clone()),
+            });
             crate::link::spawn(
-                crate::link::LinkConfig { control: cfg.control.clone(), channel, mountpoint: mountpoint.to_path_buf() },
+                crate::link::LinkConfig {
+                    control: cfg.control.clone(),
+                    channel,
+                    mountpoint: mountpoint.to_path_buf(),
+                },
                 target,
             )?;
         } else if cfg.cache == options::CachePolicy::Always {
-            warn!("cache=always without channel=: nothing will invalidate the kernel's caches; host changes stay unseen");
+            warn!(
+                "cache=always without channel=: nothing will invalidate the kernel's caches; host changes stay unseen"
+            );
         }
         Ok(())
     })();
@@ -296,17 +369,23 @@ struct LinkTarget {
 
 impl LinkTarget {
     fn send(&self, job: Job) -> bool {
-        self.tx.lock().unwrap_or_else(|p| p.into_inner()).send(job).is_ok()
+        self.tx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(job)
+            .is_ok()
     }
 }
 
 impl crate::link::NotifyTarget for LinkTarget {
     fn handle(&self, paths: &[String]) {
         let (done_tx, done_rx) = mpsc::channel();
-        if self.send(Job::Notify { paths: paths.to_vec(), done: done_tx }) {
-            if done_rx.recv_timeout(Duration::from_secs(120)).is_err() {
-                warn!("notification not handled within 120 s");
-            }
+        if self.send(Job::Notify {
+            paths: paths.to_vec(),
+            done: done_tx,
+        }) && done_rx.recv_timeout(Duration::from_secs(120)).is_err()
+        {
+            warn!("notification not handled within 120 s");
         }
     }
 
@@ -325,8 +404,14 @@ impl crate::link::NotifyTarget for LinkTarget {
         if let Some(o) = v.as_object_mut() {
             o.insert("known_inodes".into(), self.s.table.len().into());
             o.insert("cached_dir_fds".into(), self.s.table.dirfd_count().into());
-            o.insert("linked".into(), self.s.linked.load(Ordering::Relaxed).into());
-            o.insert("passthrough".into(), self.s.passthrough.load(Ordering::Relaxed).into());
+            o.insert(
+                "linked".into(),
+                self.s.linked.load(Ordering::Relaxed).into(),
+            );
+            o.insert(
+                "passthrough".into(),
+                self.s.passthrough.load(Ordering::Relaxed).into(),
+            );
         }
         v
     }

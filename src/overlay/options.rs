@@ -110,7 +110,11 @@ pub enum OptionError {
     #[error("unknown mount option '{0}'")]
     Unknown(String),
     #[error("mount option '{name}' has a bad value '{value}': {expected}")]
-    BadValue { name: String, value: String, expected: &'static str },
+    BadValue {
+        name: String,
+        value: String,
+        expected: &'static str,
+    },
     #[error("mount option '{0}' needs a value ({0}=...)")]
     MissingValue(String),
     #[error("mount options are too long ({0} bytes, at most 8192)")]
@@ -127,7 +131,12 @@ pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<MountConfig, OptionError> {
     }
     let mut cfg = MountConfig::default();
     for arg in args {
-        for opt in arg.as_ref().split(',').map(str::trim).filter(|o| !o.is_empty()) {
+        for opt in arg
+            .as_ref()
+            .split(',')
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+        {
             apply(&mut cfg, opt)?;
         }
     }
@@ -193,7 +202,9 @@ fn apply(cfg: &mut MountConfig, opt: &str) -> Result<(), OptionError> {
         "log" => cfg.log = Some(PathBuf::from(need(value)?)),
         "trigger_name" => cfg.trigger_name = need(value)?,
         "threads" => {
-            let n: usize = need(value)?.parse().map_err(|_| bad("a number from 1 to 64"))?;
+            let n: usize = need(value)?
+                .parse()
+                .map_err(|_| bad("a number from 1 to 64"))?;
             if !(1..=64).contains(&n) {
                 return Err(bad("a number from 1 to 64"));
             }
@@ -211,7 +222,9 @@ fn apply(cfg: &mut MountConfig, opt: &str) -> Result<(), OptionError> {
         "exec" => flag(value).map(|_| cfg.exec = true)?,
         "noexec" => flag(value).map(|_| cfg.exec = false)?,
         "noatime" => flag(value).map(|_| cfg.noatime = true)?,
-        "atime" | "relatime" | "strictatime" | "norelatime" => flag(value).map(|_| cfg.noatime = false)?,
+        "atime" | "relatime" | "strictatime" | "norelatime" => {
+            flag(value).map(|_| cfg.noatime = false)?
+        }
         "sync" => flag(value).map(|_| cfg.sync = true)?,
         "async" => flag(value).map(|_| cfg.sync = false)?,
         "dirsync" => flag(value).map(|_| cfg.dirsync = true)?,
@@ -245,7 +258,11 @@ mod tests {
 
     #[test]
     fn values() {
-        let c = parse(&["cache=never", "passthrough=off,events=both,ro,fsname=share,threads=8"]).unwrap();
+        let c = parse(&[
+            "cache=never",
+            "passthrough=off,events=both,ro,fsname=share,threads=8",
+        ])
+        .unwrap();
         assert_eq!(c.cache, CachePolicy::Never);
         assert!(!c.passthrough && c.read_only);
         assert_eq!(c.events, EventMode::Both);
@@ -256,11 +273,26 @@ mod tests {
     #[test]
     fn errors_name_the_option() {
         assert_eq!(parse(&["bogus"]), Err(OptionError::Unknown("bogus".into())));
-        assert!(matches!(parse(&["cache=sometimes"]), Err(OptionError::BadValue { .. })));
-        assert_eq!(parse(&["channel="]), Err(OptionError::MissingValue("channel".into())));
+        assert!(matches!(
+            parse(&["cache=sometimes"]),
+            Err(OptionError::BadValue { .. })
+        ));
+        assert_eq!(
+            parse(&["channel="]),
+            Err(OptionError::MissingValue("channel".into()))
+        );
         assert_eq!(parse(&["ro=1"]), Err(OptionError::Unknown("ro=1".into())));
-        assert!(matches!(parse(&["threads=0"]), Err(OptionError::BadValue { .. })));
-        assert!(matches!(parse(&["channel=a b"]), Err(OptionError::BadValue { .. })));
-        assert!(matches!(parse(&["x".repeat(9000)]), Err(OptionError::TooLong(_))));
+        assert!(matches!(
+            parse(&["threads=0"]),
+            Err(OptionError::BadValue { .. })
+        ));
+        assert!(matches!(
+            parse(&["channel=a b"]),
+            Err(OptionError::BadValue { .. })
+        ));
+        assert!(matches!(
+            parse(&["x".repeat(9000)]),
+            Err(OptionError::TooLong(_))
+        ));
     }
 }

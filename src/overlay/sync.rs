@@ -12,9 +12,9 @@ use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, Sender};
-use std::sync::Arc;
 use std::time::Instant;
 
 use fuser::{INodeNo, Notifier};
@@ -29,7 +29,10 @@ pub enum Job {
     /// Take the first view of a directory the kernel just learned about.
     Baseline(Ino),
     /// Handle a notification; `paths` empty means the whole mount. `done` is signalled after.
-    Notify { paths: Vec<String>, done: Sender<NotifyReport> },
+    Notify {
+        paths: Vec<String>,
+        done: Sender<NotifyReport>,
+    },
     /// The daemon link went down: expire everything the kernel caches for long.
     Degrade,
 }
@@ -56,12 +59,40 @@ enum Scope {
 /// One change found by the diff.
 #[derive(Debug, Clone)]
 enum Change {
-    Create { dir: Ino, name: OsString, new: EntrySnap },
-    Delete { dir: Ino, name: OsString, old: EntrySnap },
-    Rename { from: Ino, name: OsString, to: Ino, newname: OsString, old: EntrySnap, replaced: Option<EntrySnap> },
-    Link { dir: Ino, name: OsString, new: EntrySnap },
-    Content { dir: Ino, name: OsString, new: EntrySnap },
-    Attr { dir: Ino, name: OsString, old: EntrySnap, new: EntrySnap },
+    Create {
+        dir: Ino,
+        name: OsString,
+        new: EntrySnap,
+    },
+    Delete {
+        dir: Ino,
+        name: OsString,
+        old: EntrySnap,
+    },
+    Rename {
+        from: Ino,
+        name: OsString,
+        to: Ino,
+        newname: OsString,
+        old: EntrySnap,
+        replaced: Option<EntrySnap>,
+    },
+    Link {
+        dir: Ino,
+        name: OsString,
+        new: EntrySnap,
+    },
+    Content {
+        dir: Ino,
+        name: OsString,
+        new: EntrySnap,
+    },
+    Attr {
+        dir: Ino,
+        name: OsString,
+        old: EntrySnap,
+        new: EntrySnap,
+    },
 }
 
 pub struct Worker {
@@ -71,9 +102,20 @@ pub struct Worker {
 }
 
 /// Start the worker thread.
-pub fn spawn(s: Arc<Shared>, notifier: Notifier, mountpoint: PathBuf, rx: Receiver<Job>) -> io::Result<()> {
-    let w = Worker { s, notifier, mountpoint };
-    std::thread::Builder::new().name("vfnotify-sync".into()).spawn(move || w.run(rx))?;
+pub fn spawn(
+    s: Arc<Shared>,
+    notifier: Notifier,
+    mountpoint: PathBuf,
+    rx: Receiver<Job>,
+) -> io::Result<()> {
+    let w = Worker {
+        s,
+        notifier,
+        mountpoint,
+    };
+    std::thread::Builder::new()
+        .name("vfnotify-sync".into())
+        .spawn(move || w.run(rx))?;
     Ok(())
 }
 
@@ -93,7 +135,9 @@ impl Worker {
     }
 
     fn baseline(&self, ino: Ino) {
-        let Some(node) = self.s.table.get(ino) else { return };
+        let Some(node) = self.s.table.get(ino) else {
+            return;
+        };
         if node.state().snapshot.is_some() {
             return;
         }
@@ -117,7 +161,10 @@ impl Worker {
             }
         }
         Stats::bump(&self.s.stats.dirs_scanned);
-        self.s.stats.entries_scanned.fetch_add(snap.len() as u64, Ordering::Relaxed);
+        self.s
+            .stats
+            .entries_scanned
+            .fetch_add(snap.len() as u64, Ordering::Relaxed);
         Ok(snap)
     }
 
@@ -130,8 +177,11 @@ impl Worker {
         let mut out = Vec::new();
         'paths: for p in paths {
             let mut cur = ROOT_INO;
-            let comps: Vec<&str> = p.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
-            if comps.iter().any(|c| *c == "..") {
+            let comps: Vec<&str> = p
+                .split('/')
+                .filter(|c| !c.is_empty() && *c != ".")
+                .collect();
+            if comps.contains(&"..") {
                 Stats::bump(&self.s.stats.scope_rejected);
                 continue;
             }
@@ -158,7 +208,13 @@ impl Worker {
     /// The node id of a directory the kernel holds under `(parent, name)`.
     fn known_child_dir(&self, parent: Ino, name: &OsStr) -> Option<Ino> {
         let pnode = self.s.table.get(parent)?;
-        let key = pnode.state().snapshot.as_ref().and_then(|s| s.get(name)).filter(|e| e.is_dir()).map(|e| e.key);
+        let key = pnode
+            .state()
+            .snapshot
+            .as_ref()
+            .and_then(|s| s.get(name))
+            .filter(|e| e.is_dir())
+            .map(|e| e.key);
         let key = match key {
             Some(k) => k,
             None => {
@@ -167,7 +223,10 @@ impl Worker {
                 if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
                     return None;
                 }
-                Key { dev: st.st_dev, ino: st.st_ino }
+                Key {
+                    dev: st.st_dev,
+                    ino: st.st_ino,
+                }
             }
         };
         let node = self.s.table.get(self.s.table.ino_for(key))?;
@@ -188,15 +247,26 @@ impl Worker {
             if !seen.insert(ino) {
                 continue;
             }
-            let Some(node) = self.s.table.get(ino) else { continue };
+            let Some(node) = self.s.table.get(ino) else {
+                continue;
+            };
             let children: Vec<Ino> = node
                 .state()
                 .snapshot
                 .as_ref()
-                .map(|s| s.values().filter(|e| e.is_dir()).map(|e| self.s.table.ino_for(e.key)).collect())
+                .map(|s| {
+                    s.values()
+                        .filter(|e| e.is_dir())
+                        .map(|e| self.s.table.ino_for(e.key))
+                        .collect()
+                })
                 .unwrap_or_default();
             out.push(node);
-            queue.extend(children.into_iter().filter(|c| self.s.table.get(*c).is_some()));
+            queue.extend(
+                children
+                    .into_iter()
+                    .filter(|c| self.s.table.get(*c).is_some()),
+            );
         }
         out
     }
@@ -257,7 +327,12 @@ impl Worker {
         }
         for (node, snap) in new_views {
             let mut st = node.state();
-            let negatives: Vec<OsString> = st.negatives.iter().filter(|n| snap.contains_key(*n)).cloned().collect();
+            let negatives: Vec<OsString> = st
+                .negatives
+                .iter()
+                .filter(|n| snap.contains_key(*n))
+                .cloned()
+                .collect();
             for n in &negatives {
                 st.negatives.remove(n);
             }
@@ -269,7 +344,9 @@ impl Worker {
         }
         // Directories made by replays: everything inside is new too (recursive watchers).
         while let Some(ino) = new_dirs.pop() {
-            let Some(node) = s.table.get(ino) else { continue };
+            let Some(node) = s.table.get(ino) else {
+                continue;
+            };
             node.state().snapshot = Some(Box::default());
             let mut sub = Vec::new();
             let mut views = Vec::new();
@@ -301,7 +378,13 @@ impl Worker {
     }
 
     /// Diff one directory (or one name in it) against its last view.
-    fn rescan_dir(&self, node: &Arc<Node>, only: Option<&OsStr>, changes: &mut Vec<Change>, views: &mut Vec<(Arc<Node>, Snapshot)>) {
+    fn rescan_dir(
+        &self,
+        node: &Arc<Node>,
+        only: Option<&OsStr>,
+        changes: &mut Vec<Change>,
+        views: &mut Vec<(Arc<Node>, Snapshot)>,
+    ) {
         let old = node.state().snapshot.as_deref().cloned();
         let new = match only {
             Some(name) => {
@@ -312,7 +395,10 @@ impl Worker {
                     }
                     return;
                 };
-                let st = self.s.dir_fd(node).and_then(|pfd| sys::fstatat(pfd.as_fd(), &sys::cstr(name)?));
+                let st = self
+                    .s
+                    .dir_fd(node)
+                    .and_then(|pfd| sys::fstatat(pfd.as_fd(), &sys::cstr(name)?));
                 match st {
                     Ok(st) => {
                         view.insert(name.to_owned(), EntrySnap::from_stat(&st));
@@ -362,12 +448,18 @@ impl Worker {
                 s.replay.set(*dir, name, ViewEntry::Absent);
                 let path = self.path(*dir, name);
                 let r = match (c, new.file_type()) {
-                    (Change::Link { .. }, _) => self.existing_path(new.key).and_then(|from| std::fs::hard_link(from, &path)),
+                    (Change::Link { .. }, _) => self
+                        .existing_path(new.key)
+                        .and_then(|from| std::fs::hard_link(from, &path)),
                     (_, libc::S_IFDIR) => std::fs::create_dir(&path),
-                    (_, libc::S_IFLNK) => self.symlink_target(*dir, name).and_then(|t| std::os::unix::fs::symlink(t, &path)),
+                    (_, libc::S_IFLNK) => self
+                        .symlink_target(*dir, name)
+                        .and_then(|t| std::os::unix::fs::symlink(t, &path)),
                     (_, t) => {
                         let ty = if t == libc::S_IFREG { libc::S_IFREG } else { t };
-                        sys::cstr(path.as_os_str()).and_then(|p| sys::mknodat(sys::cwd(), &p, ty | (new.mode & 0o7777), new.rdev))
+                        sys::cstr(path.as_os_str()).and_then(|p| {
+                            sys::mknodat(sys::cwd(), &p, ty | (new.mode & 0o7777), new.rdev)
+                        })
                     }
                 };
                 if r.is_ok() && new.is_dir() {
@@ -383,11 +475,28 @@ impl Worker {
                 }
                 s.replay.set(*dir, name, ViewEntry::Present(*old));
                 let path = self.path(*dir, name);
-                if old.is_dir() { std::fs::remove_dir(&path) } else { std::fs::remove_file(&path) }
+                if old.is_dir() {
+                    std::fs::remove_dir(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                }
             }
-            Change::Rename { from, name, to, newname, old, replaced } => {
+            Change::Rename {
+                from,
+                name,
+                to,
+                newname,
+                old,
+                replaced,
+            } => {
                 s.replay.set(*from, name, ViewEntry::Present(*old));
-                s.replay.set(*to, newname, replaced.map(ViewEntry::Present).unwrap_or(ViewEntry::Absent));
+                s.replay.set(
+                    *to,
+                    newname,
+                    replaced
+                        .map(ViewEntry::Present)
+                        .unwrap_or(ViewEntry::Absent),
+                );
                 let a = self.path(*from, name);
                 let b = self.path(*to, newname);
                 std::fs::rename(&a, &b)
@@ -399,11 +508,18 @@ impl Worker {
                     .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
                     .open(&path)
                     .and_then(|f| f.set_len(new.size));
-                let r = r.or_else(|_| sys::cstr(path.as_os_str()).and_then(|p| sys::truncate(&p, new.size)));
+                let r = r.or_else(|_| {
+                    sys::cstr(path.as_os_str()).and_then(|p| sys::truncate(&p, new.size))
+                });
                 self.inval_inode(s.table.ino_for(new.key), 0, 0);
                 r
             }
-            Change::Attr { dir, name, old, new } => {
+            Change::Attr {
+                dir,
+                name,
+                old,
+                new,
+            } => {
                 let path = self.path(*dir, name);
                 let p = sys::cstr(path.as_os_str());
                 p.and_then(|p| {
@@ -412,7 +528,12 @@ impl Worker {
                     } else if old.uid != new.uid || old.gid != new.gid {
                         sys::fchownat(sys::cwd(), &p, new.uid, new.gid)
                     } else {
-                        sys::utimensat(sys::cwd(), &p, sys::SetTime::At(new.atime.0, new.atime.1), sys::SetTime::At(new.mtime.0, new.mtime.1))
+                        sys::utimensat(
+                            sys::cwd(),
+                            &p,
+                            sys::SetTime::At(new.atime.0, new.atime.1),
+                            sys::SetTime::At(new.mtime.0, new.mtime.1),
+                        )
                     }
                 })
             }
@@ -434,19 +555,30 @@ impl Worker {
     /// recursive watchers see each name go.
     fn replay_remove_tree(&self, dir: Ino, name: &OsStr, old: &EntrySnap) {
         let ino = self.s.table.ino_for(old.key);
-        let Some(node) = self.s.table.get(ino) else { return };
+        let Some(node) = self.s.table.get(ino) else {
+            return;
+        };
         if node.key != old.key || !node.is_dir {
             return;
         }
         let _ = (dir, name);
-        let snap = node.state().snapshot.as_deref().cloned().unwrap_or_default();
+        let snap = node
+            .state()
+            .snapshot
+            .as_deref()
+            .cloned()
+            .unwrap_or_default();
         for (child, e) in snap.iter() {
             if e.is_dir() {
                 self.replay_remove_tree(ino, child, e);
             }
             self.s.replay.set(ino, child, ViewEntry::Present(*e));
             let path = self.path(ino, child);
-            let r = if e.is_dir() { std::fs::remove_dir(&path) } else { std::fs::remove_file(&path) };
+            let r = if e.is_dir() {
+                std::fs::remove_dir(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
             if r.is_ok() {
                 Stats::bump(&self.s.stats.events_replayed);
             }
@@ -456,13 +588,26 @@ impl Worker {
 
     /// A live path (through the mount) to an object SOURCE already has, for hard-link replays.
     fn existing_path(&self, key: Key) -> io::Result<PathBuf> {
-        let node = self.s.table.get(self.s.table.ino_for(key)).ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?;
-        let (p, n) = node.state().links.first().cloned().ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?;
+        let node = self
+            .s
+            .table
+            .get(self.s.table.ino_for(key))
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?;
+        let (p, n) = node
+            .state()
+            .links
+            .first()
+            .cloned()
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?;
         Ok(self.path(p, &n))
     }
 
     fn symlink_target(&self, dir: Ino, name: &OsStr) -> io::Result<PathBuf> {
-        let node = self.s.table.get(dir).ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?;
+        let node = self
+            .s
+            .table
+            .get(dir)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?;
         let pfd = self.s.dir_fd(&node)?;
         let t = sys::readlinkat(pfd.as_fd(), &sys::cstr(name)?)?;
         Ok(PathBuf::from(OsStr::from_bytes(&t)))
@@ -474,7 +619,8 @@ impl Worker {
         let name = OsString::from(&s.cfg.trigger_name);
         s.replay.set(dir, &name, ViewEntry::Virtual);
         let path = self.path(dir, &name);
-        let made = sys::cstr(path.as_os_str()).and_then(|p| sys::mknodat(sys::cwd(), &p, libc::S_IFREG | 0o644, 0));
+        let made = sys::cstr(path.as_os_str())
+            .and_then(|p| sys::mknodat(sys::cwd(), &p, libc::S_IFREG | 0o644, 0));
         if made.is_ok() {
             let _ = std::fs::remove_file(&path);
             Stats::bump(&s.stats.events_replayed);
@@ -488,9 +634,18 @@ impl Worker {
     fn invalidate(&self, c: &Change) {
         let s = &self.s;
         match c {
-            Change::Create { dir, name, .. } | Change::Link { dir, name, .. } => self.inval_entry(*dir, name),
+            Change::Create { dir, name, .. } | Change::Link { dir, name, .. } => {
+                self.inval_entry(*dir, name)
+            }
             Change::Delete { dir, name, old } => self.delete_entry(*dir, name, old.key),
-            Change::Rename { from, name, to, newname, old, replaced } => {
+            Change::Rename {
+                from,
+                name,
+                to,
+                newname,
+                old,
+                replaced,
+            } => {
                 self.delete_entry(*from, name, old.key);
                 if let Some(r) = replaced {
                     self.delete_entry(*to, newname, r.key);
@@ -516,12 +671,19 @@ impl Worker {
     }
 
     fn delete_entry(&self, dir: Ino, name: &OsStr, key: Key) {
-        let child = self.s.table.get(self.s.table.ino_for(key)).filter(|n| n.key == key);
+        let child = self
+            .s
+            .table
+            .get(self.s.table.ino_for(key))
+            .filter(|n| n.key == key);
         match child {
             Some(c) => {
                 Stats::bump(&self.s.stats.inval_delete);
                 if let Err(e) = self.notifier.delete(INodeNo(dir), INodeNo(c.ino), name) {
-                    debug!("delete({dir}, {}, {name:?}): {e}; falling back to inval_entry", c.ino);
+                    debug!(
+                        "delete({dir}, {}, {name:?}): {e}; falling back to inval_entry",
+                        c.ino
+                    );
                     self.inval_entry(dir, name);
                 }
                 c.state().links.retain(|(p, n)| !(*p == dir && n == name));
@@ -551,7 +713,10 @@ impl Worker {
             let (names, negatives): (Vec<OsString>, Vec<OsString>) = {
                 let st = d.state();
                 (
-                    st.snapshot.as_ref().map(|s| s.keys().cloned().collect()).unwrap_or_default(),
+                    st.snapshot
+                        .as_ref()
+                        .map(|s| s.keys().cloned().collect())
+                        .unwrap_or_default(),
                     st.negatives.iter().cloned().collect(),
                 )
             };
@@ -564,14 +729,19 @@ impl Worker {
             }
             self.inval_inode(d.ino, 0, 0);
         }
-        info!(entries = n, "daemon link down: kernel caches expired, short timeouts until it is back");
+        info!(
+            entries = n,
+            "daemon link down: kernel caches expired, short timeouts until it is back"
+        );
     }
 }
 
 /// Directories whose listing a change alters.
 fn change_dirs(c: &Change) -> Vec<Ino> {
     match c {
-        Change::Create { dir, .. } | Change::Delete { dir, .. } | Change::Link { dir, .. } => vec![*dir],
+        Change::Create { dir, .. } | Change::Delete { dir, .. } | Change::Link { dir, .. } => {
+            vec![*dir]
+        }
         Change::Rename { from, to, .. } => vec![*from, *to],
         Change::Content { .. } | Change::Attr { .. } => vec![],
     }
@@ -585,21 +755,43 @@ fn diff(dir: Ino, old: &Snapshot, new: &Snapshot, out: &mut Vec<Change>) {
             Some(n) if n.key == o.key && n.file_type() == o.file_type() => {
                 if o.is_dir() {
                     if (o.mode, o.uid, o.gid) != (n.mode, n.uid, n.gid) {
-                        out.push(Change::Attr { dir, name: name.clone(), old: *o, new: *n });
+                        out.push(Change::Attr {
+                            dir,
+                            name: name.clone(),
+                            old: *o,
+                            new: *n,
+                        });
                     }
                 } else if o.size != n.size || o.mtime != n.mtime {
-                    out.push(Change::Content { dir, name: name.clone(), new: *n });
+                    out.push(Change::Content {
+                        dir,
+                        name: name.clone(),
+                        new: *n,
+                    });
                 } else if (o.mode, o.uid, o.gid, o.ctime) != (n.mode, n.uid, n.gid, n.ctime) {
-                    out.push(Change::Attr { dir, name: name.clone(), old: *o, new: *n });
+                    out.push(Change::Attr {
+                        dir,
+                        name: name.clone(),
+                        old: *o,
+                        new: *n,
+                    });
                 }
             }
-            _ => out.push(Change::Delete { dir, name: name.clone(), old: *o }),
+            _ => out.push(Change::Delete {
+                dir,
+                name: name.clone(),
+                old: *o,
+            }),
         }
     }
     for (name, n) in new {
         match old.get(name) {
             Some(o) if o.key == n.key && o.file_type() == n.file_type() => {}
-            _ => out.push(Change::Create { dir, name: name.clone(), new: *n }),
+            _ => out.push(Change::Create {
+                dir,
+                name: name.clone(),
+                new: *n,
+            }),
         }
     }
 }
@@ -635,31 +827,62 @@ fn pair_renames(changes: Vec<Change>) -> Vec<Change> {
         if let Change::Create { dir, name, new } = c {
             if let Some(&j) = deleted.get(&new.key) {
                 if !used[j] {
-                    if let Change::Delete { dir: from, name: oldname, old } = &changes[j] {
+                    if let Change::Delete {
+                        dir: from,
+                        name: oldname,
+                        old,
+                    } = &changes[j]
+                    {
                         used[j] = true;
                         used[i] = true;
-                        let replaced = replaced_at.get(&(*dir, name.clone())).copied().filter(|r| r.key != new.key);
+                        let replaced = replaced_at
+                            .get(&(*dir, name.clone()))
+                            .copied()
+                            .filter(|r| r.key != new.key);
                         if replaced.is_some() {
                             // The destination's old entry goes with the rename.
                             if let Some(k) = changes.iter().position(|c| matches!(c, Change::Delete { dir: d, name: n, .. } if d == dir && n == name)) {
                                 used[k] = true;
                             }
                         }
-                        renames.push(Change::Rename { from: *from, name: oldname.clone(), to: *dir, newname: name.clone(), old: *old, replaced });
+                        renames.push(Change::Rename {
+                            from: *from,
+                            name: oldname.clone(),
+                            to: *dir,
+                            newname: name.clone(),
+                            old: *old,
+                            replaced,
+                        });
                         continue;
                     }
                 }
             }
             if new.nlink > 1 && (present_keys.contains(&new.key)) {
                 used[i] = true;
-                creates.push(Change::Link { dir: *dir, name: name.clone(), new: *new });
+                creates.push(Change::Link {
+                    dir: *dir,
+                    name: name.clone(),
+                    new: *new,
+                });
             }
         }
     }
     let mut out = renames;
-    let rest: Vec<(usize, &Change)> = changes.iter().enumerate().filter(|(i, _)| !used[*i]).collect();
-    out.extend(rest.iter().filter(|(_, c)| matches!(c, Change::Delete { .. })).map(|(_, c)| (*c).clone()));
-    out.extend(rest.iter().filter(|(_, c)| matches!(c, Change::Create { .. })).map(|(_, c)| (*c).clone()));
+    let rest: Vec<(usize, &Change)> = changes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !used[*i])
+        .collect();
+    out.extend(
+        rest.iter()
+            .filter(|(_, c)| matches!(c, Change::Delete { .. }))
+            .map(|(_, c)| (*c).clone()),
+    );
+    out.extend(
+        rest.iter()
+            .filter(|(_, c)| matches!(c, Change::Create { .. }))
+            .map(|(_, c)| (*c).clone()),
+    );
     out.extend(creates);
     // A link count or rename changes only the ctime of the inode: the create, delete or move
     // event already says it, as on a local filesystem.
@@ -675,11 +898,13 @@ fn pair_renames(changes: Vec<Change>) -> Vec<Change> {
         rest.iter()
             .filter(|(_, c)| match c {
                 Change::Content { .. } => true,
-                Change::Attr { old, new, .. } => !involved.contains(&new.key) || (old.mode, old.uid, old.gid) != (new.mode, new.uid, new.gid),
+                Change::Attr { old, new, .. } => {
+                    !involved.contains(&new.key)
+                        || (old.mode, old.uid, old.gid) != (new.mode, new.uid, new.gid)
+                }
                 _ => false,
             })
             .map(|(_, c)| (*c).clone()),
     );
     out
 }
-

@@ -12,11 +12,19 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
 /// `-1` → the thread's errno, anything else → Ok.
 fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
-    if ret == -1 { Err(io::Error::last_os_error()) } else { Ok(ret) }
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
 }
 
 fn cvt_isize(ret: isize) -> io::Result<usize> {
-    if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret as usize) }
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret as usize)
+    }
 }
 
 /// A name or path as a C string (names from the kernel never hold NUL; others get EINVAL).
@@ -41,7 +49,12 @@ pub fn fstatat(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<libc::stat> {
     // SAFETY: name is a valid C string, st points to writable memory of the right size; on
     // success the kernel has filled it completely.
     unsafe {
-        cvt(libc::fstatat(dir.as_raw_fd(), name.as_ptr(), st.as_mut_ptr(), flags))?;
+        cvt(libc::fstatat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            st.as_mut_ptr(),
+            flags,
+        ))?;
         Ok(st.assume_init())
     }
 }
@@ -52,10 +65,20 @@ pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
 }
 
 /// `openat(dirfd, name, flags | O_CLOEXEC, mode)`.
-pub fn openat(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int, mode: u32) -> io::Result<OwnedFd> {
+pub fn openat(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    flags: libc::c_int,
+    mode: u32,
+) -> io::Result<OwnedFd> {
     // SAFETY: name is a valid C string; on success the returned fd is new and owned by us.
     unsafe {
-        let fd = cvt(libc::openat(dir.as_raw_fd(), name.as_ptr(), flags | libc::O_CLOEXEC, mode as libc::c_uint))?;
+        let fd = cvt(libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            flags | libc::O_CLOEXEC,
+            mode as libc::c_uint,
+        ))?;
         Ok(OwnedFd::from_raw_fd(fd))
     }
 }
@@ -103,10 +126,23 @@ pub fn symlinkat(target: &CStr, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<
 }
 
 /// `linkat(olddir, oldname, newdir, newname, 0)` (never follows a symlink).
-pub fn linkat(olddir: BorrowedFd<'_>, oldname: &CStr, newdir: BorrowedFd<'_>, newname: &CStr) -> io::Result<()> {
+pub fn linkat(
+    olddir: BorrowedFd<'_>,
+    oldname: &CStr,
+    newdir: BorrowedFd<'_>,
+    newname: &CStr,
+) -> io::Result<()> {
     // SAFETY: both names are valid C strings.
-    cvt(unsafe { libc::linkat(olddir.as_raw_fd(), oldname.as_ptr(), newdir.as_raw_fd(), newname.as_ptr(), 0) })
-        .map(drop)
+    cvt(unsafe {
+        libc::linkat(
+            olddir.as_raw_fd(),
+            oldname.as_ptr(),
+            newdir.as_raw_fd(),
+            newname.as_ptr(),
+            0,
+        )
+    })
+    .map(drop)
 }
 
 /// `unlinkat(dirfd, name, flags)` (`AT_REMOVEDIR` for directories).
@@ -116,10 +152,22 @@ pub fn unlinkat(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int) -> io::Res
 }
 
 /// `renameat2(olddir, oldname, newdir, newname, flags)`.
-pub fn renameat2(olddir: BorrowedFd<'_>, oldname: &CStr, newdir: BorrowedFd<'_>, newname: &CStr, flags: u32) -> io::Result<()> {
+pub fn renameat2(
+    olddir: BorrowedFd<'_>,
+    oldname: &CStr,
+    newdir: BorrowedFd<'_>,
+    newname: &CStr,
+    flags: u32,
+) -> io::Result<()> {
     // SAFETY: both names are valid C strings.
     cvt(unsafe {
-        libc::renameat2(olddir.as_raw_fd(), oldname.as_ptr(), newdir.as_raw_fd(), newname.as_ptr(), flags)
+        libc::renameat2(
+            olddir.as_raw_fd(),
+            oldname.as_ptr(),
+            newdir.as_raw_fd(),
+            newname.as_ptr(),
+            flags,
+        )
     })
     .map(drop)
 }
@@ -129,7 +177,12 @@ pub fn readlinkat(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
     // SAFETY: buf is writable for buf.len() bytes; the kernel writes at most that many.
     let n = cvt_isize(unsafe {
-        libc::readlinkat(dir.as_raw_fd(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+        libc::readlinkat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
     })?;
     buf.truncate(n);
     Ok(buf)
@@ -137,7 +190,11 @@ pub fn readlinkat(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Vec<u8>> {
 
 /// `fchownat(dirfd, name, uid, gid, AT_SYMLINK_NOFOLLOW)`; `u32::MAX` leaves an id unchanged.
 pub fn fchownat(dir: BorrowedFd<'_>, name: &CStr, uid: u32, gid: u32) -> io::Result<()> {
-    let flags = if name.is_empty() { libc::AT_SYMLINK_NOFOLLOW | libc::AT_EMPTY_PATH } else { libc::AT_SYMLINK_NOFOLLOW };
+    let flags = if name.is_empty() {
+        libc::AT_SYMLINK_NOFOLLOW | libc::AT_EMPTY_PATH
+    } else {
+        libc::AT_SYMLINK_NOFOLLOW
+    };
     // SAFETY: name is a valid C string.
     cvt(unsafe { libc::fchownat(dir.as_raw_fd(), name.as_ptr(), uid, gid, flags) }).map(drop)
 }
@@ -165,16 +222,34 @@ pub enum SetTime {
 
 fn timespec(t: SetTime) -> libc::timespec {
     match t {
-        SetTime::Omit => libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT },
-        SetTime::Now => libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_NOW },
-        SetTime::At(s, ns) => libc::timespec { tv_sec: s, tv_nsec: ns },
+        SetTime::Omit => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        SetTime::Now => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_NOW,
+        },
+        SetTime::At(s, ns) => libc::timespec {
+            tv_sec: s,
+            tv_nsec: ns,
+        },
     }
 }
 
 /// `utimensat(dirfd, name, [atime, mtime], AT_SYMLINK_NOFOLLOW)`.
-pub fn utimensat(dir: BorrowedFd<'_>, name: &CStr, atime: SetTime, mtime: SetTime) -> io::Result<()> {
+pub fn utimensat(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    atime: SetTime,
+    mtime: SetTime,
+) -> io::Result<()> {
     let times = [timespec(atime), timespec(mtime)];
-    let flags = if name.is_empty() { libc::AT_EMPTY_PATH } else { libc::AT_SYMLINK_NOFOLLOW };
+    let flags = if name.is_empty() {
+        libc::AT_EMPTY_PATH
+    } else {
+        libc::AT_SYMLINK_NOFOLLOW
+    };
     // SAFETY: name is a valid C string and times an array of two timespecs.
     cvt(unsafe { libc::utimensat(dir.as_raw_fd(), name.as_ptr(), times.as_ptr(), flags) }).map(drop)
 }
@@ -188,40 +263,88 @@ pub fn ftruncate(fd: BorrowedFd<'_>, size: u64) -> io::Result<()> {
 /// `fallocate`.
 pub fn fallocate(fd: BorrowedFd<'_>, mode: i32, offset: u64, len: u64) -> io::Result<()> {
     // SAFETY: plain syscall on a valid fd.
-    cvt(unsafe { libc::fallocate(fd.as_raw_fd(), mode, offset as libc::off_t, len as libc::off_t) }).map(drop)
+    cvt(unsafe {
+        libc::fallocate(
+            fd.as_raw_fd(),
+            mode,
+            offset as libc::off_t,
+            len as libc::off_t,
+        )
+    })
+    .map(drop)
 }
 
 /// `lseek` (SEEK_DATA / SEEK_HOLE included).
 pub fn lseek(fd: BorrowedFd<'_>, offset: i64, whence: i32) -> io::Result<i64> {
     // SAFETY: plain syscall on a valid fd.
     let r = unsafe { libc::lseek(fd.as_raw_fd(), offset, whence) };
-    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r) }
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
 }
 
 /// `copy_file_range`.
-pub fn copy_file_range(fd_in: BorrowedFd<'_>, off_in: u64, fd_out: BorrowedFd<'_>, off_out: u64, len: usize) -> io::Result<usize> {
+pub fn copy_file_range(
+    fd_in: BorrowedFd<'_>,
+    off_in: u64,
+    fd_out: BorrowedFd<'_>,
+    off_out: u64,
+    len: usize,
+) -> io::Result<usize> {
     let mut oi = off_in as libc::loff_t;
     let mut oo = off_out as libc::loff_t;
     // SAFETY: both offsets point to valid loff_t values we own; fds are valid.
-    cvt_isize(unsafe { libc::copy_file_range(fd_in.as_raw_fd(), &mut oi, fd_out.as_raw_fd(), &mut oo, len, 0) })
+    cvt_isize(unsafe {
+        libc::copy_file_range(
+            fd_in.as_raw_fd(),
+            &mut oi,
+            fd_out.as_raw_fd(),
+            &mut oo,
+            len,
+            0,
+        )
+    })
 }
 
 /// `fsync` or `fdatasync`.
 pub fn fsync(fd: BorrowedFd<'_>, datasync: bool) -> io::Result<()> {
     // SAFETY: plain syscalls on a valid fd.
-    cvt(unsafe { if datasync { libc::fdatasync(fd.as_raw_fd()) } else { libc::fsync(fd.as_raw_fd()) } }).map(drop)
+    cvt(unsafe {
+        if datasync {
+            libc::fdatasync(fd.as_raw_fd())
+        } else {
+            libc::fsync(fd.as_raw_fd())
+        }
+    })
+    .map(drop)
 }
 
 /// `pread` into `buf`; returns the bytes read.
 pub fn pread(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     // SAFETY: buf is writable for buf.len() bytes.
-    cvt_isize(unsafe { libc::pread(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), offset as libc::off_t) })
+    cvt_isize(unsafe {
+        libc::pread(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            offset as libc::off_t,
+        )
+    })
 }
 
 /// `pwrite` from `buf`; returns the bytes written.
 pub fn pwrite(fd: BorrowedFd<'_>, buf: &[u8], offset: u64) -> io::Result<usize> {
     // SAFETY: buf is readable for buf.len() bytes.
-    cvt_isize(unsafe { libc::pwrite(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), offset as libc::off_t) })
+    cvt_isize(unsafe {
+        libc::pwrite(
+            fd.as_raw_fd(),
+            buf.as_ptr().cast(),
+            buf.len(),
+            offset as libc::off_t,
+        )
+    })
 }
 
 /// `fstatvfs`.
@@ -246,13 +369,27 @@ fn proc_path(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<CString> {
 }
 
 /// `lgetxattr`; with `size == 0` returns the needed size and an empty buffer.
-pub fn getxattr(dir: BorrowedFd<'_>, name: &CStr, attr: &CStr, size: usize) -> io::Result<(usize, Vec<u8>)> {
+pub fn getxattr(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    attr: &CStr,
+    size: usize,
+) -> io::Result<(usize, Vec<u8>)> {
     let path = proc_path(dir, name)?;
     let mut buf = vec![0u8; size];
     // SAFETY: path and attr are valid C strings; buf is writable for size bytes (null when 0,
     // which asks for the size only).
     let n = cvt_isize(unsafe {
-        libc::lgetxattr(path.as_ptr(), attr.as_ptr(), if size == 0 { std::ptr::null_mut() } else { buf.as_mut_ptr().cast() }, size)
+        libc::lgetxattr(
+            path.as_ptr(),
+            attr.as_ptr(),
+            if size == 0 {
+                std::ptr::null_mut()
+            } else {
+                buf.as_mut_ptr().cast()
+            },
+            size,
+        )
     })?;
     buf.truncate(n.min(size));
     Ok((n, buf))
@@ -264,17 +401,40 @@ pub fn listxattr(dir: BorrowedFd<'_>, name: &CStr, size: usize) -> io::Result<(u
     let mut buf = vec![0u8; size];
     // SAFETY: as in getxattr.
     let n = cvt_isize(unsafe {
-        libc::llistxattr(path.as_ptr(), if size == 0 { std::ptr::null_mut() } else { buf.as_mut_ptr().cast() }, size)
+        libc::llistxattr(
+            path.as_ptr(),
+            if size == 0 {
+                std::ptr::null_mut()
+            } else {
+                buf.as_mut_ptr().cast()
+            },
+            size,
+        )
     })?;
     buf.truncate(n.min(size));
     Ok((n, buf))
 }
 
 /// `lsetxattr`.
-pub fn setxattr(dir: BorrowedFd<'_>, name: &CStr, attr: &CStr, value: &[u8], flags: i32) -> io::Result<()> {
+pub fn setxattr(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    attr: &CStr,
+    value: &[u8],
+    flags: i32,
+) -> io::Result<()> {
     let path = proc_path(dir, name)?;
     // SAFETY: valid C strings; value readable for its length.
-    cvt(unsafe { libc::lsetxattr(path.as_ptr(), attr.as_ptr(), value.as_ptr().cast(), value.len(), flags) }).map(drop)
+    cvt(unsafe {
+        libc::lsetxattr(
+            path.as_ptr(),
+            attr.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            flags,
+        )
+    })
+    .map(drop)
 }
 
 /// `lremovexattr`.
@@ -299,7 +459,14 @@ pub fn read_dir(fd: BorrowedFd<'_>) -> io::Result<Vec<RawDirent>> {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         // SAFETY: buf is writable for its length; getdents64 fills at most that many bytes.
-        let n = unsafe { libc::syscall(libc::SYS_getdents64, fd.as_raw_fd(), buf.as_mut_ptr(), buf.len()) };
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_getdents64,
+                fd.as_raw_fd(),
+                buf.as_mut_ptr(),
+                buf.len(),
+            )
+        };
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -317,10 +484,17 @@ pub fn read_dir(fd: BorrowedFd<'_>) -> io::Result<Vec<RawDirent>> {
                 break;
             }
             let name_bytes = &buf[off + 19..off + reclen];
-            let len = name_bytes.iter().position(|&b| b == 0).unwrap_or(name_bytes.len());
+            let len = name_bytes
+                .iter()
+                .position(|&b| b == 0)
+                .unwrap_or(name_bytes.len());
             let name = &name_bytes[..len];
             if name != b"." && name != b".." {
-                out.push(RawDirent { name: OsString::from_vec(name.to_vec()), ino, kind });
+                out.push(RawDirent {
+                    name: OsString::from_vec(name.to_vec()),
+                    ino,
+                    kind,
+                });
             }
             off += reclen;
         }
@@ -369,9 +543,24 @@ pub fn geteuid() -> u32 {
 }
 
 /// `mount(source, target, fstype, flags, data)`.
-pub fn mount(source: &CStr, target: &CStr, fstype: &CStr, flags: libc::c_ulong, data: &CStr) -> io::Result<()> {
+pub fn mount(
+    source: &CStr,
+    target: &CStr,
+    fstype: &CStr,
+    flags: libc::c_ulong,
+    data: &CStr,
+) -> io::Result<()> {
     // SAFETY: all arguments are valid C strings.
-    cvt(unsafe { libc::mount(source.as_ptr(), target.as_ptr(), fstype.as_ptr(), flags, data.as_ptr().cast()) }).map(drop)
+    cvt(unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            flags,
+            data.as_ptr().cast(),
+        )
+    })
+    .map(drop)
 }
 
 /// `umount2(target, flags)` (`MNT_DETACH` for a lazy unmount).
@@ -386,7 +575,11 @@ pub fn block_termination_signals() -> io::Result<()> {
     let set = termination_set();
     // SAFETY: set is an initialised sigset_t; a null old-set pointer is allowed.
     let r = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
-    if r != 0 { Err(io::Error::from_raw_os_error(r)) } else { Ok(()) }
+    if r != 0 {
+        Err(io::Error::from_raw_os_error(r))
+    } else {
+        Ok(())
+    }
 }
 
 fn termination_set() -> libc::sigset_t {
@@ -408,7 +601,11 @@ pub fn wait_signal() -> io::Result<i32> {
     let mut sig: libc::c_int = 0;
     // SAFETY: set is initialised, sig is writable.
     let r = unsafe { libc::sigwait(&set, &mut sig) };
-    if r != 0 { Err(io::Error::from_raw_os_error(r)) } else { Ok(sig) }
+    if r != 0 {
+        Err(io::Error::from_raw_os_error(r))
+    } else {
+        Ok(sig)
+    }
 }
 
 /// Send `sig` to the current process.

@@ -104,7 +104,13 @@ pub fn wait_mount_state(path: &Path, fstype: Option<&str>, deadline: Duration) {
             return;
         }
         if start.elapsed() > deadline {
-            panic!("mount at {} is {:?}, expected {:?} within {:?}", path.display(), now, fstype, deadline);
+            panic!(
+                "mount at {} is {:?}, expected {:?} within {:?}",
+                path.display(),
+                now,
+                fstype,
+                deadline
+            );
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -172,7 +178,10 @@ impl MountGuard {
         }
         cmd.stdin(Stdio::null());
         let server = ChildGuard::spawn(&mut cmd);
-        let mut guard = MountGuard { mountpoint: mountpoint.to_path_buf(), server };
+        let mut guard = MountGuard {
+            mountpoint: mountpoint.to_path_buf(),
+            server,
+        };
         let start = Instant::now();
         loop {
             if mount_type(mountpoint).as_deref() == Some("fuse.vfnotify") {
@@ -193,7 +202,10 @@ impl MountGuard {
         if mount_type(&self.mountpoint).is_some() {
             let st = Command::new("umount").arg(&self.mountpoint).status();
             if !matches!(st, Ok(s) if s.success()) {
-                let _ = Command::new("umount").arg("-l").arg(&self.mountpoint).status();
+                let _ = Command::new("umount")
+                    .arg("-l")
+                    .arg(&self.mountpoint)
+                    .status();
             }
         }
     }
@@ -208,5 +220,8 @@ impl Drop for MountGuard {
 
 /// A temporary directory (removed on drop).
 pub fn tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("vfnotify-test").tempdir().expect("tempdir")
+    tempfile::Builder::new()
+        .prefix("vfnotify-test")
+        .tempdir()
+        .expect("tempdir")
 }
