@@ -369,8 +369,15 @@ impl Shared {
         let Some(pnode) = self.table.get(parent) else {
             return;
         };
+        let dir_st = self
+            .dir_fd(&pnode)
+            .and_then(|fd| sys::fstat(fd.as_fd()))
+            .ok();
         let mut ps = pnode.state();
         ps.negatives.remove(name);
+        if let Some(d) = dir_st {
+            ps.attr = Some(EntrySnap::from_stat(&d));
+        }
         if let Some(snap) = ps.snapshot.as_mut() {
             match st {
                 Some(st) => {
@@ -598,6 +605,7 @@ impl OverlayFs {
     ) -> io::Result<Option<FileAttr>> {
         let s = &self.s;
         Stats::bump(&s.stats.lookups);
+        debug!(parent = parent.0, ?name, pid = req.pid(), "lookup");
         let pnode = s.node(parent)?;
         if s.replay.is_replay(req) {
             match s.replay.get(parent.0, name) {
@@ -622,6 +630,7 @@ impl OverlayFs {
                 if ps.negatives.len() < NEGATIVE_BUDGET {
                     ps.negatives.insert(name.to_owned());
                     Stats::bump(&s.stats.negative_cached);
+                    debug!(parent = parent.0, ?name, ttl = ?s.ttl(), "negative entry");
                     Ok(None)
                 } else {
                     Err(e)
@@ -1055,6 +1064,7 @@ impl Filesystem for OverlayFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        debug!(ino = ino.0, "getattr");
         let s = &self.s;
         let res = s.node(ino).and_then(|node| {
             if node.is_virtual {
@@ -1062,6 +1072,14 @@ impl Filesystem for OverlayFs {
                 st.st_mode = libc::S_IFREG | 0o644;
                 st.st_size = 0;
                 return Ok(s.attr(node.ino, &st));
+            }
+            // With long caching, a directory's attributes change only on notification (or a
+            // change made through the overlay): the kernel drops a listing's cache whenever it
+            // sees a new mtime, and it refetches attributes after every read (atime).
+            if node.is_dir && s.policy() == CachePolicy::Always {
+                if let Some(a) = node.state().attr {
+                    return Ok(s.attr(node.ino, &snap_stat(&a)));
+                }
             }
             let st = match fh.and_then(|fh| s.handle(fh).ok()) {
                 Some(h) => match &*h {
@@ -1407,6 +1425,7 @@ impl Filesystem for OverlayFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        debug!(ino = ino.0, flags = ?self.s.fopen_flags(true), "opendir");
         if let Err(e) = self.s.node(ino) {
             return reply.error(errno(&e));
         }
@@ -1424,6 +1443,7 @@ impl Filesystem for OverlayFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        debug!(ino = ino.0, offset, "readdir");
         let (node, entries) = match self.dir_entries(ino, fh, offset) {
             Ok(x) => x,
             Err(e) => return reply.error(errno(&e)),
@@ -1460,6 +1480,7 @@ impl Filesystem for OverlayFs {
         mut reply: ReplyDirectoryPlus,
     ) {
         let s = &self.s;
+        debug!(ino = ino.0, offset, "readdirplus");
         let (node, entries) = match self.dir_entries(ino, fh, offset) {
             Ok(x) => x,
             Err(e) => return reply.error(errno(&e)),

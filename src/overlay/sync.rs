@@ -326,7 +326,11 @@ impl Worker {
             }
         }
         for (node, snap) in new_views {
+            let dir_st = s.dir_fd(&node).and_then(|fd| sys::fstat(fd.as_fd())).ok();
             let mut st = node.state();
+            if let Some(d) = dir_st {
+                st.attr = Some(EntrySnap::from_stat(&d));
+            }
             let negatives: Vec<OsString> = st
                 .negatives
                 .iter()
@@ -467,6 +471,14 @@ impl Worker {
                         new_dirs.push(n.ino);
                     }
                 }
+                if r.is_ok()
+                    && new.file_type() == libc::S_IFREG
+                    && matches!(c, Change::Create { .. })
+                {
+                    // A new file is also written and closed, as a local writer would do it:
+                    // IN_OPEN, IN_MODIFY (when it has content) and IN_CLOSE_WRITE.
+                    let _ = self.replay_write(&path, new.size);
+                }
                 r
             }
             Change::Delete { dir, name, old } => {
@@ -503,14 +515,7 @@ impl Worker {
             }
             Change::Content { dir, name, new } => {
                 let path = self.path(*dir, name);
-                let r = std::fs::OpenOptions::new()
-                    .write(true)
-                    .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-                    .open(&path)
-                    .and_then(|f| f.set_len(new.size));
-                let r = r.or_else(|_| {
-                    sys::cstr(path.as_os_str()).and_then(|p| sys::truncate(&p, new.size))
-                });
+                let r = self.replay_write(&path, new.size);
                 self.inval_inode(s.table.ino_for(new.key), 0, 0);
                 r
             }
@@ -548,6 +553,24 @@ impl Worker {
                 Stats::bump(&s.stats.replay_failed);
                 self.invalidate(c);
             }
+        }
+    }
+
+    /// Open for writing, truncate to the current size (IN_MODIFY, nothing changes) and close
+    /// (IN_CLOSE_WRITE). Where the open is refused (a passthrough file on a read-only SOURCE), the
+    /// truncate alone still gives IN_MODIFY.
+    fn replay_write(&self, path: &std::path::Path, size: u64) -> io::Result<()> {
+        let opened = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path);
+        match opened {
+            Ok(f) if size == 0 => {
+                drop(f);
+                Ok(())
+            }
+            Ok(f) => f.set_len(size),
+            Err(_) => sys::cstr(path.as_os_str()).and_then(|p| sys::truncate(&p, size)),
         }
     }
 
