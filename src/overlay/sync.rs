@@ -141,8 +141,22 @@ impl Worker {
         if node.state().snapshot.is_some() {
             return;
         }
-        if let Ok(snap) = self.scan_dir(&node) {
+        // What the kernel was told of the folder when it learned it.
+        let known = node.state().attr;
+        if let Ok(mut snap) = self.scan_dir(&node) {
             Stats::bump(&self.s.stats.baselines);
+            // The folder changed between the kernel learning it and this view: entries changed
+            // since then are left out, so the next notification reports them.
+            let now = self
+                .s
+                .dir_fd(&node)
+                .and_then(|fd| sys::fstat(fd.as_fd()))
+                .ok();
+            if let (Some(k), Some(now)) = (known, now) {
+                if (now.st_mtime, now.st_mtime_nsec) != k.mtime {
+                    snap.retain(|_, e| e.ctime <= k.mtime);
+                }
+            }
             let mut st = node.state();
             if st.snapshot.is_none() {
                 st.snapshot = Some(Box::new(snap));
@@ -466,7 +480,9 @@ impl Worker {
                         })
                     }
                 };
-                if r.is_ok() && new.is_dir() {
+                // Already known (a client listed it first): its content may still be news.
+                let known = matches!(&r, Err(e) if e.raw_os_error() == Some(libc::EEXIST));
+                if (r.is_ok() || known) && new.is_dir() {
                     if let Some(n) = s.table.get(s.table.ino_for(new.key)) {
                         new_dirs.push(n.ino);
                     }

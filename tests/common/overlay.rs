@@ -31,10 +31,20 @@ impl Linked {
 
     /// As [`Linked::new`], with SOURCE filled by `fill` before mounting.
     pub fn with_source(test: &str, opts: &str, fill: impl FnOnce(&Path)) -> Option<Linked> {
+        Self::build(test, opts, &[], fill)
+    }
+
+    /// The general form: extra daemon arguments too.
+    pub fn build(
+        test: &str,
+        opts: &str,
+        daemon_args: &[&str],
+        fill: impl FnOnce(&Path),
+    ) -> Option<Linked> {
         if !fuse_ready(test) {
             return None;
         }
-        let daemon = Daemon::start(&[]);
+        let daemon = Daemon::start(daemon_args);
         let dir = tempdir();
         let src = dir.path().join("src");
         let mnt = dir.path().join("mnt");
