@@ -164,6 +164,8 @@ pub struct Shared {
     pub stats: Stats,
     /// Whether notifications can arrive (a daemon link is up). `cache=always` is honoured only then.
     pub linked: AtomicBool,
+    /// When `linked` last changed (seconds since the epoch).
+    pub state_since: AtomicU64,
     /// Kernel passthrough negotiated at INIT.
     pub passthrough: AtomicBool,
     handles: Box<[HandleShard]>,
@@ -190,6 +192,7 @@ impl Shared {
             replay: ReplayView::default(),
             stats: Stats::default(),
             linked: AtomicBool::new(linked),
+            state_since: AtomicU64::new(unix_now()),
             passthrough: AtomicBool::new(false),
             handles: (0..HANDLE_SHARDS)
                 .map(|_| Mutex::new(HashMap::new()))
@@ -514,6 +517,11 @@ impl Shared {
         }
         Ok(st)
     }
+}
+
+/// Seconds since the epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 fn time(s: i64, ns: i64) -> SystemTime {

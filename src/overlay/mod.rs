@@ -95,6 +95,9 @@ pub fn main(args: MountArgs) -> u8 {
         return EXIT_FAILURE;
     }
     if args.foreground {
+        if let Some(log) = &cfg.log {
+            redirect_stderr(log);
+        }
         crate::logging::init(args.debug);
         return match run(cfg, &source, &mountpoint, None) {
             Ok(()) => 0,
@@ -182,6 +185,12 @@ fn daemonize(cfg: MountConfig, source: &Path, mountpoint: &Path, debug: bool) ->
             };
             std::process::exit(code as i32);
         }
+    }
+}
+
+fn redirect_stderr(log: &Path) {
+    if let Ok(f) = std::fs::OpenOptions::new().create(true).append(true).open(log) {
+        let _ = sys::dup2(f.as_fd(), 2);
     }
 }
 
@@ -391,6 +400,9 @@ impl crate::link::NotifyTarget for LinkTarget {
 
     fn set_linked(&self, linked: bool) {
         let was = self.s.linked.swap(linked, Ordering::SeqCst);
+        if was != linked {
+            self.s.state_since.store(fs::unix_now(), Ordering::Relaxed);
+        }
         if was && !linked {
             warn!("daemon link down: degraded to short cache timeouts");
             self.send(Job::Degrade);
