@@ -42,6 +42,9 @@ pub struct LinkConfig {
 /// How often the link retries connecting while the daemon is away.
 pub const RETRY: Duration = Duration::from_millis(100);
 
+/// How long the link waits for the daemon's answers to `hello` and `subscribe`.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Why one link session ended.
 #[derive(Debug, Error)]
 pub enum LinkError {
@@ -97,6 +100,10 @@ fn session(
     linked: &mut bool,
 ) -> Result<(), LinkError> {
     let mut client = Client::connect(&config.control).map_err(LinkError::Connect)?;
+    // A daemon that accepts but never answers must not hang the link.
+    client
+        .set_timeout(Some(HANDSHAKE_TIMEOUT))
+        .map_err(LinkError::Hello)?;
     client
         .request(
             "hello",
@@ -109,6 +116,7 @@ fn session(
             json!({"channel": config.channel, "mountpoint": config.mountpoint, "pid": std::process::id()}),
         )
         .map_err(LinkError::Subscribe)?;
+    client.set_timeout(None).map_err(LinkError::Subscribe)?;
     tracing::info!(channel = %config.channel, control = %config.control.display(), subscription = %sub["subscription"], "linked to the daemon");
     target.set_linked(true);
     *linked = true;
