@@ -37,15 +37,24 @@ const WATCH_MASK: u32 = libc::IN_CREATE
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
     #[error("preparing {what}: {source}")]
-    Prepare { what: String, source: std::io::Error },
+    Prepare {
+        what: String,
+        source: std::io::Error,
+    },
     #[error("fixtures: {0}")]
     Fixtures(#[from] crate::fixtures::FixtureError),
     #[error("starting {what}: {source}")]
-    Start { what: &'static str, source: std::io::Error },
+    Start {
+        what: &'static str,
+        source: std::io::Error,
+    },
     #[error("{0} did not come up within {DEADLINE:?}{1}")]
     Timeout(&'static str, String),
     #[error("watching {path}: {source}")]
-    Watch { path: PathBuf, source: std::io::Error },
+    Watch {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("sending the notification: {0}")]
     Send(std::io::Error),
 }
@@ -84,7 +93,10 @@ impl Cleanup {
             }
         }
         for pid in self.children.drain(..) {
-            let _ = Command::new("kill").arg(pid.to_string()).stderr(Stdio::null()).status();
+            let _ = Command::new("kill")
+                .arg(pid.to_string())
+                .stderr(Stdio::null())
+                .status();
         }
         if let Some(d) = self.dir.take() {
             let _ = std::fs::remove_dir_all(d);
@@ -97,20 +109,24 @@ pub fn main(args: DemoArgs) -> u8 {
     crate::logging::init(args.debug);
     if let Some(missing) = preflight() {
         eprintln!("vfnotify demo cannot run here: {missing}");
-        eprintln!("It needs Linux with /dev/fuse (modprobe fuse) and root (sudo): try `sudo -E cargo run --release -- demo`.");
+        eprintln!(
+            "It needs Linux with /dev/fuse (modprobe fuse) and root (sudo): try `sudo -E cargo run --release -- demo`."
+        );
         return EXIT_FAILURE;
     }
     let cleanup = Arc::new(Mutex::new(Cleanup::default()));
     // Ctrl-C and SIGTERM: unmount, stop what was started, remove the temporary folder.
     if sys::block_termination_signals().is_ok() {
         let c = cleanup.clone();
-        let _ = std::thread::Builder::new().name("demo-signal".into()).spawn(move || {
-            if sys::wait_signal().is_ok() {
-                eprintln!("\ninterrupted: cleaning up");
-                c.lock().unwrap_or_else(|p| p.into_inner()).run();
-                std::process::exit(130);
-            }
-        });
+        let _ = std::thread::Builder::new()
+            .name("demo-signal".into())
+            .spawn(move || {
+                if sys::wait_signal().is_ok() {
+                    eprintln!("\ninterrupted: cleaning up");
+                    c.lock().unwrap_or_else(|p| p.into_inner()).run();
+                    std::process::exit(130);
+                }
+            });
     }
     let result = run(&args, &cleanup);
     let code = match result {
@@ -132,12 +148,23 @@ pub fn main(args: DemoArgs) -> u8 {
     let mut c = cleanup.lock().unwrap_or_else(|p| p.into_inner());
     if args.keep {
         if let (Some(mp), Some(dir)) = (&c.mountpoint, &c.dir) {
-            eprintln!("\nkept for exploring:\n  overlay:  {}\n  SOURCE:   {}", mp.display(), dir.join("source").display());
-            eprintln!("  change SOURCE, then: vfnotify notify --control {} {CHANNEL}", dir.join("control.sock").display());
+            eprintln!(
+                "\nkept for exploring:\n  overlay:  {}\n  SOURCE:   {}",
+                mp.display(),
+                dir.join("source").display()
+            );
+            eprintln!(
+                "  change SOURCE, then: vfnotify notify --control {} {CHANNEL}",
+                dir.join("control.sock").display()
+            );
             eprintln!(
                 "  to clean up: umount {} && kill {} && rm -rf {}",
                 mp.display(),
-                c.children.iter().map(u32::to_string).collect::<Vec<_>>().join(" "),
+                c.children
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" "),
                 dir.display()
             );
         }
@@ -155,7 +182,12 @@ fn preflight() -> Option<String> {
     if sys::geteuid() != 0 {
         return Some("it must run as root (it mounts a FUSE filesystem with mount(2))".into());
     }
-    if std::fs::OpenOptions::new().read(true).write(true).open("/dev/fuse").is_err() {
+    if std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+        .is_err()
+    {
         return Some("/dev/fuse cannot be opened".into());
     }
     None
@@ -170,7 +202,10 @@ struct Env {
 
 fn run(args: &DemoArgs, cleanup: &Arc<Mutex<Cleanup>>) -> Result<Vec<StepReport>, DemoError> {
     let progress = !args.json;
-    let exe = std::env::current_exe().map_err(|e| DemoError::Start { what: "locating vfnotify", source: e })?;
+    let exe = std::env::current_exe().map_err(|e| DemoError::Start {
+        what: "locating vfnotify",
+        source: e,
+    })?;
     let dir = std::env::temp_dir().join(format!("vfnotify-demo-{}", std::process::id()));
     let prep = |what: &str| {
         let what = what.to_string();
@@ -178,7 +213,8 @@ fn run(args: &DemoArgs, cleanup: &Arc<Mutex<Cleanup>>) -> Result<Vec<StepReport>
     };
     std::fs::create_dir_all(&dir).map_err(prep("the temporary folder"))?;
     cleanup.lock().unwrap_or_else(|p| p.into_inner()).dir = Some(dir.clone());
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(prep("the temporary folder"))?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(prep("the temporary folder"))?;
     let env = Env {
         src: dir.join("source"),
         mnt: dir.join("overlay"),
@@ -189,7 +225,10 @@ fn run(args: &DemoArgs, cleanup: &Arc<Mutex<Cleanup>>) -> Result<Vec<StepReport>
     std::fs::create_dir_all(&env.mnt).map_err(prep("the mountpoint"))?;
     crate::fixtures::materialize(&env.src)?;
 
-    say(progress, "starting the daemon (unix listener; the host's vsock stand-in)");
+    say(
+        progress,
+        "starting the daemon (unix listener; the host's vsock stand-in)",
+    );
     let mut daemon_cmd = Command::new(&exe);
     daemon_cmd
         .arg("daemon")
@@ -201,9 +240,16 @@ fn run(args: &DemoArgs, cleanup: &Arc<Mutex<Cleanup>>) -> Result<Vec<StepReport>
         .stdout(Stdio::null())
         .stderr(log_file(&dir, "daemon.log"));
     let daemon = spawn(&mut daemon_cmd, "the daemon", cleanup)?;
-    wait_for("the daemon's control socket", || std::os::unix::net::UnixStream::connect(&env.control).is_ok(), &dir)?;
+    wait_for(
+        "the daemon's control socket",
+        || std::os::unix::net::UnixStream::connect(&env.control).is_ok(),
+        &dir,
+    )?;
 
-    say(progress, "mounting the overlay (cache=always, events=precise)");
+    say(
+        progress,
+        "mounting the overlay (cache=always, events=precise)",
+    );
     let mut mount_cmd = Command::new(&exe);
     mount_cmd
         .arg("mount")
@@ -211,14 +257,21 @@ fn run(args: &DemoArgs, cleanup: &Arc<Mutex<Cleanup>>) -> Result<Vec<StepReport>
         .arg(&env.mnt)
         .arg("-f")
         .arg("-o")
-        .arg(format!("channel={CHANNEL},control={},cache=always,events=precise", env.control.display()))
+        .arg(format!(
+            "channel={CHANNEL},control={},cache=always,events=precise",
+            env.control.display()
+        ))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log_file(&dir, "overlay.log"));
     let overlay = spawn(&mut mount_cmd, "the overlay", cleanup)?;
     wait_for("the overlay mount", || is_mounted(&env.mnt), &dir)?;
     cleanup.lock().unwrap_or_else(|p| p.into_inner()).mountpoint = Some(env.mnt.clone());
-    wait_for("the overlay's link to the daemon", || control_notify(&env.control, &[]).is_ok(), &dir)?;
+    wait_for(
+        "the overlay's link to the daemon",
+        || control_notify(&env.control, &[]).is_ok(),
+        &dir,
+    )?;
     let _ = (daemon, overlay);
 
     // A file manager opens the folder: lists it and watches it, recursively.
@@ -250,12 +303,24 @@ fn say(progress: bool, msg: &str) {
 }
 
 fn log_file(dir: &Path, name: &str) -> Stdio {
-    std::fs::File::create(dir.join(name)).map(Stdio::from).unwrap_or_else(|_| Stdio::null())
+    std::fs::File::create(dir.join(name))
+        .map(Stdio::from)
+        .unwrap_or_else(|_| Stdio::null())
 }
 
-fn spawn(cmd: &mut Command, what: &'static str, cleanup: &Arc<Mutex<Cleanup>>) -> Result<Child, DemoError> {
-    let child = cmd.spawn().map_err(|e| DemoError::Start { what, source: e })?;
-    cleanup.lock().unwrap_or_else(|p| p.into_inner()).children.push(child.id());
+fn spawn(
+    cmd: &mut Command,
+    what: &'static str,
+    cleanup: &Arc<Mutex<Cleanup>>,
+) -> Result<Child, DemoError> {
+    let child = cmd
+        .spawn()
+        .map_err(|e| DemoError::Start { what, source: e })?;
+    cleanup
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .children
+        .push(child.id());
     Ok(child)
 }
 
@@ -268,7 +333,14 @@ fn wait_for(what: &'static str, mut ok: impl FnMut() -> bool, dir: &Path) -> Res
                 .map(|f| std::fs::read_to_string(dir.join(f)).unwrap_or_default())
                 .collect::<Vec<_>>()
                 .join("");
-            return Err(DemoError::Timeout(what, if logs.trim().is_empty() { String::new() } else { format!("; logs:\n{logs}") }));
+            return Err(DemoError::Timeout(
+                what,
+                if logs.trim().is_empty() {
+                    String::new()
+                } else {
+                    format!("; logs:\n{logs}")
+                },
+            ));
         }
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -278,7 +350,11 @@ fn wait_for(what: &'static str, mut ok: impl FnMut() -> bool, dir: &Path) -> Res
 fn is_mounted(mp: &Path) -> bool {
     let want = mp.to_string_lossy().replace(' ', "\\040");
     std::fs::read_to_string("/proc/self/mountinfo")
-        .map(|m| m.lines().any(|l| l.split(' ').nth(4) == Some(want.as_str()) && l.contains(" - fuse.vfnotify ")))
+        .map(|m| {
+            m.lines().any(|l| {
+                l.split(' ').nth(4) == Some(want.as_str()) && l.contains(" - fuse.vfnotify ")
+            })
+        })
         .unwrap_or(false)
 }
 
@@ -286,14 +362,21 @@ fn is_mounted(mp: &Path) -> bool {
 fn control_notify(control: &Path, paths: &[&str]) -> std::io::Result<()> {
     let mut c = crate::control::Client::connect(control).map_err(std::io::Error::other)?;
     let _ = c.set_timeout(Some(DEADLINE));
-    let r = c.request("notify", json!({"channel": CHANNEL, "paths": paths})).map_err(std::io::Error::other)?;
-    if r["handled"].as_u64().unwrap_or(0) >= 1 { Ok(()) } else { Err(std::io::Error::other("no overlay handled it")) }
+    let r = c
+        .request("notify", json!({"channel": CHANNEL, "paths": paths}))
+        .map_err(std::io::Error::other)?;
+    if r["handled"].as_u64().unwrap_or(0) >= 1 {
+        Ok(())
+    } else {
+        Err(std::io::Error::other("no overlay handled it"))
+    }
 }
 
 /// The host side: one line over the daemon's listener, as the host daemon sends it over vsock.
 fn host_send(peer: &Path, paths: &[&str]) -> Result<(), DemoError> {
     let rel: Vec<String> = paths.iter().map(|p| p.to_string()).collect();
-    let bytes = crate::daemon::send::encode_lines(CHANNEL, &rel).map_err(|e| DemoError::Send(std::io::Error::other(e)))?;
+    let bytes = crate::daemon::send::encode_lines(CHANNEL, &rel)
+        .map_err(|e| DemoError::Send(std::io::Error::other(e)))?;
     let mut s = std::os::unix::net::UnixStream::connect(peer).map_err(DemoError::Send)?;
     s.write_all(&bytes).map_err(DemoError::Send)
 }
@@ -306,16 +389,34 @@ struct Watcher {
 
 impl Watcher {
     fn new(root: &Path) -> Result<Watcher, DemoError> {
-        let ino = Inotify::new().map_err(|e| DemoError::Watch { path: root.into(), source: e })?;
-        let mut w = Watcher { ino, dirs: HashMap::new() };
+        let ino = Inotify::new().map_err(|e| DemoError::Watch {
+            path: root.into(),
+            source: e,
+        })?;
+        let mut w = Watcher {
+            ino,
+            dirs: HashMap::new(),
+        };
         w.watch_tree(root)?;
         Ok(w)
     }
 
     fn watch_tree(&mut self, dir: &Path) -> Result<(), DemoError> {
-        let wd = self.ino.add_watch(dir, WATCH_MASK).map_err(|e| DemoError::Watch { path: dir.into(), source: e })?;
+        let wd = self
+            .ino
+            .add_watch(dir, WATCH_MASK)
+            .map_err(|e| DemoError::Watch {
+                path: dir.into(),
+                source: e,
+            })?;
         self.dirs.insert(wd, dir.to_path_buf());
-        for e in std::fs::read_dir(dir).map_err(|e| DemoError::Watch { path: dir.into(), source: e })?.flatten() {
+        for e in std::fs::read_dir(dir)
+            .map_err(|e| DemoError::Watch {
+                path: dir.into(),
+                source: e,
+            })?
+            .flatten()
+        {
             if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
                 self.watch_tree(&e.path())?;
             }
@@ -325,7 +426,12 @@ impl Watcher {
 
     /// Events until `want` are all seen or the deadline passes, then whatever follows within
     /// 30 ms. New folders are watched as they appear. Returns `(event, when)` pairs.
-    fn collect(&mut self, root: &Path, want: &[String], deadline: Duration) -> Vec<(String, Instant)> {
+    fn collect(
+        &mut self,
+        root: &Path,
+        want: &[String],
+        deadline: Duration,
+    ) -> Vec<(String, Instant)> {
         let start = Instant::now();
         let mut out: Vec<(String, Instant)> = Vec::new();
         let mut quiet_since: Option<Instant> = None;
@@ -338,7 +444,11 @@ impl Watcher {
                 if e.mask & (libc::IN_CREATE | libc::IN_ISDIR) == libc::IN_CREATE | libc::IN_ISDIR {
                     let _ = self.watch_tree(&path);
                 }
-                let rel = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().into_owned();
+                let rel = path
+                    .strip_prefix(root)
+                    .unwrap_or(&path)
+                    .to_string_lossy()
+                    .into_owned();
                 out.push((format!("{} {}", mask_name(e.mask), rel), now));
             }
             let all = want.iter().all(|w| out.iter().any(|(e, _)| e == w));
@@ -369,7 +479,11 @@ fn mask_name(mask: u32) -> String {
         (libc::IN_MOVED_TO, "IN_MOVED_TO"),
         (libc::IN_ATTRIB, "IN_ATTRIB"),
     ];
-    let mut v: Vec<&str> = names.iter().filter(|(m, _)| mask & m != 0).map(|(_, n)| *n).collect();
+    let mut v: Vec<&str> = names
+        .iter()
+        .filter(|(m, _)| mask & m != 0)
+        .map(|(_, n)| *n)
+        .collect();
     if mask & libc::IN_ISDIR != 0 {
         v.push("IN_ISDIR");
     }
@@ -382,11 +496,24 @@ fn look(p: &Path) -> String {
     match std::fs::symlink_metadata(p) {
         Err(_) => "(no such file)".into(),
         Ok(m) if m.is_dir() => {
-            let mut names: Vec<OsString> = std::fs::read_dir(p).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+            let mut names: Vec<OsString> = std::fs::read_dir(p)
+                .map(|d| d.flatten().map(|e| e.file_name()).collect())
+                .unwrap_or_default();
             names.sort();
-            format!("folder [{}]", names.iter().map(|n| n.to_string_lossy()).collect::<Vec<_>>().join(", "))
+            format!(
+                "folder [{}]",
+                names
+                    .iter()
+                    .map(|n| n.to_string_lossy())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
         }
-        Ok(m) => format!("file, {} bytes, mode {:o}", m.len(), m.permissions().mode() & 0o777),
+        Ok(m) => format!(
+            "file, {} bytes, mode {:o}",
+            m.len(),
+            m.permissions().mode() & 0o777
+        ),
     }
 }
 
@@ -422,7 +549,10 @@ fn script() -> Vec<Step> {
             shown: "docs/notes-final.txt",
             change: |s| std::fs::rename(s.join("notes.txt"), s.join("docs/notes-final.txt")),
             send: &["notes.txt", "docs/notes-final.txt"],
-            expected: &["IN_MOVED_FROM notes.txt", "IN_MOVED_TO docs/notes-final.txt"],
+            expected: &[
+                "IN_MOVED_FROM notes.txt",
+                "IN_MOVED_TO docs/notes-final.txt",
+            ],
         },
         Step {
             action: "make projects/2026 with two files",
@@ -433,12 +563,21 @@ fn script() -> Vec<Step> {
                 std::fs::write(s.join("projects/2026/budget.csv"), "item,cost\n")
             },
             send: &["projects"],
-            expected: &["IN_CREATE|IN_ISDIR projects", "IN_CREATE projects/2026/plan.md", "IN_CREATE projects/2026/budget.csv"],
+            expected: &[
+                "IN_CREATE|IN_ISDIR projects",
+                "IN_CREATE projects/2026/plan.md",
+                "IN_CREATE projects/2026/budget.csv",
+            ],
         },
         Step {
             action: "chmod 600 docs/notes-final.txt",
             shown: "docs/notes-final.txt",
-            change: |s| std::fs::set_permissions(s.join("docs/notes-final.txt"), std::fs::Permissions::from_mode(0o600)),
+            change: |s| {
+                std::fs::set_permissions(
+                    s.join("docs/notes-final.txt"),
+                    std::fs::Permissions::from_mode(0o600),
+                )
+            },
             send: &["docs/notes-final.txt"],
             expected: &["IN_ATTRIB docs/notes-final.txt"],
         },
@@ -456,7 +595,10 @@ fn play(n: usize, step: &Step, env: &Env, watcher: &mut Watcher) -> Result<StepR
     let shown = env.mnt.join(step.shown);
     // The reader looks first (so the kernel caches what it saw, including "no such file").
     let _ = look(&shown);
-    (step.change)(&env.src).map_err(|e| DemoError::Prepare { what: step.action.into(), source: e })?;
+    (step.change)(&env.src).map_err(|e| DemoError::Prepare {
+        what: step.action.into(),
+        source: e,
+    })?;
     let before = look(&shown);
     let truth = look(&env.src.join(step.shown));
     let sent = Instant::now();
@@ -498,11 +640,21 @@ fn print_step(r: &StepReport) {
         r.step,
         r.host_action,
         r.before,
-        if r.stale_before { "(stale, as cached)" } else { "(already fresh: the cache was not in play)" },
+        if r.stale_before {
+            "(stale, as cached)"
+        } else {
+            "(already fresh: the cache was not in play)"
+        },
         r.after,
         if r.fresh_after { "(fresh)" } else { "(STALE)" },
-        if r.events.is_empty() { "(no events)".to_string() } else { r.events.join(", ") },
-        r.latency_ms.map(|l| format!("{l:.2} ms")).unwrap_or_else(|| "(missing)".into()),
+        if r.events.is_empty() {
+            "(no events)".to_string()
+        } else {
+            r.events.join(", ")
+        },
+        r.latency_ms
+            .map(|l| format!("{l:.2} ms"))
+            .unwrap_or_else(|| "(missing)".into()),
     );
 }
 
@@ -516,8 +668,14 @@ fn print_summary(reports: &[StepReport]) {
             r.host_action,
             yes(r.stale_before),
             yes(r.fresh_after),
-            if r.events_ok { "as expected" } else { "MISSING" },
-            r.latency_ms.map(|l| format!("{l:.2} ms")).unwrap_or_else(|| "-".into())
+            if r.events_ok {
+                "as expected"
+            } else {
+                "MISSING"
+            },
+            r.latency_ms
+                .map(|l| format!("{l:.2} ms"))
+                .unwrap_or_else(|| "-".into())
         );
     }
     let ok = reports.iter().filter(|r| r.ok).count();

@@ -189,7 +189,11 @@ fn daemonize(cfg: MountConfig, source: &Path, mountpoint: &Path, debug: bool) ->
 }
 
 fn redirect_stderr(log: &Path) {
-    if let Ok(f) = std::fs::OpenOptions::new().create(true).append(true).open(log) {
+    if let Ok(f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+    {
         let _ = sys::dup2(f.as_fd(), 2);
     }
 }
