@@ -420,10 +420,12 @@ impl crate::link::NotifyTarget for LinkTarget {
         if let Some(o) = v.as_object_mut() {
             o.insert("known_inodes".into(), self.s.table.len().into());
             o.insert("cached_dir_fds".into(), self.s.table.dirfd_count().into());
-            o.insert(
-                "linked".into(),
-                self.s.linked.load(Ordering::Relaxed).into(),
-            );
+            let linked = self.s.linked.load(Ordering::Relaxed);
+            o.insert("linked".into(), linked.into());
+            let state = if linked { "linked" } else { "degraded" };
+            o.insert("state".into(), state.into());
+            let since = self.s.state_since.load(Ordering::Relaxed);
+            o.insert("since".into(), since.into());
             o.insert(
                 "passthrough".into(),
                 self.s.passthrough.load(Ordering::Relaxed).into(),
