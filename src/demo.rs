@@ -401,27 +401,23 @@ impl Watcher {
         Ok(w)
     }
 
-    fn watch_tree(&mut self, dir: &Path) -> Result<(), DemoError> {
-        let wd = self
-            .ino
-            .add_watch(dir, WATCH_MASK)
-            .map_err(|e| DemoError::Watch {
-                path: dir.into(),
-                source: e,
-            })?;
+    /// Watch a folder and everything below it; returns what the listing found (a recursive
+    /// watcher lists a new folder after watching it, since its content may predate the watch).
+    fn watch_tree(&mut self, dir: &Path) -> Result<Vec<PathBuf>, DemoError> {
+        let err = |e| DemoError::Watch {
+            path: dir.into(),
+            source: e,
+        };
+        let wd = self.ino.add_watch(dir, WATCH_MASK).map_err(err)?;
         self.dirs.insert(wd, dir.to_path_buf());
-        for e in std::fs::read_dir(dir)
-            .map_err(|e| DemoError::Watch {
-                path: dir.into(),
-                source: e,
-            })?
-            .flatten()
-        {
+        let mut found = Vec::new();
+        for e in std::fs::read_dir(dir).map_err(err)?.flatten() {
+            found.push(e.path());
             if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                self.watch_tree(&e.path())?;
+                found.extend(self.watch_tree(&e.path())?);
             }
         }
-        Ok(())
+        Ok(found)
     }
 
     /// Events until `want` are all seen or the deadline passes, then whatever follows within
@@ -441,17 +437,20 @@ impl Watcher {
             for e in evs {
                 let dir = self.dirs.get(&e.wd).cloned().unwrap_or_default();
                 let path = dir.join(&e.name);
+                let rel = |p: &Path| {
+                    p.strip_prefix(root)
+                        .unwrap_or(p)
+                        .to_string_lossy()
+                        .into_owned()
+                };
+                out.push((format!("{} {}", mask_name(e.mask), rel(&path)), now));
                 if e.mask & (libc::IN_CREATE | libc::IN_ISDIR) == libc::IN_CREATE | libc::IN_ISDIR {
-                    let _ = self.watch_tree(&path);
+                    for p in self.watch_tree(&path).unwrap_or_default() {
+                        out.push((format!("listed {}", rel(&p)), now));
+                    }
                 }
-                let rel = path
-                    .strip_prefix(root)
-                    .unwrap_or(&path)
-                    .to_string_lossy()
-                    .into_owned();
-                out.push((format!("{} {}", mask_name(e.mask), rel), now));
             }
-            let all = want.iter().all(|w| out.iter().any(|(e, _)| e == w));
+            let all = want.iter().all(|w| out.iter().any(|(e, _)| seen_as(e, w)));
             if all {
                 let q = *quiet_since.get_or_insert(now);
                 if now.duration_since(q) > Duration::from_millis(30) {
@@ -467,6 +466,15 @@ impl Watcher {
     fn drain(&mut self, root: &Path) {
         let _ = self.collect(root, &[], Duration::from_millis(50));
     }
+}
+
+/// Whether event `e` shows what `want` expects: the event itself, or for a creation inside a new
+/// folder, the folder's listing taken when the watcher started watching it.
+fn seen_as(e: &str, want: &str) -> bool {
+    e == want
+        || want
+            .strip_prefix("IN_CREATE ")
+            .is_some_and(|p| e.strip_prefix("listed ") == Some(p))
 }
 
 fn mask_name(mask: u32) -> String {
@@ -613,7 +621,9 @@ fn play(n: usize, step: &Step, env: &Env, watcher: &mut Watcher) -> Result<StepR
     let events: Vec<String> = events.into_iter().map(|(e, _)| e).collect();
     let stale_before = before != truth;
     let fresh_after = after == truth;
-    let events_ok = expected.iter().all(|w| events.contains(w));
+    let events_ok = expected
+        .iter()
+        .all(|w| events.iter().any(|e| seen_as(e, w)));
     Ok(StepReport {
         step: n,
         host_action: step.action.into(),

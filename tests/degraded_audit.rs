@@ -52,7 +52,12 @@ fn overlay_without_daemon_degrades_then_returns_to_long_caching() {
         &format!("channel=docs,control={},passthrough=off", ctl.display()),
     );
     poll_until("linked", Duration::from_secs(5), || notify(&ctl));
-    assert_eq!(overlay_state(&daemon, &mnt).as_deref(), Some("linked"), "{}", daemon.status());
+    assert_eq!(
+        overlay_state(&daemon, &mnt).as_deref(),
+        Some("linked"),
+        "{}",
+        daemon.status()
+    );
     let mode = |p: &std::path::Path| fs::metadata(p).unwrap().mode() & 0o777;
     assert_eq!(mode(&mnt.join("f")), 0o644);
 
