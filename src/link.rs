@@ -21,7 +21,8 @@ pub trait NotifyTarget: Send + Sync + 'static {
     /// Handle one (possibly coalesced) notification: `paths` are validated relative paths under
     /// the mount; empty means the whole mount. Returns once caches are invalidated and events
     /// replayed.
-    fn handle(&self, paths: &[String]);
+    /// Returns the changes found, in order (`{"type", "path", "to"?}` objects), for watchers.
+    fn handle(&self, paths: &[String]) -> Vec<serde_json::Value>;
     /// The link went up (`true`) or down (`false`). Called on every transition.
     fn set_linked(&self, linked: bool);
     /// Counters and state reported to the daemon for `vfnotify status`.
@@ -120,18 +121,25 @@ fn session(
     tracing::info!(channel = %config.channel, control = %config.control.display(), subscription = %sub["subscription"], "linked to the daemon");
     target.set_linked(true);
     *linked = true;
-    // Notifications may have been missed while unlinked.
-    target.handle(&[]);
+    // Notifications may have been missed while unlinked: rescan, and report what that found
+    // (and the fresh state) with an acknowledgement of nothing.
+    let changes = target.handle(&[]);
+    client
+        .send(
+            "handled",
+            json!({"seqs": [], "stats": target.stats(), "changes": changes}),
+        )
+        .map_err(LinkError::Ack)?;
     loop {
         let batch = client.recv_batch().map_err(LinkError::Receive)?;
         let Some(merged) = merge_events(&batch) else {
             continue;
         };
-        target.handle(&merged.paths);
+        let changes = target.handle(&merged.paths);
         client
             .send(
                 "handled",
-                json!({"seqs": merged.seqs, "stats": target.stats()}),
+                json!({"seqs": merged.seqs, "stats": target.stats(), "changes": changes}),
             )
             .map_err(LinkError::Ack)?;
     }

@@ -24,9 +24,10 @@ struct Fake {
 }
 
 impl NotifyTarget for Fake {
-    fn handle(&self, paths: &[String]) {
+    fn handle(&self, paths: &[String]) -> Vec<Value> {
         std::thread::sleep(self.work);
         self.calls.lock().unwrap().push(paths.to_vec());
+        Vec::new()
     }
     fn set_linked(&self, linked: bool) {
         self.linked.lock().unwrap().push(linked);

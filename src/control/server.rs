@@ -358,8 +358,12 @@ impl Conn {
                 );
             }
         }
-        if seqs.is_empty() {
-            return Err(error("bad-request", "`handled` needs `seq` or `seqs`"));
+        // An empty `seqs` with `stats` is a report (after the rescan that follows linking).
+        if seqs.is_empty() && args.get("stats").is_none() {
+            return Err(error(
+                "bad-request",
+                "`handled` needs `seq`, `seqs` or `stats`",
+            ));
         }
         sub.ack(&seqs, args.get("stats").cloned());
         Ok(json!({}))

@@ -391,14 +391,24 @@ impl LinkTarget {
 }
 
 impl crate::link::NotifyTarget for LinkTarget {
-    fn handle(&self, paths: &[String]) {
+    fn handle(&self, paths: &[String]) -> Vec<serde_json::Value> {
         let (done_tx, done_rx) = mpsc::channel();
-        if self.send(Job::Notify {
+        if !self.send(Job::Notify {
             paths: paths.to_vec(),
             done: done_tx,
-        }) && done_rx.recv_timeout(Duration::from_secs(120)).is_err()
-        {
-            warn!("notification not handled within 120 s");
+        }) {
+            return Vec::new();
+        }
+        match done_rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(report) => report
+                .records
+                .iter()
+                .filter_map(|r| serde_json::to_value(r).ok())
+                .collect(),
+            Err(_) => {
+                warn!("notification not handled within 120 s");
+                Vec::new()
+            }
         }
     }
 

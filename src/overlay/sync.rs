@@ -45,6 +45,19 @@ pub struct NotifyReport {
     pub changes: u64,
     pub events: u64,
     pub micros: u64,
+    /// Each change found, in order, for watch subscribers.
+    pub records: Vec<ChangeRecord>,
+}
+
+/// One change as reported to watch subscribers: `type` is create, delete, modify, attrib or
+/// rename; paths are relative to the mount.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ChangeRecord {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
 }
 
 /// Where a notification applies.
@@ -331,6 +344,7 @@ impl Worker {
         }
         // Views first for rename bookkeeping; snapshots are committed after the replays, which
         // need the previous view.
+        let mut records: Vec<ChangeRecord> = changes.iter().map(|c| self.record(c)).collect();
         let mut new_dirs = Vec::new();
         for c in &changes {
             if s.cfg.events.precise() {
@@ -370,6 +384,7 @@ impl Worker {
             let mut views = Vec::new();
             self.rescan_dir(&node, None, &mut sub, &mut views);
             for c in &sub {
+                records.push(self.record(c));
                 self.replay(c, &mut new_dirs);
             }
             for (n, snap) in views {
@@ -390,6 +405,7 @@ impl Worker {
             changes: n_changes,
             events: s.stats.events_replayed.load(Ordering::Relaxed) - events_before,
             micros: start.elapsed().as_micros() as u64,
+            records,
         };
         debug!(?report, ?paths, "notification handled");
         report
@@ -452,6 +468,32 @@ impl Worker {
             diff(node.ino, old, &new, changes);
         }
         views.push((node.clone(), new));
+    }
+
+    /// The watch-stream record of a change.
+    fn record(&self, c: &Change) -> ChangeRecord {
+        let rel = |dir: Ino, name: &OsStr| {
+            self.s
+                .path_of(dir, Some(name))
+                .to_string_lossy()
+                .into_owned()
+        };
+        let (kind, path, to) = match c {
+            Change::Create { dir, name, .. } | Change::Link { dir, name, .. } => {
+                ("create", rel(*dir, name), None)
+            }
+            Change::Delete { dir, name, .. } => ("delete", rel(*dir, name), None),
+            Change::Content { dir, name, .. } => ("modify", rel(*dir, name), None),
+            Change::Attr { dir, name, .. } => ("attrib", rel(*dir, name), None),
+            Change::Rename {
+                from,
+                name,
+                to,
+                newname,
+                ..
+            } => ("rename", rel(*from, name), Some(rel(*to, newname))),
+        };
+        ChangeRecord { kind, path, to }
     }
 
     fn path(&self, dir: Ino, name: &OsStr) -> PathBuf {
