@@ -310,13 +310,34 @@ impl Shared {
         Err(last)
     }
 
-    /// Current attributes of a node.
+    /// Current attributes of a node (of an open handle when its last name is gone).
     pub fn stat_node(&self, node: &Node) -> io::Result<libc::stat> {
         if node.is_dir {
             sys::fstat(self.dir_fd(node)?.as_fd())
         } else {
-            Ok(self.resolve(node)?.2)
+            match self.resolve(node) {
+                Ok(r) => Ok(r.2),
+                Err(e) => match self.open_fd_of(node) {
+                    Some(fd) => sys::fstat(fd.as_fd()),
+                    None => Err(e),
+                },
+            }
         }
+    }
+
+    /// A duplicate of the fd of any open handle of `node` (for files whose names are gone).
+    fn open_fd_of(&self, node: &Node) -> Option<OwnedFd> {
+        self.handles.iter().find_map(|shard| {
+            let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            shard.values().find_map(|h| match &**h {
+                Handle::File(OpenFile {
+                    node: n,
+                    fd: Some(fd),
+                    ..
+                }) if n.ino == node.ino => fd.try_clone().ok(),
+                _ => None,
+            })
+        })
     }
 
     /// The FUSE attributes for `st` under node id `ino`.
@@ -678,34 +699,44 @@ impl OverlayFs {
         }
         s.check_writable(req)?;
         s.audit(req, "setattr", ino.0, None);
-        let handle = fh.and_then(|fh| s.handle(fh).ok());
-        let hfd = handle.as_deref().and_then(|h| match h {
-            Handle::File(f) => f.fd.as_ref().map(|fd| fd.as_fd()),
-            Handle::Dir(_) => None,
-        });
-        // Where to act: the open file, the directory itself, or the name in its parent.
-        let (pfd, name, st0) = if node.is_dir || hfd.is_some() {
-            (None, OsString::new(), None)
+        // Where to act: an open file, the directory itself, or the name in its parent — and for
+        // an open file whose last name is gone, any open handle of it.
+        let handle_fd: Option<OwnedFd> =
+            fh.and_then(|fh| s.handle(fh).ok()).and_then(|h| match &*h {
+                Handle::File(OpenFile { fd: Some(fd), .. }) => fd.try_clone().ok(),
+                _ => None,
+            });
+        let (self_fd, at): (
+            Option<OwnedFd>,
+            Option<(Arc<OwnedFd>, OsString, libc::stat)>,
+        ) = if let Some(fd) = handle_fd {
+            (Some(fd), None)
+        } else if node.is_dir {
+            (Some(s.dir_fd(&node)?.as_fd().try_clone_to_owned()?), None)
         } else {
-            let (pfd, name, st) = s.resolve(&node)?;
-            (Some(pfd), name, Some(st))
-        };
-        let cname = sys::cstr(&name)?;
-        let dirfd;
-        let target: BorrowedFd<'_> = match (&pfd, hfd) {
-            (_, Some(fd)) => fd,
-            (Some(p), None) => p.as_fd(),
-            (None, None) => {
-                dirfd = s.dir_fd(&node)?;
-                dirfd.as_fd()
+            match s.resolve(&node) {
+                Ok(r) => (None, Some(r)),
+                Err(e) => (Some(s.open_fd_of(&node).ok_or(e)?), None),
             }
         };
-        let on_self = pfd.is_none();
-        let is_link = st0.is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFLNK);
+        let cname = sys::cstr(
+            at.as_ref()
+                .map(|(_, n, _)| n.as_os_str())
+                .unwrap_or_default(),
+        )?;
+        let (target, name): (BorrowedFd<'_>, &CStr) = match (&self_fd, &at) {
+            (Some(fd), _) => (fd.as_fd(), c""),
+            (None, Some((pfd, _, _))) => (pfd.as_fd(), &cname),
+            (None, None) => return Err(err(libc::ESTALE)),
+        };
+        let on_self = self_fd.is_some();
+        let is_link = at
+            .as_ref()
+            .is_some_and(|(_, _, st)| st.st_mode & libc::S_IFMT == libc::S_IFLNK);
         if uid.is_some() || gid.is_some() {
             sys::fchownat(
                 target,
-                if on_self { c"" } else { &cname },
+                name,
                 uid.unwrap_or(u32::MAX),
                 gid.unwrap_or(u32::MAX),
             )?;
@@ -714,46 +745,36 @@ impl OverlayFs {
             if is_link {
                 return Err(err(libc::EOPNOTSUPP));
             }
-            if on_self && hfd.is_some() {
-                sys::fchmod(target, mode & 0o7777)?;
-            } else if on_self {
-                // An O_PATH directory fd: go through /proc to reach the directory itself.
+            if on_self {
+                // Reach the object itself through its /proc magic link (works for O_PATH fds).
                 let p = std::ffi::CString::new(format!(
                     "/proc/self/fd/{}",
                     std::os::fd::AsRawFd::as_raw_fd(&target)
                 ))?;
-                sys::fchmodat(s.root_fd.as_fd(), &p, mode & 0o7777)?;
+                sys::fchmodat(sys::cwd(), &p, mode & 0o7777)?;
             } else {
-                sys::fchmodat(target, &cname, mode & 0o7777)?;
+                sys::fchmodat(target, name, mode & 0o7777)?;
             }
         }
         if let Some(size) = size {
-            match hfd {
-                Some(fd) => sys::ftruncate(fd, size)?,
-                None => {
-                    if node.is_dir {
-                        return Err(err(libc::EISDIR));
-                    }
-                    let f = sys::openat(
-                        target,
-                        &cname,
-                        libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK,
-                        0,
-                    )?;
-                    sys::ftruncate(f.as_fd(), size)?;
-                }
+            if node.is_dir {
+                return Err(err(libc::EISDIR));
+            }
+            if on_self {
+                sys::ftruncate(target, size)?;
+            } else {
+                let f = sys::openat(
+                    target,
+                    name,
+                    libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK,
+                    0,
+                )?;
+                sys::ftruncate(f.as_fd(), size)?;
             }
         }
         if atime.is_some() || mtime.is_some() {
-            if on_self && (node.is_dir || hfd.is_some()) {
-                let p = std::ffi::CString::new(format!(
-                    "/proc/self/fd/{}",
-                    std::os::fd::AsRawFd::as_raw_fd(&target)
-                ))?;
-                sys::utimensat(s.root_fd.as_fd(), &p, set_time(atime), set_time(mtime))?;
-            } else {
-                sys::utimensat(target, &cname, set_time(atime), set_time(mtime))?;
-            }
+            // With an empty name this acts on the fd itself (AT_EMPTY_PATH), O_PATH included.
+            sys::utimensat(target, name, set_time(atime), set_time(mtime))?;
         }
         let st = if on_self {
             sys::fstat(target)?

@@ -231,6 +231,10 @@ pub fn run(
     // Before any thread exists: signals go to the dedicated waiter; modes are the caller's.
     sys::block_termination_signals().map_err(MountError::Signals)?;
     sys::umask(0);
+    // Every client open holds a backing fd here: use the whole hard limit.
+    if let Err(e) = sys::raise_nofile_limit() {
+        warn!("could not raise the open-files limit: {e}");
+    }
     let csource = sys::cstr(source.as_os_str()).map_err(|e| MountError::OpenSource {
         path: source.into(),
         source: e,

@@ -357,8 +357,9 @@ pub fn fstatvfs(fd: BorrowedFd<'_>) -> io::Result<libc::statvfs> {
     }
 }
 
-/// The `/proc/self/fd/N/NAME` path that reaches `name` in `dir` without following a final
-/// symlink when used with the `l*xattr` calls (works for O_PATH directory fds).
+/// The `/proc/self/fd/N/NAME` path that reaches `name` in `dir` (works for O_PATH directory fds).
+/// With a name, the `l*xattr` calls act on it without following a final symlink; without one,
+/// the following calls act on the directory `dir` itself through its magic link.
 fn proc_path(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<CString> {
     let mut p = format!("/proc/self/fd/{}", dir.as_raw_fd()).into_bytes();
     if !name.is_empty() {
@@ -380,7 +381,11 @@ pub fn getxattr(
     // SAFETY: path and attr are valid C strings; buf is writable for size bytes (null when 0,
     // which asks for the size only).
     let n = cvt_isize(unsafe {
-        libc::lgetxattr(
+        (if name.is_empty() {
+            libc::getxattr
+        } else {
+            libc::lgetxattr
+        })(
             path.as_ptr(),
             attr.as_ptr(),
             if size == 0 {
@@ -401,7 +406,11 @@ pub fn listxattr(dir: BorrowedFd<'_>, name: &CStr, size: usize) -> io::Result<(u
     let mut buf = vec![0u8; size];
     // SAFETY: as in getxattr.
     let n = cvt_isize(unsafe {
-        libc::llistxattr(
+        (if name.is_empty() {
+            libc::listxattr
+        } else {
+            libc::llistxattr
+        })(
             path.as_ptr(),
             if size == 0 {
                 std::ptr::null_mut()
@@ -426,7 +435,11 @@ pub fn setxattr(
     let path = proc_path(dir, name)?;
     // SAFETY: valid C strings; value readable for its length.
     cvt(unsafe {
-        libc::lsetxattr(
+        (if name.is_empty() {
+            libc::setxattr
+        } else {
+            libc::lsetxattr
+        })(
             path.as_ptr(),
             attr.as_ptr(),
             value.as_ptr().cast(),
@@ -441,7 +454,14 @@ pub fn setxattr(
 pub fn removexattr(dir: BorrowedFd<'_>, name: &CStr, attr: &CStr) -> io::Result<()> {
     let path = proc_path(dir, name)?;
     // SAFETY: valid C strings.
-    cvt(unsafe { libc::lremovexattr(path.as_ptr(), attr.as_ptr()) }).map(drop)
+    cvt(unsafe {
+        (if name.is_empty() {
+            libc::removexattr
+        } else {
+            libc::lremovexattr
+        })(path.as_ptr(), attr.as_ptr())
+    })
+    .map(drop)
 }
 
 /// One directory entry from [`read_dir`].
@@ -724,4 +744,19 @@ impl Inotify {
             }
         }
     }
+}
+
+/// Raise the soft open-files limit to the hard limit (a server started with a low soft limit
+/// would otherwise give its clients EMFILE). Returns the new soft limit.
+pub fn raise_nofile_limit() -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: lim is a valid, writable rlimit.
+    cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) })?;
+    lim.rlim_cur = lim.rlim_max;
+    // SAFETY: lim is a valid rlimit.
+    cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) })?;
+    Ok(lim.rlim_cur)
 }
