@@ -49,7 +49,11 @@ fn overlay_without_daemon_degrades_then_returns_to_long_caching() {
     let _m = common::MountGuard::mount(
         &src,
         &mnt,
-        &format!("channel=docs,control={},passthrough=off", ctl.display()),
+        &format!(
+            "channel=docs,control={},passthrough=off,log={}",
+            ctl.display(),
+            dir.path().join("overlay.log").display()
+        ),
     );
     poll_until("linked", Duration::from_secs(5), || notify(&ctl));
     assert_eq!(
@@ -87,6 +91,12 @@ fn overlay_without_daemon_degrades_then_returns_to_long_caching() {
         Duration::from_secs(5),
         || mode(&mnt.join("f")) == 0o640,
     );
+    // On Linux 6.16+ one FUSE_NOTIFY_INC_EPOCH message expired every cached name.
+    let log = fs::read_to_string(dir.path().join("overlay.log")).unwrap_or_default();
+    assert!(log.contains("kernel caches expired"), "{log}");
+    if kernel_at_least(6, 16) {
+        assert!(log.contains("(epoch)"), "INC_EPOCH not used: {log}");
+    }
     assert!(
         start.elapsed() < Duration::from_millis(3000),
         "degraded overlay took {:?}",
@@ -230,4 +240,14 @@ fn no_audit_records_without_the_option() {
         return;
     };
     assert!(recs.is_empty(), "{recs:#?}");
+}
+
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let r = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut it = r
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse::<u32>().ok());
+    let (a, b) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+    (a, b) >= (major, minor)
 }

@@ -95,6 +95,7 @@ pub struct Stats {
     pub events_replayed: AtomicU64,
     pub replay_failed: AtomicU64,
     pub baselines: AtomicU64,
+    pub epoch_bumps: AtomicU64,
     pub scope_rejected: AtomicU64,
     pub scan_errors: AtomicU64,
 }
@@ -126,6 +127,7 @@ impl Stats {
             events_replayed,
             replay_failed,
             baselines,
+            epoch_bumps,
             scope_rejected,
             scan_errors
         )
@@ -155,6 +157,9 @@ enum Handle {
 const HANDLE_SHARDS: usize = 16;
 type HandleShard = Mutex<HashMap<u64, Arc<Handle>>>;
 
+/// A live name of a node: its parent's fd, the name, and the current attributes.
+pub type Resolved = (Arc<OwnedFd>, OsString, libc::stat);
+
 /// State shared by the request handlers and the sync worker.
 pub struct Shared {
     pub cfg: MountConfig,
@@ -168,6 +173,8 @@ pub struct Shared {
     pub state_since: AtomicU64,
     /// Kernel passthrough negotiated at INIT.
     pub passthrough: AtomicBool,
+    /// The kernel's FUSE minor version, from INIT.
+    pub kernel_minor: AtomicU32,
     handles: Box<[HandleShard]>,
     next_fh: AtomicU64,
     /// Directory nodes that need a baseline snapshot (drained by the sync worker).
@@ -194,6 +201,7 @@ impl Shared {
             linked: AtomicBool::new(linked),
             state_since: AtomicU64::new(unix_now()),
             passthrough: AtomicBool::new(false),
+            kernel_minor: AtomicU32::new(0),
             handles: (0..HANDLE_SHARDS)
                 .map(|_| Mutex::new(HashMap::new()))
                 .collect(),
@@ -284,7 +292,7 @@ impl Shared {
     }
 
     /// Find a live name of a node: its parent's fd, the name, and the current attributes.
-    pub fn resolve(&self, node: &Node) -> io::Result<(Arc<OwnedFd>, OsString, libc::stat)> {
+    pub fn resolve(&self, node: &Node) -> io::Result<Resolved> {
         let links = node.state().links.clone();
         let mut last = err(libc::ESTALE);
         for (parent, name) in links {
@@ -706,10 +714,7 @@ impl OverlayFs {
                 Handle::File(OpenFile { fd: Some(fd), .. }) => fd.try_clone().ok(),
                 _ => None,
             });
-        let (self_fd, at): (
-            Option<OwnedFd>,
-            Option<(Arc<OwnedFd>, OsString, libc::stat)>,
-        ) = if let Some(fd) = handle_fd {
+        let (self_fd, at): (Option<OwnedFd>, Option<Resolved>) = if let Some(fd) = handle_fd {
             (Some(fd), None)
         } else if node.is_dir {
             (Some(s.dir_fd(&node)?.as_fd().try_clone_to_owned()?), None)
@@ -1050,6 +1055,9 @@ pub fn snap_stat(e: &EntrySnap) -> libc::stat {
 impl Filesystem for OverlayFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         let caps = config.capabilities();
+        self.s
+            .kernel_minor
+            .store(config.kernel_abi().1, Ordering::SeqCst);
         let mut want = InitFlags::FUSE_ASYNC_READ
             | InitFlags::FUSE_BIG_WRITES
             | InitFlags::FUSE_PARALLEL_DIROPS

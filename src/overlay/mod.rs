@@ -5,12 +5,14 @@
 //! - [`fs`]: the FUSE operations and the replay view.
 //! - [`sync`]: the worker that rescans on notifications, invalidates the kernel's caches and
 //!   replays changes as inotify events.
+//! - [`kernel_notify`]: the notifications fuser lacks (INC_EPOCH, PRUNE), written directly.
 //!
 //! This module mounts (mount(2) directly, type `fuse.vfnotify`), returns once the mount is live
 //! (daemonising unless `-f`), wires the daemon link and ends on unmount or SIGTERM.
 
 pub mod fs;
 pub mod inode;
+pub mod kernel_notify;
 pub mod options;
 pub mod sync;
 
@@ -308,6 +310,7 @@ pub fn run(
     )
     .map_err(mount_err)?;
 
+    let raw_fd = sys::dup(dev.as_fd()).map_err(MountError::OpenFuse)?;
     let fs = OverlayFs { s: shared.clone() };
     let mut fcfg = fuser::Config::default();
     fcfg.n_threads = Some(cfg.threads);
@@ -328,9 +331,12 @@ pub fn run(
     let (tx, rx) = mpsc::channel::<Job>();
     *shared.baseline_tx.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx.clone());
     let spawned = (|| -> io::Result<()> {
+        let minor = shared.kernel_minor.load(Ordering::Relaxed);
+        let raw = kernel_notify::KernelNotifier::new(raw_fd, minor);
         sync::spawn(
             shared.clone(),
             session.notifier(),
+            raw,
             mountpoint.to_path_buf(),
             rx,
         )?;

@@ -22,6 +22,7 @@ use tracing::{debug, info};
 
 use super::fs::{Shared, Stats, ViewEntry};
 use super::inode::{EntrySnap, Ino, Key, Node, ROOT_INO, Snapshot};
+use super::kernel_notify::KernelNotifier;
 use crate::sys;
 
 /// Work for the sync worker.
@@ -111,6 +112,7 @@ enum Change {
 pub struct Worker {
     s: Arc<Shared>,
     notifier: Notifier,
+    raw: KernelNotifier,
     mountpoint: PathBuf,
 }
 
@@ -118,12 +120,14 @@ pub struct Worker {
 pub fn spawn(
     s: Arc<Shared>,
     notifier: Notifier,
+    raw: KernelNotifier,
     mountpoint: PathBuf,
     rx: Receiver<Job>,
 ) -> io::Result<()> {
     let w = Worker {
         s,
         notifier,
+        raw,
         mountpoint,
     };
     std::thread::Builder::new()
@@ -789,6 +793,22 @@ impl Worker {
     fn degrade(&self) {
         let s = &self.s;
         let dirs = s.table.dirs();
+        // One message expires every cached name, positive and negative (Linux 6.16+).
+        match self.raw.inc_epoch() {
+            Ok(()) => {
+                Stats::bump(&s.stats.epoch_bumps);
+                for d in &dirs {
+                    d.state().negatives.clear();
+                    self.inval_inode(d.ino, 0, 0);
+                }
+                info!(
+                    dirs = dirs.len(),
+                    "daemon link down: kernel caches expired (epoch), short timeouts until it is back"
+                );
+                return;
+            }
+            Err(e) => debug!("FUSE_NOTIFY_INC_EPOCH unavailable ({e}); expiring names one by one"),
+        }
         let mut n = 0;
         for d in &dirs {
             let (names, negatives): (Vec<OsString>, Vec<OsString>) = {
