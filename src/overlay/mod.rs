@@ -301,9 +301,22 @@ pub fn run(
         mountpoint: mountpoint.into(),
         source: e,
     };
+    // With `ro`, the filesystem is mounted writable at a private staging folder (replays need
+    // it) and MOUNTPOINT gets a read-only bind of it; see `finish_read_only`.
+    let staging = if cfg.read_only {
+        let dir = std::env::temp_dir().join(format!("vfnotify-ro-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(mount_err)?;
+        Some(dir)
+    } else {
+        None
+    };
+    let target = match &staging {
+        Some(dir) => sys::cstr(dir.as_os_str()).map_err(mount_err)?,
+        None => cmp.clone(),
+    };
     sys::mount(
         &CString::new(fsname.replace(',', "_")).map_err(|e| mount_err(e.into()))?,
-        &cmp,
+        &target,
         c"fuse.vfnotify",
         flags,
         &CString::new(data).map_err(|e| mount_err(e.into()))?,
@@ -323,9 +336,24 @@ pub fn run(
     let session = match fuser::Session::from_fd(fs, dev, fcfg.acl, fcfg) {
         Ok(s) => s,
         Err(e) => {
-            let _ = sys::umount2(&cmp, libc::MNT_DETACH);
+            let _ = sys::umount2(&target, libc::MNT_DETACH);
             return Err(MountError::Handshake(e));
         }
+    };
+    let replay_root = match &staging {
+        None => sync::ReplayRoot::Path(mountpoint.to_path_buf()),
+        Some(dir) => match finish_read_only(dir, &cmp, flags) {
+            Ok(holder) => {
+                watch_unmount(mountpoint.to_path_buf(), holder.clone())
+                    .map_err(MountError::Spawn)?;
+                sync::ReplayRoot::Detached(holder)
+            }
+            Err(e) => {
+                let _ = sys::umount2(&target, libc::MNT_DETACH);
+                let _ = std::fs::remove_dir(dir);
+                return Err(mount_err(e));
+            }
+        },
     };
 
     let (tx, rx) = mpsc::channel::<Job>();
@@ -333,13 +361,7 @@ pub fn run(
     let spawned = (|| -> io::Result<()> {
         let minor = shared.kernel_minor.load(Ordering::Relaxed);
         let raw = kernel_notify::KernelNotifier::new(raw_fd, minor);
-        sync::spawn(
-            shared.clone(),
-            session.notifier(),
-            raw,
-            mountpoint.to_path_buf(),
-            rx,
-        )?;
+        sync::spawn(shared.clone(), session.notifier(), raw, replay_root, rx)?;
         let mp = cmp.clone();
         std::thread::Builder::new()
             .name("vfnotify-signal".into())
@@ -382,6 +404,52 @@ pub fn run(
     let res = session.run();
     info!("unmounted");
     res.map_err(MountError::Session)
+}
+
+/// `ro`: bind the writable staging mount read-only at MOUNTPOINT, keep an `O_PATH` fd of the
+/// staging mount for replays and detach it from the namespace, so only MOUNTPOINT shows.
+fn finish_read_only(
+    staging: &Path,
+    mountpoint: &CString,
+    flags: libc::c_ulong,
+) -> io::Result<ReplayHolder> {
+    let cstaging = sys::cstr(staging.as_os_str())?;
+    sys::mount(&cstaging, mountpoint, c"", libc::MS_BIND, c"")?;
+    let ro = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | flags;
+    if let Err(e) = sys::mount(c"", mountpoint, c"", ro, c"") {
+        let _ = sys::umount2(mountpoint, libc::MNT_DETACH);
+        return Err(e);
+    }
+    let fd = sys::openat(sys::cwd(), &cstaging, libc::O_PATH | libc::O_DIRECTORY, 0)?;
+    sys::umount2(&cstaging, libc::MNT_DETACH)?;
+    let _ = std::fs::remove_dir(staging);
+    Ok(Arc::new(std::sync::Mutex::new(Some(fd))))
+}
+
+/// The staging mount of an `ro` overlay, held open for replays until MOUNTPOINT is unmounted.
+pub type ReplayHolder = Arc<std::sync::Mutex<Option<OwnedFd>>>;
+
+/// With `ro`, the session lives on through the held staging fd after `umount MOUNTPOINT`:
+/// notice the unmount and let go, so the kernel ends the session as usual.
+fn watch_unmount(mountpoint: PathBuf, holder: ReplayHolder) -> io::Result<()> {
+    let escaped = mountpoint.to_string_lossy().replace(' ', "\\040");
+    std::thread::Builder::new()
+        .name("vfnotify-umount".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_millis(100));
+                let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+                let mounted = info.lines().any(|l| {
+                    l.split(' ').nth(4) == Some(escaped.as_str()) && l.contains(" - fuse.vfnotify ")
+                });
+                if !mounted {
+                    info!("mountpoint unmounted: releasing the replay mount");
+                    holder.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    return;
+                }
+            }
+        })?;
+    Ok(())
 }
 
 /// The overlay as the daemon link sees it.

@@ -109,11 +109,22 @@ enum Change {
     },
 }
 
+/// Where replays reach the overlay.
+pub enum ReplayRoot {
+    /// The mountpoint itself.
+    Path(PathBuf),
+    /// A detached writable mount of the same filesystem (the `ro` case), held open until
+    /// MOUNTPOINT is unmounted; reached through `/proc/self/fd/N`.
+    Detached(super::ReplayHolder),
+}
+
 pub struct Worker {
     s: Arc<Shared>,
     notifier: Notifier,
     raw: KernelNotifier,
-    mountpoint: PathBuf,
+    root: ReplayRoot,
+    /// The path prefix replays use during one job (see [`Worker::with_root`]).
+    prefix: std::cell::RefCell<Option<PathBuf>>,
 }
 
 /// Start the worker thread.
@@ -121,14 +132,15 @@ pub fn spawn(
     s: Arc<Shared>,
     notifier: Notifier,
     raw: KernelNotifier,
-    mountpoint: PathBuf,
+    root: ReplayRoot,
     rx: Receiver<Job>,
 ) -> io::Result<()> {
     let w = Worker {
         s,
         notifier,
         raw,
-        mountpoint,
+        root,
+        prefix: std::cell::RefCell::new(None),
     };
     std::thread::Builder::new()
         .name("vfnotify-sync".into())
@@ -143,7 +155,7 @@ impl Worker {
             match job {
                 Job::Baseline(ino) => self.baseline(ino),
                 Job::Notify { paths, done } => {
-                    let r = self.notify(&paths);
+                    let r = self.with_root(|| self.notify(&paths));
                     let _ = done.send(r);
                 }
                 Job::Degrade => self.degrade(),
@@ -501,7 +513,37 @@ impl Worker {
     }
 
     fn path(&self, dir: Ino, name: &OsStr) -> PathBuf {
-        self.mountpoint.join(self.s.path_of(dir, Some(name)))
+        let rel = self.s.path_of(dir, Some(name));
+        match &*self.prefix.borrow() {
+            Some(p) => p.join(rel),
+            // No way in (the mount is going away): a path that fails, so the change is
+            // invalidated instead.
+            None => PathBuf::from("/proc/self/fd/-1").join(rel),
+        }
+    }
+
+    /// Run `f` with the replay path prefix set; for a detached root the holder stays locked, so
+    /// its fd (and number) cannot go away under a replay.
+    fn with_root<T>(&self, f: impl FnOnce() -> T) -> T {
+        match &self.root {
+            ReplayRoot::Path(p) => {
+                *self.prefix.borrow_mut() = Some(p.clone());
+                f()
+            }
+            ReplayRoot::Detached(holder) => {
+                let guard = holder.lock().unwrap_or_else(|p| p.into_inner());
+                *self.prefix.borrow_mut() = guard.as_ref().map(|fd| {
+                    PathBuf::from(format!(
+                        "/proc/self/fd/{}",
+                        std::os::fd::AsRawFd::as_raw_fd(fd)
+                    ))
+                });
+                let r = f();
+                *self.prefix.borrow_mut() = None;
+                drop(guard);
+                r
+            }
+        }
     }
 
     /// Perform one change through the mount so the kernel emits its real event.
