@@ -513,3 +513,34 @@ fn both_mode_gives_precise_and_toggle() {
     assert_eq!(d2.iter().filter(|(m, _)| m == "CLOSE_WRITE").count(), 1);
     let _ = IN_CLOSE_WRITE;
 }
+
+#[test]
+fn several_scoped_paths_in_one_folder_each_replayed_once() {
+    let Some((l, mut w)) = setup("scoped_same_folder", "") else {
+        return;
+    };
+    fs::write(l.s("d1/one.txt"), b"1").unwrap();
+    fs::write(l.s("d1/two.txt"), b"2").unwrap();
+    fs::remove_file(l.s("d1/a.txt")).unwrap();
+    // One write from the host: one notification with three paths in the same folder.
+    l.daemon
+        .send(b"docs\td1/one.txt\ndocs\td1/two.txt\ndocs\td1/a.txt\n");
+    l.daemon.wait_counter("received", 3);
+    l.notify(&["d1/one.txt"]);
+    let ev = w.events(WAIT);
+    for want in [
+        s("CREATE", "one.txt"),
+        s("CREATE", "two.txt"),
+        s("DELETE", "a.txt"),
+    ] {
+        assert_eq!(
+            only(&ev, "d1").iter().filter(|e| **e == want).count(),
+            1,
+            "{want:?} in {:?}",
+            summary(&ev)
+        );
+    }
+    // Nothing is reported twice by a later whole-mount rescan.
+    l.notify(&[]);
+    assert!(w.events(Duration::from_millis(150)).is_empty());
+}

@@ -326,6 +326,7 @@ impl Worker {
         let mut changes = Vec::new();
         let mut new_views: Vec<(Arc<Node>, Snapshot)> = Vec::new();
         let mut scanned: HashSet<Ino> = HashSet::new();
+        let mut entries: Vec<(Ino, Vec<OsString>)> = Vec::new();
         for scope in self.scopes(paths) {
             match scope {
                 Scope::Subtree(root) => {
@@ -336,13 +337,20 @@ impl Worker {
                     }
                 }
                 Scope::Entry(dir, name) => {
-                    if scanned.contains(&dir) {
-                        continue;
-                    }
-                    if let Some(node) = s.table.get(dir) {
-                        self.rescan_dir(&node, Some(&name), &mut changes, &mut new_views);
+                    // Gathered per folder: one view per folder per notification.
+                    match entries.iter_mut().find(|(d, _)| *d == dir) {
+                        Some((_, names)) => names.push(name),
+                        None => entries.push((dir, vec![name])),
                     }
                 }
+            }
+        }
+        for (dir, names) in entries {
+            if scanned.contains(&dir) {
+                continue;
+            }
+            if let Some(node) = s.table.get(dir) {
+                self.rescan_dir(&node, Some(&names), &mut changes, &mut new_views);
             }
         }
         let changes = pair_renames(changes);
@@ -431,13 +439,13 @@ impl Worker {
     fn rescan_dir(
         &self,
         node: &Arc<Node>,
-        only: Option<&OsStr>,
+        only: Option<&[OsString]>,
         changes: &mut Vec<Change>,
         views: &mut Vec<(Arc<Node>, Snapshot)>,
     ) {
         let old = node.state().snapshot.as_deref().cloned();
         let new = match only {
-            Some(name) => {
+            Some(names) => {
                 let Some(mut view) = old.clone() else {
                     // No baseline: take one now; only the negative entries can be acted on.
                     if let Ok(snap) = self.scan_dir(node) {
@@ -445,29 +453,29 @@ impl Worker {
                     }
                     return;
                 };
-                let st = self
-                    .s
-                    .dir_fd(node)
-                    .and_then(|pfd| sys::fstatat(pfd.as_fd(), &sys::cstr(name)?));
-                match st {
-                    Ok(st) => {
-                        view.insert(name.to_owned(), EntrySnap::from_stat(&st));
+                let Ok(pfd) = self.s.dir_fd(node) else {
+                    Stats::bump(&self.s.stats.scan_errors);
+                    return;
+                };
+                let mut vanished = false;
+                for name in names {
+                    match sys::cstr(name).and_then(|n| sys::fstatat(pfd.as_fd(), &n)) {
+                        Ok(st) => {
+                            view.insert(name.to_owned(), EntrySnap::from_stat(&st));
+                        }
+                        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                            vanished |= view.remove(name).is_some();
+                        }
+                        Err(_) => {
+                            Stats::bump(&self.s.stats.scan_errors);
+                            return;
+                        }
                     }
-                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                        view.remove(name);
-                    }
-                    Err(_) => {
-                        Stats::bump(&self.s.stats.scan_errors);
-                        return;
-                    }
+                    Stats::bump(&self.s.stats.entries_scanned);
                 }
-                Stats::bump(&self.s.stats.entries_scanned);
                 // A name that vanished may have been renamed within the folder: look at it all.
-                if old.as_ref().is_some_and(|o| o.contains_key(name)) && !view.contains_key(name) {
-                    match self.scan_dir(node) {
-                        Ok(full) => full,
-                        Err(_) => view,
-                    }
+                if vanished {
+                    self.scan_dir(node).unwrap_or(view)
                 } else {
                     view
                 }
