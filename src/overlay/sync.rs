@@ -324,7 +324,7 @@ impl Worker {
 
         // 1. Re-read what is in scope and diff it with the last view.
         let mut changes = Vec::new();
-        let mut new_views: Vec<(Arc<Node>, Snapshot)> = Vec::new();
+        let mut new_views: Vec<(Arc<Node>, View)> = Vec::new();
         let mut scanned: HashSet<Ino> = HashSet::new();
         let mut entries: Vec<(Ino, Vec<OsString>)> = Vec::new();
         for scope in self.scopes(paths) {
@@ -377,7 +377,7 @@ impl Worker {
                 self.invalidate(c);
             }
         }
-        for (node, snap) in new_views {
+        for (node, view) in new_views {
             let dir_st = s.dir_fd(&node).and_then(|fd| sys::fstat(fd.as_fd())).ok();
             let mut st = node.state();
             if let Some(d) = dir_st {
@@ -386,13 +386,13 @@ impl Worker {
             let negatives: Vec<OsString> = st
                 .negatives
                 .iter()
-                .filter(|n| snap.contains_key(*n))
+                .filter(|n| view.has(n))
                 .cloned()
                 .collect();
             for n in &negatives {
                 st.negatives.remove(n);
             }
-            st.snapshot = Some(Box::new(snap));
+            view.commit(&mut st.snapshot);
             drop(st);
             for n in negatives {
                 self.inval_entry(node.ino, &n);
@@ -411,8 +411,8 @@ impl Worker {
                 records.push(self.record(c));
                 self.replay(c, &mut new_dirs);
             }
-            for (n, snap) in views {
-                n.state().snapshot = Some(Box::new(snap));
+            for (n, view) in views {
+                view.commit(&mut n.state().snapshot);
             }
         }
         if s.cfg.events.toggle() {
@@ -435,63 +435,65 @@ impl Worker {
         report
     }
 
-    /// Diff one directory (or one name in it) against its last view.
+    /// Diff one folder (or some names in it) against its last view, without copying the view:
+    /// a scoped notification in a folder of 10,000 entries costs a few `fstatat`s.
     fn rescan_dir(
         &self,
         node: &Arc<Node>,
         only: Option<&[OsString]>,
         changes: &mut Vec<Change>,
-        views: &mut Vec<(Arc<Node>, Snapshot)>,
+        views: &mut Vec<(Arc<Node>, View)>,
     ) {
-        let old = node.state().snapshot.as_deref().cloned();
-        let new = match only {
-            Some(names) => {
-                let Some(mut view) = old.clone() else {
-                    // No baseline: take one now; only the negative entries can be acted on.
-                    if let Ok(snap) = self.scan_dir(node) {
-                        views.push((node.clone(), snap));
+        let has_view = node.state().snapshot.is_some();
+        if let (Some(names), true) = (only, has_view) {
+            let Ok(pfd) = self.s.dir_fd(node) else {
+                Stats::bump(&self.s.stats.scan_errors);
+                return;
+            };
+            let mut found = Vec::with_capacity(names.len());
+            for name in names {
+                match sys::cstr(name).and_then(|n| sys::fstatat(pfd.as_fd(), &n)) {
+                    Ok(st) => found.push((name.clone(), Some(EntrySnap::from_stat(&st)))),
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                        found.push((name.clone(), None))
                     }
-                    return;
-                };
-                let Ok(pfd) = self.s.dir_fd(node) else {
-                    Stats::bump(&self.s.stats.scan_errors);
-                    return;
-                };
-                let mut vanished = false;
-                for name in names {
-                    match sys::cstr(name).and_then(|n| sys::fstatat(pfd.as_fd(), &n)) {
-                        Ok(st) => {
-                            view.insert(name.to_owned(), EntrySnap::from_stat(&st));
-                        }
-                        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                            vanished |= view.remove(name).is_some();
-                        }
-                        Err(_) => {
-                            Stats::bump(&self.s.stats.scan_errors);
-                            return;
-                        }
+                    Err(_) => {
+                        Stats::bump(&self.s.stats.scan_errors);
+                        return;
                     }
-                    Stats::bump(&self.s.stats.entries_scanned);
                 }
-                // A name that vanished may have been renamed within the folder: look at it all.
-                if vanished {
-                    self.scan_dir(node).unwrap_or(view)
-                } else {
-                    view
+                Stats::bump(&self.s.stats.entries_scanned);
+            }
+            let mark = changes.len();
+            let mut vanished = false;
+            {
+                let st = node.state();
+                let snap = st.snapshot.as_deref();
+                for (name, new) in &found {
+                    let old = snap.and_then(|s| s.get(name));
+                    vanished |= old.is_some() && new.is_none();
+                    diff_entry(node.ino, name, old, new.as_ref(), changes);
                 }
             }
-            None => match self.scan_dir(node) {
-                Ok(s) => s,
-                Err(e) => {
-                    debug!("rescan of {} failed: {e}", node.ino);
-                    return;
-                }
-            },
+            if !vanished {
+                views.push((node.clone(), View::Names(found)));
+                return;
+            }
+            // A name that vanished may have been renamed within the folder: look at it all.
+            changes.truncate(mark);
+        }
+        let new = match self.scan_dir(node) {
+            Ok(s) => s,
+            Err(e) => {
+                debug!("rescan of {} failed: {e}", node.ino);
+                return;
+            }
         };
-        if let Some(old) = &old {
+        // Without a view yet, this is the baseline: only negative entries can be acted on.
+        if let Some(old) = node.state().snapshot.as_deref() {
             diff(node.ino, old, &new, changes);
         }
-        views.push((node.clone(), new));
+        views.push((node.clone(), View::Full(new)));
     }
 
     /// The watch-stream record of a change.
@@ -887,6 +889,83 @@ impl Worker {
     }
 }
 
+/// A folder's next view: complete, or some names updated (`None`: gone).
+enum View {
+    Full(Snapshot),
+    Names(Vec<(OsString, Option<EntrySnap>)>),
+}
+
+impl View {
+    /// Whether the view has `name`.
+    fn has(&self, name: &OsStr) -> bool {
+        match self {
+            View::Full(s) => s.contains_key(name),
+            View::Names(v) => v.iter().any(|(n, e)| n == name && e.is_some()),
+        }
+    }
+
+    /// Make this the folder's view.
+    fn commit(self, slot: &mut Option<Box<Snapshot>>) {
+        match self {
+            View::Full(s) => *slot = Some(Box::new(s)),
+            View::Names(v) => {
+                let snap = slot.get_or_insert_with(Box::default);
+                for (name, e) in v {
+                    match e {
+                        Some(e) => snap.insert(name, e),
+                        None => snap.remove(&name),
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// Compare one name's old and new entries (see [`diff`]).
+fn diff_entry(
+    dir: Ino,
+    name: &OsStr,
+    old: Option<&EntrySnap>,
+    new: Option<&EntrySnap>,
+    out: &mut Vec<Change>,
+) {
+    let name = name.to_owned();
+    match (old, new) {
+        (Some(o), Some(n)) if n.key == o.key && n.file_type() == o.file_type() => {
+            if o.is_dir() {
+                if (o.mode, o.uid, o.gid) != (n.mode, n.uid, n.gid) {
+                    out.push(Change::Attr {
+                        dir,
+                        name,
+                        old: *o,
+                        new: *n,
+                    });
+                }
+            } else if o.size != n.size || o.mtime != n.mtime {
+                out.push(Change::Content { dir, name, new: *n });
+            } else if (o.mode, o.uid, o.gid, o.ctime) != (n.mode, n.uid, n.gid, n.ctime) {
+                out.push(Change::Attr {
+                    dir,
+                    name,
+                    old: *o,
+                    new: *n,
+                });
+            }
+        }
+        (Some(o), Some(n)) => {
+            out.push(Change::Delete {
+                dir,
+                name: name.clone(),
+                old: *o,
+            });
+            out.push(Change::Create { dir, name, new: *n });
+        }
+        (Some(o), None) => out.push(Change::Delete { dir, name, old: *o }),
+        (None, Some(n)) => out.push(Change::Create { dir, name, new: *n }),
+        (None, None) => {}
+    }
+}
+
 /// Directories whose listing a change alters.
 fn change_dirs(c: &Change) -> Vec<Ino> {
     match c {
@@ -902,47 +981,11 @@ fn change_dirs(c: &Change) -> Vec<Ino> {
 /// with their content, which their own diff reports, so only their mode and owner count here.
 fn diff(dir: Ino, old: &Snapshot, new: &Snapshot, out: &mut Vec<Change>) {
     for (name, o) in old {
-        match new.get(name) {
-            Some(n) if n.key == o.key && n.file_type() == o.file_type() => {
-                if o.is_dir() {
-                    if (o.mode, o.uid, o.gid) != (n.mode, n.uid, n.gid) {
-                        out.push(Change::Attr {
-                            dir,
-                            name: name.clone(),
-                            old: *o,
-                            new: *n,
-                        });
-                    }
-                } else if o.size != n.size || o.mtime != n.mtime {
-                    out.push(Change::Content {
-                        dir,
-                        name: name.clone(),
-                        new: *n,
-                    });
-                } else if (o.mode, o.uid, o.gid, o.ctime) != (n.mode, n.uid, n.gid, n.ctime) {
-                    out.push(Change::Attr {
-                        dir,
-                        name: name.clone(),
-                        old: *o,
-                        new: *n,
-                    });
-                }
-            }
-            _ => out.push(Change::Delete {
-                dir,
-                name: name.clone(),
-                old: *o,
-            }),
-        }
+        diff_entry(dir, name, Some(o), new.get(name), out);
     }
     for (name, n) in new {
-        match old.get(name) {
-            Some(o) if o.key == n.key && o.file_type() == n.file_type() => {}
-            _ => out.push(Change::Create {
-                dir,
-                name: name.clone(),
-                new: *n,
-            }),
+        if !old.contains_key(name) {
+            diff_entry(dir, name, None, Some(n), out);
         }
     }
 }
