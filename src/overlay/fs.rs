@@ -629,6 +629,43 @@ fn negative() -> FileAttr {
     }
 }
 
+/// Replies built from an operation's `io::Result`: the value, or the errno from [`errno`].
+trait Answer<T> {
+    fn answer(self, s: &Shared, res: io::Result<T>);
+}
+
+macro_rules! answer {
+    ($reply:ty, $t:ty, |$r:ident, $s:ident, $v:ident| $ok:expr) => {
+        impl Answer<$t> for $reply {
+            fn answer(self, $s: &Shared, res: io::Result<$t>) {
+                let $r = self;
+                match res {
+                    Ok($v) => $ok,
+                    Err(e) => $r.error(errno(&e)),
+                }
+            }
+        }
+    };
+}
+
+answer!(ReplyEntry, FileAttr, |r, s, a| r.entry(&s.ttl(), &a, GEN));
+answer!(ReplyAttr, FileAttr, |r, s, a| r.attr(&s.ttl(), &a));
+answer!(ReplyEmpty, (), |r, _s, _v| r.ok());
+answer!(ReplyData, Vec<u8>, |r, _s, d| r.data(&d));
+answer!(ReplyWrite, usize, |r, _s, n| r.written(n as u32));
+answer!(ReplyLseek, i64, |r, _s, o| r.offset(o));
+
+/// An xattr reply: the size asked for (a zero-size request) or the bytes.
+enum Xattr {
+    Size(usize),
+    Data(Vec<u8>),
+}
+
+answer!(ReplyXattr, Xattr, |r, _s, x| match x {
+    Xattr::Size(n) => r.size(n as u32),
+    Xattr::Data(d) => r.data(&d),
+});
+
 /// The filesystem handed to fuser.
 pub struct OverlayFs {
     pub s: Arc<Shared>,
@@ -1131,10 +1168,7 @@ impl Filesystem for OverlayFs {
             node.state().attr = Some(EntrySnap::from_stat(&st));
             Ok(s.attr(node.ino, &st))
         });
-        match res {
-            Ok(attr) => reply.attr(&s.ttl(), &attr),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply.answer(&self.s, res);
     }
 
     fn setattr(
@@ -1155,10 +1189,10 @@ impl Filesystem for OverlayFs {
         _flags: Option<BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        match self.do_setattr(req, ino, mode, uid, gid, size, atime, mtime, fh) {
-            Ok(attr) => reply.attr(&self.s.ttl(), &attr),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply.answer(
+            &self.s,
+            self.do_setattr(req, ino, mode, uid, gid, size, atime, mtime, fh),
+        );
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
@@ -1166,10 +1200,7 @@ impl Filesystem for OverlayFs {
             let (pfd, name, _) = self.s.resolve(&node)?;
             sys::readlinkat(pfd.as_fd(), &sys::cstr(&name)?)
         });
-        match res {
-            Ok(t) => reply.data(&t),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply.answer(&self.s, res);
     }
 
     fn mknod(
@@ -1190,10 +1221,7 @@ impl Filesystem for OverlayFs {
             |pfd, n| sys::mknodat(pfd, n, mode, rdev as u64),
             mode,
         );
-        match res {
-            Ok(attr) => reply.entry(&self.s.ttl(), &attr, GEN),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply.answer(&self.s, res);
     }
 
     fn mkdir(
@@ -1213,24 +1241,15 @@ impl Filesystem for OverlayFs {
             |pfd, n| sys::mkdirat(pfd, n, mode),
             mode,
         );
-        match res {
-            Ok(attr) => reply.entry(&self.s.ttl(), &attr, GEN),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply.answer(&self.s, res);
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.do_remove(req, parent, name, false) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply.answer(&self.s, self.do_remove(req, parent, name, false));
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.do_remove(req, parent, name, true) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply.answer(&self.s, self.do_remove(req, parent, name, true));
     }
 
     fn symlink(
@@ -1251,10 +1270,7 @@ impl Filesystem for OverlayFs {
                 0,
             )
         });
-        match res {
-            Ok(attr) => reply.entry(&self.s.ttl(), &attr, GEN),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply.answer(&self.s, res);
     }
 
     fn rename(
@@ -1267,10 +1283,10 @@ impl Filesystem for OverlayFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        match self.do_rename(req, parent, name, newparent, newname, flags) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply.answer(
+            &self.s,
+            self.do_rename(req, parent, name, newparent, newname, flags),
+        );
     }
 
     fn link(
@@ -1281,10 +1297,7 @@ impl Filesystem for OverlayFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        match self.do_link(req, ino, newparent, newname) {
-            Ok(attr) => reply.entry(&self.s.ttl(), &attr, GEN),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply.answer(&self.s, self.do_link(req, ino, newparent, newname));
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -1369,10 +1382,7 @@ impl Filesystem for OverlayFs {
         _lock: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.do_read(fh, offset, size) {
-            Ok(d) => reply.data(&d),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply.answer(&self.s, self.do_read(fh, offset, size));
     }
 
     fn write(
@@ -1398,10 +1408,7 @@ impl Filesystem for OverlayFs {
             }
             Ok(done)
         });
-        match res {
-            Ok(n) => reply.written(n as u32),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply.answer(&self.s, res);
     }
 
     fn flush(
@@ -1608,10 +1615,7 @@ impl Filesystem for OverlayFs {
                 let fd = sys::openat(pfd.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
                 sys::fsync(fd.as_fd(), datasync)
             });
-        match res {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply.answer(&self.s, res);
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -1653,10 +1657,7 @@ impl Filesystem for OverlayFs {
                 }
                 Ok(())
             });
-        match res {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply.answer(&self.s, res);
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -1669,11 +1670,16 @@ impl Filesystem for OverlayFs {
                 size as usize,
             )
         });
-        match res {
-            Ok((n, _)) if size == 0 => reply.size(n as u32),
-            Ok((_, data)) => reply.data(&data),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply.answer(
+            &self.s,
+            res.map(|(n, data)| {
+                if size == 0 {
+                    Xattr::Size(n)
+                } else {
+                    Xattr::Data(data)
+                }
+            }),
+        );
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
@@ -1681,11 +1687,16 @@ impl Filesystem for OverlayFs {
             let (fd, n) = self.xattr_target(&node)?;
             sys::listxattr(fd.as_fd(), &sys::cstr(&n)?, size as usize)
         });
-        match res {
-            Ok((n, _)) if size == 0 => reply.size(n as u32),
-            Ok((_, data)) => reply.data(&data),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply.answer(
+            &self.s,
+            res.map(|(n, data)| {
+                if size == 0 {
+                    Xattr::Size(n)
+                } else {
+                    Xattr::Data(data)
+                }
+            }),
+        );
     }
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -1701,18 +1712,12 @@ impl Filesystem for OverlayFs {
                 }
                 Ok(())
             });
-        match res {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply.answer(&self.s, res);
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
         // Permission checks are the kernel's (default_permissions); this only confirms existence.
-        match self.s.node(ino) {
-            Ok(_) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply.answer(&self.s, self.s.node(ino).map(drop));
     }
 
     fn create(
@@ -1808,10 +1813,7 @@ impl Filesystem for OverlayFs {
             .s
             .check_writable(req)
             .and_then(|_| self.with_fd(fh, |fd| sys::fallocate(fd, mode, offset, length)));
-        match res {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply.answer(&self.s, res);
     }
 
     fn lseek(
@@ -1823,10 +1825,10 @@ impl Filesystem for OverlayFs {
         whence: i32,
         reply: ReplyLseek,
     ) {
-        match self.with_fd(fh, |fd| sys::lseek(fd, offset, whence)) {
-            Ok(o) => reply.offset(o),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply.answer(
+            &self.s,
+            self.with_fd(fh, |fd| sys::lseek(fd, offset, whence)),
+        );
     }
 
     fn copy_file_range(
@@ -1855,9 +1857,6 @@ impl Filesystem for OverlayFs {
                 })
             })
         });
-        match res {
-            Ok(n) => reply.written(n as u32),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply.answer(&self.s, res);
     }
 }
