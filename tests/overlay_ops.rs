@@ -1512,6 +1512,58 @@ fn walk_100k_files_without_emfile() {
     drop(m);
 }
 
+#[test]
+#[ignore = "bug: the server keeps a low soft RLIMIT_NOFILE (e.g. 1024 from systemd): clients get EMFILE"]
+fn thousands_of_open_files_with_a_low_soft_fd_limit() {
+    if !fuse_ready("thousands_of_open_files_with_a_low_soft_fd_limit") {
+        return;
+    }
+    let src = tempdir();
+    let mnt = tempdir();
+    for i in 0..3000 {
+        File::create(src.path().join(format!("f{i}"))).unwrap();
+    }
+    // The server starts the way systemd or a login shell starts it: soft limit 1024.
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg("ulimit -Sn 1024 && exec \"$0\" mount \"$1\" \"$2\" -f")
+        .arg(common::bin())
+        .arg(src.path())
+        .arg(mnt.path())
+        .stdin(Stdio::null());
+    let mut server = common::ChildGuard::spawn(&mut cmd);
+    wait_mount_state(mnt.path(), Some("fuse.vfnotify"), DEADLINE);
+    // This process may hold them all: raise our own soft limit to the hard one.
+    // SAFETY: getrlimit/setrlimit with a valid rlimit struct.
+    unsafe {
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
+        r.rlim_cur = r.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+    }
+    let mut open = Vec::new();
+    let mut failure = None;
+    for i in 0..3000 {
+        match File::open(mnt.path().join(format!("f{i}"))) {
+            Ok(f) => open.push(f),
+            Err(e) => {
+                failure = Some((i, e));
+                break;
+            }
+        }
+    }
+    drop(open);
+    let _ = Command::new("umount").arg(mnt.path()).status();
+    let _ = server.wait_timeout(DEADLINE);
+    assert!(
+        failure.is_none(),
+        "open through the overlay failed: {failure:?}"
+    );
+}
+
 // ------------------------------------------------------------------------------------------------
 // Ownership and permissions with allow_other
 
