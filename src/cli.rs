@@ -51,7 +51,8 @@ pub enum Command {
     Daemon(DaemonArgs),
     /// Send notification lines to a daemon, as the host does (a stand-in for the host side).
     Send(SendArgs),
-    /// Ask the local daemon, over its control socket, to act on a notification; waits until handled.
+    /// Ask the local daemon, over its control socket, to act on a notification; waits until handled
+    /// (every overlay of the channel acknowledged, trigger files toggled; 10 s timeout).
     Notify(NotifyArgs),
     /// Show the local daemon's listeners, channels, overlays and counters.
     Status(StatusArgs),
@@ -68,7 +69,8 @@ pub enum Command {
 pub struct DaemonArgs {
     /// Map a channel to a folder: CHANNEL=PATH. Repeatable; one channel may map to several
     /// folders. The folder must exist at start. A notification for CHANNEL toggles the trigger
-    /// file in PATH, or, when PATH is a vfnotify overlay, is handed to that overlay.
+    /// file in PATH, or, when PATH is a vfnotify overlay, is handed to that overlay. Optional: a
+    /// daemon may serve only overlays.
     #[arg(short = 'm', long = "map", value_name = "CHANNEL=PATH")]
     pub map: Vec<String>,
 
@@ -102,7 +104,7 @@ pub struct DaemonArgs {
     #[arg(long = "max-connections", value_name = "N", default_value_t = 64)]
     pub max_connections: usize,
 
-    /// Close a peer connection idle for this many seconds.
+    /// Close a peer connection idle for this many seconds (at least 1).
     #[arg(long = "idle-timeout", value_name = "SECS", default_value_t = 30)]
     pub idle_timeout: u64,
 

@@ -1,7 +1,697 @@
-//! TODO
+//! `vfnotify demo`: the one-command tour.
+//!
+//! On any Linux box with /dev/fuse (no VM, no vsock): a temporary SOURCE made from the fixtures,
+//! the overlay mounted over it (`cache=always`, `events=precise`), the daemon on a Unix listener,
+//! and an inotify watcher on the overlay that behaves like a file manager (recursive). As a
+//! stand-in for the host it changes SOURCE step by step and sends the notification line; each
+//! step shows what a cached reader saw before (stale) and after (fresh), the events the watcher
+//! received and the latency from send to event. Everything lives in a temporary folder that is
+//! removed on success, failure and Ctrl-C.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::json;
+
+use crate::cli::{DemoArgs, EXIT_FAILURE};
+use crate::sys::{self, Inotify};
+
+const CHANNEL: &str = "demo";
+const DEADLINE: Duration = Duration::from_secs(10);
+const WATCH_MASK: u32 = libc::IN_CREATE
+    | libc::IN_DELETE
+    | libc::IN_MODIFY
+    | libc::IN_CLOSE_WRITE
+    | libc::IN_MOVED_FROM
+    | libc::IN_MOVED_TO
+    | libc::IN_ATTRIB;
+
+/// Demo failures.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("preparing {what}: {source}")]
+    Prepare {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("fixtures: {0}")]
+    Fixtures(#[from] crate::fixtures::FixtureError),
+    #[error("starting {what}: {source}")]
+    Start {
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("{0} did not come up within {DEADLINE:?}{1}")]
+    Timeout(&'static str, String),
+    #[error("watching {path}: {source}")]
+    Watch {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("sending the notification: {0}")]
+    Send(std::io::Error),
+}
+
+/// One step of the tour, as shown and as `--json` reports it.
+#[derive(Debug, Serialize)]
+pub struct StepReport {
+    pub step: usize,
+    pub host_action: String,
+    pub before: String,
+    pub after: String,
+    pub expected_events: Vec<String>,
+    pub events: Vec<String>,
+    pub latency_ms: Option<f64>,
+    pub stale_before: bool,
+    pub fresh_after: bool,
+    pub events_ok: bool,
+    pub ok: bool,
+}
+
+/// Where the demo's pieces live, for cleanup from any path (including the signal thread).
+#[derive(Default)]
+struct Cleanup {
+    mountpoint: Option<PathBuf>,
+    children: Vec<u32>,
+    dir: Option<PathBuf>,
+}
+
+impl Cleanup {
+    fn run(&mut self) {
+        if let Some(mp) = self.mountpoint.take() {
+            if let Ok(c) = sys::cstr(mp.as_os_str()) {
+                if sys::umount2(&c, 0).is_err() {
+                    let _ = sys::umount2(&c, libc::MNT_DETACH);
+                }
+            }
+        }
+        for pid in self.children.drain(..) {
+            let _ = Command::new("kill")
+                .arg(pid.to_string())
+                .stderr(Stdio::null())
+                .status();
+        }
+        if let Some(d) = self.dir.take() {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
 /// `vfnotify demo`.
-pub fn main(args: crate::cli::DemoArgs) -> u8 {
-    let _ = args;
-    eprintln!("vfnotify demo: not built yet");
-    crate::cli::EXIT_FAILURE
+pub fn main(args: DemoArgs) -> u8 {
+    crate::logging::init(args.debug);
+    if let Some(missing) = preflight() {
+        eprintln!("vfnotify demo cannot run here: {missing}");
+        eprintln!(
+            "It needs Linux with /dev/fuse (modprobe fuse) and root (sudo): try `sudo -E cargo run --release -- demo`."
+        );
+        return EXIT_FAILURE;
+    }
+    let cleanup = Arc::new(Mutex::new(Cleanup::default()));
+    // Ctrl-C and SIGTERM: unmount, stop what was started, remove the temporary folder.
+    if sys::block_termination_signals().is_ok() {
+        let c = cleanup.clone();
+        let _ = std::thread::Builder::new()
+            .name("demo-signal".into())
+            .spawn(move || {
+                if sys::wait_signal().is_ok() {
+                    eprintln!("\ninterrupted: cleaning up");
+                    c.lock().unwrap_or_else(|p| p.into_inner()).run();
+                    std::process::exit(130);
+                }
+            });
+    }
+    let result = run(&args, &cleanup);
+    let code = match result {
+        Ok(reports) => {
+            let all_ok = reports.iter().all(|r| r.ok);
+            if args.json {
+                let doc = json!({ "ok": all_ok, "steps": reports });
+                println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+            } else {
+                print_summary(&reports);
+            }
+            if all_ok { 0 } else { EXIT_FAILURE }
+        }
+        Err(e) => {
+            eprintln!("vfnotify demo: {e}");
+            EXIT_FAILURE
+        }
+    };
+    let mut c = cleanup.lock().unwrap_or_else(|p| p.into_inner());
+    if args.keep {
+        if let (Some(mp), Some(dir)) = (&c.mountpoint, &c.dir) {
+            eprintln!(
+                "\nkept for exploring:\n  overlay:  {}\n  SOURCE:   {}",
+                mp.display(),
+                dir.join("source").display()
+            );
+            eprintln!(
+                "  change SOURCE, then: vfnotify notify --control {} {CHANNEL}",
+                dir.join("control.sock").display()
+            );
+            eprintln!(
+                "  to clean up: umount {} && kill {} && rm -rf {}",
+                mp.display(),
+                c.children
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                dir.display()
+            );
+        }
+    } else {
+        c.run();
+    }
+    code
+}
+
+/// What is missing for the demo, if anything.
+fn preflight() -> Option<String> {
+    if !Path::new("/dev/fuse").exists() {
+        return Some("/dev/fuse is missing (no FUSE support loaded)".into());
+    }
+    if sys::geteuid() != 0 {
+        return Some("it must run as root (it mounts a FUSE filesystem with mount(2))".into());
+    }
+    if std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+        .is_err()
+    {
+        return Some("/dev/fuse cannot be opened".into());
+    }
+    None
+}
+
+struct Env {
+    src: PathBuf,
+    mnt: PathBuf,
+    peer: PathBuf,
+    control: PathBuf,
+}
+
+fn run(args: &DemoArgs, cleanup: &Arc<Mutex<Cleanup>>) -> Result<Vec<StepReport>, DemoError> {
+    let progress = !args.json;
+    let exe = std::env::current_exe().map_err(|e| DemoError::Start {
+        what: "locating vfnotify",
+        source: e,
+    })?;
+    let dir = std::env::temp_dir().join(format!("vfnotify-demo-{}", std::process::id()));
+    let prep = |what: &str| {
+        let what = what.to_string();
+        move |source| DemoError::Prepare { what, source }
+    };
+    std::fs::create_dir_all(&dir).map_err(prep("the temporary folder"))?;
+    cleanup.lock().unwrap_or_else(|p| p.into_inner()).dir = Some(dir.clone());
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(prep("the temporary folder"))?;
+    let env = Env {
+        src: dir.join("source"),
+        mnt: dir.join("overlay"),
+        peer: dir.join("peer.sock"),
+        control: dir.join("control.sock"),
+    };
+    std::fs::create_dir_all(&env.src).map_err(prep("SOURCE"))?;
+    std::fs::create_dir_all(&env.mnt).map_err(prep("the mountpoint"))?;
+    crate::fixtures::materialize(&env.src)?;
+
+    say(
+        progress,
+        "starting the daemon (unix listener; the host's vsock stand-in)",
+    );
+    let mut daemon_cmd = Command::new(&exe);
+    daemon_cmd
+        .arg("daemon")
+        .arg("--listen")
+        .arg(format!("unix:{}", env.peer.display()))
+        .arg("--control")
+        .arg(&env.control)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log_file(&dir, "daemon.log"));
+    let daemon = spawn(&mut daemon_cmd, "the daemon", cleanup)?;
+    wait_for(
+        "the daemon's control socket",
+        || std::os::unix::net::UnixStream::connect(&env.control).is_ok(),
+        &dir,
+    )?;
+
+    say(
+        progress,
+        "mounting the overlay (cache=always, events=precise)",
+    );
+    let mut mount_cmd = Command::new(&exe);
+    mount_cmd
+        .arg("mount")
+        .arg(&env.src)
+        .arg(&env.mnt)
+        .arg("-f")
+        .arg("-o")
+        .arg(format!(
+            "channel={CHANNEL},control={},cache=always,events=precise",
+            env.control.display()
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log_file(&dir, "overlay.log"));
+    let overlay = spawn(&mut mount_cmd, "the overlay", cleanup)?;
+    wait_for("the overlay mount", || is_mounted(&env.mnt), &dir)?;
+    cleanup.lock().unwrap_or_else(|p| p.into_inner()).mountpoint = Some(env.mnt.clone());
+    wait_for(
+        "the overlay's link to the daemon",
+        || control_notify(&env.control, &[]).is_ok(),
+        &dir,
+    )?;
+    let _ = (daemon, overlay);
+
+    // A file manager opens the folder: lists it and watches it, recursively.
+    let mut watcher = Watcher::new(&env.mnt)?;
+    control_notify(&env.control, &[]).map_err(DemoError::Send)?;
+    watcher.drain(&env.mnt);
+
+    let steps = script();
+    let mut reports = Vec::new();
+    for (i, step) in steps.iter().enumerate() {
+        if progress {
+            eprint!("[{}/{}] {:<48}\r", i + 1, steps.len(), step.action);
+            let _ = std::io::stderr().flush();
+        }
+        let report = play(i + 1, step, &env, &mut watcher)?;
+        if progress {
+            eprint!("\r{:60}\r", "");
+            print_step(&report);
+        }
+        reports.push(report);
+    }
+    Ok(reports)
+}
+
+fn say(progress: bool, msg: &str) {
+    if progress {
+        eprintln!("· {msg}");
+    }
+}
+
+fn log_file(dir: &Path, name: &str) -> Stdio {
+    std::fs::File::create(dir.join(name))
+        .map(Stdio::from)
+        .unwrap_or_else(|_| Stdio::null())
+}
+
+fn spawn(
+    cmd: &mut Command,
+    what: &'static str,
+    cleanup: &Arc<Mutex<Cleanup>>,
+) -> Result<Child, DemoError> {
+    let child = cmd
+        .spawn()
+        .map_err(|e| DemoError::Start { what, source: e })?;
+    cleanup
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .children
+        .push(child.id());
+    Ok(child)
+}
+
+fn wait_for(what: &'static str, mut ok: impl FnMut() -> bool, dir: &Path) -> Result<(), DemoError> {
+    let start = Instant::now();
+    while !ok() {
+        if start.elapsed() > DEADLINE {
+            let logs = ["daemon.log", "overlay.log"]
+                .iter()
+                .map(|f| std::fs::read_to_string(dir.join(f)).unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join("");
+            return Err(DemoError::Timeout(
+                what,
+                if logs.trim().is_empty() {
+                    String::new()
+                } else {
+                    format!("; logs:\n{logs}")
+                },
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+fn is_mounted(mp: &Path) -> bool {
+    let want = mp.to_string_lossy().replace(' ', "\\040");
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|m| {
+            m.lines().any(|l| {
+                l.split(' ').nth(4) == Some(want.as_str()) && l.contains(" - fuse.vfnotify ")
+            })
+        })
+        .unwrap_or(false)
+}
+
+/// A notification through the control socket; returns once the overlay has handled it.
+fn control_notify(control: &Path, paths: &[&str]) -> std::io::Result<()> {
+    let mut c = crate::control::Client::connect(control).map_err(std::io::Error::other)?;
+    let _ = c.set_timeout(Some(DEADLINE));
+    let r = c
+        .request("notify", json!({"channel": CHANNEL, "paths": paths}))
+        .map_err(std::io::Error::other)?;
+    if r["handled"].as_u64().unwrap_or(0) >= 1 {
+        Ok(())
+    } else {
+        Err(std::io::Error::other("no overlay handled it"))
+    }
+}
+
+/// The host side: one line over the daemon's listener, as the host daemon sends it over vsock.
+fn host_send(peer: &Path, paths: &[&str]) -> Result<(), DemoError> {
+    let rel: Vec<String> = paths.iter().map(|p| p.to_string()).collect();
+    let bytes = crate::daemon::send::encode_lines(CHANNEL, &rel)
+        .map_err(|e| DemoError::Send(std::io::Error::other(e)))?;
+    let mut s = std::os::unix::net::UnixStream::connect(peer).map_err(DemoError::Send)?;
+    s.write_all(&bytes).map_err(DemoError::Send)
+}
+
+/// A recursive watcher, as a file manager keeps one.
+struct Watcher {
+    ino: Inotify,
+    dirs: HashMap<i32, PathBuf>,
+}
+
+impl Watcher {
+    fn new(root: &Path) -> Result<Watcher, DemoError> {
+        let ino = Inotify::new().map_err(|e| DemoError::Watch {
+            path: root.into(),
+            source: e,
+        })?;
+        let mut w = Watcher {
+            ino,
+            dirs: HashMap::new(),
+        };
+        w.watch_tree(root)?;
+        Ok(w)
+    }
+
+    /// Watch a folder and everything below it; returns what the listing found (a recursive
+    /// watcher lists a new folder after watching it, since its content may predate the watch).
+    fn watch_tree(&mut self, dir: &Path) -> Result<Vec<PathBuf>, DemoError> {
+        let err = |e| DemoError::Watch {
+            path: dir.into(),
+            source: e,
+        };
+        let wd = self.ino.add_watch(dir, WATCH_MASK).map_err(err)?;
+        self.dirs.insert(wd, dir.to_path_buf());
+        let mut found = Vec::new();
+        for e in std::fs::read_dir(dir).map_err(err)?.flatten() {
+            found.push(e.path());
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                found.extend(self.watch_tree(&e.path())?);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Events until `want` are all seen or the deadline passes, then whatever follows within
+    /// 30 ms. New folders are watched as they appear. Returns `(event, when)` pairs.
+    fn collect(
+        &mut self,
+        root: &Path,
+        want: &[String],
+        deadline: Duration,
+    ) -> Vec<(String, Instant)> {
+        let start = Instant::now();
+        let mut out: Vec<(String, Instant)> = Vec::new();
+        let mut quiet_since: Option<Instant> = None;
+        loop {
+            let evs = self.ino.read(5).unwrap_or_default();
+            let now = Instant::now();
+            for e in evs {
+                let dir = self.dirs.get(&e.wd).cloned().unwrap_or_default();
+                let path = dir.join(&e.name);
+                let rel = |p: &Path| {
+                    p.strip_prefix(root)
+                        .unwrap_or(p)
+                        .to_string_lossy()
+                        .into_owned()
+                };
+                out.push((format!("{} {}", mask_name(e.mask), rel(&path)), now));
+                if e.mask & (libc::IN_CREATE | libc::IN_ISDIR) == libc::IN_CREATE | libc::IN_ISDIR {
+                    for p in self.watch_tree(&path).unwrap_or_default() {
+                        out.push((format!("listed {}", rel(&p)), now));
+                    }
+                }
+            }
+            let all = want.iter().all(|w| out.iter().any(|(e, _)| seen_as(e, w)));
+            if all {
+                let q = *quiet_since.get_or_insert(now);
+                if now.duration_since(q) > Duration::from_millis(30) {
+                    return out;
+                }
+            }
+            if start.elapsed() > deadline {
+                return out;
+            }
+        }
+    }
+
+    fn drain(&mut self, root: &Path) {
+        let _ = self.collect(root, &[], Duration::from_millis(50));
+    }
+}
+
+/// Whether event `e` shows what `want` expects: the event itself, or for a creation inside a new
+/// folder, the folder's listing taken when the watcher started watching it.
+fn seen_as(e: &str, want: &str) -> bool {
+    e == want
+        || want
+            .strip_prefix("IN_CREATE ")
+            .is_some_and(|p| e.strip_prefix("listed ") == Some(p))
+}
+
+fn mask_name(mask: u32) -> String {
+    let names = [
+        (libc::IN_CREATE, "IN_CREATE"),
+        (libc::IN_DELETE, "IN_DELETE"),
+        (libc::IN_MODIFY, "IN_MODIFY"),
+        (libc::IN_CLOSE_WRITE, "IN_CLOSE_WRITE"),
+        (libc::IN_MOVED_FROM, "IN_MOVED_FROM"),
+        (libc::IN_MOVED_TO, "IN_MOVED_TO"),
+        (libc::IN_ATTRIB, "IN_ATTRIB"),
+    ];
+    let mut v: Vec<&str> = names
+        .iter()
+        .filter(|(m, _)| mask & m != 0)
+        .map(|(_, n)| *n)
+        .collect();
+    if mask & libc::IN_ISDIR != 0 {
+        v.push("IN_ISDIR");
+    }
+    v.join("|")
+}
+
+/// What a cached reader such as `ls -l` sees at a path: kind, size and mode (no data is read, so
+/// the kernel's cached attributes are what shows), or a folder's listing.
+fn look(p: &Path) -> String {
+    match std::fs::symlink_metadata(p) {
+        Err(_) => "(no such file)".into(),
+        Ok(m) if m.is_dir() => {
+            let mut names: Vec<OsString> = std::fs::read_dir(p)
+                .map(|d| d.flatten().map(|e| e.file_name()).collect())
+                .unwrap_or_default();
+            names.sort();
+            format!(
+                "folder [{}]",
+                names
+                    .iter()
+                    .map(|n| n.to_string_lossy())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+        Ok(m) => format!(
+            "file, {} bytes, mode {:o}",
+            m.len(),
+            m.permissions().mode() & 0o777
+        ),
+    }
+}
+
+/// One scripted host change.
+struct Step {
+    action: &'static str,
+    /// The path whose view is shown before and after.
+    shown: &'static str,
+    change: fn(&Path) -> std::io::Result<()>,
+    /// The relative paths the host sends.
+    send: &'static [&'static str],
+    expected: &'static [&'static str],
+}
+
+fn script() -> Vec<Step> {
+    vec![
+        Step {
+            action: "create notes.txt",
+            shown: "notes.txt",
+            change: |s| std::fs::write(s.join("notes.txt"), "first draft\n"),
+            send: &["notes.txt"],
+            expected: &["IN_CREATE notes.txt", "IN_CLOSE_WRITE notes.txt"],
+        },
+        Step {
+            action: "rewrite notes.txt",
+            shown: "notes.txt",
+            change: |s| std::fs::write(s.join("notes.txt"), "second draft, longer\n"),
+            send: &["notes.txt"],
+            expected: &["IN_MODIFY notes.txt", "IN_CLOSE_WRITE notes.txt"],
+        },
+        Step {
+            action: "rename notes.txt -> docs/notes-final.txt",
+            shown: "docs/notes-final.txt",
+            change: |s| std::fs::rename(s.join("notes.txt"), s.join("docs/notes-final.txt")),
+            send: &["notes.txt", "docs/notes-final.txt"],
+            expected: &[
+                "IN_MOVED_FROM notes.txt",
+                "IN_MOVED_TO docs/notes-final.txt",
+            ],
+        },
+        Step {
+            action: "make projects/2026 with two files",
+            shown: "projects/2026",
+            change: |s| {
+                std::fs::create_dir_all(s.join("projects/2026"))?;
+                std::fs::write(s.join("projects/2026/plan.md"), "# plan\n")?;
+                std::fs::write(s.join("projects/2026/budget.csv"), "item,cost\n")
+            },
+            send: &["projects"],
+            expected: &[
+                "IN_CREATE|IN_ISDIR projects",
+                "IN_CREATE projects/2026/plan.md",
+                "IN_CREATE projects/2026/budget.csv",
+            ],
+        },
+        Step {
+            action: "chmod 600 docs/notes-final.txt",
+            shown: "docs/notes-final.txt",
+            change: |s| {
+                std::fs::set_permissions(
+                    s.join("docs/notes-final.txt"),
+                    std::fs::Permissions::from_mode(0o600),
+                )
+            },
+            send: &["docs/notes-final.txt"],
+            expected: &["IN_ATTRIB docs/notes-final.txt"],
+        },
+        Step {
+            action: "delete docs/notes-final.txt",
+            shown: "docs/notes-final.txt",
+            change: |s| std::fs::remove_file(s.join("docs/notes-final.txt")),
+            send: &["docs/notes-final.txt"],
+            expected: &["IN_DELETE docs/notes-final.txt"],
+        },
+    ]
+}
+
+fn play(n: usize, step: &Step, env: &Env, watcher: &mut Watcher) -> Result<StepReport, DemoError> {
+    let shown = env.mnt.join(step.shown);
+    // The reader looks first (so the kernel caches what it saw, including "no such file").
+    let _ = look(&shown);
+    (step.change)(&env.src).map_err(|e| DemoError::Prepare {
+        what: step.action.into(),
+        source: e,
+    })?;
+    let before = look(&shown);
+    let truth = look(&env.src.join(step.shown));
+    let sent = Instant::now();
+    host_send(&env.peer, step.send)?;
+    let expected: Vec<String> = step.expected.iter().map(|s| s.to_string()).collect();
+    let events = watcher.collect(&env.mnt, &expected, Duration::from_secs(5));
+    let latency = expected
+        .first()
+        .and_then(|w| events.iter().find(|(e, _)| e == w))
+        .map(|(_, t)| t.duration_since(sent).as_secs_f64() * 1000.0);
+    let after = look(&shown);
+    let events: Vec<String> = events.into_iter().map(|(e, _)| e).collect();
+    let stale_before = before != truth;
+    let fresh_after = after == truth;
+    let events_ok = expected
+        .iter()
+        .all(|w| events.iter().any(|e| seen_as(e, w)));
+    Ok(StepReport {
+        step: n,
+        host_action: step.action.into(),
+        before,
+        after,
+        expected_events: expected,
+        events,
+        latency_ms: latency,
+        stale_before,
+        fresh_after,
+        events_ok,
+        ok: stale_before && fresh_after && events_ok,
+    })
+}
+
+fn mark(ok: bool) -> &'static str {
+    if ok { "ok " } else { "BAD" }
+}
+
+fn print_step(r: &StepReport) {
+    println!(
+        "{} step {}: host {}\n      cached reader before: {}   {}\n      after the notification: {}   {}\n      watcher: {}\n      send → event: {}",
+        mark(r.ok),
+        r.step,
+        r.host_action,
+        r.before,
+        if r.stale_before {
+            "(stale, as cached)"
+        } else {
+            "(already fresh: the cache was not in play)"
+        },
+        r.after,
+        if r.fresh_after { "(fresh)" } else { "(STALE)" },
+        if r.events.is_empty() {
+            "(no events)".to_string()
+        } else {
+            r.events.join(", ")
+        },
+        r.latency_ms
+            .map(|l| format!("{l:.2} ms"))
+            .unwrap_or_else(|| "(missing)".into()),
+    );
+}
+
+fn print_summary(reports: &[StepReport]) {
+    println!("\n| step | host action | stale before | fresh after | events | send → event |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for r in reports {
+        println!(
+            "| {} | {} | {} | {} | {} | {} |",
+            r.step,
+            r.host_action,
+            yes(r.stale_before),
+            yes(r.fresh_after),
+            if r.events_ok {
+                "as expected"
+            } else {
+                "MISSING"
+            },
+            r.latency_ms
+                .map(|l| format!("{l:.2} ms"))
+                .unwrap_or_else(|| "-".into())
+        );
+    }
+    let ok = reports.iter().filter(|r| r.ok).count();
+    println!("\n{ok} of {} steps behaved as shown.", reports.len());
+}
+
+fn yes(b: bool) -> &'static str {
+    if b { "yes" } else { "NO" }
 }

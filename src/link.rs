@@ -21,7 +21,8 @@ pub trait NotifyTarget: Send + Sync + 'static {
     /// Handle one (possibly coalesced) notification: `paths` are validated relative paths under
     /// the mount; empty means the whole mount. Returns once caches are invalidated and events
     /// replayed.
-    fn handle(&self, paths: &[String]);
+    /// Returns the changes found, in order (`{"type", "path", "to"?}` objects), for watchers.
+    fn handle(&self, paths: &[String]) -> Vec<serde_json::Value>;
     /// The link went up (`true`) or down (`false`). Called on every transition.
     fn set_linked(&self, linked: bool);
     /// Counters and state reported to the daemon for `vfnotify status`.
@@ -41,6 +42,9 @@ pub struct LinkConfig {
 
 /// How often the link retries connecting while the daemon is away.
 pub const RETRY: Duration = Duration::from_millis(100);
+
+/// How long the link waits for the daemon's answers to `hello` and `subscribe`.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why one link session ended.
 #[derive(Debug, Error)]
@@ -97,6 +101,10 @@ fn session(
     linked: &mut bool,
 ) -> Result<(), LinkError> {
     let mut client = Client::connect(&config.control).map_err(LinkError::Connect)?;
+    // A daemon that accepts but never answers must not hang the link.
+    client
+        .set_timeout(Some(HANDSHAKE_TIMEOUT))
+        .map_err(LinkError::Hello)?;
     client
         .request(
             "hello",
@@ -109,21 +117,29 @@ fn session(
             json!({"channel": config.channel, "mountpoint": config.mountpoint, "pid": std::process::id()}),
         )
         .map_err(LinkError::Subscribe)?;
+    client.set_timeout(None).map_err(LinkError::Subscribe)?;
     tracing::info!(channel = %config.channel, control = %config.control.display(), subscription = %sub["subscription"], "linked to the daemon");
     target.set_linked(true);
     *linked = true;
-    // Notifications may have been missed while unlinked.
-    target.handle(&[]);
+    // Notifications may have been missed while unlinked: rescan, and report what that found
+    // (and the fresh state) with an acknowledgement of nothing.
+    let changes = target.handle(&[]);
+    client
+        .send(
+            "handled",
+            json!({"seqs": [], "stats": target.stats(), "changes": changes}),
+        )
+        .map_err(LinkError::Ack)?;
     loop {
         let batch = client.recv_batch().map_err(LinkError::Receive)?;
         let Some(merged) = merge_events(&batch) else {
             continue;
         };
-        target.handle(&merged.paths);
+        let changes = target.handle(&merged.paths);
         client
             .send(
                 "handled",
-                json!({"seqs": merged.seqs, "stats": target.stats()}),
+                json!({"seqs": merged.seqs, "stats": target.stats(), "changes": changes}),
             )
             .map_err(LinkError::Ack)?;
     }

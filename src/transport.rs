@@ -321,6 +321,12 @@ impl Listener for VsockListener {
     }
 }
 
+/// Whether a process accepts connections on the Unix socket at `path`.
+pub fn socket_is_live(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
+        && std::os::unix::net::UnixStream::connect(path).is_ok()
+}
+
 /// Bind a Unix stream socket at `path` with file mode `mode`:
 /// - the parent folder is created (mode 0755) if missing;
 /// - an existing socket nobody answers on (left by a dead process) is replaced;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 
 use super::{MAX_MESSAGE, PROTOCOL_VERSION};
 use crate::daemon::state::{Counters, Popped, Shared, Subscriber};
@@ -22,6 +22,8 @@ pub const MAX_CONTROL_CONNECTIONS: usize = 256;
 pub const NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Outgoing messages buffered per connection (beyond that, the connection's reader waits).
 const OUTGOING: usize = 64;
+/// `notify` requests in flight per connection (beyond that, the connection's reader waits).
+pub const MAX_PENDING_NOTIFY: usize = 64;
 
 struct Slot(Arc<Shared>);
 impl Drop for Slot {
@@ -84,6 +86,7 @@ struct Conn {
     shared: Arc<Shared>,
     tx: mpsc::Sender<String>,
     sub: Option<Arc<Subscriber>>,
+    pending: Arc<Semaphore>,
 }
 
 async fn serve(shared: Arc<Shared>, stream: UnixStream) {
@@ -101,6 +104,7 @@ async fn serve(shared: Arc<Shared>, stream: UnixStream) {
         shared: Arc::clone(&shared),
         tx,
         sub: None,
+        pending: Arc::new(Semaphore::new(MAX_PENDING_NOTIFY)),
     };
     let mut reader = BufReader::new(rd);
     let mut line = Vec::new();
@@ -225,6 +229,10 @@ impl Conn {
                 return self.reply(&id, Err(e)).await;
             }
         };
+        // Bound the waiting tasks a client can start: past the limit, stop reading its requests.
+        let Ok(permit) = Arc::clone(&self.pending).acquire_owned().await else {
+            return false;
+        };
         let wait = self.shared.dispatch(&channel, paths, true);
         if !wait.known {
             return self
@@ -271,6 +279,7 @@ impl Conn {
                 )),
             };
             let _ = tx.send(response(&id, body)).await;
+            drop(permit);
         });
         true
     }
@@ -349,8 +358,12 @@ impl Conn {
                 );
             }
         }
-        if seqs.is_empty() {
-            return Err(error("bad-request", "`handled` needs `seq` or `seqs`"));
+        // An empty `seqs` with `stats` is a report (after the rescan that follows linking).
+        if seqs.is_empty() && args.get("stats").is_none() {
+            return Err(error(
+                "bad-request",
+                "`handled` needs `seq`, `seqs` or `stats`",
+            ));
         }
         sub.ack(&seqs, args.get("stats").cloned());
         Ok(json!({}))

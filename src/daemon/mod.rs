@@ -139,20 +139,14 @@ pub enum DaemonError {
     ThreadDied,
 }
 
-/// Bind the control socket, then every listener, and start serving. Returns the shared state.
+/// Bind every listener, then the control socket, and start serving. Returns the shared state.
 /// Must run inside a tokio runtime.
 pub async fn start(config: DaemonConfig) -> Result<Arc<Shared>, DaemonError> {
     let control_path = config.control.clone();
-    let control =
-        transport::UnixListener::bind(&control_path, SOCKET_MODE).map_err(
-            |source| match source {
-                TransportError::AddressInUse { path } => DaemonError::AlreadyRunning { path },
-                source => DaemonError::BindControl {
-                    path: control_path.clone(),
-                    source,
-                },
-            },
-        )?;
+    // Refuse early when a live daemon owns the control socket, before taking any listener.
+    if transport::socket_is_live(&control_path) {
+        return Err(DaemonError::AlreadyRunning { path: control_path });
+    }
     let shared = Shared::new(config);
     let mut names = Vec::new();
     let mut unix = Vec::new();
@@ -172,6 +166,17 @@ pub async fn start(config: DaemonConfig) -> Result<Arc<Shared>, DaemonError> {
         }
         names.push(addr.to_string());
     }
+    // The control socket comes last: once it accepts, every listener is bound.
+    let control =
+        transport::UnixListener::bind(&control_path, SOCKET_MODE).map_err(
+            |source| match source {
+                TransportError::AddressInUse { path } => DaemonError::AlreadyRunning { path },
+                source => DaemonError::BindControl {
+                    path: control_path.clone(),
+                    source,
+                },
+            },
+        )?;
     *state::lock(&shared.listeners) = names;
     for l in unix {
         tokio::spawn(peer::accept_loop(Arc::clone(&shared), l));

@@ -83,11 +83,14 @@ pub async fn serve_peer<S: AsyncRead + Unpin>(shared: &Shared, mut stream: S) {
             Ok(Ok(0)) => break,
             Ok(Ok(n)) => n,
         };
+        // Lines that arrive together (one write by the host) form one notification per channel,
+        // so the overlay sees a rename's two paths at once and replays it as a move.
+        let mut batch = Batch::default();
         for item in decoder.push(buf.get(..n).unwrap_or_default()) {
             match item {
                 Ok(n) => {
                     tracing::debug!(channel = %n.channel, path = ?n.path, "notification");
-                    let _ = shared.dispatch(&n.channel, n.path.into_iter().collect(), false);
+                    batch.add(n.channel, n.path);
                 }
                 Err(Dropped::Overlong) => {
                     Counters::bump(&shared.counters.overlong);
@@ -108,6 +111,7 @@ pub async fn serve_peer<S: AsyncRead + Unpin>(shared: &Shared, mut stream: S) {
                 }
             }
         }
+        batch.dispatch(shared);
         if decoder.is_closed() {
             return;
         }
@@ -118,5 +122,52 @@ pub async fn serve_peer<S: AsyncRead + Unpin>(shared: &Shared, mut stream: S) {
             bytes = decoder.pending(),
             "connection ended mid-line; partial line discarded"
         );
+    }
+}
+
+/// Notifications decoded from one read, grouped by channel in order of first appearance.
+#[derive(Default)]
+struct Batch {
+    /// Channel, its paths (`None`: the whole channel) and how many lines it merges.
+    groups: Vec<(String, Option<Vec<String>>, u64)>,
+}
+
+impl Batch {
+    fn add(&mut self, channel: String, path: Option<String>) {
+        match self.groups.iter_mut().find(|(c, _, _)| *c == channel) {
+            Some((_, paths, count)) => {
+                *count += 1;
+                match (paths.as_mut(), path) {
+                    (Some(ps), Some(p)) => {
+                        if !ps.contains(&p) {
+                            ps.push(p);
+                        }
+                    }
+                    _ => *paths = None,
+                }
+            }
+            None => self.groups.push((channel, path.map(|p| vec![p]), 1)),
+        }
+    }
+
+    /// Dispatch each group once; counters still count every line.
+    fn dispatch(self, shared: &Shared) {
+        for (channel, paths, count) in self.groups {
+            let extra = count.saturating_sub(1);
+            shared.counters.received.fetch_add(extra, Ordering::Relaxed);
+            let r = shared.dispatch(&channel, paths.unwrap_or_default(), false);
+            if r.known {
+                // Merged into one notification: coalesced, as a burst within the window is.
+                shared
+                    .counters
+                    .coalesced
+                    .fetch_add(extra, Ordering::Relaxed);
+            } else {
+                shared
+                    .counters
+                    .unknown_channel
+                    .fetch_add(extra, Ordering::Relaxed);
+            }
+        }
     }
 }

@@ -95,6 +95,7 @@ pub struct Stats {
     pub events_replayed: AtomicU64,
     pub replay_failed: AtomicU64,
     pub baselines: AtomicU64,
+    pub epoch_bumps: AtomicU64,
     pub scope_rejected: AtomicU64,
     pub scan_errors: AtomicU64,
 }
@@ -126,6 +127,7 @@ impl Stats {
             events_replayed,
             replay_failed,
             baselines,
+            epoch_bumps,
             scope_rejected,
             scan_errors
         )
@@ -155,6 +157,9 @@ enum Handle {
 const HANDLE_SHARDS: usize = 16;
 type HandleShard = Mutex<HashMap<u64, Arc<Handle>>>;
 
+/// A live name of a node: its parent's fd, the name, and the current attributes.
+pub type Resolved = (Arc<OwnedFd>, OsString, libc::stat);
+
 /// State shared by the request handlers and the sync worker.
 pub struct Shared {
     pub cfg: MountConfig,
@@ -164,8 +169,12 @@ pub struct Shared {
     pub stats: Stats,
     /// Whether notifications can arrive (a daemon link is up). `cache=always` is honoured only then.
     pub linked: AtomicBool,
+    /// When `linked` last changed (seconds since the epoch).
+    pub state_since: AtomicU64,
     /// Kernel passthrough negotiated at INIT.
     pub passthrough: AtomicBool,
+    /// The kernel's FUSE minor version, from INIT.
+    pub kernel_minor: AtomicU32,
     handles: Box<[HandleShard]>,
     next_fh: AtomicU64,
     /// Directory nodes that need a baseline snapshot (drained by the sync worker).
@@ -190,7 +199,9 @@ impl Shared {
             replay: ReplayView::default(),
             stats: Stats::default(),
             linked: AtomicBool::new(linked),
+            state_since: AtomicU64::new(unix_now()),
             passthrough: AtomicBool::new(false),
+            kernel_minor: AtomicU32::new(0),
             handles: (0..HANDLE_SHARDS)
                 .map(|_| Mutex::new(HashMap::new()))
                 .collect(),
@@ -281,7 +292,7 @@ impl Shared {
     }
 
     /// Find a live name of a node: its parent's fd, the name, and the current attributes.
-    pub fn resolve(&self, node: &Node) -> io::Result<(Arc<OwnedFd>, OsString, libc::stat)> {
+    pub fn resolve(&self, node: &Node) -> io::Result<Resolved> {
         let links = node.state().links.clone();
         let mut last = err(libc::ESTALE);
         for (parent, name) in links {
@@ -307,13 +318,34 @@ impl Shared {
         Err(last)
     }
 
-    /// Current attributes of a node.
+    /// Current attributes of a node (of an open handle when its last name is gone).
     pub fn stat_node(&self, node: &Node) -> io::Result<libc::stat> {
         if node.is_dir {
             sys::fstat(self.dir_fd(node)?.as_fd())
         } else {
-            Ok(self.resolve(node)?.2)
+            match self.resolve(node) {
+                Ok(r) => Ok(r.2),
+                Err(e) => match self.open_fd_of(node) {
+                    Some(fd) => sys::fstat(fd.as_fd()),
+                    None => Err(e),
+                },
+            }
         }
+    }
+
+    /// A duplicate of the fd of any open handle of `node` (for files whose names are gone).
+    fn open_fd_of(&self, node: &Node) -> Option<OwnedFd> {
+        self.handles.iter().find_map(|shard| {
+            let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            shard.values().find_map(|h| match &**h {
+                Handle::File(OpenFile {
+                    node: n,
+                    fd: Some(fd),
+                    ..
+                }) if n.ino == node.ino => fd.try_clone().ok(),
+                _ => None,
+            })
+        })
     }
 
     /// The FUSE attributes for `st` under node id `ino`.
@@ -369,8 +401,15 @@ impl Shared {
         let Some(pnode) = self.table.get(parent) else {
             return;
         };
+        let dir_st = self
+            .dir_fd(&pnode)
+            .and_then(|fd| sys::fstat(fd.as_fd()))
+            .ok();
         let mut ps = pnode.state();
         ps.negatives.remove(name);
+        if let Some(d) = dir_st {
+            ps.attr = Some(EntrySnap::from_stat(&d));
+        }
         if let Some(snap) = ps.snapshot.as_mut() {
             match st {
                 Some(st) => {
@@ -509,6 +548,14 @@ impl Shared {
     }
 }
 
+/// Seconds since the epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 fn time(s: i64, ns: i64) -> SystemTime {
     if s >= 0 {
         UNIX_EPOCH + Duration::new(s as u64, ns as u32)
@@ -598,6 +645,7 @@ impl OverlayFs {
     ) -> io::Result<Option<FileAttr>> {
         let s = &self.s;
         Stats::bump(&s.stats.lookups);
+        debug!(parent = parent.0, ?name, pid = req.pid(), "lookup");
         let pnode = s.node(parent)?;
         if s.replay.is_replay(req) {
             match s.replay.get(parent.0, name) {
@@ -622,6 +670,7 @@ impl OverlayFs {
                 if ps.negatives.len() < NEGATIVE_BUDGET {
                     ps.negatives.insert(name.to_owned());
                     Stats::bump(&s.stats.negative_cached);
+                    debug!(parent = parent.0, ?name, ttl = ?s.ttl(), "negative entry");
                     Ok(None)
                 } else {
                     Err(e)
@@ -658,34 +707,41 @@ impl OverlayFs {
         }
         s.check_writable(req)?;
         s.audit(req, "setattr", ino.0, None);
-        let handle = fh.and_then(|fh| s.handle(fh).ok());
-        let hfd = handle.as_deref().and_then(|h| match h {
-            Handle::File(f) => f.fd.as_ref().map(|fd| fd.as_fd()),
-            Handle::Dir(_) => None,
-        });
-        // Where to act: the open file, the directory itself, or the name in its parent.
-        let (pfd, name, st0) = if node.is_dir || hfd.is_some() {
-            (None, OsString::new(), None)
+        // Where to act: an open file, the directory itself, or the name in its parent — and for
+        // an open file whose last name is gone, any open handle of it.
+        let handle_fd: Option<OwnedFd> =
+            fh.and_then(|fh| s.handle(fh).ok()).and_then(|h| match &*h {
+                Handle::File(OpenFile { fd: Some(fd), .. }) => fd.try_clone().ok(),
+                _ => None,
+            });
+        let (self_fd, at): (Option<OwnedFd>, Option<Resolved>) = if let Some(fd) = handle_fd {
+            (Some(fd), None)
+        } else if node.is_dir {
+            (Some(s.dir_fd(&node)?.as_fd().try_clone_to_owned()?), None)
         } else {
-            let (pfd, name, st) = s.resolve(&node)?;
-            (Some(pfd), name, Some(st))
-        };
-        let cname = sys::cstr(&name)?;
-        let dirfd;
-        let target: BorrowedFd<'_> = match (&pfd, hfd) {
-            (_, Some(fd)) => fd,
-            (Some(p), None) => p.as_fd(),
-            (None, None) => {
-                dirfd = s.dir_fd(&node)?;
-                dirfd.as_fd()
+            match s.resolve(&node) {
+                Ok(r) => (None, Some(r)),
+                Err(e) => (Some(s.open_fd_of(&node).ok_or(e)?), None),
             }
         };
-        let on_self = pfd.is_none();
-        let is_link = st0.is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFLNK);
+        let cname = sys::cstr(
+            at.as_ref()
+                .map(|(_, n, _)| n.as_os_str())
+                .unwrap_or_default(),
+        )?;
+        let (target, name): (BorrowedFd<'_>, &CStr) = match (&self_fd, &at) {
+            (Some(fd), _) => (fd.as_fd(), c""),
+            (None, Some((pfd, _, _))) => (pfd.as_fd(), &cname),
+            (None, None) => return Err(err(libc::ESTALE)),
+        };
+        let on_self = self_fd.is_some();
+        let is_link = at
+            .as_ref()
+            .is_some_and(|(_, _, st)| st.st_mode & libc::S_IFMT == libc::S_IFLNK);
         if uid.is_some() || gid.is_some() {
             sys::fchownat(
                 target,
-                if on_self { c"" } else { &cname },
+                name,
                 uid.unwrap_or(u32::MAX),
                 gid.unwrap_or(u32::MAX),
             )?;
@@ -694,46 +750,36 @@ impl OverlayFs {
             if is_link {
                 return Err(err(libc::EOPNOTSUPP));
             }
-            if on_self && hfd.is_some() {
-                sys::fchmod(target, mode & 0o7777)?;
-            } else if on_self {
-                // An O_PATH directory fd: go through /proc to reach the directory itself.
+            if on_self {
+                // Reach the object itself through its /proc magic link (works for O_PATH fds).
                 let p = std::ffi::CString::new(format!(
                     "/proc/self/fd/{}",
                     std::os::fd::AsRawFd::as_raw_fd(&target)
                 ))?;
-                sys::fchmodat(s.root_fd.as_fd(), &p, mode & 0o7777)?;
+                sys::fchmodat(sys::cwd(), &p, mode & 0o7777)?;
             } else {
-                sys::fchmodat(target, &cname, mode & 0o7777)?;
+                sys::fchmodat(target, name, mode & 0o7777)?;
             }
         }
         if let Some(size) = size {
-            match hfd {
-                Some(fd) => sys::ftruncate(fd, size)?,
-                None => {
-                    if node.is_dir {
-                        return Err(err(libc::EISDIR));
-                    }
-                    let f = sys::openat(
-                        target,
-                        &cname,
-                        libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK,
-                        0,
-                    )?;
-                    sys::ftruncate(f.as_fd(), size)?;
-                }
+            if node.is_dir {
+                return Err(err(libc::EISDIR));
+            }
+            if on_self {
+                sys::ftruncate(target, size)?;
+            } else {
+                let f = sys::openat(
+                    target,
+                    name,
+                    libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK,
+                    0,
+                )?;
+                sys::ftruncate(f.as_fd(), size)?;
             }
         }
         if atime.is_some() || mtime.is_some() {
-            if on_self && (node.is_dir || hfd.is_some()) {
-                let p = std::ffi::CString::new(format!(
-                    "/proc/self/fd/{}",
-                    std::os::fd::AsRawFd::as_raw_fd(&target)
-                ))?;
-                sys::utimensat(s.root_fd.as_fd(), &p, set_time(atime), set_time(mtime))?;
-            } else {
-                sys::utimensat(target, &cname, set_time(atime), set_time(mtime))?;
-            }
+            // With an empty name this acts on the fd itself (AT_EMPTY_PATH), O_PATH included.
+            sys::utimensat(target, name, set_time(atime), set_time(mtime))?;
         }
         let st = if on_self {
             sys::fstat(target)?
@@ -1009,6 +1055,9 @@ pub fn snap_stat(e: &EntrySnap) -> libc::stat {
 impl Filesystem for OverlayFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         let caps = config.capabilities();
+        self.s
+            .kernel_minor
+            .store(config.kernel_abi().1, Ordering::SeqCst);
         let mut want = InitFlags::FUSE_ASYNC_READ
             | InitFlags::FUSE_BIG_WRITES
             | InitFlags::FUSE_PARALLEL_DIROPS
@@ -1055,6 +1104,7 @@ impl Filesystem for OverlayFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        debug!(ino = ino.0, "getattr");
         let s = &self.s;
         let res = s.node(ino).and_then(|node| {
             if node.is_virtual {
@@ -1062,6 +1112,14 @@ impl Filesystem for OverlayFs {
                 st.st_mode = libc::S_IFREG | 0o644;
                 st.st_size = 0;
                 return Ok(s.attr(node.ino, &st));
+            }
+            // With long caching, a directory's attributes change only on notification (or a
+            // change made through the overlay): the kernel drops a listing's cache whenever it
+            // sees a new mtime, and it refetches attributes after every read (atime).
+            if node.is_dir && s.policy() == CachePolicy::Always {
+                if let Some(a) = node.state().attr {
+                    return Ok(s.attr(node.ino, &snap_stat(&a)));
+                }
             }
             let st = match fh.and_then(|fh| s.handle(fh).ok()) {
                 Some(h) => match &*h {
@@ -1407,6 +1465,7 @@ impl Filesystem for OverlayFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        debug!(ino = ino.0, flags = ?self.s.fopen_flags(true), "opendir");
         if let Err(e) = self.s.node(ino) {
             return reply.error(errno(&e));
         }
@@ -1424,6 +1483,7 @@ impl Filesystem for OverlayFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        debug!(ino = ino.0, offset, "readdir");
         let (node, entries) = match self.dir_entries(ino, fh, offset) {
             Ok(x) => x,
             Err(e) => return reply.error(errno(&e)),
@@ -1460,6 +1520,7 @@ impl Filesystem for OverlayFs {
         mut reply: ReplyDirectoryPlus,
     ) {
         let s = &self.s;
+        debug!(ino = ino.0, offset, "readdirplus");
         let (node, entries) = match self.dir_entries(ino, fh, offset) {
             Ok(x) => x,
             Err(e) => return reply.error(errno(&e)),

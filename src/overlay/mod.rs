@@ -5,12 +5,14 @@
 //! - [`fs`]: the FUSE operations and the replay view.
 //! - [`sync`]: the worker that rescans on notifications, invalidates the kernel's caches and
 //!   replays changes as inotify events.
+//! - [`kernel_notify`]: the notifications fuser lacks (INC_EPOCH, PRUNE), written directly.
 //!
 //! This module mounts (mount(2) directly, type `fuse.vfnotify`), returns once the mount is live
 //! (daemonising unless `-f`), wires the daemon link and ends on unmount or SIGTERM.
 
 pub mod fs;
 pub mod inode;
+pub mod kernel_notify;
 pub mod options;
 pub mod sync;
 
@@ -95,6 +97,9 @@ pub fn main(args: MountArgs) -> u8 {
         return EXIT_FAILURE;
     }
     if args.foreground {
+        if let Some(log) = &cfg.log {
+            redirect_stderr(log);
+        }
         crate::logging::init(args.debug);
         return match run(cfg, &source, &mountpoint, None) {
             Ok(()) => 0,
@@ -185,6 +190,16 @@ fn daemonize(cfg: MountConfig, source: &Path, mountpoint: &Path, debug: bool) ->
     }
 }
 
+fn redirect_stderr(log: &Path) {
+    if let Ok(f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+    {
+        let _ = sys::dup2(f.as_fd(), 2);
+    }
+}
+
 fn redirect_stdio(log: Option<&Path>) {
     let null = std::fs::OpenOptions::new()
         .read(true)
@@ -218,6 +233,10 @@ pub fn run(
     // Before any thread exists: signals go to the dedicated waiter; modes are the caller's.
     sys::block_termination_signals().map_err(MountError::Signals)?;
     sys::umask(0);
+    // Every client open holds a backing fd here: use the whole hard limit.
+    if let Err(e) = sys::raise_nofile_limit() {
+        warn!("could not raise the open-files limit: {e}");
+    }
     let csource = sys::cstr(source.as_os_str()).map_err(|e| MountError::OpenSource {
         path: source.into(),
         source: e,
@@ -282,15 +301,29 @@ pub fn run(
         mountpoint: mountpoint.into(),
         source: e,
     };
+    // With `ro`, the filesystem is mounted writable at a private staging folder (replays need
+    // it) and MOUNTPOINT gets a read-only bind of it; see `finish_read_only`.
+    let staging = if cfg.read_only {
+        let dir = std::env::temp_dir().join(format!("vfnotify-ro-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(mount_err)?;
+        Some(dir)
+    } else {
+        None
+    };
+    let target = match &staging {
+        Some(dir) => sys::cstr(dir.as_os_str()).map_err(mount_err)?,
+        None => cmp.clone(),
+    };
     sys::mount(
         &CString::new(fsname.replace(',', "_")).map_err(|e| mount_err(e.into()))?,
-        &cmp,
+        &target,
         c"fuse.vfnotify",
         flags,
         &CString::new(data).map_err(|e| mount_err(e.into()))?,
     )
     .map_err(mount_err)?;
 
+    let raw_fd = sys::dup(dev.as_fd()).map_err(MountError::OpenFuse)?;
     let fs = OverlayFs { s: shared.clone() };
     let mut fcfg = fuser::Config::default();
     fcfg.n_threads = Some(cfg.threads);
@@ -303,20 +336,32 @@ pub fn run(
     let session = match fuser::Session::from_fd(fs, dev, fcfg.acl, fcfg) {
         Ok(s) => s,
         Err(e) => {
-            let _ = sys::umount2(&cmp, libc::MNT_DETACH);
+            let _ = sys::umount2(&target, libc::MNT_DETACH);
             return Err(MountError::Handshake(e));
         }
+    };
+    let replay_root = match &staging {
+        None => sync::ReplayRoot::Path(mountpoint.to_path_buf()),
+        Some(dir) => match finish_read_only(dir, &cmp, flags) {
+            Ok(holder) => {
+                watch_unmount(mountpoint.to_path_buf(), holder.clone())
+                    .map_err(MountError::Spawn)?;
+                sync::ReplayRoot::Detached(holder)
+            }
+            Err(e) => {
+                let _ = sys::umount2(&target, libc::MNT_DETACH);
+                let _ = std::fs::remove_dir(dir);
+                return Err(mount_err(e));
+            }
+        },
     };
 
     let (tx, rx) = mpsc::channel::<Job>();
     *shared.baseline_tx.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx.clone());
     let spawned = (|| -> io::Result<()> {
-        sync::spawn(
-            shared.clone(),
-            session.notifier(),
-            mountpoint.to_path_buf(),
-            rx,
-        )?;
+        let minor = shared.kernel_minor.load(Ordering::Relaxed);
+        let raw = kernel_notify::KernelNotifier::new(raw_fd, minor);
+        sync::spawn(shared.clone(), session.notifier(), raw, replay_root, rx)?;
         let mp = cmp.clone();
         std::thread::Builder::new()
             .name("vfnotify-signal".into())
@@ -361,6 +406,52 @@ pub fn run(
     res.map_err(MountError::Session)
 }
 
+/// `ro`: bind the writable staging mount read-only at MOUNTPOINT, keep an `O_PATH` fd of the
+/// staging mount for replays and detach it from the namespace, so only MOUNTPOINT shows.
+fn finish_read_only(
+    staging: &Path,
+    mountpoint: &CString,
+    flags: libc::c_ulong,
+) -> io::Result<ReplayHolder> {
+    let cstaging = sys::cstr(staging.as_os_str())?;
+    sys::mount(&cstaging, mountpoint, c"", libc::MS_BIND, c"")?;
+    let ro = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | flags;
+    if let Err(e) = sys::mount(c"", mountpoint, c"", ro, c"") {
+        let _ = sys::umount2(mountpoint, libc::MNT_DETACH);
+        return Err(e);
+    }
+    let fd = sys::openat(sys::cwd(), &cstaging, libc::O_PATH | libc::O_DIRECTORY, 0)?;
+    sys::umount2(&cstaging, libc::MNT_DETACH)?;
+    let _ = std::fs::remove_dir(staging);
+    Ok(Arc::new(std::sync::Mutex::new(Some(fd))))
+}
+
+/// The staging mount of an `ro` overlay, held open for replays until MOUNTPOINT is unmounted.
+pub type ReplayHolder = Arc<std::sync::Mutex<Option<OwnedFd>>>;
+
+/// With `ro`, the session lives on through the held staging fd after `umount MOUNTPOINT`:
+/// notice the unmount and let go, so the kernel ends the session as usual.
+fn watch_unmount(mountpoint: PathBuf, holder: ReplayHolder) -> io::Result<()> {
+    let escaped = mountpoint.to_string_lossy().replace(' ', "\\040");
+    std::thread::Builder::new()
+        .name("vfnotify-umount".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_millis(100));
+                let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+                let mounted = info.lines().any(|l| {
+                    l.split(' ').nth(4) == Some(escaped.as_str()) && l.contains(" - fuse.vfnotify ")
+                });
+                if !mounted {
+                    info!("mountpoint unmounted: releasing the replay mount");
+                    holder.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    return;
+                }
+            }
+        })?;
+    Ok(())
+}
+
 /// The overlay as the daemon link sees it.
 struct LinkTarget {
     s: Arc<Shared>,
@@ -378,19 +469,32 @@ impl LinkTarget {
 }
 
 impl crate::link::NotifyTarget for LinkTarget {
-    fn handle(&self, paths: &[String]) {
+    fn handle(&self, paths: &[String]) -> Vec<serde_json::Value> {
         let (done_tx, done_rx) = mpsc::channel();
-        if self.send(Job::Notify {
+        if !self.send(Job::Notify {
             paths: paths.to_vec(),
             done: done_tx,
-        }) && done_rx.recv_timeout(Duration::from_secs(120)).is_err()
-        {
-            warn!("notification not handled within 120 s");
+        }) {
+            return Vec::new();
+        }
+        match done_rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(report) => report
+                .records
+                .iter()
+                .filter_map(|r| serde_json::to_value(r).ok())
+                .collect(),
+            Err(_) => {
+                warn!("notification not handled within 120 s");
+                Vec::new()
+            }
         }
     }
 
     fn set_linked(&self, linked: bool) {
         let was = self.s.linked.swap(linked, Ordering::SeqCst);
+        if was != linked {
+            self.s.state_since.store(fs::unix_now(), Ordering::Relaxed);
+        }
         if was && !linked {
             warn!("daemon link down: degraded to short cache timeouts");
             self.send(Job::Degrade);
@@ -404,10 +508,12 @@ impl crate::link::NotifyTarget for LinkTarget {
         if let Some(o) = v.as_object_mut() {
             o.insert("known_inodes".into(), self.s.table.len().into());
             o.insert("cached_dir_fds".into(), self.s.table.dirfd_count().into());
-            o.insert(
-                "linked".into(),
-                self.s.linked.load(Ordering::Relaxed).into(),
-            );
+            let linked = self.s.linked.load(Ordering::Relaxed);
+            o.insert("linked".into(), linked.into());
+            let state = if linked { "linked" } else { "degraded" };
+            o.insert("state".into(), state.into());
+            let since = self.s.state_since.load(Ordering::Relaxed);
+            o.insert("since".into(), since.into());
             o.insert(
                 "passthrough".into(),
                 self.s.passthrough.load(Ordering::Relaxed).into(),

@@ -22,6 +22,7 @@ use tracing::{debug, info};
 
 use super::fs::{Shared, Stats, ViewEntry};
 use super::inode::{EntrySnap, Ino, Key, Node, ROOT_INO, Snapshot};
+use super::kernel_notify::KernelNotifier;
 use crate::sys;
 
 /// Work for the sync worker.
@@ -45,6 +46,19 @@ pub struct NotifyReport {
     pub changes: u64,
     pub events: u64,
     pub micros: u64,
+    /// Each change found, in order, for watch subscribers.
+    pub records: Vec<ChangeRecord>,
+}
+
+/// One change as reported to watch subscribers: `type` is create, delete, modify, attrib or
+/// rename; paths are relative to the mount.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ChangeRecord {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
 }
 
 /// Where a notification applies.
@@ -95,23 +109,38 @@ enum Change {
     },
 }
 
+/// Where replays reach the overlay.
+pub enum ReplayRoot {
+    /// The mountpoint itself.
+    Path(PathBuf),
+    /// A detached writable mount of the same filesystem (the `ro` case), held open until
+    /// MOUNTPOINT is unmounted; reached through `/proc/self/fd/N`.
+    Detached(super::ReplayHolder),
+}
+
 pub struct Worker {
     s: Arc<Shared>,
     notifier: Notifier,
-    mountpoint: PathBuf,
+    raw: KernelNotifier,
+    root: ReplayRoot,
+    /// The path prefix replays use during one job (see [`Worker::with_root`]).
+    prefix: std::cell::RefCell<Option<PathBuf>>,
 }
 
 /// Start the worker thread.
 pub fn spawn(
     s: Arc<Shared>,
     notifier: Notifier,
-    mountpoint: PathBuf,
+    raw: KernelNotifier,
+    root: ReplayRoot,
     rx: Receiver<Job>,
 ) -> io::Result<()> {
     let w = Worker {
         s,
         notifier,
-        mountpoint,
+        raw,
+        root,
+        prefix: std::cell::RefCell::new(None),
     };
     std::thread::Builder::new()
         .name("vfnotify-sync".into())
@@ -126,7 +155,7 @@ impl Worker {
             match job {
                 Job::Baseline(ino) => self.baseline(ino),
                 Job::Notify { paths, done } => {
-                    let r = self.notify(&paths);
+                    let r = self.with_root(|| self.notify(&paths));
                     let _ = done.send(r);
                 }
                 Job::Degrade => self.degrade(),
@@ -141,8 +170,22 @@ impl Worker {
         if node.state().snapshot.is_some() {
             return;
         }
-        if let Ok(snap) = self.scan_dir(&node) {
+        // What the kernel was told of the folder when it learned it.
+        let known = node.state().attr;
+        if let Ok(mut snap) = self.scan_dir(&node) {
             Stats::bump(&self.s.stats.baselines);
+            // The folder changed between the kernel learning it and this view: entries changed
+            // since then are left out, so the next notification reports them.
+            let now = self
+                .s
+                .dir_fd(&node)
+                .and_then(|fd| sys::fstat(fd.as_fd()))
+                .ok();
+            if let (Some(k), Some(now)) = (known, now) {
+                if (now.st_mtime, now.st_mtime_nsec) != k.mtime {
+                    snap.retain(|_, e| e.ctime <= k.mtime);
+                }
+            }
             let mut st = node.state();
             if st.snapshot.is_none() {
                 st.snapshot = Some(Box::new(snap));
@@ -283,6 +326,7 @@ impl Worker {
         let mut changes = Vec::new();
         let mut new_views: Vec<(Arc<Node>, Snapshot)> = Vec::new();
         let mut scanned: HashSet<Ino> = HashSet::new();
+        let mut entries: Vec<(Ino, Vec<OsString>)> = Vec::new();
         for scope in self.scopes(paths) {
             match scope {
                 Scope::Subtree(root) => {
@@ -293,13 +337,20 @@ impl Worker {
                     }
                 }
                 Scope::Entry(dir, name) => {
-                    if scanned.contains(&dir) {
-                        continue;
-                    }
-                    if let Some(node) = s.table.get(dir) {
-                        self.rescan_dir(&node, Some(&name), &mut changes, &mut new_views);
+                    // Gathered per folder: one view per folder per notification.
+                    match entries.iter_mut().find(|(d, _)| *d == dir) {
+                        Some((_, names)) => names.push(name),
+                        None => entries.push((dir, vec![name])),
                     }
                 }
+            }
+        }
+        for (dir, names) in entries {
+            if scanned.contains(&dir) {
+                continue;
+            }
+            if let Some(node) = s.table.get(dir) {
+                self.rescan_dir(&node, Some(&names), &mut changes, &mut new_views);
             }
         }
         let changes = pair_renames(changes);
@@ -317,6 +368,7 @@ impl Worker {
         }
         // Views first for rename bookkeeping; snapshots are committed after the replays, which
         // need the previous view.
+        let mut records: Vec<ChangeRecord> = changes.iter().map(|c| self.record(c)).collect();
         let mut new_dirs = Vec::new();
         for c in &changes {
             if s.cfg.events.precise() {
@@ -326,7 +378,11 @@ impl Worker {
             }
         }
         for (node, snap) in new_views {
+            let dir_st = s.dir_fd(&node).and_then(|fd| sys::fstat(fd.as_fd())).ok();
             let mut st = node.state();
+            if let Some(d) = dir_st {
+                st.attr = Some(EntrySnap::from_stat(&d));
+            }
             let negatives: Vec<OsString> = st
                 .negatives
                 .iter()
@@ -352,6 +408,7 @@ impl Worker {
             let mut views = Vec::new();
             self.rescan_dir(&node, None, &mut sub, &mut views);
             for c in &sub {
+                records.push(self.record(c));
                 self.replay(c, &mut new_dirs);
             }
             for (n, snap) in views {
@@ -372,6 +429,7 @@ impl Worker {
             changes: n_changes,
             events: s.stats.events_replayed.load(Ordering::Relaxed) - events_before,
             micros: start.elapsed().as_micros() as u64,
+            records,
         };
         debug!(?report, ?paths, "notification handled");
         report
@@ -381,13 +439,13 @@ impl Worker {
     fn rescan_dir(
         &self,
         node: &Arc<Node>,
-        only: Option<&OsStr>,
+        only: Option<&[OsString]>,
         changes: &mut Vec<Change>,
         views: &mut Vec<(Arc<Node>, Snapshot)>,
     ) {
         let old = node.state().snapshot.as_deref().cloned();
         let new = match only {
-            Some(name) => {
+            Some(names) => {
                 let Some(mut view) = old.clone() else {
                     // No baseline: take one now; only the negative entries can be acted on.
                     if let Ok(snap) = self.scan_dir(node) {
@@ -395,29 +453,29 @@ impl Worker {
                     }
                     return;
                 };
-                let st = self
-                    .s
-                    .dir_fd(node)
-                    .and_then(|pfd| sys::fstatat(pfd.as_fd(), &sys::cstr(name)?));
-                match st {
-                    Ok(st) => {
-                        view.insert(name.to_owned(), EntrySnap::from_stat(&st));
+                let Ok(pfd) = self.s.dir_fd(node) else {
+                    Stats::bump(&self.s.stats.scan_errors);
+                    return;
+                };
+                let mut vanished = false;
+                for name in names {
+                    match sys::cstr(name).and_then(|n| sys::fstatat(pfd.as_fd(), &n)) {
+                        Ok(st) => {
+                            view.insert(name.to_owned(), EntrySnap::from_stat(&st));
+                        }
+                        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                            vanished |= view.remove(name).is_some();
+                        }
+                        Err(_) => {
+                            Stats::bump(&self.s.stats.scan_errors);
+                            return;
+                        }
                     }
-                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                        view.remove(name);
-                    }
-                    Err(_) => {
-                        Stats::bump(&self.s.stats.scan_errors);
-                        return;
-                    }
+                    Stats::bump(&self.s.stats.entries_scanned);
                 }
-                Stats::bump(&self.s.stats.entries_scanned);
                 // A name that vanished may have been renamed within the folder: look at it all.
-                if old.as_ref().is_some_and(|o| o.contains_key(name)) && !view.contains_key(name) {
-                    match self.scan_dir(node) {
-                        Ok(full) => full,
-                        Err(_) => view,
-                    }
+                if vanished {
+                    self.scan_dir(node).unwrap_or(view)
                 } else {
                     view
                 }
@@ -436,8 +494,64 @@ impl Worker {
         views.push((node.clone(), new));
     }
 
+    /// The watch-stream record of a change.
+    fn record(&self, c: &Change) -> ChangeRecord {
+        let rel = |dir: Ino, name: &OsStr| {
+            self.s
+                .path_of(dir, Some(name))
+                .to_string_lossy()
+                .into_owned()
+        };
+        let (kind, path, to) = match c {
+            Change::Create { dir, name, .. } | Change::Link { dir, name, .. } => {
+                ("create", rel(*dir, name), None)
+            }
+            Change::Delete { dir, name, .. } => ("delete", rel(*dir, name), None),
+            Change::Content { dir, name, .. } => ("modify", rel(*dir, name), None),
+            Change::Attr { dir, name, .. } => ("attrib", rel(*dir, name), None),
+            Change::Rename {
+                from,
+                name,
+                to,
+                newname,
+                ..
+            } => ("rename", rel(*from, name), Some(rel(*to, newname))),
+        };
+        ChangeRecord { kind, path, to }
+    }
+
     fn path(&self, dir: Ino, name: &OsStr) -> PathBuf {
-        self.mountpoint.join(self.s.path_of(dir, Some(name)))
+        let rel = self.s.path_of(dir, Some(name));
+        match &*self.prefix.borrow() {
+            Some(p) => p.join(rel),
+            // No way in (the mount is going away): a path that fails, so the change is
+            // invalidated instead.
+            None => PathBuf::from("/proc/self/fd/-1").join(rel),
+        }
+    }
+
+    /// Run `f` with the replay path prefix set; for a detached root the holder stays locked, so
+    /// its fd (and number) cannot go away under a replay.
+    fn with_root<T>(&self, f: impl FnOnce() -> T) -> T {
+        match &self.root {
+            ReplayRoot::Path(p) => {
+                *self.prefix.borrow_mut() = Some(p.clone());
+                f()
+            }
+            ReplayRoot::Detached(holder) => {
+                let guard = holder.lock().unwrap_or_else(|p| p.into_inner());
+                *self.prefix.borrow_mut() = guard.as_ref().map(|fd| {
+                    PathBuf::from(format!(
+                        "/proc/self/fd/{}",
+                        std::os::fd::AsRawFd::as_raw_fd(fd)
+                    ))
+                });
+                let r = f();
+                *self.prefix.borrow_mut() = None;
+                drop(guard);
+                r
+            }
+        }
     }
 
     /// Perform one change through the mount so the kernel emits its real event.
@@ -462,10 +576,20 @@ impl Worker {
                         })
                     }
                 };
-                if r.is_ok() && new.is_dir() {
+                // Already known (a client listed it first): its content may still be news.
+                let known = matches!(&r, Err(e) if e.raw_os_error() == Some(libc::EEXIST));
+                if (r.is_ok() || known) && new.is_dir() {
                     if let Some(n) = s.table.get(s.table.ino_for(new.key)) {
                         new_dirs.push(n.ino);
                     }
+                }
+                if r.is_ok()
+                    && new.file_type() == libc::S_IFREG
+                    && matches!(c, Change::Create { .. })
+                {
+                    // A new file is also written and closed, as a local writer would do it:
+                    // IN_OPEN, IN_MODIFY (when it has content) and IN_CLOSE_WRITE.
+                    let _ = self.replay_write(&path, new.size);
                 }
                 r
             }
@@ -503,14 +627,7 @@ impl Worker {
             }
             Change::Content { dir, name, new } => {
                 let path = self.path(*dir, name);
-                let r = std::fs::OpenOptions::new()
-                    .write(true)
-                    .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-                    .open(&path)
-                    .and_then(|f| f.set_len(new.size));
-                let r = r.or_else(|_| {
-                    sys::cstr(path.as_os_str()).and_then(|p| sys::truncate(&p, new.size))
-                });
+                let r = self.replay_write(&path, new.size);
                 self.inval_inode(s.table.ino_for(new.key), 0, 0);
                 r
             }
@@ -548,6 +665,24 @@ impl Worker {
                 Stats::bump(&s.stats.replay_failed);
                 self.invalidate(c);
             }
+        }
+    }
+
+    /// Open for writing, truncate to the current size (IN_MODIFY, nothing changes) and close
+    /// (IN_CLOSE_WRITE). Where the open is refused (a passthrough file on a read-only SOURCE), the
+    /// truncate alone still gives IN_MODIFY.
+    fn replay_write(&self, path: &std::path::Path, size: u64) -> io::Result<()> {
+        let opened = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path);
+        match opened {
+            Ok(f) if size == 0 => {
+                drop(f);
+                Ok(())
+            }
+            Ok(f) => f.set_len(size),
+            Err(_) => sys::cstr(path.as_os_str()).and_then(|p| sys::truncate(&p, size)),
         }
     }
 
@@ -708,6 +843,22 @@ impl Worker {
     fn degrade(&self) {
         let s = &self.s;
         let dirs = s.table.dirs();
+        // One message expires every cached name, positive and negative (Linux 6.16+).
+        match self.raw.inc_epoch() {
+            Ok(()) => {
+                Stats::bump(&s.stats.epoch_bumps);
+                for d in &dirs {
+                    d.state().negatives.clear();
+                    self.inval_inode(d.ino, 0, 0);
+                }
+                info!(
+                    dirs = dirs.len(),
+                    "daemon link down: kernel caches expired (epoch), short timeouts until it is back"
+                );
+                return;
+            }
+            Err(e) => debug!("FUSE_NOTIFY_INC_EPOCH unavailable ({e}); expiring names one by one"),
+        }
         let mut n = 0;
         for d in &dirs {
             let (names, negatives): (Vec<OsString>, Vec<OsString>) = {

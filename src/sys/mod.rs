@@ -357,8 +357,9 @@ pub fn fstatvfs(fd: BorrowedFd<'_>) -> io::Result<libc::statvfs> {
     }
 }
 
-/// The `/proc/self/fd/N/NAME` path that reaches `name` in `dir` without following a final
-/// symlink when used with the `l*xattr` calls (works for O_PATH directory fds).
+/// The `/proc/self/fd/N/NAME` path that reaches `name` in `dir` (works for O_PATH directory fds).
+/// With a name, the `l*xattr` calls act on it without following a final symlink; without one,
+/// the following calls act on the directory `dir` itself through its magic link.
 fn proc_path(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<CString> {
     let mut p = format!("/proc/self/fd/{}", dir.as_raw_fd()).into_bytes();
     if !name.is_empty() {
@@ -380,7 +381,11 @@ pub fn getxattr(
     // SAFETY: path and attr are valid C strings; buf is writable for size bytes (null when 0,
     // which asks for the size only).
     let n = cvt_isize(unsafe {
-        libc::lgetxattr(
+        (if name.is_empty() {
+            libc::getxattr
+        } else {
+            libc::lgetxattr
+        })(
             path.as_ptr(),
             attr.as_ptr(),
             if size == 0 {
@@ -401,7 +406,11 @@ pub fn listxattr(dir: BorrowedFd<'_>, name: &CStr, size: usize) -> io::Result<(u
     let mut buf = vec![0u8; size];
     // SAFETY: as in getxattr.
     let n = cvt_isize(unsafe {
-        libc::llistxattr(
+        (if name.is_empty() {
+            libc::listxattr
+        } else {
+            libc::llistxattr
+        })(
             path.as_ptr(),
             if size == 0 {
                 std::ptr::null_mut()
@@ -426,7 +435,11 @@ pub fn setxattr(
     let path = proc_path(dir, name)?;
     // SAFETY: valid C strings; value readable for its length.
     cvt(unsafe {
-        libc::lsetxattr(
+        (if name.is_empty() {
+            libc::setxattr
+        } else {
+            libc::lsetxattr
+        })(
             path.as_ptr(),
             attr.as_ptr(),
             value.as_ptr().cast(),
@@ -441,7 +454,14 @@ pub fn setxattr(
 pub fn removexattr(dir: BorrowedFd<'_>, name: &CStr, attr: &CStr) -> io::Result<()> {
     let path = proc_path(dir, name)?;
     // SAFETY: valid C strings.
-    cvt(unsafe { libc::lremovexattr(path.as_ptr(), attr.as_ptr()) }).map(drop)
+    cvt(unsafe {
+        (if name.is_empty() {
+            libc::removexattr
+        } else {
+            libc::lremovexattr
+        })(path.as_ptr(), attr.as_ptr())
+    })
+    .map(drop)
 }
 
 /// One directory entry from [`read_dir`].
@@ -641,4 +661,102 @@ pub fn cwd() -> BorrowedFd<'static> {
 pub fn truncate(path: &CStr, size: u64) -> io::Result<()> {
     // SAFETY: path is a valid C string.
     cvt(unsafe { libc::truncate(path.as_ptr(), size as libc::off_t) }).map(drop)
+}
+
+/// One inotify event.
+#[derive(Debug, Clone)]
+pub struct InotifyEvent {
+    pub wd: i32,
+    pub mask: u32,
+    pub cookie: u32,
+    pub name: OsString,
+}
+
+/// A non-blocking inotify instance.
+pub struct Inotify {
+    fd: OwnedFd,
+}
+
+impl Inotify {
+    pub fn new() -> io::Result<Inotify> {
+        // SAFETY: inotify_init1 takes flags only; a non-negative result is a new fd we own.
+        let fd = cvt(unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) })?;
+        // SAFETY: fd is fresh and owned by no one else.
+        Ok(Inotify {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    /// Watch `path` for `mask`; returns the watch descriptor.
+    pub fn add_watch(&self, path: &std::path::Path, mask: u32) -> io::Result<i32> {
+        let c = cstr(path.as_os_str())?;
+        // SAFETY: valid fd and C string.
+        cvt(unsafe { libc::inotify_add_watch(self.fd.as_raw_fd(), c.as_ptr(), mask) })
+    }
+
+    /// Events available within `timeout_ms` (none if the time passes).
+    pub fn read(&self, timeout_ms: i32) -> io::Result<Vec<InotifyEvent>> {
+        let mut pfd = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let r = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            return if e.raw_os_error() == Some(libc::EINTR) {
+                Ok(Vec::new())
+            } else {
+                Err(e)
+            };
+        }
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            // SAFETY: buf is writable for its length.
+            let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                return Ok(out);
+            }
+            let n = n as usize;
+            let mut off = 0;
+            while off + 16 <= n {
+                let word = |i: usize| {
+                    u32::from_ne_bytes([
+                        buf[off + i],
+                        buf[off + i + 1],
+                        buf[off + i + 2],
+                        buf[off + i + 3],
+                    ])
+                };
+                let (wd, mask, cookie, len) = (word(0) as i32, word(4), word(8), word(12) as usize);
+                let end = (off + 16 + len).min(n);
+                let raw = &buf[off + 16..end];
+                let name = &raw[..raw.iter().position(|&b| b == 0).unwrap_or(raw.len())];
+                out.push(InotifyEvent {
+                    wd,
+                    mask,
+                    cookie,
+                    name: OsString::from_vec(name.to_vec()),
+                });
+                off = end;
+            }
+        }
+    }
+}
+
+/// Raise the soft open-files limit to the hard limit (a server started with a low soft limit
+/// would otherwise give its clients EMFILE). Returns the new soft limit.
+pub fn raise_nofile_limit() -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: lim is a valid, writable rlimit.
+    cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) })?;
+    lim.rlim_cur = lim.rlim_max;
+    // SAFETY: lim is a valid rlimit.
+    cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) })?;
+    Ok(lim.rlim_cur)
 }

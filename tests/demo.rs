@@ -1,0 +1,53 @@
+//! The demo, as a newcomer runs it: every step behaves as shown, and `--json` says so.
+
+mod common;
+
+#[test]
+fn demo_json_reports_every_step_ok() {
+    if !common::fuse_ready("demo_json_reports_every_step_ok") {
+        return;
+    }
+    // The demo bounds every wait itself (10 s to start, 5 s per step).
+    let out = common::vfnotify()
+        .args(["demo", "--json"])
+        .output()
+        .expect("run demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let doc: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("demo --json is not JSON ({e}): {stdout}\n{stderr}"));
+    let steps = doc["steps"].as_array().expect("steps");
+    assert!(steps.len() >= 6, "{doc}");
+    for s in steps {
+        assert_eq!(s["stale_before"], true, "cache not in play: {s}");
+        assert_eq!(
+            s["fresh_after"], true,
+            "not fresh after the notification: {s}"
+        );
+        assert_eq!(s["events_ok"], true, "events missing: {s}");
+        assert!(s["latency_ms"].as_f64().is_some_and(|l| l < 1000.0), "{s}");
+    }
+    assert_eq!(doc["ok"], true);
+    assert!(out.status.success(), "{stderr}");
+    // Nothing left behind: no mount, no temporary folder.
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains("vfnotify-demo-"),
+        "demo left a mount behind"
+    );
+    let leftovers = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("vfnotify-demo-")
+        })
+        .filter(|e| {
+            e.metadata()
+                .map(|m| m.modified().unwrap().elapsed().unwrap().as_secs() < 60)
+                .unwrap_or(false)
+        })
+        .count();
+    assert_eq!(leftovers, 0, "demo left its temporary folder behind");
+}

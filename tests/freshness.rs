@@ -1,0 +1,423 @@
+//! Freshness: with `cache=always`, the overlay shows the old state until the host's notification
+//! (the cache is on) and the new state as soon as `vfnotify notify` returns — for every kind of
+//! change, with events replayed (`events=precise`) and with plain invalidation (`events=off`).
+//! Data caching is tested with `passthrough=off`, where the kernel's page cache is in play.
+
+mod common;
+#[path = "common/daemon.rs"]
+mod daemon_support;
+#[path = "common/overlay.rs"]
+mod overlay_support;
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::time::Duration;
+
+use overlay_support::Linked;
+
+const MODES: [&str; 2] = [
+    "events=off,passthrough=off",
+    "events=precise,passthrough=off",
+];
+
+fn fill(src: &Path) {
+    fs::create_dir_all(src.join("a/b")).unwrap();
+    fs::create_dir_all(src.join("c")).unwrap();
+    fs::write(src.join("a/file.txt"), b"version-1").unwrap();
+    fs::write(src.join("a/b/deep.txt"), b"deep").unwrap();
+    fs::write(src.join("top.txt"), b"top").unwrap();
+    std::os::unix::fs::symlink("top.txt", src.join("link")).unwrap();
+}
+
+/// Run `case` once per event mode on a fresh linked overlay.
+fn each_mode(test: &str, case: impl Fn(&Linked)) {
+    for mode in MODES {
+        let Some(l) = Linked::with_source(test, mode, fill) else {
+            return;
+        };
+        // Linked (long caching from now on); the kernel learns the tree, the overlay its views.
+        l.notify(&[]);
+        walk(&l.mnt);
+        l.notify(&[]);
+        case(&l);
+    }
+}
+
+fn walk(p: &Path) {
+    for e in fs::read_dir(p).unwrap().flatten() {
+        let _ = fs::symlink_metadata(e.path());
+        if e.file_type().unwrap().is_dir() {
+            walk(&e.path());
+        }
+    }
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn new_file_and_negative_entry() {
+    each_mode("new_file_and_negative_entry", |l| {
+        // Looked up and missed: a cached negative entry.
+        assert!(fs::metadata(l.m("a/new.txt")).is_err());
+        fs::write(l.s("a/new.txt"), b"hello").unwrap();
+        assert!(
+            fs::metadata(l.m("a/new.txt")).is_err(),
+            "negative entry should still be cached"
+        );
+        assert!(
+            !names(&l.m("a")).contains(&"new.txt".to_string()),
+            "listing should still be cached"
+        );
+        l.notify(&[]);
+        assert_eq!(fs::read(l.m("a/new.txt")).unwrap(), b"hello");
+        assert!(names(&l.m("a")).contains(&"new.txt".to_string()));
+    });
+}
+
+#[test]
+fn removed_file() {
+    each_mode("removed_file", |l| {
+        fs::remove_file(l.s("a/file.txt")).unwrap();
+        assert!(
+            names(&l.m("a")).contains(&"file.txt".to_string()),
+            "listing should still be cached"
+        );
+        l.notify(&[]);
+        assert!(fs::symlink_metadata(l.m("a/file.txt")).is_err());
+        assert!(!names(&l.m("a")).contains(&"file.txt".to_string()));
+    });
+}
+
+#[test]
+fn content_rewritten_same_size_read_and_mmap() {
+    each_mode("content_rewritten_same_size", |l| {
+        assert_eq!(fs::read(l.m("a/file.txt")).unwrap(), b"version-1");
+        let f = fs::File::open(l.m("a/file.txt")).unwrap();
+        let map = Mapping::new(&f, 9);
+        assert_eq!(map.bytes(), b"version-1");
+        // Same size, same second: only the content (and mtime nanoseconds) differ.
+        fs::write(l.s("a/file.txt"), b"version-2").unwrap();
+        // Read without a stat first: a stat after a read refetches attributes (atime), and the
+        // kernel then drops pages whose mtime changed — fresher than asked for, not a cache miss.
+        assert_eq!(
+            read_raw(&l.m("a/file.txt")),
+            b"version-1",
+            "page cache should still hold the old content"
+        );
+        l.notify(&[]);
+        assert_eq!(fs::read(l.m("a/file.txt")).unwrap(), b"version-2");
+        assert_eq!(
+            map.bytes(),
+            b"version-2",
+            "a process holding an mmap sees the new content"
+        );
+    });
+}
+
+#[test]
+fn file_grown_and_shrunk() {
+    each_mode("file_grown_and_shrunk", |l| {
+        assert_eq!(fs::metadata(l.m("top.txt")).unwrap().len(), 3);
+        fs::write(l.s("top.txt"), b"top and more").unwrap();
+        assert_eq!(
+            fs::metadata(l.m("top.txt")).unwrap().len(),
+            3,
+            "attributes should still be cached"
+        );
+        l.notify(&[]);
+        assert_eq!(fs::read(l.m("top.txt")).unwrap(), b"top and more");
+        fs::write(l.s("top.txt"), b"t").unwrap();
+        l.notify(&[]);
+        assert_eq!(fs::metadata(l.m("top.txt")).unwrap().len(), 1);
+        assert_eq!(fs::read(l.m("top.txt")).unwrap(), b"t");
+    });
+}
+
+#[test]
+fn chmod_and_chown() {
+    each_mode("chmod_and_chown", |l| {
+        fs::set_permissions(l.s("top.txt"), fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::lchown(l.s("top.txt"), Some(1234), Some(4321)).unwrap();
+        let before = fs::metadata(l.m("top.txt")).unwrap();
+        assert_ne!(
+            before.mode() & 0o777,
+            0o600,
+            "attributes should still be cached"
+        );
+        l.notify(&[]);
+        let after = fs::metadata(l.m("top.txt")).unwrap();
+        assert_eq!(after.mode() & 0o777, 0o600);
+        assert_eq!((after.uid(), after.gid()), (1234, 4321));
+    });
+}
+
+#[test]
+fn rename_within_and_across_directories() {
+    each_mode("rename_within_and_across", |l| {
+        let ino = fs::metadata(l.m("a/file.txt")).unwrap().ino();
+        fs::rename(l.s("a/file.txt"), l.s("a/renamed.txt")).unwrap();
+        fs::rename(l.s("top.txt"), l.s("c/moved.txt")).unwrap();
+        assert!(
+            fs::metadata(l.m("a/file.txt")).is_ok(),
+            "old name should still be cached"
+        );
+        l.notify(&[]);
+        assert!(fs::symlink_metadata(l.m("a/file.txt")).is_err());
+        assert_eq!(
+            fs::metadata(l.m("a/renamed.txt")).unwrap().ino(),
+            ino,
+            "same inode under the new name"
+        );
+        assert!(fs::symlink_metadata(l.m("top.txt")).is_err());
+        assert_eq!(fs::read(l.m("c/moved.txt")).unwrap(), b"top");
+        assert_eq!(names(&l.m("c")), vec!["moved.txt"]);
+    });
+}
+
+#[test]
+fn new_nested_tree_and_removed_tree() {
+    each_mode("nested_trees", |l| {
+        assert!(fs::metadata(l.m("n1")).is_err());
+        fs::create_dir_all(l.s("n1/n2/n3")).unwrap();
+        fs::write(l.s("n1/n2/n3/leaf.txt"), b"leaf").unwrap();
+        fs::write(l.s("n1/one.txt"), b"1").unwrap();
+        fs::remove_dir_all(l.s("a")).unwrap();
+        assert!(
+            fs::metadata(l.m("n1")).is_err(),
+            "negative entry should still be cached"
+        );
+        assert!(
+            fs::metadata(l.m("a/b/deep.txt")).is_ok(),
+            "removed tree should still be cached"
+        );
+        l.notify(&[]);
+        assert_eq!(fs::read(l.m("n1/n2/n3/leaf.txt")).unwrap(), b"leaf");
+        assert_eq!(names(&l.m("n1")), vec!["n2", "one.txt"]);
+        assert!(fs::symlink_metadata(l.m("a")).is_err());
+        assert!(!names(&l.mnt).contains(&"a".to_string()));
+    });
+}
+
+#[test]
+fn symlink_retargeted_and_hard_link_added() {
+    each_mode("symlink_and_hard_link", |l| {
+        assert_eq!(fs::read_link(l.m("link")).unwrap(), Path::new("top.txt"));
+        fs::remove_file(l.s("link")).unwrap();
+        std::os::unix::fs::symlink("a/file.txt", l.s("link")).unwrap();
+        fs::hard_link(l.s("a/file.txt"), l.s("c/hard.txt")).unwrap();
+        assert_eq!(
+            fs::read_link(l.m("link")).unwrap(),
+            Path::new("top.txt"),
+            "old target should still be cached"
+        );
+        l.notify(&[]);
+        assert_eq!(fs::read_link(l.m("link")).unwrap(), Path::new("a/file.txt"));
+        let a = fs::metadata(l.m("a/file.txt")).unwrap();
+        let b = fs::metadata(l.m("c/hard.txt")).unwrap();
+        assert_eq!(a.ino(), b.ino());
+        assert_eq!(b.nlink(), 2);
+    });
+}
+
+#[test]
+fn other_channel_changes_nothing() {
+    let Some(l) = Linked::with_source("other_channel", "passthrough=off", fill) else {
+        return;
+    };
+    walk(&l.mnt);
+    assert!(fs::metadata(l.m("ghost.txt")).is_err());
+    fs::write(l.s("ghost.txt"), b"x").unwrap();
+    let before = l.overlay_stats()["notifications"].as_u64().unwrap_or(0);
+    // A channel nobody follows is an error from `notify`; map one so the daemon accepts it.
+    let out = common::vfnotify()
+        .args(["notify", "--control"])
+        .arg(&l.daemon.control)
+        .arg("elsewhere")
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "notify for an unknown channel should fail"
+    );
+    assert!(
+        fs::metadata(l.m("ghost.txt")).is_err(),
+        "another channel must not refresh this overlay"
+    );
+    assert_eq!(
+        l.overlay_stats()["notifications"].as_u64().unwrap_or(0),
+        before
+    );
+    l.notify(&[]);
+    assert!(fs::metadata(l.m("ghost.txt")).is_ok());
+}
+
+#[test]
+fn scoped_notification_touches_only_its_scope() {
+    let Some(l) = Linked::with_source("scoped", "passthrough=off", fill) else {
+        return;
+    };
+    walk(&l.mnt);
+    l.notify(&[]);
+    assert!(fs::metadata(l.m("a/in-scope.txt")).is_err());
+    assert!(fs::metadata(l.m("c/out-of-scope.txt")).is_err());
+    fs::write(l.s("a/in-scope.txt"), b"1").unwrap();
+    fs::write(l.s("c/out-of-scope.txt"), b"2").unwrap();
+    l.notify(&["a/in-scope.txt"]);
+    assert!(fs::metadata(l.m("a/in-scope.txt")).is_ok());
+    assert!(
+        fs::metadata(l.m("c/out-of-scope.txt")).is_err(),
+        "a change outside the scope stays unseen"
+    );
+    // A directory scope covers that directory.
+    l.notify(&["c"]);
+    assert!(fs::metadata(l.m("c/out-of-scope.txt")).is_ok());
+    // Hostile scopes are refused by the daemon, not followed.
+    let out = common::vfnotify()
+        .args(["notify", "--control"])
+        .arg(&l.daemon.control)
+        .args(["docs", "../etc"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
+
+#[test]
+fn burst_of_notifications_causes_bounded_rescans() {
+    let Some(l) = Linked::with_source("burst", "passthrough=off", fill) else {
+        return;
+    };
+    walk(&l.mnt);
+    l.notify(&[]);
+    let before = l.overlay_stats()["rescans"].as_u64().unwrap_or(0);
+    fs::write(l.s("burst.txt"), b"x").unwrap();
+    let mut payload = Vec::new();
+    for _ in 0..1000 {
+        payload.extend_from_slice(b"docs\n");
+    }
+    l.daemon.send(&payload);
+    l.daemon.wait_counter("received", 1000);
+    // The last one is always acted on.
+    l.notify(&[]);
+    assert!(fs::metadata(l.m("burst.txt")).is_ok());
+    let after = l.overlay_stats()["rescans"].as_u64().unwrap_or(0);
+    let rescans = after - before;
+    assert!(
+        (1..200).contains(&rescans),
+        "1,001 notifications caused {rescans} rescans"
+    );
+}
+
+#[test]
+fn delivery_survives_late_daemon_restart_and_remount() {
+    if !common::fuse_ready("delivery") {
+        return;
+    }
+    // The overlay is mounted before the daemon exists.
+    let dir = common::tempdir();
+    let ctl = dir.path().join("ctl.sock");
+    let src = dir.path().join("src");
+    let mnt = dir.path().join("mnt");
+    fs::create_dir_all(&src).unwrap();
+    fs::create_dir_all(&mnt).unwrap();
+    let opts = format!("channel=docs,control={},passthrough=off", ctl.display());
+    let mut mount = Some(common::MountGuard::mount(&src, &mnt, &opts));
+    assert!(fs::metadata(mnt.join("f1")).is_err());
+    let mut daemon = daemon_support::Daemon::start_at(&ctl, &[]);
+    let notify = |name: &str| {
+        fs::write(src.join(name), b"x").unwrap();
+        let t = std::time::Instant::now();
+        daemon_support::poll_until("overlay linked", Duration::from_secs(2), || {
+            common::vfnotify()
+                .args(["notify", "--control"])
+                .arg(&ctl)
+                .arg("docs")
+                .output()
+                .unwrap()
+                .status
+                .success()
+        });
+        assert!(t.elapsed() < Duration::from_secs(2));
+        assert!(
+            fs::metadata(mnt.join(name)).is_ok(),
+            "{name} visible after notify"
+        );
+    };
+    notify("f1");
+    // Daemon restarted while the overlay stays mounted; a change made meanwhile is caught up.
+    daemon.terminate();
+    fs::write(src.join("missed"), b"m").unwrap();
+    let _ = fs::metadata(mnt.join("missed"));
+    let daemon2 = daemon_support::Daemon::start_at(&ctl, &[]);
+    notify("f2");
+    assert!(fs::metadata(mnt.join("missed")).is_ok());
+    // Overlay unmounted and mounted again while the daemon runs.
+    drop(mount.take());
+    mount = Some(common::MountGuard::mount(&src, &mnt, &opts));
+    notify("f3");
+    drop(mount);
+    drop(daemon2);
+}
+
+/// Read a file with plain read(2) calls, without the fstat `fs::read` makes first.
+fn read_raw(p: &Path) -> Vec<u8> {
+    use std::io::Read;
+    let mut f = fs::File::open(p).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            return out;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// A read-only shared mapping of the first `len` bytes of a file.
+struct Mapping {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+impl Mapping {
+    fn new(f: &fs::File, len: usize) -> Mapping {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a fresh shared read-only mapping of an open file; checked for MAP_FAILED.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                f.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(
+            ptr,
+            libc::MAP_FAILED,
+            "mmap: {}",
+            std::io::Error::last_os_error()
+        );
+        Mapping { ptr, len }
+    }
+    fn bytes(&self) -> Vec<u8> {
+        // SAFETY: the mapping is live for `len` readable bytes until drop.
+        unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len).to_vec() }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what mmap returned.
+        unsafe { libc::munmap(self.ptr, self.len) };
+    }
+}
