@@ -208,7 +208,7 @@ pub fn watch_main(args: WatchArgs) -> u8 {
 pub fn render_event(ev: &Value) -> String {
     let s = |k: &str| ev.get(k).and_then(Value::as_str).unwrap_or_default();
     match s("type") {
-        "overflow" => "OVERFLOW: rescan (events were dropped)".to_string(),
+        "overflow" => "OVERFLOW: rescan".to_string(),
         "rename" => format!("rename {} -> {}", s("path"), s("to")),
         t => format!("{t} {}", s("path")),
     }
