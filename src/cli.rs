@@ -58,7 +58,9 @@ pub enum Command {
     Status(StatusArgs),
     /// Mount the caching FUSE overlay of SOURCE at MOUNTPOINT (also run as mount.fuse.vfnotify).
     Mount(MountArgs),
-    /// Stream the changes an overlay finds, as structured events from the daemon.
+    /// Stream the changes the overlays of a channel find (create, delete, modify, attrib, rename),
+    /// as the daemon relays them; runs until interrupted. `OVERFLOW` means events were lost:
+    /// rescan.
     Watch(WatchArgs),
     /// A self-contained tour: mounts an overlay on a temporary copy of the fixtures, plays host
     /// changes and shows what a cached reader and an inotify watcher see.
@@ -161,9 +163,12 @@ pub struct WatchArgs {
     /// Control socket of the daemon.
     #[arg(long, value_name = "PATH", default_value = DEFAULT_CONTROL)]
     pub control: PathBuf,
-    /// Channel name (or an overlay's mountpoint).
+    /// Channel name, or the mountpoint of an overlay linked to the daemon (a path: starts with
+    /// `/`, `./` or `../`).
     pub channel: String,
-    /// Only changes whose relative path matches this glob (`*.pdf`, `reports/**`).
+    /// Only changes whose relative path matches this glob (`*.pdf`, `reports/**`, `**/*.txt`;
+    /// `*` stays within a folder, `**` crosses folders, `?` is one character). A rename is shown
+    /// when either name matches.
     pub glob: Option<String>,
     /// Print one JSON object per event.
     #[arg(long)]

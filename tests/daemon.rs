@@ -156,10 +156,12 @@ fn help_explains_every_flag() {
 }
 
 #[test]
-fn watch_is_a_stub() {
-    let o = run(&["watch", "docs"]);
+fn watch_without_a_daemon_fails_clearly() {
+    let dir = tempdir();
+    let control = dir.path().join("none.sock");
+    let o = run(&["watch", "--control", control.to_str().unwrap(), "docs"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("not implemented yet"));
+    assert!(stderr(&o).contains("no daemon at"), "{}", stderr(&o));
 }
 
 // ---------------------------------------------------------------- behaviour table

@@ -74,8 +74,22 @@ impl Client {
             .map_err(ClientError::Receive)
     }
 
-    /// Send a request without waiting; returns its id.
+    /// Send a request without waiting; returns its id. A `handled` report whose `changes` do not
+    /// fit in one message is sent as several, in order: the first ones carry only changes, the
+    /// last one the rest of the report (its id is returned).
     pub fn send(&mut self, cmd: &str, args: Value) -> Result<u64, ClientError> {
+        if cmd == "handled" {
+            let mut parts = split_report(args, MAX_MESSAGE - 64);
+            let last = parts.pop().unwrap_or(Value::Null);
+            for part in parts {
+                self.send_one(cmd, part)?;
+            }
+            return self.send_one(cmd, last);
+        }
+        self.send_one(cmd, args)
+    }
+
+    fn send_one(&mut self, cmd: &str, args: Value) -> Result<u64, ClientError> {
         let id = self.next_id;
         self.next_id += 1;
         let mut line = json!({"cmd": cmd, "args": args, "id": id}).to_string();
@@ -188,6 +202,49 @@ impl Client {
     }
 }
 
+/// Split a `handled` report so that each part's `args` serialise within `limit` bytes (when a
+/// single change is too long, it is dropped). The last part keeps every other field.
+pub fn split_report(mut args: Value, limit: usize) -> Vec<Value> {
+    let size = |v: &Value| {
+        serde_json::to_string(v)
+            .map(|s| s.len())
+            .unwrap_or(usize::MAX)
+    };
+    if size(&args) <= limit {
+        return vec![args];
+    }
+    let Some(Value::Array(changes)) = args.get_mut("changes").map(std::mem::take) else {
+        return vec![args];
+    };
+    // Room left for changes in the last part (the fields other than changes), and in the others.
+    let rest = size(&args);
+    let mut parts = Vec::new();
+    let mut chunk: Vec<Value> = Vec::new();
+    let mut used = 0;
+    let budget = limit.saturating_sub(32); // {"changes":[]} and separators
+    for c in changes {
+        let n = size(&c) + 1;
+        if n > budget {
+            continue;
+        }
+        if used + n > budget {
+            parts.push(json!({ "changes": std::mem::take(&mut chunk) }));
+            used = 0;
+        }
+        chunk.push(c);
+        used += n;
+    }
+    // The tail goes with the rest of the report when it fits, else on its own.
+    if rest + used + 16 > limit && !chunk.is_empty() {
+        parts.push(json!({ "changes": std::mem::take(&mut chunk) }));
+    }
+    if let Value::Object(m) = &mut args {
+        m.insert("changes".into(), Value::Array(chunk));
+    }
+    parts.push(args);
+    parts
+}
+
 /// Turn a response message into its result or a [`ClientError::Remote`].
 pub fn into_result(msg: Value) -> Result<Value, ClientError> {
     if let Some(err) = msg.get("error") {
@@ -203,4 +260,42 @@ pub fn into_result(msg: Value) -> Result<Value, ClientError> {
         });
     }
     Ok(msg.get("result").cloned().unwrap_or(Value::Null))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_reports_are_sent_whole() {
+        let r = json!({"seqs": [1], "stats": {}, "changes": [{"type": "create", "path": "a"}]});
+        assert_eq!(split_report(r.clone(), 1000), vec![r]);
+    }
+
+    #[test]
+    fn large_reports_are_split_in_order() {
+        let changes: Vec<Value> = (0..500)
+            .map(|i| json!({"type": "create", "path": format!("dir/file-{i:04}")}))
+            .collect();
+        let r = json!({"seqs": [4, 5], "stats": {"x": 1}, "changes": changes});
+        let parts = split_report(r, 2000);
+        assert!(parts.len() > 10);
+        let mut all = Vec::new();
+        for (i, p) in parts.iter().enumerate() {
+            assert!(serde_json::to_string(p).unwrap().len() <= 2000);
+            let last = i + 1 == parts.len();
+            assert_eq!(p.get("seqs").is_some(), last);
+            assert_eq!(p.get("stats").is_some(), last);
+            all.extend(p["changes"].as_array().unwrap().iter().cloned());
+        }
+        assert_eq!(all, changes);
+        // A change too long for any part is dropped rather than breaking the link.
+        let r = json!({"seqs": [1], "changes": [{"type": "create", "path": "x".repeat(5000)}, {"type": "create", "path": "b"}]});
+        let parts = split_report(r, 2000);
+        assert_eq!(parts.len(), 1);
+        assert_eq!(
+            parts[0]["changes"],
+            json!([{"type": "create", "path": "b"}])
+        );
+    }
 }

@@ -2,10 +2,12 @@
 //!
 //! Requests `{"cmd": ..., "args": {...}, "id": ...}`; responses `{"result": ..., "id": ...}` or
 //! `{"error": {"class": ..., "desc": ...}, "id": ...}`; unsolicited `{"event": {...}}` messages
-//! to subscribed overlays. See README.md for the commands. [`server`] runs inside the daemon,
-//! [`client`] is the blocking client behind `notify`, `status` and the overlay's link.
+//! to subscribed overlays and watches. See README.md for the commands. [`server`] runs inside the
+//! daemon, [`client`] is the blocking client behind `notify`, `status`, `watch` and the overlay's
+//! link; [`glob`] is the path matcher of watches.
 
 pub mod client;
+pub mod glob;
 pub mod server;
 
 use std::time::Duration;
@@ -93,11 +95,123 @@ pub fn status_main(args: StatusArgs) -> u8 {
     }
 }
 
-/// `vfnotify watch` (not implemented yet).
+/// `vfnotify watch`: print the changes of a channel (or of the overlay at a mountpoint) until
+/// interrupted (exit 0) or the daemon goes away (exit 1).
 pub fn watch_main(args: WatchArgs) -> u8 {
-    let _ = args;
-    eprintln!("vfnotify watch: not implemented yet");
-    EXIT_FAILURE
+    crate::logging::init(false);
+    // A path (absolute, or starting with `./` or `../`) names an overlay's mountpoint.
+    let target = if args.channel.starts_with('/')
+        || args.channel.starts_with("./")
+        || args.channel.starts_with("../")
+    {
+        let p = std::path::PathBuf::from(&args.channel);
+        let p = std::fs::canonicalize(&p)
+            .or_else(|_| std::path::absolute(&p))
+            .unwrap_or(p);
+        json!({"mountpoint": p})
+    } else {
+        if let Err(e) = crate::protocol::validate_channel(&args.channel) {
+            eprintln!("vfnotify watch: bad channel {:?}: {e}", args.channel);
+            return EXIT_USAGE;
+        }
+        json!({"channel": args.channel})
+    };
+    if let Some(g) = &args.glob {
+        if let Err(e) = glob::Glob::new(g) {
+            eprintln!("vfnotify watch: bad glob {g:?}: {e}");
+            return EXIT_USAGE;
+        }
+    }
+    let mut req = target;
+    if let (Some(g), Value::Object(m)) = (&args.glob, &mut req) {
+        m.insert("glob".into(), json!(g));
+    }
+    let (mut client, id) = match (|| -> Result<(Client, u64), ClientError> {
+        let (mut client, _) = Client::connect_hello(&args.control)?;
+        client.set_timeout(Some(Duration::from_secs(10)))?;
+        let r = client.request("watch", req)?;
+        client.set_timeout(None)?;
+        if r.get("overlays").and_then(Value::as_u64) == Some(0) {
+            eprintln!(
+                "vfnotify watch: no overlay follows {:?} yet; waiting for one",
+                args.channel
+            );
+        }
+        Ok((client, r.get("watch").and_then(Value::as_u64).unwrap_or(0)))
+    })() {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("vfnotify watch: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    // Events are read and printed on a thread; this one waits for SIGINT or the end.
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<u8>();
+    let json_out = args.json;
+    let reader = std::thread::Builder::new()
+        .name("vfnotify-watch".into())
+        .spawn(move || {
+            use std::io::Write as _;
+            let stdout = std::io::stdout();
+            let code = loop {
+                let msg = match client.recv() {
+                    Ok(m) => m,
+                    Err(ClientError::Closed) => {
+                        eprintln!("vfnotify watch: the daemon closed the connection (stopped?)");
+                        break EXIT_FAILURE;
+                    }
+                    Err(e) => {
+                        eprintln!("vfnotify watch: {e}");
+                        break EXIT_FAILURE;
+                    }
+                };
+                let Some(ev) = msg.get("event") else { continue };
+                if ev.get("watch").and_then(Value::as_u64) != Some(id) {
+                    continue;
+                }
+                let line = if json_out {
+                    ev.to_string()
+                } else {
+                    render_event(ev)
+                };
+                let mut out = stdout.lock();
+                if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+                    break 0; // stdout closed (`| head`): done
+                }
+            };
+            let _ = done_tx.send(code);
+        });
+    if let Err(e) = reader {
+        eprintln!("vfnotify watch: cannot start: {e}");
+        return EXIT_FAILURE;
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("vfnotify watch: cannot start: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => 0,
+            code = done_rx => code.unwrap_or(EXIT_FAILURE),
+        }
+    })
+}
+
+/// The readable form of one watch event: `create reports/q1.pdf`, `rename a -> b`,
+/// `OVERFLOW: rescan`.
+pub fn render_event(ev: &Value) -> String {
+    let s = |k: &str| ev.get(k).and_then(Value::as_str).unwrap_or_default();
+    match s("type") {
+        "overflow" => "OVERFLOW: rescan".to_string(),
+        "rename" => format!("rename {} -> {}", s("path"), s("to")),
+        t => format!("{t} {}", s("path")),
+    }
 }
 
 /// The readable form of a `status` result.
@@ -151,6 +265,30 @@ pub fn render_status(s: &Value) -> String {
         }
         _ => {
             let _ = writeln!(out, "  (none)");
+        }
+    }
+    match s["watches"].as_array() {
+        Some(v) if !v.is_empty() => {
+            let _ = writeln!(out, "watches: {}", v.len());
+            for w in v {
+                let on = w
+                    .get("channel")
+                    .map(|c| format!("channel {}", text(c)))
+                    .or_else(|| w.get("mountpoint").map(|m| format!("overlay {}", text(m))))
+                    .unwrap_or_default();
+                let glob = w["glob"]
+                    .as_str()
+                    .map(|g| format!(" {g}"))
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "  {} on {on}{glob}: {} sent, {} queued, {} dropped, {} overflows",
+                    w["watch"], w["sent"], w["queued"], w["dropped"], w["overflows"]
+                );
+            }
+        }
+        _ => {
+            let _ = writeln!(out, "watches: 0");
         }
     }
     let _ = writeln!(out, "counters:");

@@ -1,6 +1,7 @@
 //! The control socket server: JSON requests, one per line, answered on the same connection;
-//! subscribed overlays also receive `{"event": ...}` messages.
+//! subscribed overlays and watches also receive `{"event": ...}` messages.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,8 +12,10 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::sync::{Semaphore, mpsc};
 
+use super::glob::Glob;
 use super::{MAX_MESSAGE, PROTOCOL_VERSION};
 use crate::daemon::state::{Counters, Popped, Shared, Subscriber};
+use crate::daemon::watch::{self, Change, Taken, Target, Watch};
 use crate::protocol::{validate_channel, validate_relpath};
 use crate::transport::UnixListener;
 
@@ -86,15 +89,29 @@ struct Conn {
     shared: Arc<Shared>,
     tx: mpsc::Sender<String>,
     sub: Option<Arc<Subscriber>>,
+    watches: BTreeMap<u64, Arc<Watch>>,
     pending: Arc<Semaphore>,
 }
+
+/// Most bytes the writer gathers into one write.
+const WRITE_BATCH: usize = 64 * 1024;
 
 async fn serve(shared: Arc<Shared>, stream: UnixStream) {
     let (rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<String>(OUTGOING);
     let writer = tokio::spawn(async move {
+        let mut batch = String::new();
         while let Some(line) = rx.recv().await {
-            if wr.write_all(line.as_bytes()).await.is_err() {
+            // Gather what is already waiting (a burst of events) into one write.
+            batch.clear();
+            batch.push_str(&line);
+            while batch.len() < WRITE_BATCH {
+                match rx.try_recv() {
+                    Ok(more) => batch.push_str(&more),
+                    Err(_) => break,
+                }
+            }
+            if wr.write_all(batch.as_bytes()).await.is_err() {
                 break;
             }
         }
@@ -104,6 +121,7 @@ async fn serve(shared: Arc<Shared>, stream: UnixStream) {
         shared: Arc::clone(&shared),
         tx,
         sub: None,
+        watches: BTreeMap::new(),
         pending: Arc::new(Semaphore::new(MAX_PENDING_NOTIFY)),
     };
     let mut reader = BufReader::new(rd);
@@ -136,6 +154,9 @@ async fn serve(shared: Arc<Shared>, stream: UnixStream) {
     }
     if let Some(sub) = conn.sub.take() {
         shared.unsubscribe(sub.id);
+    }
+    for id in std::mem::take(&mut conn.watches).into_keys() {
+        shared.remove_watch(id);
     }
     drop(conn);
     let _ = writer.await;
@@ -179,7 +200,9 @@ impl Conn {
             "status" => Ok(self.shared.status()),
             "notify" => return self.notify(id, args).await,
             "subscribe" => self.subscribe(args),
-            "handled" => self.handled(args),
+            "handled" => self.handled(args).await,
+            "watch" => self.watch(args),
+            "unwatch" => self.unwatch(args).await,
             other => Err(error(
                 "unknown-command",
                 format!("unknown command {other:?}"),
@@ -333,7 +356,104 @@ impl Conn {
         Ok(json!({"subscription": id}))
     }
 
-    fn handled(&mut self, args: &serde_json::Map<String, Value>) -> Result<Value, Value> {
+    /// `watch {channel | mountpoint, glob?}` → `{"watch": ID, "overlays": N}`; the changes the
+    /// overlays report then arrive as events on this connection.
+    fn watch(&mut self, args: &serde_json::Map<String, Value>) -> Result<Value, Value> {
+        if self.watches.len() >= watch::MAX_WATCHES_PER_CONNECTION {
+            return Err(error(
+                "too-many-watches",
+                format!(
+                    "at most {} watches per connection",
+                    watch::MAX_WATCHES_PER_CONNECTION
+                ),
+            ));
+        }
+        let text = |k: &str| -> Result<Option<&str>, Value> {
+            match args.get(k) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.as_str())),
+                Some(_) => Err(error("bad-request", format!("`{k}` must be a string"))),
+            }
+        };
+        let target = match (text("channel")?, text("mountpoint")?) {
+            (Some(channel), None) => {
+                validate_channel(channel)
+                    .map_err(|e| error("bad-channel", format!("{channel:?}: {e}")))?;
+                Target::Channel(channel.to_string())
+            }
+            (None, Some(mp)) => {
+                let p = PathBuf::from(mp);
+                if !p.is_absolute() {
+                    return Err(error("bad-request", "`mountpoint` must be absolute"));
+                }
+                let p = std::path::absolute(&p).unwrap_or(p);
+                let target = Target::Mountpoint(p);
+                if self.shared.overlays_of(&target) == 0 {
+                    return Err(error(
+                        "unknown-mountpoint",
+                        format!("no overlay linked to this daemon is mounted at {mp:?}"),
+                    ));
+                }
+                target
+            }
+            _ => {
+                return Err(error(
+                    "bad-request",
+                    "watch needs a string `channel` or an absolute `mountpoint` (one of them)",
+                ));
+            }
+        };
+        let glob = text("glob")?
+            .map(Glob::new)
+            .transpose()
+            .map_err(|e| error("bad-glob", e.to_string()))?;
+        let overlays = self.shared.overlays_of(&target);
+        let w = self.shared.add_watch(target, glob);
+        let id = w.id;
+        let forward = Arc::clone(&w);
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            loop {
+                let guard = forward.sending.lock().await;
+                match forward.take() {
+                    Taken::Closed => break,
+                    Taken::Event(ev) => {
+                        let mut line = ev.to_string();
+                        line.push('\n');
+                        if tx.send(line).await.is_err() {
+                            break;
+                        }
+                    }
+                    Taken::Empty => {
+                        drop(guard);
+                        forward.wake.notified().await;
+                    }
+                }
+            }
+        });
+        self.watches.insert(id, w);
+        Ok(json!({"watch": id, "overlays": overlays}))
+    }
+
+    /// `unwatch {watch}`: once answered, no further event of that watch follows.
+    async fn unwatch(&mut self, args: &serde_json::Map<String, Value>) -> Result<Value, Value> {
+        let id = args
+            .get("watch")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| error("bad-request", "unwatch needs a numeric `watch`"))?;
+        let Some(w) = self.watches.remove(&id) else {
+            return Err(error(
+                "unknown-watch",
+                format!("no watch {id} on this connection"),
+            ));
+        };
+        self.shared.remove_watch(id);
+        // Wait out an event being sent right now, so that none follows the response.
+        drop(w.sending.lock().await);
+        Ok(w.totals())
+    }
+
+    async fn handled(&mut self, args: &serde_json::Map<String, Value>) -> Result<Value, Value> {
         let Some(sub) = &self.sub else {
             return Err(error(
                 "not-subscribed",
@@ -358,13 +478,30 @@ impl Conn {
                 );
             }
         }
-        // An empty `seqs` with `stats` is a report (after the rescan that follows linking).
-        if seqs.is_empty() && args.get("stats").is_none() {
+        let mut changes = Vec::new();
+        match args.get("changes") {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(items)) => {
+                for item in items {
+                    match Change::from_json(item) {
+                        Some(c) => changes.push(c),
+                        None => tracing::debug!(change = %item, "malformed change record ignored"),
+                    }
+                }
+            }
+            Some(_) => return Err(error("bad-request", "`changes` must be an array")),
+        }
+        // An empty `seqs` with `stats` or `changes` is a report (after the rescan that follows
+        // linking, or the first parts of a report split to fit the message limit).
+        if seqs.is_empty() && args.get("stats").is_none() && args.get("changes").is_none() {
             return Err(error(
                 "bad-request",
-                "`handled` needs `seq`, `seqs` or `stats`",
+                "`handled` needs `seq`, `seqs`, `stats` or `changes`",
             ));
         }
+        // Watchers first: once `notify` returns, the events are queued for every watch.
+        let sub = Arc::clone(sub);
+        self.shared.publish_changes(&sub, &changes).await;
         sub.ack(&seqs, args.get("stats").cloned());
         Ok(json!({}))
     }

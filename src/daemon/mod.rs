@@ -8,6 +8,7 @@ pub mod peer;
 pub mod send;
 pub mod state;
 pub mod systemd;
+pub mod watch;
 
 use std::io;
 use std::path::PathBuf;

@@ -11,6 +11,8 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, oneshot};
 
 use super::DaemonConfig;
+use super::watch::{self, Change, Target, Watch};
+use crate::control::glob::Glob;
 use crate::trigger::{self, Coalescer};
 
 /// Most queued events per subscribed overlay; on overflow the queue collapses into one
@@ -64,6 +66,10 @@ counters!(
     control_connections,
     control_refused,
     control_errors,
+    watches_opened,
+    watch_events,
+    watch_overflow,
+    watch_dropped,
 );
 
 const DROPPED: &[&str] = &[
@@ -79,6 +85,8 @@ const DROPPED: &[&str] = &[
     "overlay_unlinked",
     "overlay_overflow",
     "control_refused",
+    "watch_overflow",
+    "watch_dropped",
 ];
 
 impl Counters {
@@ -266,6 +274,8 @@ pub struct Shared {
     pub control_active: AtomicUsize,
     subscribers: Mutex<BTreeMap<u64, Arc<Subscriber>>>,
     next_subscriber: AtomicU64,
+    watches: Mutex<BTreeMap<u64, Arc<Watch>>>,
+    next_watch: AtomicU64,
     coalescer: Arc<Coalescer>,
 }
 
@@ -294,6 +304,8 @@ impl Shared {
                 control_active: AtomicUsize::new(0),
                 subscribers: Mutex::new(BTreeMap::new()),
                 next_subscriber: AtomicU64::new(1),
+                watches: Mutex::new(BTreeMap::new()),
+                next_watch: AtomicU64::new(1),
                 coalescer: Coalescer::new(window, action),
             }
         })
@@ -326,6 +338,66 @@ impl Shared {
 
     fn subscribers(&self) -> Vec<Arc<Subscriber>> {
         lock(&self.subscribers).values().cloned().collect()
+    }
+
+    /// How many overlays a watch of `target` follows right now.
+    pub fn overlays_of(&self, target: &Target) -> usize {
+        self.subscribers()
+            .iter()
+            .filter(|s| self.follows(target, s))
+            .count()
+    }
+
+    /// Whether a watch of `target` receives the changes `sub` reports: the overlay follows the
+    /// channel or is mounted on one of its folders (as in [`Shared::dispatch`]), or is mounted at
+    /// the mountpoint.
+    fn follows(&self, target: &Target, sub: &Subscriber) -> bool {
+        match target {
+            Target::Channel(c) => {
+                sub.channel == *c || self.config.channels.paths(c).contains(&sub.mountpoint)
+            }
+            Target::Mountpoint(m) => sub.mountpoint == *m,
+        }
+    }
+
+    /// Open a watch.
+    pub fn add_watch(&self, target: Target, glob: Option<Glob>) -> Arc<Watch> {
+        let id = self.next_watch.fetch_add(1, Ordering::Relaxed);
+        let w = Arc::new(Watch::new(id, target, glob));
+        lock(&self.watches).insert(id, Arc::clone(&w));
+        Counters::bump(&self.counters.watches_opened);
+        tracing::debug!(id, target = ?w.target, glob = ?w.glob.as_ref().map(Glob::as_str), "watch opened");
+        w
+    }
+
+    /// Close and forget a watch.
+    pub fn remove_watch(&self, id: u64) {
+        if let Some(w) = lock(&self.watches).remove(&id) {
+            w.close();
+            tracing::debug!(id, "watch closed");
+        }
+    }
+
+    /// Hand the changes `sub` reported to the watches following it (see [`watch::publish`]).
+    pub async fn publish_changes(&self, sub: &Subscriber, changes: &[Change]) {
+        if changes.is_empty() {
+            return;
+        }
+        let watches: Vec<Arc<Watch>> = lock(&self.watches)
+            .values()
+            .filter(|w| self.follows(&w.target, sub))
+            .cloned()
+            .collect();
+        let p = watch::publish(&watches, changes).await;
+        self.counters
+            .watch_events
+            .fetch_add(p.queued, Ordering::Relaxed);
+        self.counters
+            .watch_dropped
+            .fetch_add(p.dropped, Ordering::Relaxed);
+        self.counters
+            .watch_overflow
+            .fetch_add(p.overflows, Ordering::Relaxed);
     }
 
     /// Act on one notification: deliver it to every overlay following `channel` or mounted at
@@ -439,6 +511,7 @@ impl Shared {
             "channels": channels,
             "counters": counters,
             "overlays": self.subscribers().iter().map(|s| s.to_json()).collect::<Vec<_>>(),
+            "watches": lock(&self.watches).values().map(|w| w.to_json()).collect::<Vec<_>>(),
         })
     }
 
