@@ -570,14 +570,12 @@ fn set_time(t: Option<TimeOrNow>) -> sys::SetTime {
         Some(TimeOrNow::Now) => sys::SetTime::Now,
         Some(TimeOrNow::SpecificTime(t)) => match t.duration_since(UNIX_EPOCH) {
             Ok(d) => sys::SetTime::At(d.as_secs() as i64, d.subsec_nanos() as i64),
+            // fuser 0.18 decodes a time before the epoch, (secs < 0, nsecs), as
+            // -(|secs| + nsecs) instead of secs + nsecs; undo that to get the kernel's fields
+            // back (Cargo.lock pins the version; `pre_epoch_times_round_trip` checks it).
             Err(e) => {
                 let d = e.duration();
-                let (s, ns) = (-(d.as_secs() as i64), d.subsec_nanos() as i64);
-                if ns == 0 {
-                    sys::SetTime::At(s, 0)
-                } else {
-                    sys::SetTime::At(s - 1, 1_000_000_000 - ns)
-                }
+                sys::SetTime::At(-(d.as_secs() as i64), d.subsec_nanos() as i64)
             }
         },
     }
@@ -922,9 +920,17 @@ impl OverlayFs {
             )?;
             let st_new = sys::fstatat(npfd.as_fd(), &sys::cstr(newname)?).ok();
             s.note_local(newparent.0, newname, st_new.as_ref());
+            // A rename changes the ctime of what moved (a directory's attributes are served
+            // from the overlay's view under cache=always, so refresh it).
+            if let (Some(m), Some(st)) = (&moved, &st_new) {
+                s.note_local_node(m, st);
+            }
             if exchange {
                 let st_old = sys::fstatat(pfd.as_fd(), &sys::cstr(name)?).ok();
                 s.note_local(parent.0, name, st_old.as_ref());
+                if let (Some(r), Some(st)) = (&replaced, &st_old) {
+                    s.note_local_node(r, st);
+                }
             } else {
                 s.note_local(parent.0, name, None);
             }
@@ -1738,14 +1744,29 @@ impl Filesystem for OverlayFs {
             let pfd = s.dir_fd(&pnode)?;
             let cname = sys::cstr(name)?;
             let strip = libc::O_NOCTTY | libc::O_APPEND | libc::O_DIRECT | libc::O_TRUNC;
-            let fd = sys::openat(
+            let base = (flags & !strip) | libc::O_NOFOLLOW;
+            // Create exclusively: only a file made here gets the requester's ownership. The name
+            // may exist on SOURCE although the kernel was told it does not (a host change not
+            // notified yet): then open it as an open(2) without O_EXCL would, truncating if asked.
+            let (fd, created) = match sys::openat(
                 pfd.as_fd(),
                 &cname,
-                (flags & !strip) | libc::O_CREAT | libc::O_NOFOLLOW,
+                base | libc::O_CREAT | libc::O_EXCL,
                 mode,
-            )?;
-            let pst = sys::fstat(pfd.as_fd())?;
-            let st = s.own(req, pfd.as_fd(), &cname, &pst, mode)?;
+            ) {
+                Ok(fd) => (fd, true),
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) && flags & libc::O_EXCL == 0 => {
+                    let keep = flags & libc::O_TRUNC;
+                    (sys::openat(pfd.as_fd(), &cname, base | keep, 0)?, false)
+                }
+                Err(e) => return Err(e),
+            };
+            let st = if created {
+                let pst = sys::fstat(pfd.as_fd())?;
+                s.own(req, pfd.as_fd(), &cname, &pst, mode)?
+            } else {
+                sys::fstat(fd.as_fd())?
+            };
             s.note_local(parent.0, name, Some(&st));
             let (node, attr) = s.enter(parent.0, name, &st);
             Ok((node, attr, fd))
@@ -1858,5 +1879,30 @@ impl Filesystem for OverlayFs {
             })
         });
         reply.answer(&self.s, res);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pre_epoch_times_round_trip() {
+        // What fuser 0.18 hands over for the kernel's (-1, 500_000_000), i.e. -0.5 s.
+        let from_fuser = UNIX_EPOCH - Duration::new(1, 500_000_000);
+        match set_time(Some(TimeOrNow::SpecificTime(from_fuser))) {
+            sys::SetTime::At(s, ns) => assert_eq!((s, ns), (-1, 500_000_000)),
+            other => panic!("{other:?}"),
+        }
+        let whole = UNIX_EPOCH - Duration::from_secs(3);
+        assert!(matches!(
+            set_time(Some(TimeOrNow::SpecificTime(whole))),
+            sys::SetTime::At(-3, 0)
+        ));
+        let after = UNIX_EPOCH + Duration::new(5, 7);
+        assert!(matches!(
+            set_time(Some(TimeOrNow::SpecificTime(after))),
+            sys::SetTime::At(5, 7)
+        ));
     }
 }
