@@ -680,7 +680,6 @@ impl OverlayFs {
     ) -> io::Result<Option<FileAttr>> {
         let s = &self.s;
         Stats::bump(&s.stats.lookups);
-        debug!(parent = parent.0, ?name, pid = req.pid(), "lookup");
         let pnode = s.node(parent)?;
         if s.replay.is_replay(req) {
             match s.replay.get(parent.0, name) {
@@ -705,7 +704,6 @@ impl OverlayFs {
                 if ps.negatives.len() < NEGATIVE_BUDGET {
                     ps.negatives.insert(name.to_owned());
                     Stats::bump(&s.stats.negative_cached);
-                    debug!(parent = parent.0, ?name, ttl = ?s.ttl(), "negative entry");
                     Ok(None)
                 } else {
                     Err(e)
@@ -1041,17 +1039,40 @@ impl OverlayFs {
     ) -> io::Result<(Arc<Node>, Arc<Vec<sys::RawDirent>>)> {
         let s = &self.s;
         let node = s.node(ino)?;
+        let read = || -> io::Result<Arc<Vec<sys::RawDirent>>> {
+            let pathfd = s.dir_fd(&node)?;
+            let fd = sys::openat(pathfd.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+            Ok(Arc::new(sys::read_dir(fd.as_fd())?))
+        };
+        if fh.0 == 0 {
+            // No OPENDIR (see `opendir`): the listing lives in the node until it is read out.
+            let cached = node.state().listing.clone();
+            let entries = match cached {
+                Some(l) if offset != 0 => l,
+                _ => {
+                    let l = read()?;
+                    node.state().listing = Some(l.clone());
+                    l
+                }
+            };
+            return Ok((node, entries));
+        }
         let h = s.handle(fh)?;
         let Handle::Dir(d) = &*h else {
             return Err(err(libc::ENOTDIR));
         };
         let mut slot = d.entries.lock().unwrap_or_else(|p| p.into_inner());
         if slot.is_none() || offset == 0 {
-            let pathfd = s.dir_fd(&node)?;
-            let fd = sys::openat(pathfd.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
-            *slot = Some(Arc::new(sys::read_dir(fd.as_fd())?));
+            *slot = Some(read()?);
         }
         Ok((node, slot.clone().unwrap_or_default()))
+    }
+
+    /// A listing read without a handle was read to its end: let it go.
+    fn listing_done(&self, node: &Node, fh: FileHandle, end: bool) {
+        if fh.0 == 0 && end {
+            node.state().listing = None;
+        }
     }
 
     fn dot_entries(&self, node: &Node) -> [(Ino, &'static str); 2] {
@@ -1147,7 +1168,6 @@ impl Filesystem for OverlayFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        debug!(ino = ino.0, "getattr");
         let s = &self.s;
         let res = s.node(ino).and_then(|node| {
             if node.is_virtual {
@@ -1478,9 +1498,14 @@ impl Filesystem for OverlayFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        debug!(ino = ino.0, flags = ?self.s.fopen_flags(true), "opendir");
         if let Err(e) = self.s.node(ino) {
             return reply.error(errno(&e));
+        }
+        // With long caching, the kernel need not ask at all: ENOSYS makes it stop sending
+        // OPENDIR/RELEASEDIR and open folders itself with FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR, so
+        // a warm listing costs no request. Listings then arrive with fh 0 (`dir_entries`).
+        if self.s.cfg.cache == CachePolicy::Always {
+            return reply.error(Errno::ENOSYS);
         }
         let fh = self.s.add_handle(Handle::Dir(OpenDir {
             entries: Mutex::new(None),
@@ -1496,7 +1521,6 @@ impl Filesystem for OverlayFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        debug!(ino = ino.0, offset, "readdir");
         let (node, entries) = match self.dir_entries(ino, fh, offset) {
             Ok(x) => x,
             Err(e) => return reply.error(errno(&e)),
@@ -1521,6 +1545,7 @@ impl Filesystem for OverlayFs {
             }
             i += 1;
         }
+        self.listing_done(&node, fh, offset >= total);
         reply.ok();
     }
 
@@ -1533,7 +1558,6 @@ impl Filesystem for OverlayFs {
         mut reply: ReplyDirectoryPlus,
     ) {
         let s = &self.s;
-        debug!(ino = ino.0, offset, "readdirplus");
         let (node, entries) = match self.dir_entries(ino, fh, offset) {
             Ok(x) => x,
             Err(e) => return reply.error(errno(&e)),
@@ -1590,6 +1614,7 @@ impl Filesystem for OverlayFs {
             s.enter(node.ino, &e.name, &st);
             i += 1;
         }
+        self.listing_done(&node, fh, offset >= total);
         reply.ok();
     }
 

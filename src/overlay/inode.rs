@@ -92,6 +92,9 @@ pub struct NodeState {
     pub backing: Option<(Arc<fuser::BackingId>, u32)>,
     /// Attributes last told to the kernel.
     pub attr: Option<EntrySnap>,
+    /// A listing being read without an open handle (directories, `cache=always`), from its
+    /// first `readdir` to its end.
+    pub listing: Option<std::sync::Arc<Vec<crate::sys::RawDirent>>>,
 }
 
 /// One node.
