@@ -36,7 +36,7 @@ if [[ "$MODE" == full ]]; then
     RUNS=3 SEQ_MB=1024 RR_MS=1000 META_DIRS=100 META_FILES=10000 BUILD_DIRS=100 BUILD_FILES=2000
     VIS_N=300 EV_N=1000 EV_ENTRIES=10000 RESCAN_SIZES="1000 10000 100000"
 else
-    RUNS=3 SEQ_MB=256 RR_MS=500 META_DIRS=20 META_FILES=2000 BUILD_DIRS=25 BUILD_FILES=500
+    RUNS=1 SEQ_MB=256 RR_MS=300 META_DIRS=20 META_FILES=2000 BUILD_DIRS=25 BUILD_FILES=500
     VIS_N=100 EV_N=200 EV_ENTRIES=2000 RESCAN_SIZES="1000 10000"
 fi
 
@@ -101,6 +101,11 @@ cleanup() {
     local rc=$?
     set +e
     trap - ERR
+    if ((rc != 0)) && [[ -n "$DAEMON_PID" ]]; then
+        kill -0 "$DAEMON_PID" 2>/dev/null || echo "bench: the daemon (pid $DAEMON_PID) is gone" >&2
+        echo "bench: daemon log (last lines):" >&2
+        tail -n 5 "$W/daemon.log" >&2
+    fi
     local i m
     for ((i = ${#MOUNTS[@]} - 1; i >= 0; i--)); do
         m=${MOUNTS[i]}
