@@ -1,0 +1,530 @@
+#!/usr/bin/env bash
+# vfnotify benchmark: the overlay against native tmpfs and bindfs, in one run.
+#
+#   bash bench/run.sh [full|quick]      (as root; `just bench` / `just bench quick`)
+#
+# full: every row, >= 3 runs per cell, < 5 minutes on 2 cores once built.
+# quick: the same rows on smaller sizes, < 1 minute.
+#
+# SOURCE is a private tmpfs (the clean measure of the overlay's own cost). Columns: native (the
+# tmpfs itself), vfnotify (cache=always, kernel passthrough, linked to a daemon), vfnotify
+# passthrough=off, vfnotify cache=never, bindfs. Each cell is the median of RUNS runs and its
+# ratio to native, oriented so that >1x is faster than native (throughput/native for rates,
+# native/time for times). The table goes to stdout and to bench/RESULTS.md.
+#
+# Needs: root, /dev/fuse, cargo; installs fio and bindfs with apt-get when missing. Plain bash,
+# awk, fio and two cargo examples (examples/vfbench.rs, examples/notify_latency.rs).
+# Cleans up every mount and process it started, also on failure or Ctrl-C.
+
+set -euo pipefail
+
+MODE=${1:-full}
+case "$MODE" in
+full | quick) ;;
+*)
+    echo "usage: bash bench/run.sh [full|quick]" >&2
+    exit 2
+    ;;
+esac
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+OUT="$REPO/bench/RESULTS.md"
+CMDLINE="bash bench/run.sh $MODE"
+T_START=$EPOCHREALTIME
+
+if [[ "$MODE" == full ]]; then
+    RUNS=3 SEQ_MB=1024 RR_MS=1000 META_DIRS=100 META_FILES=10000 BUILD_DIRS=100 BUILD_FILES=2000
+    VIS_N=300 EV_N=1000 EV_ENTRIES=10000 RESCAN_SIZES="1000 10000 100000"
+else
+    RUNS=1 SEQ_MB=256 RR_MS=300 META_DIRS=20 META_FILES=2000 BUILD_DIRS=25 BUILD_FILES=500
+    VIS_N=100 EV_N=200 EV_ENTRIES=2000 RESCAN_SIZES="1000 10000"
+fi
+
+STEP="start"
+log() { printf '[bench %5.1fs] %s\n' "$(awk -v a="$T_START" -v b="$EPOCHREALTIME" 'BEGIN{print b-a}')" "$*" >&2; }
+die() {
+    echo "bench: $*" >&2
+    exit 1
+}
+# Run a command with a time limit; a timeout or failure names the step.
+to() {
+    local secs=$1
+    shift
+    if ! timeout -k 5 "$secs" "$@"; then
+        die "step '$STEP' failed or timed out after ${secs}s: $*"
+    fi
+}
+trap 'rc=$?; echo "bench: failed in step \"$STEP\" (line $LINENO, exit $rc)" >&2' ERR
+
+# ---------------------------------------------------------------------------------------------
+# Preconditions, packages, build.
+# ---------------------------------------------------------------------------------------------
+[[ $(id -u) -eq 0 ]] || die "run as root (mount(2), drop_caches, kernel passthrough)"
+[[ -c /dev/fuse ]] || die "/dev/fuse is missing (modprobe fuse)"
+command -v cargo >/dev/null || die "cargo is missing (https://rustup.rs)"
+
+STEP="packages"
+missing=()
+command -v fio >/dev/null || missing+=(fio)
+command -v bindfs >/dev/null || missing+=(bindfs)
+if ((${#missing[@]})); then
+    log "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    to 300 apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1 ||
+        { to 300 apt-get update -qq && to 300 apt-get install -y -qq "${missing[@]}" >/dev/null; }
+fi
+
+STEP="build"
+log "building (cargo build --release --examples)"
+(cd "$REPO" && to 1800 cargo build --release --bins --examples --quiet) || die "build failed"
+VF="$REPO/target/release/vfnotify"
+VB="$REPO/target/release/examples/vfbench"
+NL="$REPO/target/release/examples/notify_latency"
+T_BUILT=$EPOCHREALTIME
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
+if awk -v l="${LOAD0%% *}" 'BEGIN{exit !(l > 1.0)}'; then
+    log "warning: load average $LOAD0 — other work on this machine will skew the figures"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Scratch space, cleanup.
+# ---------------------------------------------------------------------------------------------
+W=$(mktemp -d /tmp/vfbench.XXXXXX)
+SRC="$W/src"
+CTL="$W/ctl.sock"
+PEER="$W/peer.sock"
+MOUNTS=()
+DAEMON_PID=""
+SRC_MOUNTED=0
+
+cleanup() {
+    local rc=$?
+    set +e
+    trap - ERR
+    if ((rc != 0)) && [[ -n "$DAEMON_PID" ]]; then
+        kill -0 "$DAEMON_PID" 2>/dev/null || echo "bench: the daemon (pid $DAEMON_PID) is gone" >&2
+        echo "bench: daemon log (last lines):" >&2
+        tail -n 5 "$W/daemon.log" >&2
+    fi
+    local i m
+    for ((i = ${#MOUNTS[@]} - 1; i >= 0; i--)); do
+        m=${MOUNTS[i]}
+        if mountpoint -q "$m" 2>/dev/null || grep -qs " $m " /proc/mounts; then
+            timeout 10 umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
+        fi
+    done
+    if [[ -n "$DAEMON_PID" ]]; then
+        kill "$DAEMON_PID" 2>/dev/null
+        wait "$DAEMON_PID" 2>/dev/null
+    fi
+    if ((SRC_MOUNTED)); then
+        timeout 10 umount "$SRC" 2>/dev/null || umount -l "$SRC" 2>/dev/null
+    fi
+    rm -rf "$W"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'echo "bench: interrupted" >&2; exit 130' INT
+trap 'echo "bench: terminated" >&2; exit 143' TERM
+
+ulimit -n "$(ulimit -Hn)" # the fd hard limit (20,000 here): the overlay and bindfs may use it
+
+mkdir -p "$SRC" "$W/m" "$W/gen"
+STEP="tmpfs"
+to 10 mount -t tmpfs -o size=12g,mode=0755 vfbench-src "$SRC"
+SRC_MOUNTED=1
+
+# ---------------------------------------------------------------------------------------------
+# Columns.
+# ---------------------------------------------------------------------------------------------
+COLS=(native vf nopt never bindfs)
+VFCOLS=(vf nopt never)
+declare -A HEAD=(
+    [native]="native (tmpfs)" [vf]="vfnotify" [nopt]="vfnotify passthrough=off"
+    [never]="vfnotify cache=never" [bindfs]="bindfs"
+)
+declare -A OPTS=([vf]="" [nopt]=",passthrough=off" [never]=",cache=never")
+declare -A ROOT=([native]="$SRC")
+
+# Each column works in its own folder of SOURCE: base COL -> the folder as seen through COL.
+base() { echo "${ROOT[$1]}/$1"; }
+src_of() { echo "$SRC/$1"; }
+
+# drop_caches 3|2: 3 (page cache too) before cold data runs, 2 (dentries and inodes, which also
+# evicts the FUSE inodes with their pages and sends FORGETs) before cold metadata runs. The tools'
+# own binaries are read back in afterwards, so no timed step pays for reloading them from disk.
+drop_caches() {
+    sync -f "$SRC" 2>/dev/null || true
+    echo "$1" >/proc/sys/vm/drop_caches
+    find / -maxdepth 0 >/dev/null
+    timeout 5 true
+    cat "$VB" "$NL" "$(command -v fio)" "$(command -v find)" >/dev/null
+}
+
+# Wait until an overlay is linked: a notification through the control socket is handled.
+wait_linked() {
+    local channel=$1 i
+    for ((i = 0; i < 100; i++)); do
+        if timeout 10 "$VB" notify "$CTL" "$channel" >/dev/null 2>&1; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    die "overlay for channel $channel did not link to the daemon within 10 s"
+}
+
+mount_vf() { # mount_vf SOURCE MOUNTPOINT CHANNEL EXTRA_OPTS
+    mkdir -p "$2"
+    MOUNTS+=("$2")
+    to 30 "$VF" mount "$1" "$2" -o "channel=$3,control=$CTL$4"
+    wait_linked "$3"
+}
+
+STEP="daemon"
+"$VF" daemon --listen "unix:$PEER" --control "$CTL" >"$W/daemon.log" 2>&1 &
+DAEMON_PID=$!
+for ((i = 0; i < 100; i++)); do
+    [[ -S "$CTL" && -S "$PEER" ]] && break
+    kill -0 "$DAEMON_PID" 2>/dev/null || die "daemon exited: $(cat "$W/daemon.log")"
+    sleep 0.05
+done
+[[ -S "$CTL" ]] || die "daemon control socket did not appear"
+
+STEP="mounts"
+for c in "${VFCOLS[@]}"; do
+    ROOT[$c]="$W/m/$c"
+    mount_vf "$SRC" "${ROOT[$c]}" "b_$c" "${OPTS[$c]}"
+done
+ROOT[bindfs]="$W/m/bindfs"
+mkdir -p "${ROOT[bindfs]}"
+MOUNTS+=("${ROOT[bindfs]}")
+to 30 bindfs "$SRC" "${ROOT[bindfs]}"
+for c in "${COLS[@]}"; do mkdir -p "$(src_of "$c")"; done
+
+# fio's engine for random reads.
+STEP="io_uring probe"
+ENGINE=io_uring
+ENGINE_NOTE="fio ioengine=io_uring"
+if ! timeout 20 fio --name=probe --filename="$SRC/probe" --size=64k --bs=4k --rw=randread \
+    --ioengine=io_uring --output-format=terse >/dev/null 2>&1; then
+    ENGINE=libaio
+    ENGINE_NOTE="fio ioengine=libaio (io_uring unavailable here)"
+fi
+rm -f "$SRC/probe"
+
+# ---------------------------------------------------------------------------------------------
+# Results: SAMPLES[row|col] = space-separated raw values; rows are declared with a kind.
+#   rate: bytes/s  iops: IO/s  ops: operations/s  time: seconds  lat: "p50_us p99_us"
+#   ms: milliseconds (vfnotify only)  bytes: bytes (vfnotify only)
+# ---------------------------------------------------------------------------------------------
+declare -A SAMPLES=() KIND=() LABEL=() EXTRA=()
+ROWS=()
+row() { # row ID KIND LABEL
+    ROWS+=("$1")
+    KIND[$1]=$2
+    LABEL[$1]=$3
+}
+add() { SAMPLES["$1|$2"]+="$3 "; }
+# sample ROW COL CMD...: run CMD (which prints one number) and record it; a failure stops the run.
+sample() {
+    local v
+    v=$("${@:3}")
+    [[ -n "$v" ]] || die "step '$STEP': no figure from: ${*:3}"
+    add "$1" "$2" "$v"
+}
+median() { tr ' ' '\n' | awk 'NF' | sort -g | awk '{v[NR]=$1} END{if(NR==0){print ""} else if(NR%2){print v[(NR+1)/2]} else {print (v[NR/2]+v[NR/2+1])/2}}'; }
+
+# fio_all ROW KIND(bw|iops) RW(read|write|randread) FILENAME ARGS...: one fio process runs one
+# job per column in turn (stonewall), on COLUMN-FOLDER/FILENAME; each job's figure goes to ROW.
+fio_all() {
+    local id=$1 what=$2 rw=$3 file=$4 c out
+    shift 4
+    local jobs=()
+    for c in "${COLS[@]}"; do jobs+=(--name="$c" --filename="$(base "$c")/$file"); done
+    out=$(to 300 fio --output-format=terse --terse-version=3 --rw="$rw" --size="${SEQ_MB}M" \
+        --invalidate=0 --fallocate=none --stonewall "$@" "${jobs[@]}") || die "fio $rw failed"
+    local bwf=7 iof=8
+    [[ $rw == write ]] && bwf=48 iof=49
+    while IFS=';' read -r -a f; do
+        [[ ${#f[@]} -gt 50 && ${f[4]} == 0 ]] || die "fio $rw: job ${f[2]:-?} failed: ${f[*]:0:5}"
+        if [[ $what == bw ]]; then
+            add "$id" "${f[2]}" "$(awk -v k="${f[bwf - 1]}" 'BEGIN{printf "%.0f", k*1024}')"
+        else
+            add "$id" "${f[2]}" "${f[iof - 1]}"
+        fi
+    done <<<"$out"
+    for c in "${COLS[@]}"; do [[ -n "${SAMPLES["$id|$c"]:-}" ]] || die "fio $rw: no figure for $c"; done
+}
+
+# time_cmd CMD...: elapsed seconds of a command (stdout discarded), with a 120 s limit.
+time_cmd() {
+    local t0=$EPOCHREALTIME
+    to 120 "$@" >/dev/null
+    awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.6f\n", b-a}'
+}
+# vfbench prints "SECONDS OPS": rate as ops/s, or the seconds.
+vb_rate() { to 300 "$VB" "$@" | awk '{printf "%.1f\n", $2/$1}'; }
+vb_secs() { to 300 "$VB" "$@" | awk '{print $1}'; }
+vb_ms() { to 300 "$VB" "$@" | awk '{print $1*1000}'; }
+
+# ---------------------------------------------------------------------------------------------
+# 1. Sequential and random I/O (fio) on a ${SEQ_MB} MiB file.
+# ---------------------------------------------------------------------------------------------
+row seqw rate "sequential write ${SEQ_MB} MiB (1 MiB blocks)"
+row seqr_cold rate "sequential read, cold"
+row seqr_warm rate "sequential read, warm"
+row rr_warm iops "4 KiB random read, warm, QD1"
+row rr_cold iops "4 KiB random read, cold, QD16"
+
+STEP="sequential write"
+log "$STEP"
+for ((r = 1; r <= RUNS; r++)); do
+    for c in "${COLS[@]}"; do rm -f "$(src_of "$c")/seq.bin"; done
+    fio_all seqw bw write seq.bin --bs=1M --end_fsync=1
+done
+STEP="sequential read"
+log "$STEP"
+for ((r = 1; r <= RUNS; r++)); do
+    drop_caches 3
+    fio_all seqr_cold bw read seq.bin --bs=1M
+done
+fio_all warmup bw read seq.bin --bs=1M
+for ((r = 1; r <= RUNS; r++)); do
+    fio_all seqr_warm bw read seq.bin --bs=1M
+done
+STEP="random read"
+log "$STEP ($ENGINE)"
+RR=(--bs=4k --ioengine="$ENGINE" --time_based --runtime="$RR_MS"ms --norandommap --randrepeat=0)
+for ((r = 1; r <= RUNS; r++)); do
+    fio_all rr_warm iops randread seq.bin "${RR[@]}" --iodepth=1
+done
+for ((r = 1; r <= RUNS; r++)); do
+    drop_caches 3
+    fio_all rr_cold iops randread seq.bin "${RR[@]}" --iodepth=16
+done
+for c in "${COLS[@]}"; do rm -f "$(src_of "$c")/seq.bin"; done
+
+# ---------------------------------------------------------------------------------------------
+# 2. Metadata: META_FILES files in META_DIRS folders.
+# ---------------------------------------------------------------------------------------------
+M="$META_FILES files in $META_DIRS folders"
+row create ops "create ($M)"
+row stat_cold ops "stat, cold"
+row stat_warm ops "stat, warm"
+row rd_cold time "readdir, cold (all folders)"
+row rd_warm time "readdir, warm"
+row find time "find, cold"
+row unlink ops "unlink"
+STEP="metadata"
+log "$STEP ($M)"
+for ((r = 1; r <= RUNS; r++)); do
+    for c in "${COLS[@]}"; do
+        d="$(base "$c")/meta$r"
+        sample create "$c" vb_rate mkfiles "$d" "$META_DIRS" "$META_FILES"
+        drop_caches 2
+        sample stat_cold "$c" vb_rate stat "$d" "$META_DIRS" "$META_FILES"
+        sample stat_warm "$c" vb_rate stat "$d" "$META_DIRS" "$META_FILES"
+        drop_caches 2
+        sample rd_cold "$c" vb_secs readdir "$d" "$META_DIRS"
+        sample rd_warm "$c" vb_secs readdir "$d" "$META_DIRS"
+        drop_caches 2
+        sample find "$c" time_cmd find "$d"
+        sample unlink "$c" vb_rate unlink "$d" "$META_DIRS" "$META_FILES"
+        rm -rf "$(src_of "$c")/meta$r"
+    done
+done
+
+# ---------------------------------------------------------------------------------------------
+# 3. Build-like: unpack a source tree, find, grep -r.
+# ---------------------------------------------------------------------------------------------
+B="$BUILD_FILES small files"
+row b_untar time "build: untar ($B)"
+row b_find time "build: find"
+row b_grep time "build: grep -r"
+STEP="build-like"
+log "$STEP ($B)"
+to 60 "$VB" gentree "$W/gen" "$BUILD_DIRS" "$BUILD_FILES" >/dev/null
+to 60 tar -cf "$W/build.tar" -C "$W/gen" .
+for ((r = 1; r <= RUNS; r++)); do
+    for c in "${COLS[@]}"; do
+        d="$(base "$c")/build$r"
+        mkdir -p "$d"
+        sample b_untar "$c" time_cmd tar -xf "$W/build.tar" -C "$d"
+        sample b_find "$c" time_cmd find "$d"
+        sample b_grep "$c" time_cmd grep -rc vfbench_needle "$d"
+        rm -rf "$(src_of "$c")/build$r"
+    done
+done
+
+# ---------------------------------------------------------------------------------------------
+# 4. Notifications (vfnotify columns only).
+# ---------------------------------------------------------------------------------------------
+row vis lat "notify → visible (stat), p50 / p99 ($VIS_N changes)"
+row ev lat "notify → IN_CREATE, p50 / p99 ($EV_N changes, folder of $EV_ENTRIES)"
+STEP="notify latency"
+log "$STEP"
+for c in "${VFCOLS[@]}"; do
+    mkdir -p "$(src_of "$c")/vis"
+    # Through the overlay once, so the folder is known (and has its first view).
+    ls "$(base "$c")/vis" >/dev/null
+    to 30 "$VB" notify "$CTL" "b_$c" "$c/vis" >/dev/null
+    SAMPLES["vis|$c"]=$(to 120 "$NL" visible "$PEER" "b_$c" "$SRC" "${ROOT[$c]}" "$c/vis" "$VIS_N") ||
+        die "notify_latency visible ($c)"
+    EXTRA["vis|$c"]=$(awk '{print $5}' <<<"${SAMPLES["vis|$c"]}")
+done
+for c in "${VFCOLS[@]}"; do
+    to 60 "$VB" mkfiles "$(src_of "$c")/ev" 1 "$EV_ENTRIES" >/dev/null
+    to 60 "$VB" stat "$(base "$c")/ev" 1 "$EV_ENTRIES" >/dev/null
+    to 60 "$VB" notify "$CTL" "b_$c" "$c/ev/d0000" >/dev/null
+    SAMPLES["ev|$c"]=$(to 300 "$NL" event "$PEER" "b_$c" "$SRC" "${ROOT[$c]}" "$c/ev/d0000" "$EV_N") ||
+        die "notify_latency event ($c)"
+    EXTRA["ev|$c"]=$(awk '{print $5}' <<<"${SAMPLES["ev|$c"]}")
+    rm -rf "$(src_of "$c")/ev"
+done
+
+# ---------------------------------------------------------------------------------------------
+# 5. Rescan + invalidation of a whole mount with one changed file, and memory per known inode.
+#    Each on a fresh overlay of a tree of N files (N/100 folders), after every entry was
+#    listed and statted through it.
+# ---------------------------------------------------------------------------------------------
+STEP="rescan"
+for n in $RESCAN_SIZES; do
+    row "rs$n" ms "rescan + invalidate, whole mount, 1 changed of $n known"
+    to 120 "$VB" mkfiles "$SRC/rs$n" "$((n / 100))" "$n" >/dev/null
+done
+RSS_N=${RESCAN_SIZES##* }
+row rss bytes "overlay RSS per known inode ($RSS_N files statted)"
+for c in "${VFCOLS[@]}"; do
+    for n in $RESCAN_SIZES; do
+        log "$STEP: $c, $n entries"
+        mp="$W/m/rs_${c}_$n"
+        mount_vf "$SRC/rs$n" "$mp" "rs_${c}_$n" "${OPTS[$c]}"
+        read -r pid _ _ _ <<<"$(to 10 "$VB" overlay "$CTL" "$mp")"
+        rss0=$(to 10 "$VB" rss "$pid")
+        to 300 "$VB" statall "$mp" >/dev/null
+        # The first rescan also waits for the first views of every folder (taken in the background).
+        to 300 "$VB" notify "$CTL" "rs_${c}_$n" >/dev/null
+        for ((r = 1; r <= RUNS; r++)); do
+            printf 'x' >>"$SRC/rs$n/d0000/f000000"
+            sample "rs$n" "$c" vb_ms notify "$CTL" "rs_${c}_$n"
+        done
+        if [[ $n == "$RSS_N" ]]; then
+            read -r _ known _ _ <<<"$(to 10 "$VB" overlay "$CTL" "$mp")"
+            rss1=$(to 10 "$VB" rss "$pid")
+            sample rss "$c" awk -v a="$rss0" -v b="$rss1" -v k="$known" 'BEGIN{printf "%.0f", (b-a)*1024/(k>0?k:1)}'
+            EXTRA["rss|$c"]="$known"
+        fi
+        to 30 umount "$mp"
+    done
+done
+for n in $RESCAN_SIZES; do rm -rf "$SRC/rs$n"; done
+
+T_END=$EPOCHREALTIME
+LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# ---------------------------------------------------------------------------------------------
+# Report.
+# ---------------------------------------------------------------------------------------------
+fmt() { # fmt KIND VALUE NATIVE
+    awk -v k="$1" -v v="$2" -v n="$3" 'BEGIN{
+        if (v == "") { print "n/a"; exit }
+        if (k == "rate") { s = (v >= 1e9) ? sprintf("%.2f GB/s", v/1e9) : sprintf("%.0f MB/s", v/1e6) }
+        else if (k == "iops") { s = (v >= 1e6) ? sprintf("%.2fM IOPS", v/1e6) : sprintf("%.0fk IOPS", v/1e3) }
+        else if (k == "ops") { s = (v >= 1e6) ? sprintf("%.2fM/s", v/1e6) : sprintf("%.0fk/s", v/1e3) }
+        else if (k == "time") { s = (v < 1e-3) ? sprintf("%.0f µs", v*1e6) : (v < 1 ? sprintf("%.1f ms", v*1e3) : sprintf("%.2f s", v)) }
+        else if (k == "ms") { s = sprintf("%.1f ms", v) }
+        else if (k == "bytes") { s = sprintf("%.0f B", v) }
+        if (n != "" && n > 0 && v > 0 && (k == "rate" || k == "iops" || k == "ops")) s = s sprintf(" (%.2f×)", v/n)
+        if (n != "" && n > 0 && v > 0 && k == "time") s = s sprintf(" (%.2f×)", n/v)
+        print s
+    }'
+}
+fmt_lat() { # "p50 p99 max n timeouts" in µs
+    awk '{ f = "%.2f ms"; printf f " / " f, $1/1000, $2/1000; if ($5 > 0) printf " (%d timeouts)", $5 }' <<<"$1"
+}
+
+declare -A MED=()
+for id in "${ROWS[@]}"; do
+    for c in "${COLS[@]}"; do
+        if [[ ${KIND[$id]} == lat ]]; then
+            MED["$id|$c"]=${SAMPLES["$id|$c"]:-}
+        else
+            MED["$id|$c"]=$(median <<<"${SAMPLES["$id|$c"]:-}")
+        fi
+    done
+done
+
+table() {
+    local hdr="| | " sep="|---|" c id
+    for c in "${COLS[@]}"; do
+        hdr+="${HEAD[$c]} | "
+        sep+="---|"
+    done
+    echo "${hdr% }"
+    echo "$sep"
+    for id in "${ROWS[@]}"; do
+        local line="| ${LABEL[$id]} |"
+        for c in "${COLS[@]}"; do
+            local v=${MED["$id|$c"]}
+            if [[ -z "$v" ]]; then
+                line+=" n/a |"
+            elif [[ ${KIND[$id]} == lat ]]; then
+                line+=" $(fmt_lat "$v") |"
+            else
+                line+=" $(fmt "${KIND[$id]}" "$v" "${MED["$id|native"]:-}") |"
+            fi
+        done
+        echo "$line"
+    done
+}
+
+ratio() { # ratio ROW COL: the cell's ratio to native (>1 = faster)
+    local v=${MED["$1|$2"]} n=${MED["$1|native"]}
+    awk -v k="${KIND[$1]}" -v v="$v" -v n="$n" 'BEGIN{ if (v <= 0 || n <= 0) { print 0; exit } if (k == "time") print n/v; else print v/n }'
+}
+target() { # target LABEL VALUE OP LIMIT UNIT
+    local ok
+    ok=$(awk -v v="$2" -v l="$4" -v op="$3" 'BEGIN{ print ((op == ">=" ? v >= l : v <= l) ? "met" : "**missed**") }')
+    printf -- '- %s: %s %s (target %s %s%s)\n' "$1" "$(awk -v v="$2" 'BEGIN{printf "%.2f", v}')$5" "$ok" "$3" "$4" "$5"
+}
+
+KERNEL=$(uname -r)
+NCPU=$(nproc)
+CPU=$(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)
+DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
+RUN_SECS=$(awk -v a="$T_BUILT" -v b="$T_END" 'BEGIN{printf "%.0f", b-a}')
+PT=$(grep -o '"passthrough": *[a-z]*' <<<"$("$VF" status --control "$CTL" --json)" | head -1 | awk '{print $2}')
+URING=$(cat /sys/module/fuse/parameters/enable_uring 2>/dev/null || echo "n/a")
+
+{
+    echo "# vfnotify benchmark results"
+    echo
+    echo "- Command: \`$CMDLINE\` (mode $MODE; $RUNS runs per cell, median; ${RUN_SECS} s after the build)"
+    echo "- Machine: Linux $KERNEL, $NCPU CPUs ($CPU), $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM; date $DATE"
+    echo "- SOURCE: a private tmpfs. vfnotify columns are linked to a daemon (\`channel=\`), kernel passthrough negotiated: ${PT:-unknown}; FUSE-over-io_uring (\`enable_uring\`): $URING"
+    echo "- Random reads: $ENGINE_NOTE, ${RR_MS} ms per job. Cold data = \`echo 3 > /proc/sys/vm/drop_caches\` before the run; cold metadata = \`echo 2\` (dentries and inodes: FUSE inodes go with their pages, the overlay gets FORGETs). tmpfs itself cannot be dropped, so native cold = warm. Every fio run uses \`--invalidate=0\`; the columns run one after another in one fio process (\`stonewall\`)."
+    echo "- Load average (1/5/15 min) at start: $LOAD0; at end: $LOAD1. Anything above ~0.5 on 2 CPUs means other work shared the machine and skews every figure."
+    echo "- Each cell: figure (ratio to native). **Ratio convention: >1× means faster than native** (rate/native for rates, native time/time for times)."
+    echo "- Notification rows: percentiles over all changes of one run of \`examples/notify_latency.rs\` (host writes the file on SOURCE, then one connection to the daemon's unix listener carries \`CHANNEL\\tRELPATH\\n\`; clock from the send). Rescan rows: in-process \`notify\` request over the control socket, whole mount, median of $RUNS, on a fresh overlay after listing and statting every entry. n/a: does not apply."
+    echo
+    table
+    echo
+    echo "## Targets"
+    echo
+    target "warm stat, vfnotify" "$(ratio stat_warm vf)" ">=" 0.9 "×"
+    target "warm readdir, vfnotify" "$(ratio rd_warm vf)" ">=" 0.5 "×"
+    target "sequential read (warm), vfnotify passthrough" "$(ratio seqr_warm vf)" ">=" 0.8 "×"
+    target "sequential read (cold), vfnotify passthrough" "$(ratio seqr_cold vf)" ">=" 0.8 "×"
+    target "sequential write, vfnotify passthrough" "$(ratio seqw vf)" ">=" 0.8 "×"
+    target "create, vfnotify (passthrough_hp ≈ 0.03×)" "$(ratio create vf)" ">=" 0.03 "×"
+    target "cold stat, vfnotify (passthrough_hp ≈ 0.04–0.06×)" "$(ratio stat_cold vf)" ">=" 0.04 "×"
+    target "find, vfnotify (passthrough_hp ≈ 0.25×)" "$(ratio find vf)" ">=" 0.25 "×"
+    target "notify → IN_CREATE p99, vfnotify" "$(awk '{print $2/1000}' <<<"${MED["ev|vf"]}")" "<=" 5 " ms"
+    if [[ -f "$REPO/bench/NOTES.md" ]]; then
+        echo
+        cat "$REPO/bench/NOTES.md"
+    fi
+} >"$OUT.tmp"
+mv "$OUT.tmp" "$OUT"
+cat "$OUT"
+log "done in $(awk -v a="$T_BUILT" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.0f", b-a}') s after the build; wrote $OUT"
