@@ -520,6 +520,47 @@ impl Shared {
         }
     }
 
+    /// Kernel passthrough for an open of `node`: the backing id every open handle of the inode
+    /// shares (registered from `fd` by the first open), counted per handle. `None`: serve the
+    /// data here (passthrough off or refused; a refusal is counted).
+    fn attach_backing(
+        &self,
+        node: &Node,
+        fd: Option<&OwnedFd>,
+        register: impl FnOnce(&OwnedFd) -> io::Result<fuser::BackingId>,
+    ) -> Option<Arc<fuser::BackingId>> {
+        if !self.passthrough.load(Ordering::Relaxed) {
+            return None;
+        }
+        let existing = node.state().backing.as_ref().map(|(b, _)| b.clone());
+        let b = match existing {
+            Some(b) => b,
+            None => match register(fd?) {
+                Ok(b) => Arc::new(b),
+                Err(e) => {
+                    Stats::bump(&self.stats.passthrough_failed);
+                    debug!("passthrough unavailable for {}: {e}", node.ino);
+                    return None;
+                }
+            },
+        };
+        let mut st = node.state();
+        let b = match st.backing.as_mut() {
+            // A concurrent open registered first: every handle must use the same id.
+            Some((shared, n)) => {
+                *n += 1;
+                shared.clone()
+            }
+            None => {
+                st.backing = Some((b.clone(), 1));
+                b
+            }
+        };
+        drop(st);
+        Stats::bump(&self.stats.passthrough_opens);
+        Some(b)
+    }
+
     /// Give a newly created object the requester's ownership (as the kernel would for a local
     /// filesystem): uid of the caller; gid of the caller unless the parent is set-group-ID.
     fn own(
@@ -1351,33 +1392,8 @@ impl Filesystem for OverlayFs {
             }
         };
         let fopen = s.fopen_flags(false);
-        // Kernel passthrough: one backing id per inode, shared by every open handle.
-        let existing = node.state().backing.as_ref().map(|(b, _)| b.clone());
-        let want_pt = s.passthrough.load(Ordering::Relaxed)
-            && !node.is_virtual
-            && (fd.is_some() || existing.is_some());
-        if want_pt {
-            let backing = match existing {
-                Some(b) => Some(b),
-                None => match fd.as_ref().map(|fd| reply.open_backing(fd)) {
-                    Some(Ok(b)) => Some(Arc::new(b)),
-                    Some(Err(e)) => {
-                        Stats::bump(&s.stats.passthrough_failed);
-                        debug!("passthrough unavailable for {}: {e}", ino.0);
-                        None
-                    }
-                    None => None,
-                },
-            };
-            if let Some(b) = backing {
-                {
-                    let mut st = node.state();
-                    match st.backing.as_mut() {
-                        Some((_, n)) => *n += 1,
-                        None => st.backing = Some((b.clone(), 1)),
-                    }
-                }
-                Stats::bump(&s.stats.passthrough_opens);
+        if !node.is_virtual {
+            if let Some(b) = s.attach_backing(&node, fd.as_ref(), |fd| reply.open_backing(fd)) {
                 let fh = s.add_handle(Handle::File(OpenFile {
                     node: node.clone(),
                     fd,
@@ -1804,21 +1820,8 @@ impl Filesystem for OverlayFs {
         let ttl = s.ttl();
         let fopen = s.fopen_flags(false);
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
-        if s.passthrough.load(Ordering::Relaxed) {
-            let existing = node.state().backing.as_ref().map(|(b, _)| b.clone());
-            let backing = match existing {
-                Some(b) => Ok(b),
-                None => reply.open_backing(&fd).map(Arc::new),
-            };
-            if let Ok(b) = backing {
-                {
-                    let mut st = node.state();
-                    match st.backing.as_mut() {
-                        Some((_, n)) => *n += 1,
-                        None => st.backing = Some((b.clone(), 1)),
-                    }
-                }
-                Stats::bump(&s.stats.passthrough_opens);
+        {
+            if let Some(b) = s.attach_backing(&node, Some(&fd), |fd| reply.open_backing(fd)) {
                 let fh = s.add_handle(Handle::File(OpenFile {
                     node,
                     fd: Some(fd),
@@ -1834,7 +1837,6 @@ impl Filesystem for OverlayFs {
                     &b,
                 );
             }
-            Stats::bump(&s.stats.passthrough_failed);
         }
         let fh = s.add_handle(Handle::File(OpenFile {
             node,
