@@ -544,3 +544,58 @@ fn several_scoped_paths_in_one_folder_each_replayed_once() {
     l.notify(&[]);
     assert!(w.events(Duration::from_millis(150)).is_empty());
 }
+
+#[test]
+fn rename_notified_by_both_paths_is_one_move() {
+    let Some((l, mut w)) = setup("rename_both_paths", "") else {
+        return;
+    };
+    fs::rename(l.s("d1/a.txt"), l.s("d1/renamed.txt")).unwrap();
+    l.notify(&["d1/a.txt", "d1/renamed.txt"]);
+    let d1 = only(&w.events(WAIT), "d1");
+    assert_eq!(
+        d1,
+        vec![s("MOVED_FROM", "a.txt"), s("MOVED_TO", "renamed.txt")]
+    );
+    // Two separate notifications, one per path, make one move too.
+    fs::rename(l.s("d1/renamed.txt"), l.s("d1/again.txt")).unwrap();
+    l.notify(&["d1/renamed.txt"]);
+    l.notify(&["d1/again.txt"]);
+    let d1 = only(&w.events(WAIT), "d1");
+    assert_eq!(
+        d1,
+        vec![s("MOVED_FROM", "renamed.txt"), s("MOVED_TO", "again.txt")]
+    );
+    // No ghost left in the overlay's view.
+    l.notify(&[]);
+    assert!(w.events(Duration::from_millis(150)).is_empty());
+}
+
+#[test]
+fn removed_folder_notified_by_its_own_path() {
+    let Some((l, mut w)) = setup("removed_folder_own_path", "") else {
+        return;
+    };
+    fs::remove_dir_all(l.s("gone")).unwrap();
+    l.notify(&["gone"]);
+    let ev = w.events(WAIT);
+    assert!(
+        ev.iter().any(|e| e.is(IN_DELETE | IN_ISDIR, "gone")),
+        "{:?}",
+        summary(&ev)
+    );
+    assert!(fs::symlink_metadata(l.m("gone")).is_err());
+    // And a path below a removed folder.
+    fs::create_dir_all(l.s("x/y")).unwrap();
+    l.notify(&["x"]);
+    let _ = w.events(WAIT);
+    let _ = fs::read_dir(l.m("x/y")).map(|d| d.count());
+    fs::remove_dir_all(l.s("x")).unwrap();
+    l.notify(&["x/y/z.txt"]);
+    let ev = w.events(WAIT);
+    assert!(
+        ev.iter().any(|e| e.is(IN_DELETE | IN_ISDIR, "x")),
+        "{:?}",
+        summary(&ev)
+    );
+}

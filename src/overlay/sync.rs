@@ -179,7 +179,7 @@ impl Worker {
             let now = self
                 .s
                 .dir_fd(&node)
-                .and_then(|fd| sys::fstat(fd.as_fd()))
+                .and_then(|fd| sys::fstatat_fresh(fd.as_fd(), c""))
                 .ok();
             if let (Some(k), Some(now)) = (known, now) {
                 if (now.st_mtime, now.st_mtime_nsec) != k.mtime {
@@ -199,7 +199,7 @@ impl Worker {
         let fd = sys::openat(pathfd.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
         let mut snap = Snapshot::new();
         for e in sys::read_dir(fd.as_fd())? {
-            if let Ok(st) = sys::cstr(&e.name).and_then(|n| sys::fstatat(fd.as_fd(), &n)) {
+            if let Ok(st) = sys::cstr(&e.name).and_then(|n| sys::fstatat_fresh(fd.as_fd(), &n)) {
                 snap.insert(e.name, EntrySnap::from_stat(&st));
             }
         }
@@ -230,17 +230,16 @@ impl Worker {
             }
             for (i, c) in comps.iter().enumerate() {
                 let name = OsStr::new(c);
-                let child = self.known_child_dir(cur, name);
-                match child {
+                // Each component is also checked in its parent: a folder named by the scope (or
+                // above it) may itself be gone or replaced.
+                out.push(Scope::Entry(cur, name.to_owned()));
+                match self.known_child_dir(cur, name) {
                     Some(ino) if i + 1 < comps.len() => cur = ino,
                     Some(ino) => {
                         out.push(Scope::Subtree(ino));
                         continue 'paths;
                     }
-                    None => {
-                        out.push(Scope::Entry(cur, name.to_owned()));
-                        continue 'paths;
-                    }
+                    None => continue 'paths,
                 }
             }
             out.push(Scope::Subtree(cur));
@@ -262,7 +261,7 @@ impl Worker {
             Some(k) => k,
             None => {
                 let pfd = self.s.dir_fd(&pnode).ok()?;
-                let st = sys::fstatat(pfd.as_fd(), &sys::cstr(name).ok()?).ok()?;
+                let st = sys::fstatat_fresh(pfd.as_fd(), &sys::cstr(name).ok()?).ok()?;
                 if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
                     return None;
                 }
@@ -378,7 +377,10 @@ impl Worker {
             }
         }
         for (node, view) in new_views {
-            let dir_st = s.dir_fd(&node).and_then(|fd| sys::fstat(fd.as_fd())).ok();
+            let dir_st = s
+                .dir_fd(&node)
+                .and_then(|fd| sys::fstatat_fresh(fd.as_fd(), c""))
+                .ok();
             let mut st = node.state();
             if let Some(d) = dir_st {
                 st.attr = Some(EntrySnap::from_stat(&d));
@@ -452,7 +454,7 @@ impl Worker {
             };
             let mut found = Vec::with_capacity(names.len());
             for name in names {
-                match sys::cstr(name).and_then(|n| sys::fstatat(pfd.as_fd(), &n)) {
+                match sys::cstr(name).and_then(|n| sys::fstatat_fresh(pfd.as_fd(), &n)) {
                     Ok(st) => found.push((name.clone(), Some(EntrySnap::from_stat(&st)))),
                     Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
                         found.push((name.clone(), None))
