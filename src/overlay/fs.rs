@@ -175,6 +175,9 @@ pub struct Shared {
     pub passthrough: AtomicBool,
     /// The kernel's FUSE minor version, from INIT.
     pub kernel_minor: AtomicU32,
+    /// SOURCE is itself FUSE (virtiofs): its own name cache may hold a removed or renamed name,
+    /// so scoped rescans list the folder instead of looking names up.
+    pub source_is_fuse: bool,
     handles: Box<[HandleShard]>,
     next_fh: AtomicU64,
     /// Directory nodes that need a baseline snapshot (drained by the sync worker).
@@ -184,6 +187,7 @@ pub struct Shared {
 impl Shared {
     pub fn new(cfg: MountConfig, root_fd: OwnedFd) -> io::Result<Self> {
         let st = sys::fstat(root_fd.as_fd())?;
+        let source_is_fuse = sys::is_fuse(root_fd.as_fd()).unwrap_or(false);
         let root_fd = Arc::new(root_fd);
         let linked = cfg.channel.is_none();
         Ok(Shared {
@@ -202,6 +206,7 @@ impl Shared {
             state_since: AtomicU64::new(unix_now()),
             passthrough: AtomicBool::new(false),
             kernel_minor: AtomicU32::new(0),
+            source_is_fuse,
             handles: (0..HANDLE_SHARDS)
                 .map(|_| Mutex::new(HashMap::new()))
                 .collect(),

@@ -446,7 +446,8 @@ impl Worker {
         changes: &mut Vec<Change>,
         views: &mut Vec<(Arc<Node>, View)>,
     ) {
-        let has_view = node.state().snapshot.is_some();
+        // On a FUSE SOURCE a lookup may be answered from its own cache: list the folder instead.
+        let has_view = node.state().snapshot.is_some() && !self.s.source_is_fuse;
         if let (Some(names), true) = (only, has_view) {
             let Ok(pfd) = self.s.dir_fd(node) else {
                 Stats::bump(&self.s.stats.scan_errors);

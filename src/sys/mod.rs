@@ -803,6 +803,18 @@ pub fn fstatat_fresh(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<libc::stat>
     Ok(st)
 }
 
+/// Whether the filesystem of `fd` is FUSE-based (virtiofs included): `fstatfs` type
+/// `FUSE_SUPER_MAGIC`.
+pub fn is_fuse(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    let mut st = MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: st is writable memory of the right size, filled on success.
+    let st = unsafe {
+        cvt(libc::fstatfs(fd.as_raw_fd(), st.as_mut_ptr()))?;
+        st.assume_init()
+    };
+    Ok(st.f_type as i64 == 0x6573_5546)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
