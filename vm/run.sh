@@ -8,13 +8,15 @@
 # Environment: VFNOTIFY_VM_CACHE (default ~/.cache/vfnotify-vm), VFNOTIFY_VM_TIMEOUT (whole guest
 # run, seconds, default 480), VFNOTIFY_VM_ACCEL (kvm|tcg, default: kvm when /dev/kvm works, else
 # tcg), VFNOTIFY_VM_STEP_DEADLINE (per-check guest deadline, seconds, default 30),
-# VFNOTIFY_VM_VERBOSE=1 (guest dumps its logs even when every check passes).
+# VFNOTIFY_VM_VERBOSE=1 (guest dumps its logs even when every check passes), VFNOTIFY_VM_VIRTIOFS_CACHE
+# (virtiofsd --cache: auto (default), never, metadata, always).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${VFNOTIFY_VM_CACHE:-$HOME/.cache/vfnotify-vm}
 TIMEOUT=${VFNOTIFY_VM_TIMEOUT:-480}
 STEP_DEADLINE=${VFNOTIFY_VM_STEP_DEADLINE:-30}
+VIRTIOFS_CACHE=${VFNOTIFY_VM_VIRTIOFS_CACHE:-auto}
 T0=$(date +%s)
 
 say() { echo "vm-test: $*" >&2; }
@@ -176,7 +178,7 @@ wait_socket() { # PATH PID NAME LOG
     done
     fatal "$3 did not create $1: $(tail -5 "$4")"
 }
-"$VIRTIOFSD" --socket-path="$FS_SOCK" --shared-dir="$SHARE" --cache=auto --sandbox=none \
+"$VIRTIOFSD" --socket-path="$FS_SOCK" --shared-dir="$SHARE" --cache="$VIRTIOFS_CACHE" --sandbox=none \
     >"$WORK/virtiofsd.log" 2>&1 &
 PIDS+=($!)
 wait_socket "$FS_SOCK" $! virtiofsd "$WORK/virtiofsd.log"
@@ -184,19 +186,37 @@ wait_socket "$FS_SOCK" $! virtiofsd "$WORK/virtiofsd.log"
 PIDS+=($!)
 wait_socket "$VS_SOCK" $! vhost-device-vsock "$WORK/vsock.log"
 
+# KVM only when it really runs this kernel: /dev/kvm may exist and still not run a normal guest
+# (a nested or paravirtual KVM such as kvm-pvm hangs as the kernel starts). Probe: the kernel's
+# first line on the serial console within 10 s.
+kvm_boots() {
+    [ -w /dev/kvm ] || return 1
+    local log=$WORK/probe.log pid ok=1
+    qemu-system-x86_64 -machine q35 -accel kvm -cpu host -m 256M -kernel "$KDIR/vmlinuz" \
+        -append "earlyprintk=ttyS0 console=ttyS0 panic=-1" -display none -monitor none \
+        -serial "file:$log" -no-reboot >/dev/null 2>&1 &
+    pid=$!
+    for _ in $(seq 100); do
+        if grep -qa 'Linux version' "$log" 2>/dev/null; then ok=0; break; fi
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    return $ok
+}
 ACCEL=${VFNOTIFY_VM_ACCEL:-}
 if [ -z "$ACCEL" ]; then
-    if [ -w /dev/kvm ] && echo quit | timeout 30 qemu-system-x86_64 -accel kvm -machine none \
-        -nodefaults -display none -monitor stdio >/dev/null 2>&1; then
-        ACCEL=kvm
-    else
-        ACCEL=tcg
-    fi
+    if kvm_boots; then ACCEL=kvm; else ACCEL=tcg; fi
 fi
-say "booting the guest (accel=$ACCEL)"
+case $ACCEL in
+kvm) CPU=host ;;
+*) CPU=max ;;
+esac
+say "booting the guest (accel=$ACCEL, virtiofsd --cache=$VIRTIOFS_CACHE)"
 BOOT0=$(date +%s)
 qemu-system-x86_64 \
-    -machine q35 -accel "$ACCEL" -cpu max -smp 2 -m 512M \
+    -machine q35 -accel "$ACCEL" -cpu "$CPU" -smp 2 -m 512M \
     -object memory-backend-memfd,id=mem,size=512M,share=on -numa node,memdev=mem \
     -kernel "$KDIR/vmlinuz" -initrd "$WORK/initrd.gz" \
     -append "console=ttyS0 panic=-1 quiet loglevel=3 VM_DEADLINE=$STEP_DEADLINE VM_VERBOSE=${VFNOTIFY_VM_VERBOSE:-}" \
