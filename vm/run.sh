@@ -297,8 +297,8 @@ if [ "$result" != done ]; then
     tail -n 5 "$WORK/qemu.log" "$WORK/virtiofsd.log" "$WORK/vsock.log" >&2 || true
     exit 1
 fi
+echo "vm-test: $pass passed, $fail failed"
 if [ "$fail" -ne 0 ] || [ ${#HOST_ERRORS[@]} -ne 0 ] || [ "$pass" -eq 0 ]; then
     say "FAILED: $pass checks passed, $fail failed, ${#HOST_ERRORS[@]} host errors"
     exit 1
 fi
-echo "vm-test: $pass passed, 0 failed"
