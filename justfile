@@ -35,3 +35,7 @@ install:
     ln -sf {{prefix}}/bin/vfnotify /sbin/mount.fuse.vfnotify
     install -Dm644 contrib/vfnotify.service /etc/systemd/system/vfnotify.service
     @echo "installed: {{prefix}}/bin/vfnotify, /sbin/mount.fuse.vfnotify, /etc/systemd/system/vfnotify.service"
+
+# End-to-end test in a Debian 6.1 guest under QEMU: virtiofs share + vsock, daemon and overlay (minutes; not in `test`).
+vm-test:
+    bash vm/run.sh

@@ -1,0 +1,304 @@
+#!/usr/bin/env bash
+# vfnotify end-to-end VM test: a Debian 6.1 guest under QEMU with a virtiofs share (virtiofsd)
+# and vsock (vhost-device-vsock, hybrid vsock on a Unix socket). The guest runs the vfnotify
+# daemon and the overlay over the share; this script changes files in the shared folder, notifies
+# the guest with `vfnotify send --to hvsock:...:3401`, and reads the guest's verdicts from its
+# serial console. See vm/README.md.
+#
+# Environment: VFNOTIFY_VM_CACHE (default ~/.cache/vfnotify-vm), VFNOTIFY_VM_TIMEOUT (whole guest
+# run, seconds, default 480), VFNOTIFY_VM_ACCEL (kvm|tcg, default: kvm when /dev/kvm works, else
+# tcg), VFNOTIFY_VM_STEP_DEADLINE (per-check guest deadline, seconds, default 30),
+# VFNOTIFY_VM_VERBOSE=1 (guest dumps its logs even when every check passes), VFNOTIFY_VM_VIRTIOFS_CACHE
+# (virtiofsd --cache: auto (default), never, metadata, always).
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CACHE=${VFNOTIFY_VM_CACHE:-$HOME/.cache/vfnotify-vm}
+TIMEOUT=${VFNOTIFY_VM_TIMEOUT:-480}
+STEP_DEADLINE=${VFNOTIFY_VM_STEP_DEADLINE:-30}
+VIRTIOFS_CACHE=${VFNOTIFY_VM_VIRTIOFS_CACHE:-auto}
+T0=$(date +%s)
+
+say() { echo "vm-test: $*" >&2; }
+fatal() {
+    say "ERROR: $*"
+    exit 1
+}
+
+# ---------------------------------------------------------------- temp dir and cleanup
+WORK=$(mktemp -d /tmp/vfnotify-vm.XXXXXX)
+PIDS=()
+cleanup() {
+    local rc=$?
+    local p
+    for p in "${PIDS[@]}"; do
+        kill "$p" 2>/dev/null || true
+    done
+    for p in "${PIDS[@]}"; do
+        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------- host packages (Debian)
+APT_UPDATED=0
+apt_update_once() {
+    if [ "$APT_UPDATED" = 0 ]; then
+        say "apt-get update"
+        apt-get update -qq >"$WORK/apt.log" 2>&1 || fatal "apt-get update failed: $(tail -3 "$WORK/apt.log")"
+        APT_UPDATED=1
+    fi
+}
+need_pkgs=()
+for p in qemu-system-x86 busybox-static cpio libcap-ng-dev libseccomp-dev pkg-config; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$p")
+done
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+    [ "$(id -u)" = 0 ] || fatal "missing Debian packages ${need_pkgs[*]} (run as root to install them)"
+    apt_update_once
+    say "apt-get install ${need_pkgs[*]}"
+    apt-get install -y -qq -o DPkg::Lock::Timeout=600 "${need_pkgs[@]}" >"$WORK/apt.log" 2>&1 \
+        || fatal "apt-get install failed: $(tail -5 "$WORK/apt.log")"
+fi
+
+# ---------------------------------------------------------------- virtiofsd, vhost-device-vsock
+mkdir -p "$CACHE/bin"
+for tool in virtiofsd vhost-device-vsock; do
+    if [ ! -x "$CACHE/bin/$tool" ]; then
+        say "cargo install $tool (once; cached in $CACHE/bin)"
+        cargo install --locked --root "$CACHE" "$tool" >"$WORK/cargo-$tool.log" 2>&1 \
+            || fatal "cargo install $tool failed: $(tail -20 "$WORK/cargo-$tool.log")"
+    fi
+done
+VIRTIOFSD=$CACHE/bin/virtiofsd
+VSOCKD=$CACHE/bin/vhost-device-vsock
+
+# ---------------------------------------------------------------- guest kernel (Debian bookworm)
+KDIR=$CACHE/kernel
+if [ ! -f "$KDIR/vmlinuz" ] || [ ! -f "$KDIR/release" ]; then
+    say "fetching the Debian kernel package (once; cached in $KDIR)"
+    rm -rf "$KDIR"
+    mkdir -p "$KDIR/deb"
+    (
+        cd "$KDIR/deb"
+        apt-get download linux-image-amd64 >"$WORK/apt.log" 2>&1 || {
+            apt_update_once
+            apt-get download linux-image-amd64 >"$WORK/apt.log" 2>&1
+        }
+    ) || fatal "apt-get download linux-image-amd64 failed: $(tail -3 "$WORK/apt.log")"
+    meta=$(ls "$KDIR"/deb/linux-image-amd64_*.deb)
+    real=$(dpkg-deb -f "$meta" Depends | grep -o 'linux-image-[0-9][^ ,]*' | head -1)
+    [ -n "$real" ] || fatal "cannot find the kernel package named by $meta"
+    (cd "$KDIR/deb" && apt-get download "$real" >"$WORK/apt.log" 2>&1) \
+        || fatal "apt-get download $real failed: $(tail -3 "$WORK/apt.log")"
+    dpkg-deb -x "$KDIR"/deb/"$real"_*.deb "$KDIR/x"
+    rel=$(ls "$KDIR/x/lib/modules")
+    cp "$KDIR/x/boot/vmlinuz-$rel" "$KDIR/vmlinuz"
+    rm -rf "$KDIR/deb" "$KDIR/x/usr" "$KDIR/x/boot"
+    echo "$rel" >"$KDIR/release"
+fi
+KREL=$(cat "$KDIR/release")
+MODDIR=$KDIR/x/lib/modules/$KREL
+
+# ---------------------------------------------------------------- vfnotify and the guest watcher
+say "cargo build --release"
+(cd "$REPO" && cargo build --release --quiet) || fatal "cargo build --release failed"
+TARGET_DIR=$(cd "$REPO" && cargo metadata --format-version 1 --no-deps | grep -o '"target_directory":"[^"]*"' | cut -d'"' -f4)
+VFN=$TARGET_DIR/release/vfnotify
+[ -x "$VFN" ] || fatal "no $VFN after the build"
+WATCHER=$CACHE/inotify-log
+if [ ! -x "$WATCHER" ] || [ "$REPO/vm/inotify-log.rs" -nt "$WATCHER" ]; then
+    rustc -O -C strip=symbols --edition 2024 -o "$WATCHER" "$REPO/vm/inotify-log.rs" \
+        || fatal "building vm/inotify-log.rs failed"
+fi
+
+# ---------------------------------------------------------------- initramfs
+ROOT=$WORK/root
+mkdir -p "$ROOT"/{bin,sbin,usr/bin,etc,lib/modules,proc,sys,dev,run,tmp,share,mnt}
+cp /bin/busybox "$ROOT/bin/busybox"
+file_of_module() {
+    local f
+    f=$(find "$MODDIR/kernel" -name "$1.ko" -o -name "$1.ko.xz" -o -name "$1.ko.zst" | head -1)
+    [ -n "$f" ] || fatal "kernel module $1 not in $MODDIR"
+    echo "$f"
+}
+ORDER=()
+add_module() { # dependencies first (from the module's own .modinfo `depends=`)
+    local m=$1 f dep seen
+    for seen in "${ORDER[@]}"; do [ "$seen" = "$m" ] && return 0; done
+    f=$(file_of_module "$m")
+    case "$f" in *.ko) ;; *) fatal "compressed module $f: not handled (insmod of busybox)" ;; esac
+    for dep in $(tr '\0' '\n' <"$f" | grep -a '^depends=' | head -1 | cut -d= -f2 | tr ',' ' '); do
+        add_module "$dep"
+    done
+    ORDER+=("$m")
+}
+for m in virtio_pci virtiofs fuse vsock vmw_vsock_virtio_transport; do
+    # Built in (=y) in some kernels: then there is no .ko and nothing to load.
+    if [ -n "$(find "$MODDIR/kernel" -name "$m.ko*" | head -1)" ]; then add_module "$m"; fi
+done
+for m in "${ORDER[@]}"; do cp "$(file_of_module "$m")" "$ROOT/lib/modules/$m.ko"; done
+printf '%s\n' "${ORDER[@]}" >"$ROOT/etc/modules.order"
+say "guest kernel $KREL, modules: ${ORDER[*]}"
+
+copy_with_libs() { # BIN DEST: the binary and the shared libraries ldd names, at their paths
+    cp "$1" "$ROOT$2"
+    local lib
+    for lib in $(ldd "$1" | grep -o '/[^ ]*'); do
+        mkdir -p "$ROOT$(dirname "$lib")"
+        cp -L "$lib" "$ROOT$lib"
+    done
+}
+copy_with_libs "$VFN" /usr/bin/vfnotify
+copy_with_libs "$WATCHER" /usr/bin/inotify-log
+cp "$REPO/vm/init" "$ROOT/init"
+chmod 755 "$ROOT/init"
+(cd "$ROOT" && find . | cpio -o -H newc --quiet | gzip -1) >"$WORK/initrd.gz"
+
+# ---------------------------------------------------------------- host daemons
+SHARE=$WORK/share
+mkdir -p "$SHARE"
+echo "vfnotify vm test" >"$SHARE/.vm-share"
+FS_SOCK=$WORK/virtiofs.sock
+VS_SOCK=$WORK/vhost-vsock.sock
+HV_SOCK=$WORK/vm.vsock
+SERIAL=$WORK/serial.log
+: >"$SERIAL"
+
+wait_socket() { # PATH PID NAME LOG
+    for _ in $(seq 100); do
+        [ -S "$1" ] && return 0
+        kill -0 "$2" 2>/dev/null || fatal "$3 exited: $(tail -5 "$4")"
+        sleep 0.1
+    done
+    fatal "$3 did not create $1: $(tail -5 "$4")"
+}
+"$VIRTIOFSD" --socket-path="$FS_SOCK" --shared-dir="$SHARE" --cache="$VIRTIOFS_CACHE" --sandbox=none \
+    >"$WORK/virtiofsd.log" 2>&1 &
+PIDS+=($!)
+wait_socket "$FS_SOCK" $! virtiofsd "$WORK/virtiofsd.log"
+"$VSOCKD" --vm "guest-cid=3,uds-path=$HV_SOCK,socket=$VS_SOCK" >"$WORK/vsock.log" 2>&1 &
+PIDS+=($!)
+wait_socket "$VS_SOCK" $! vhost-device-vsock "$WORK/vsock.log"
+
+# KVM only when it really runs this kernel: /dev/kvm may exist and still not run a normal guest
+# (a nested or paravirtual KVM such as kvm-pvm hangs as the kernel starts). Probe: the kernel's
+# first line on the serial console within 10 s.
+kvm_boots() {
+    [ -w /dev/kvm ] || return 1
+    local log=$WORK/probe.log pid ok=1
+    qemu-system-x86_64 -machine q35 -accel kvm -cpu host -m 256M -kernel "$KDIR/vmlinuz" \
+        -append "earlyprintk=ttyS0 console=ttyS0 panic=-1" -display none -monitor none \
+        -serial "file:$log" -no-reboot >/dev/null 2>&1 &
+    pid=$!
+    for _ in $(seq 100); do
+        if grep -qa 'Linux version' "$log" 2>/dev/null; then ok=0; break; fi
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    return $ok
+}
+ACCEL=${VFNOTIFY_VM_ACCEL:-}
+if [ -z "$ACCEL" ]; then
+    if kvm_boots; then ACCEL=kvm; else ACCEL=tcg; fi
+fi
+case $ACCEL in
+kvm) CPU=host ;;
+*) CPU=max ;;
+esac
+say "booting the guest (accel=$ACCEL, virtiofsd --cache=$VIRTIOFS_CACHE)"
+BOOT0=$(date +%s)
+qemu-system-x86_64 \
+    -machine q35 -accel "$ACCEL" -cpu "$CPU" -smp 2 -m 512M \
+    -object memory-backend-memfd,id=mem,size=512M,share=on -numa node,memdev=mem \
+    -kernel "$KDIR/vmlinuz" -initrd "$WORK/initrd.gz" \
+    -append "console=ttyS0 panic=-1 quiet loglevel=3 VM_DEADLINE=$STEP_DEADLINE VM_VERBOSE=${VFNOTIFY_VM_VERBOSE:-}" \
+    -chardev socket,id=fs0,path="$FS_SOCK" -device vhost-user-fs-pci,chardev=fs0,tag=share \
+    -chardev socket,id=vs0,path="$VS_SOCK" -device vhost-user-vsock-pci,chardev=vs0 \
+    -display none -monitor none -serial "file:$SERIAL" -no-reboot \
+    >"$WORK/qemu.log" 2>&1 &
+QEMU=$!
+PIDS+=("$QEMU")
+
+# ---------------------------------------------------------------- the host's scripted changes
+send() {
+    local err
+    if ! err=$("$VFN" send --to "hvsock:$HV_SOCK:3401" docs "$@" 2>&1); then
+        say "HOST send docs $* failed: $err"
+        HOST_ERRORS+=("send docs $*: $err")
+    fi
+}
+HOST_ERRORS=()
+host_step() {
+    cd "$SHARE"
+    case $1 in
+    1) printf 'hello\n' >new.txt && send new.txt ;;
+    2) printf 'hello, world: version 2\n' >new.txt && send new.txt ;;
+    3) printf 'HELLO, WORLD: VERSION 3\n' >new.txt && send new.txt ;;
+    4) mv new.txt renamed.txt && send new.txt renamed.txt ;;
+    5) chmod 600 renamed.txt && send renamed.txt ;;
+    6) rm renamed.txt && send renamed.txt ;;
+    7) mkdir sub && printf 'inner\n' >sub/inner.txt && send sub ;;
+    8) printf 'whole\n' >whole.txt && send ;;
+    9) rm -r sub && send sub ;;
+    *) ;;
+    esac
+    cd - >/dev/null
+}
+lines() { tr -d '\r' <"$SERIAL" | grep -a '^VFNOTIFY-VM ' || true; }
+
+next=1
+result=""
+while :; do
+    now=$(date +%s)
+    if lines | grep -q '^VFNOTIFY-VM DONE '; then
+        result=done
+        break
+    fi
+    if ! kill -0 "$QEMU" 2>/dev/null; then
+        result="qemu exited before DONE"
+        break
+    fi
+    if [ $((now - BOOT0)) -ge "$TIMEOUT" ]; then
+        result="timeout after ${TIMEOUT}s (last step announced: $((next - 1)))"
+        break
+    fi
+    if lines | grep -q "^VFNOTIFY-VM STEP $next READY"; then
+        say "step $next: $(lines | grep "^VFNOTIFY-VM STEP $next READY" | cut -d' ' -f5-)"
+        host_step "$next"
+        next=$((next + 1))
+        continue
+    fi
+    sleep 0.2
+done
+# Let the guest power off by itself.
+for _ in $(seq 100); do kill -0 "$QEMU" 2>/dev/null || break; sleep 0.1; done
+T1=$(date +%s)
+
+mkdir -p "$CACHE"
+tr -d '\r' <"$SERIAL" >"$CACHE/last-serial.log"
+echo
+lines | grep -v '^VFNOTIFY-VM STEP '
+echo
+pass=$(lines | grep -c '^VFNOTIFY-VM CHECK .* ok$' || true)
+fail=$(lines | grep -c '^VFNOTIFY-VM CHECK .* FAIL' || true)
+say "guest serial log: $CACHE/last-serial.log"
+say "runtime: $((T1 - T0)) s in all, guest $((T1 - BOOT0)) s (accel=$ACCEL)"
+if [ "$result" != done ]; then
+    say "FAILED: $result"
+    tail -n 40 "$CACHE/last-serial.log" >&2
+    tail -n 5 "$WORK/qemu.log" "$WORK/virtiofsd.log" "$WORK/vsock.log" >&2 || true
+    exit 1
+fi
+echo "vm-test: $pass passed, $fail failed"
+if [ "$fail" -ne 0 ] || [ ${#HOST_ERRORS[@]} -ne 0 ] || [ "$pass" -eq 0 ]; then
+    say "FAILED: $pass checks passed, $fail failed, ${#HOST_ERRORS[@]} host errors"
+    exit 1
+fi
