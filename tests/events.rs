@@ -599,3 +599,45 @@ fn removed_folder_notified_by_its_own_path() {
         summary(&ev)
     );
 }
+
+#[test]
+fn a_clients_own_writes_are_not_replayed_as_host_changes() {
+    use std::io::Write;
+    for opts in ["", "passthrough=off"] {
+        let Some((l, mut w)) = setup("own_writes_not_replayed", opts) else {
+            return;
+        };
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(l.m("d1/a.txt"))
+            .unwrap();
+        f.write_all(b" and more, written through the overlay")
+            .unwrap();
+        l.notify(&[]);
+        l.notify(&["d1/a.txt"]);
+        let ev = w.events(Duration::from_millis(200));
+        // The client's own write gives its own IN_MODIFY (once); nothing is replayed on top.
+        assert!(
+            ev.iter().filter(|e| e.is(IN_MODIFY, "a.txt")).count() <= 1,
+            "{opts}: {:?}",
+            summary(&ev)
+        );
+        drop(f);
+        let ev = w.events(Duration::from_millis(100));
+        assert!(
+            ev.iter().filter(|e| e.is(IN_CLOSE_WRITE, "a.txt")).count() == 1,
+            "{opts}: {:?}",
+            summary(&ev)
+        );
+        l.notify(&[]);
+        assert!(
+            w.events(Duration::from_millis(150)).is_empty(),
+            "{opts}: a later rescan replayed the local write"
+        );
+        assert_eq!(
+            l.overlay_stats()["events_replayed"].as_u64(),
+            Some(0),
+            "{opts}"
+        );
+    }
+}

@@ -96,6 +96,7 @@ pub struct Stats {
     pub replay_failed: AtomicU64,
     pub baselines: AtomicU64,
     pub epoch_bumps: AtomicU64,
+    pub local_writes: AtomicU64,
     pub scope_rejected: AtomicU64,
     pub scan_errors: AtomicU64,
 }
@@ -128,6 +129,7 @@ impl Stats {
             replay_failed,
             baselines,
             epoch_bumps,
+            local_writes,
             scope_rejected,
             scan_errors
         )
@@ -336,6 +338,16 @@ impl Shared {
                 },
             }
         }
+    }
+
+    /// Whether a client holds `ino` open for writing (its writes are not host changes).
+    pub fn has_writer(&self, ino: Ino) -> bool {
+        self.handles.iter().any(|shard| {
+            let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            shard
+                .values()
+                .any(|h| matches!(&**h, Handle::File(f) if f.writable && f.node.ino == ino))
+        })
     }
 
     /// A duplicate of the fd of any open handle of `node` (for files whose names are gone).
@@ -1388,8 +1400,16 @@ impl Filesystem for OverlayFs {
             s.audit(req, "open-write", ino.0, None);
         }
         Stats::bump(&s.stats.opens);
-        let fd = if replay || node.is_virtual {
+        let fd = if node.is_virtual {
             None
+        } else if replay {
+            // Never a cached open next to passthrough ones (the kernel refuses to mix the two
+            // on an inode): register the backing file too; the replay does no I/O through it.
+            if s.passthrough.load(Ordering::Relaxed) {
+                self.open_backing(&node, libc::O_RDONLY).ok()
+            } else {
+                None
+            }
         } else {
             match self.open_backing(&node, flags.0) {
                 Ok(fd) => Some(fd),

@@ -353,6 +353,16 @@ impl Worker {
             }
         }
         let changes = pair_renames(changes);
+        // New content in a file a client has open for writing through the overlay is that
+        // client's doing, not the host's: no event, no record (the view catches up at release).
+        let (changes, local): (Vec<Change>, Vec<Change>) =
+            changes.into_iter().partition(|c| match c {
+                Change::Content { new, .. } => !s.has_writer(s.table.ino_for(new.key)),
+                _ => true,
+            });
+        s.stats
+            .local_writes
+            .fetch_add(local.len() as u64, Ordering::Relaxed);
         let n_changes = changes.len() as u64;
 
         // 2. Tell the kernel, in diff order.
