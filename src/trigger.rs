@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -53,43 +52,61 @@ pub enum Toggled {
     Removed,
 }
 
-fn kind_of(ft: std::fs::FileType) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    if ft.is_symlink() {
-        "symlink"
-    } else if ft.is_dir() {
-        "directory"
-    } else if ft.is_fifo() {
-        "fifo"
-    } else if ft.is_socket() {
-        "socket"
-    } else if ft.is_block_device() || ft.is_char_device() {
-        "device"
-    } else {
-        "non-regular file"
+fn kind_of_mode(mode: u32) -> &'static str {
+    match mode & libc::S_IFMT {
+        libc::S_IFLNK => "symlink",
+        libc::S_IFDIR => "directory",
+        libc::S_IFIFO => "fifo",
+        libc::S_IFSOCK => "socket",
+        libc::S_IFBLK | libc::S_IFCHR => "device",
+        _ => "non-regular file",
     }
 }
 
 /// Toggle `dir/name`: remove it if it is a regular file, create it (O_CREAT|O_EXCL|O_NOFOLLOW)
 /// if absent. Blocking: run it off the async runtime.
 pub fn toggle(dir: &Path, name: &str) -> Result<Toggled, TriggerError> {
+    use std::os::fd::AsFd;
     let path = dir.join(name);
-    match std::fs::symlink_metadata(&path) {
-        Ok(meta) if meta.file_type().is_file() => std::fs::remove_file(&path)
-            .map(|()| Toggled::Removed)
-            .map_err(|source| TriggerError::Remove { path, source }),
-        Ok(meta) => Err(TriggerError::NotRegular {
+    // The folder itself is opened without following a final symlink (a folder on the share
+    // that the host swapped for a link is refused), and the trigger is handled relative to it.
+    let cdir = crate::sys::cstr(dir.as_os_str()).map_err(|source| TriggerError::Inspect {
+        path: path.clone(),
+        source,
+    })?;
+    let cname =
+        crate::sys::cstr(std::ffi::OsStr::new(name)).map_err(|source| TriggerError::Inspect {
+            path: path.clone(),
+            source,
+        })?;
+    let dfd = crate::sys::openat(
+        crate::sys::cwd(),
+        &cdir,
+        libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+        0,
+    )
+    .map_err(|source| TriggerError::Inspect {
+        path: path.clone(),
+        source,
+    })?;
+    match crate::sys::fstatat(dfd.as_fd(), &cname) {
+        Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFREG => {
+            crate::sys::unlinkat(dfd.as_fd(), &cname, 0)
+                .map(|()| Toggled::Removed)
+                .map_err(|source| TriggerError::Remove { path, source })
+        }
+        Ok(st) => Err(TriggerError::NotRegular {
             path,
-            kind: kind_of(meta.file_type()),
+            kind: kind_of_mode(st.st_mode),
         }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .mode(0o644)
-            .open(&path)
-            .map(|_| Toggled::Created)
-            .map_err(|source| TriggerError::Create { path, source }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => crate::sys::openat(
+            dfd.as_fd(),
+            &cname,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
+            0o644,
+        )
+        .map(|_| Toggled::Created)
+        .map_err(|source| TriggerError::Create { path, source }),
         Err(source) => Err(TriggerError::Inspect { path, source }),
     }
 }

@@ -16,7 +16,6 @@ use vfnotify::trigger::validate_trigger_name;
 /// corpus (minimised with `cargo fuzz tmin`), hex: 747269676765725f6e616d653d2f3d0d
 /// (`trigger_name=/=\r`); hand-made: 747269676765725f6e616d653d2e2e (`trigger_name=..`).
 #[test]
-#[ignore = "open bug: overlay::options does not validate trigger_name (SECURITY.md, Known gaps)"]
 fn overlay_trigger_name_is_a_single_file_name() {
     // The fuzz target's exact input: split at NUL into `-o` arguments.
     let fuzzed: &[u8] = b"trigger_name=/=\r";

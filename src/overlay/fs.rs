@@ -598,7 +598,7 @@ impl Shared {
             sys::fchownat(pfd, name, req.uid(), gid)?;
             // chown clears set-user/group-ID bits: restore what was asked for.
             if mode & 0o6000 != 0 && st.st_mode & libc::S_IFMT != libc::S_IFLNK {
-                sys::fchmodat(pfd, name, st.st_mode & 0o7777)?;
+                sys::fchmodat_nofollow(pfd, name, st.st_mode & 0o7777)?;
             }
             return sys::fstatat(pfd, name);
         }
@@ -849,7 +849,7 @@ impl OverlayFs {
                 ))?;
                 sys::fchmodat(sys::cwd(), &p, mode & 0o7777)?;
             } else {
-                sys::fchmodat(target, name, mode & 0o7777)?;
+                sys::fchmodat_nofollow(target, name, mode & 0o7777)?;
             }
         }
         if let Some(size) = size {

@@ -168,8 +168,11 @@ fn apply(cfg: &mut MountConfig, opt: &str) -> Result<(), OptionError> {
     match name {
         "channel" => {
             let v = need(value)?;
-            if v.len() > 255 || v.chars().any(|c| c.is_control() || c.is_whitespace()) {
-                return Err(bad("a channel name without spaces or control characters"));
+            // The same rule as the wire protocol's, so every channel a host can send is followable.
+            if crate::protocol::validate_channel(&v).is_err() {
+                return Err(bad(
+                    "a channel name as the protocol allows it (no control characters, bounded)",
+                ));
             }
             cfg.channel = Some(v);
         }
@@ -200,7 +203,13 @@ fn apply(cfg: &mut MountConfig, opt: &str) -> Result<(), OptionError> {
         }
         "fsname" => cfg.fsname = Some(need(value)?),
         "log" => cfg.log = Some(PathBuf::from(need(value)?)),
-        "trigger_name" => cfg.trigger_name = need(value)?,
+        "trigger_name" => {
+            let v = need(value)?;
+            if crate::trigger::validate_trigger_name(&v).is_err() {
+                return Err(bad("a plain file name (no '/', not '.' or '..')"));
+            }
+            cfg.trigger_name = v;
+        }
         "threads" => {
             let n: usize = need(value)?
                 .parse()
@@ -287,9 +296,23 @@ mod tests {
             Err(OptionError::BadValue { .. })
         ));
         assert!(matches!(
-            parse(&["channel=a b"]),
+            parse(&["channel=a\tb"]),
             Err(OptionError::BadValue { .. })
         ));
+        assert_eq!(
+            parse(&["channel=my docs"]).unwrap().channel.as_deref(),
+            Some("my docs")
+        );
+        for bad in ["trigger_name=../../x", "trigger_name=/x", "trigger_name=.."] {
+            assert!(
+                matches!(parse(&[bad]), Err(OptionError::BadValue { .. })),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            parse(&["trigger_name=.refresh"]).unwrap().trigger_name,
+            ".refresh"
+        );
         assert!(matches!(
             parse(&["x".repeat(9000)]),
             Err(OptionError::TooLong(_))

@@ -656,7 +656,7 @@ impl Worker {
                 let p = sys::cstr(path.as_os_str());
                 p.and_then(|p| {
                     if old.mode != new.mode && new.file_type() != libc::S_IFLNK {
-                        sys::fchmodat(sys::cwd(), &p, new.mode & 0o7777)
+                        sys::fchmodat_nofollow(sys::cwd(), &p, new.mode & 0o7777)
                     } else if old.uid != new.uid || old.gid != new.gid {
                         sys::fchownat(sys::cwd(), &p, new.uid, new.gid)
                     } else {
