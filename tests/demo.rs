@@ -50,4 +50,23 @@ fn demo_json_reports_every_step_ok() {
         })
         .count();
     assert_eq!(leftovers, 0, "demo left its temporary folder behind");
+    // Nor a process it started (the daemon and the overlay get SIGTERM at the end).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let alive: Vec<String> = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .filter(|c| c.contains("vfnotify-demo-") && !c.contains("demo --json"))
+            .collect();
+        if alive.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "demo left processes running: {alive:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }

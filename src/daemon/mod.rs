@@ -235,6 +235,11 @@ fn run(config: DaemonConfig) -> Result<(), DaemonError> {
 /// `vfnotify [daemon]`.
 pub fn main(args: DaemonArgs) -> u8 {
     crate::logging::init(args.debug);
+    // A parent may have started us with SIGTERM/SIGINT blocked (the mask is inherited across
+    // exec); the daemon must still stop on them.
+    if let Err(e) = crate::sys::unblock_termination_signals() {
+        tracing::warn!("could not unblock SIGTERM/SIGINT: {e}");
+    }
     let config = match DaemonConfig::from_args(&args) {
         Ok(c) => c,
         Err(e) => {

@@ -628,6 +628,18 @@ fn termination_set() -> libc::sigset_t {
     }
 }
 
+/// Undo [`block_termination_signals`] in the calling thread (and threads it starts later).
+pub fn unblock_termination_signals() -> io::Result<()> {
+    let set = termination_set();
+    // SAFETY: set is an initialised sigset_t; a null old-set pointer is allowed.
+    let r = unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
+    if r != 0 {
+        Err(io::Error::from_raw_os_error(r))
+    } else {
+        Ok(())
+    }
+}
+
 /// Wait for one of the signals blocked by [`block_termination_signals`]; returns its number.
 pub fn wait_signal() -> io::Result<i32> {
     let set = termination_set();
