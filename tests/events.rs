@@ -641,3 +641,31 @@ fn a_clients_own_writes_are_not_replayed_as_host_changes() {
         );
     }
 }
+
+#[test]
+fn a_new_folder_a_client_already_listed_is_not_replayed_entry_by_entry() {
+    let Some((l, _w)) = setup("listed_new_folder", "") else {
+        return;
+    };
+    fs::create_dir_all(l.s("d2/big")).unwrap();
+    for i in 0..500 {
+        fs::write(l.s(&format!("d2/big/f{i}")), b"x").unwrap();
+    }
+    // The guest looks before the host's notification arrives: it has seen the folder whole.
+    for e in fs::read_dir(l.m("d2/big")).unwrap() {
+        let _ = e.unwrap().metadata();
+    }
+    let before = l.overlay_stats()["events_replayed"].as_u64().unwrap_or(0);
+    let t = std::time::Instant::now();
+    l.notify(&["d2/big"]);
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "notify took {:?}",
+        t.elapsed()
+    );
+    let replayed = l.overlay_stats()["events_replayed"].as_u64().unwrap_or(0) - before;
+    assert!(
+        replayed <= 1,
+        "{replayed} replays for a folder the guest had already listed (before {before})"
+    );
+}

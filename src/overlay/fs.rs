@@ -97,6 +97,7 @@ pub struct Stats {
     pub baselines: AtomicU64,
     pub epoch_bumps: AtomicU64,
     pub local_writes: AtomicU64,
+    pub replay_known: AtomicU64,
     pub scope_rejected: AtomicU64,
     pub scan_errors: AtomicU64,
 }
@@ -130,6 +131,7 @@ impl Stats {
             baselines,
             epoch_bumps,
             local_writes,
+            replay_known,
             scope_rejected,
             scan_errors
         )

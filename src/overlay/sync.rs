@@ -415,7 +415,12 @@ impl Worker {
             let Some(node) = s.table.get(ino) else {
                 continue;
             };
-            node.state().snapshot = Some(Box::default());
+            {
+                let mut st = node.state();
+                if st.snapshot.is_none() {
+                    st.snapshot = Some(Box::default());
+                }
+            }
             let mut sub = Vec::new();
             let mut views = Vec::new();
             self.rescan_dir(&node, None, &mut sub, &mut views);
@@ -572,6 +577,20 @@ impl Worker {
     /// Perform one change through the mount so the kernel emits its real event.
     fn replay(&self, c: &Change, new_dirs: &mut Vec<Ino>) {
         let s = &self.s;
+        // A name the guest kernel already holds (a client looked it up before the host's
+        // notification) is not news to it: no event, and a folder keeps what was seen of it.
+        if let Change::Create { dir, name, new } = c {
+            let known = s.table.get(s.table.ino_for(new.key)).filter(|n| {
+                n.key == new.key && n.state().links.iter().any(|(p, l)| p == dir && l == name)
+            });
+            if let Some(n) = known {
+                Stats::bump(&s.stats.replay_known);
+                if n.is_dir {
+                    self.baseline(n.ino);
+                }
+                return;
+            }
+        }
         let res: io::Result<()> = match c {
             Change::Create { dir, name, new } | Change::Link { dir, name, new } => {
                 s.replay.set(*dir, name, ViewEntry::Absent);
@@ -591,11 +610,17 @@ impl Worker {
                         })
                     }
                 };
-                // Already known (a client listed it first): its content may still be news.
+                // A folder new to the kernel: everything inside is news too. One the kernel
+                // already holds (a client looked first, EEXIST) was seen with its content: its
+                // current listing becomes its view.
                 let known = matches!(&r, Err(e) if e.raw_os_error() == Some(libc::EEXIST));
-                if (r.is_ok() || known) && new.is_dir() {
+                if new.is_dir() {
                     if let Some(n) = s.table.get(s.table.ino_for(new.key)) {
-                        new_dirs.push(n.ino);
+                        if r.is_ok() {
+                            new_dirs.push(n.ino);
+                        } else if known {
+                            self.baseline(n.ino);
+                        }
                     }
                 }
                 if r.is_ok()
