@@ -16,28 +16,7 @@ BIN=$PWD/target/release/vfnotify
 
 mkdir -p "$WORK"/{native,src,mnt}
 # Every operation fsx knows, including mmap, fallocate, hole punching, sendfile, copy_file_range.
-cat >"$WORK/fsx.toml" <<CONF
-flen = 1048576
-[opsize]
-max = 65536
-min = 0
-align = 1
-[weights]
-close_open = 1
-read = 10
-write = 10
-mapread = 10
-mapwrite = 10
-invalidate = 1
-truncate = 2
-fsync = 1
-fdatasync = 1
-posix_fallocate = 1
-punch_hole = 1
-sendfile = 1
-posix_fadvise = 1
-copy_file_range = 1
-CONF
+cp bench/fsx.toml "$WORK/fsx.toml"
 
 cleanup() {
   cd /

@@ -103,28 +103,7 @@ sleep 1
 D_RSS0=$(kib "$DPID") D_FD0=$(fds "$DPID") O_RSS0=$(kib "$OPID") O_FD0=$(fds "$OPID")
 
 # fsx, as bench/fsx.sh configures it (every operation it has), looped until the deadline.
-cat >"$WORK/fsx.toml" <<CONF
-flen = 1048576
-[opsize]
-max = 65536
-min = 0
-align = 1
-[weights]
-close_open = 1
-read = 10
-write = 10
-mapread = 10
-mapwrite = 10
-invalidate = 1
-truncate = 2
-fsync = 1
-fdatasync = 1
-posix_fallocate = 1
-punch_hole = 1
-sendfile = 1
-posix_fadvise = 1
-copy_file_range = 1
-CONF
+cp bench/fsx.toml "$WORK/fsx.toml"
 T_LOAD=$(now)
 END=$(awk "BEGIN{printf \"%d\", $T_LOAD + $SECS}")
 # A failed run is recorded (its log kept) and the loop goes on, so fsx runs the whole time.
