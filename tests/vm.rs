@@ -12,7 +12,9 @@ use std::process::Command;
 fn cache() -> PathBuf {
     std::env::var_os("VFNOTIFY_VM_CACHE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/vfnotify-vm"))
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/vfnotify-vm")
+        })
 }
 
 /// Why the tools are not all here, if they are not.
@@ -20,7 +22,10 @@ fn missing_tools() -> Option<String> {
     let c = cache();
     for p in ["bin/virtiofsd", "bin/vhost-device-vsock", "kernel"] {
         if !c.join(p).exists() {
-            return Some(format!("{} is missing (run `just vm-test` once)", c.join(p).display()));
+            return Some(format!(
+                "{} is missing (run `just vm-test` once)",
+                c.join(p).display()
+            ));
         }
     }
     let on_path = std::env::var_os("PATH")
@@ -56,6 +61,9 @@ fn vm_end_to_end() {
         }
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("vm/run.sh");
-    let status = Command::new("bash").arg(&script).status().expect("running bash vm/run.sh");
+    let status = Command::new("bash")
+        .arg(&script)
+        .status()
+        .expect("running bash vm/run.sh");
     assert!(status.success(), "vm/run.sh failed: {status}");
 }
