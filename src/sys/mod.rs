@@ -83,30 +83,6 @@ pub fn openat(
     }
 }
 
-/// `openat2(dirfd, path, how)` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS`:
-/// resolves a multi-component relative path that may never leave `dir` nor follow any symlink.
-pub fn open_beneath(dir: BorrowedFd<'_>, path: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
-    // SAFETY: open_how is a plain C struct; zeroed is a valid value for every field.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (flags | libc::O_CLOEXEC) as u64;
-    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
-    // SAFETY: path is a valid C string and how a valid open_how of the size we pass; on success
-    // the returned fd is new and owned by us.
-    unsafe {
-        let fd = libc::syscall(
-            libc::SYS_openat2,
-            dir.as_raw_fd(),
-            path.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        );
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(OwnedFd::from_raw_fd(fd as RawFd))
-    }
-}
-
 /// `mkdirat`.
 pub fn mkdirat(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()> {
     // SAFETY: name is a valid C string.
@@ -651,12 +627,6 @@ pub fn wait_signal() -> io::Result<i32> {
     } else {
         Ok(sig)
     }
-}
-
-/// Send `sig` to the current process.
-pub fn raise_process(sig: i32) -> io::Result<()> {
-    // SAFETY: kill on our own pid with a valid signal number.
-    cvt(unsafe { libc::kill(libc::getpid(), sig) }).map(drop)
 }
 
 /// Write one raw message (a FUSE notification built by the caller) to the FUSE device `fd`.
