@@ -9,14 +9,14 @@
 # run, seconds, default 480), VFNOTIFY_VM_ACCEL (kvm|tcg, default: kvm when /dev/kvm works, else
 # tcg), VFNOTIFY_VM_STEP_DEADLINE (per-check guest deadline, seconds, default 30),
 # VFNOTIFY_VM_VERBOSE=1 (guest dumps its logs even when every check passes), VFNOTIFY_VM_VIRTIOFS_CACHE
-# (virtiofsd --cache: auto (default), never, metadata, always).
+# (virtiofsd --cache: never (default: the overlay is the cache), auto, metadata, always).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${VFNOTIFY_VM_CACHE:-$HOME/.cache/vfnotify-vm}
 TIMEOUT=${VFNOTIFY_VM_TIMEOUT:-480}
 STEP_DEADLINE=${VFNOTIFY_VM_STEP_DEADLINE:-30}
-VIRTIOFS_CACHE=${VFNOTIFY_VM_VIRTIOFS_CACHE:-auto}
+VIRTIOFS_CACHE=${VFNOTIFY_VM_VIRTIOFS_CACHE:-never}
 T0=$(date +%s)
 
 say() { echo "vm-test: $*" >&2; }
