@@ -24,6 +24,8 @@ use crate::cli::{DemoArgs, EXIT_FAILURE};
 use crate::sys::{self, Inotify};
 
 const CHANNEL: &str = "demo";
+/// The demo daemon's vsock port, away from a real daemon's 3401.
+const DEMO_VSOCK_PORT: u32 = 13401;
 const DEADLINE: Duration = Duration::from_secs(10);
 const WATCH_MASK: u32 = libc::IN_CREATE
     | libc::IN_DELETE
@@ -227,24 +229,55 @@ fn run(args: &DemoArgs, cleanup: &Arc<Mutex<Cleanup>>) -> Result<Vec<StepReport>
 
     say(
         progress,
-        "starting the daemon (unix listener; the host's vsock stand-in)",
+        "starting the daemon (unix listener, the host's stand-in; vsock too where the machine has it)",
     );
-    let mut daemon_cmd = Command::new(&exe);
-    daemon_cmd
-        .arg("daemon")
-        .arg("--listen")
-        .arg(format!("unix:{}", env.peer.display()))
-        .arg("--control")
-        .arg(&env.control)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log_file(&dir, "daemon.log"));
-    let daemon = spawn(&mut daemon_cmd, "the daemon", cleanup)?;
-    wait_for(
-        "the daemon's control socket",
-        || std::os::unix::net::UnixStream::connect(&env.control).is_ok(),
-        &dir,
-    )?;
+    // vsock too when the machine has it (on a port of its own); if that listener cannot be
+    // bound, the daemon exits at once and the demo goes on with the unix listener alone.
+    let with_vsock = Path::new("/dev/vsock").exists();
+    let mut daemon = None;
+    for vsock in [with_vsock, false] {
+        let mut daemon_cmd = Command::new(&exe);
+        daemon_cmd
+            .arg("daemon")
+            .arg("--listen")
+            .arg(format!("unix:{}", env.peer.display()))
+            .arg("--control")
+            .arg(&env.control)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file(&dir, "daemon.log"));
+        if vsock {
+            daemon_cmd
+                .arg("--listen")
+                .arg(format!("vsock:{DEMO_VSOCK_PORT}"));
+        }
+        let mut child = spawn(&mut daemon_cmd, "the daemon", cleanup)?;
+        let up = wait_for(
+            "the daemon's control socket",
+            || {
+                std::os::unix::net::UnixStream::connect(&env.control).is_ok()
+                    || matches!(child.try_wait(), Ok(Some(_)))
+            },
+            &dir,
+        );
+        if matches!(child.try_wait(), Ok(Some(_))) && vsock {
+            say(
+                progress,
+                "vsock listener unavailable here: unix listener only",
+            );
+            continue;
+        }
+        up?;
+        if vsock {
+            say(
+                progress,
+                &format!("daemon also listening on vsock port {DEMO_VSOCK_PORT}"),
+            );
+        }
+        daemon = Some(child);
+        break;
+    }
+    let daemon = daemon.ok_or(DemoError::Timeout("the daemon", String::new()))?;
 
     say(
         progress,
