@@ -106,6 +106,20 @@ impl Cleanup {
     }
 }
 
+/// Runs [`Cleanup::run`] when dropped, unless the demo's pieces are to be kept.
+struct CleanupGuard {
+    cleanup: Arc<Mutex<Cleanup>>,
+    keep: bool,
+}
+
+impl Drop for CleanupGuard {
+    fn drop(&mut self) {
+        if !self.keep {
+            self.cleanup.lock().unwrap_or_else(|p| p.into_inner()).run();
+        }
+    }
+}
+
 /// `vfnotify demo`.
 pub fn main(args: DemoArgs) -> u8 {
     crate::logging::init(args.debug);
@@ -130,6 +144,11 @@ pub fn main(args: DemoArgs) -> u8 {
                 }
             });
     }
+    // Whatever ends the demo (an error, a panic such as a closed stdout), clean up on the way out.
+    let guard = CleanupGuard {
+        cleanup: cleanup.clone(),
+        keep: args.keep,
+    };
     let result = run(&args, &cleanup);
     let code = match result {
         Ok(reports) => {
@@ -147,7 +166,7 @@ pub fn main(args: DemoArgs) -> u8 {
             EXIT_FAILURE
         }
     };
-    let mut c = cleanup.lock().unwrap_or_else(|p| p.into_inner());
+    let c = cleanup.lock().unwrap_or_else(|p| p.into_inner());
     if args.keep {
         if let (Some(mp), Some(dir)) = (&c.mountpoint, &c.dir) {
             eprintln!(
@@ -170,9 +189,9 @@ pub fn main(args: DemoArgs) -> u8 {
                 dir.display()
             );
         }
-    } else {
-        c.run();
     }
+    drop(c);
+    drop(guard);
     code
 }
 

@@ -7,6 +7,15 @@ fn demo_json_reports_every_step_ok() {
     if !common::fuse_ready("demo_json_reports_every_step_ok") {
         return;
     }
+    let demo_mounts = || {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("vfnotify-demo-"))
+            .map(String::from)
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let mounts_before = demo_mounts();
     // The demo bounds every wait itself (10 s to start, 5 s per step).
     let out = common::vfnotify()
         .args(["demo", "--json"])
@@ -30,11 +39,8 @@ fn demo_json_reports_every_step_ok() {
     assert_eq!(doc["ok"], true);
     assert!(out.status.success(), "{stderr}");
     // Nothing left behind: no mount, no temporary folder.
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(
-        !mounts.contains("vfnotify-demo-"),
-        "demo left a mount behind"
-    );
+    let left: Vec<_> = demo_mounts().difference(&mounts_before).cloned().collect();
+    assert!(left.is_empty(), "demo left a mount behind: {left:?}");
     let leftovers = std::fs::read_dir(std::env::temp_dir())
         .unwrap()
         .flatten()
