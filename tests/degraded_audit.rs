@@ -24,14 +24,7 @@ fn overlay_state(d: &Daemon, mnt: &std::path::Path) -> Option<String> {
 }
 
 fn notify(ctl: &std::path::Path) -> bool {
-    common::vfnotify()
-        .args(["notify", "--control"])
-        .arg(ctl)
-        .arg("docs")
-        .output()
-        .unwrap()
-        .status
-        .success()
+    common::notify_ok(ctl, "docs", &[])
 }
 
 #[test]

@@ -353,14 +353,7 @@ fn replays_never_touch_source_even_read_only() {
         );
     };
     daemon_support::poll_until("linked", Duration::from_secs(5), || {
-        common::vfnotify()
-            .args(["notify", "--control"])
-            .arg(&daemon.control)
-            .arg("docs")
-            .output()
-            .unwrap()
-            .status
-            .success()
+        common::notify_ok(&daemon.control, "docs", &[])
     });
     let mut w = Watcher::new();
     w.add_recursive(&mnt);

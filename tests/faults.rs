@@ -151,14 +151,7 @@ fn daemon_killed_and_restarted_during_a_burst_loses_nothing() {
     let start = Instant::now();
     // Relinked within a second (the link retries every 100 ms) and caught up by its rescan.
     poll_until("relinked", Duration::from_secs(5), || {
-        vfnotify()
-            .args(["notify", "--control"])
-            .arg(&ctl)
-            .arg("docs")
-            .output()
-            .unwrap()
-            .status
-            .success()
+        common::notify_ok(&ctl, "docs", &[])
     });
     assert!(start.elapsed() < Duration::from_secs(3));
     assert_eq!(fs::read(l.m("final.txt")).unwrap(), b"last");

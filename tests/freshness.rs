@@ -335,14 +335,7 @@ fn delivery_survives_late_daemon_restart_and_remount() {
         fs::write(src.join(name), b"x").unwrap();
         let t = std::time::Instant::now();
         daemon_support::poll_until("overlay linked", Duration::from_secs(2), || {
-            common::vfnotify()
-                .args(["notify", "--control"])
-                .arg(&ctl)
-                .arg("docs")
-                .output()
-                .unwrap()
-                .status
-                .success()
+            common::notify_ok(&ctl, "docs", &[])
         });
         assert!(t.elapsed() < Duration::from_secs(2));
         assert!(

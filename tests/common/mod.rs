@@ -225,3 +225,15 @@ pub fn tempdir() -> tempfile::TempDir {
         .tempdir()
         .expect("tempdir")
 }
+
+/// `vfnotify notify --control CONTROL CHANNEL [PATHS]`: whether it exited 0 (handled).
+pub fn notify_ok(control: &Path, channel: &str, paths: &[&str]) -> bool {
+    vfnotify()
+        .args(["notify", "--control"])
+        .arg(control)
+        .arg(channel)
+        .args(paths)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}

@@ -80,6 +80,11 @@ impl Linked {
                 .as_array()
                 .is_some_and(|a| a.iter().any(|o| o["mountpoint"].as_str() == Some(&mnt)))
         });
+        // Subscribed is not yet linked: a handled notification is (long caching from now on).
+        assert!(
+            crate::common::notify_ok(&self.daemon.control, &self.channel, &[]),
+            "the first notification was not handled"
+        );
     }
 
     /// Path on SOURCE (the host side).
