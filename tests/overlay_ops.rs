@@ -1707,6 +1707,86 @@ fn setgid_directory_passes_its_group_on() {
     assert_ne!(d.mode() & libc::S_ISGID, 0, "subdir inherits set-group-ID");
 }
 
+/// Set-user-ID and set-group-ID go on a write or truncate by a caller without CAP_FSETID and stay
+/// for root, as on a local file system — with kernel passthrough (writes never reach the overlay,
+/// which takes over the clearing with FUSE_HANDLE_KILLPRIV_V2), without it and without caching.
+#[test]
+fn writes_by_others_clear_set_id_bits() {
+    for opts in [
+        "allow_other",
+        "allow_other,passthrough=off",
+        "allow_other,cache=never",
+    ] {
+        let Some(fx) = setup("writes_by_others_clear_set_id_bits", opts, false) else {
+            return;
+        };
+        fs::set_permissions(fx.src.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let files = [
+            ("append", 0o6777),    // written by nobody: both bits go (group execute)
+            ("keep_sgid", 0o2767), // written by nobody: set-group-ID without group execute stays
+            ("root", 0o6777),      // written by root: both stay
+            ("trunc", 0o4777),     // truncated by nobody: set-user-ID goes
+            ("twice", 0o4777),     // written by nobody, then made 4777 again by root, written again
+        ];
+        for (name, mode) in files {
+            fs::write(fx.s(name), b"0123456789").unwrap();
+            fs::set_permissions(fx.s(name), fs::Permissions::from_mode(mode)).unwrap();
+        }
+        let o = |n: &str| fx.o(n).display().to_string();
+        let as_nobody = |script: String| {
+            let out = Command::new("sh")
+                .arg("-c")
+                .arg(&script)
+                .uid(65534)
+                .gid(65534)
+                .current_dir("/")
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{opts}: {script}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        as_nobody(format!(
+            "set -e; printf x >> '{}'; printf x >> '{}'; truncate -s 3 '{}'; printf x >> '{}'",
+            o("append"),
+            o("keep_sgid"),
+            o("trunc"),
+            o("twice")
+        ));
+        OpenOptions::new()
+            .append(true)
+            .open(fx.o("root"))
+            .unwrap()
+            .write_all(b"x")
+            .unwrap();
+        fs::set_permissions(fx.o("twice"), fs::Permissions::from_mode(0o4777)).unwrap();
+        as_nobody(format!("printf y >> '{}'", o("twice")));
+        for (name, want, len) in [
+            ("append", 0o777, 11),
+            ("keep_sgid", 0o2767, 11),
+            ("root", 0o6777, 11),
+            ("trunc", 0o777, 3),
+            ("twice", 0o777, 12),
+        ] {
+            let src = fs::metadata(fx.s(name)).unwrap();
+            assert_eq!(
+                (src.mode() & 0o7777, src.len()),
+                (want, len),
+                "{opts}: {name} on SOURCE: mode {:o}",
+                src.mode() & 0o7777
+            );
+            let via = fs::metadata(fx.o(name)).unwrap();
+            assert_eq!(
+                via.mode() & 0o7777,
+                want,
+                "{opts}: {name} through the overlay"
+            );
+        }
+    }
+}
+
 // ------------------------------------------------------------------------------------------------
 // Lifecycle
 

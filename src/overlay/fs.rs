@@ -839,7 +839,7 @@ impl OverlayFs {
                 gid.unwrap_or(u32::MAX),
             )?;
         }
-        if let Some(mode) = mode {
+        let chmod = |mode: u32| -> io::Result<()> {
             if is_link {
                 return Err(err(libc::EOPNOTSUPP));
             }
@@ -849,10 +849,13 @@ impl OverlayFs {
                     "/proc/self/fd/{}",
                     std::os::fd::AsRawFd::as_raw_fd(&target)
                 ))?;
-                sys::fchmodat(sys::cwd(), &p, mode & 0o7777)?;
+                sys::fchmodat(sys::cwd(), &p, mode & 0o7777)
             } else {
-                sys::fchmodat_nofollow(target, name, mode & 0o7777)?;
+                sys::fchmodat_nofollow(target, name, mode & 0o7777)
             }
+        };
+        if let Some(mode) = mode {
+            chmod(mode)?;
         }
         if let Some(size) = size {
             if node.is_dir {
@@ -874,11 +877,30 @@ impl OverlayFs {
             // With an empty name this acts on the fd itself (AT_EMPTY_PATH), O_PATH included.
             sys::utimensat(target, name, set_time(atime), set_time(mtime))?;
         }
-        let st = if on_self {
-            sys::fstat(target)?
-        } else {
-            sys::fstatat(target, &cname)?
+        let stat = || {
+            if on_self {
+                sys::fstat(target)
+            } else {
+                sys::fstatat(target, &cname)
+            }
         };
+        let mut st = stat()?;
+        // FUSE_HANDLE_KILLPRIV_V2 makes set-user/group-ID clearing ours (see `init`). The kernel
+        // asks for it with a SETATTR that carries nothing (file_remove_privs before a write by a
+        // caller without CAP_FSETID, and chown(-1, -1)), or with FATTR_KILL_SUIDGID on a
+        // truncate, a bit fuser does not pass on: a truncate by anyone but root stands for it.
+        let asks_kill = mode.is_none()
+            && uid.is_none()
+            && gid.is_none()
+            && atime.is_none()
+            && mtime.is_none()
+            && (size.is_none() || req.uid() != 0);
+        if asks_kill && !is_link {
+            if let Some(m) = without_suid_sgid(st.st_mode) {
+                chmod(m)?;
+                st = stat()?;
+            }
+        }
         s.note_local_node(&node, &st);
         Ok(s.attr(node.ino, &st))
     }
@@ -1176,6 +1198,21 @@ pub fn snap_stat(e: &EntrySnap) -> libc::stat {
     st
 }
 
+/// The mode a write, truncate or chown leaves behind, as the VFS computes it
+/// (`should_remove_suid`): set-user-ID goes, set-group-ID goes with group execute. `None`: no
+/// change (not a regular file, or neither bit set).
+fn without_suid_sgid(mode: u32) -> Option<u32> {
+    if mode & libc::S_IFMT != libc::S_IFREG {
+        return None;
+    }
+    let mut m = mode & 0o7777;
+    m &= !libc::S_ISUID;
+    if m & libc::S_IXGRP != 0 {
+        m &= !libc::S_ISGID;
+    }
+    (m != mode & 0o7777).then_some(m)
+}
+
 impl Filesystem for OverlayFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         let caps = config.capabilities();
@@ -1190,7 +1227,11 @@ impl Filesystem for OverlayFs {
             | InitFlags::FUSE_READDIRPLUS_AUTO
             | InitFlags::FUSE_CACHE_SYMLINKS
             | InitFlags::FUSE_MAX_PAGES
-            | InitFlags::FUSE_EXPORT_SUPPORT;
+            | InitFlags::FUSE_EXPORT_SUPPORT
+            // The kernel then marks inodes S_NOSEC and stops asking for security.capability
+            // (a GETXATTR round trip) before every write: passthrough writes never reach us
+            // otherwise. In exchange set-user/group-ID clearing is ours (`do_setattr`, `write`).
+            | InitFlags::FUSE_HANDLE_KILLPRIV_V2;
         if self.s.cfg.passthrough
             && caps.contains(InitFlags::FUSE_PASSTHROUGH)
             && sys::geteuid() == 0
@@ -1461,7 +1502,7 @@ impl Filesystem for OverlayFs {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _wf: WriteFlags,
+        wf: WriteFlags,
         _flags: OpenFlags,
         _lock: Option<LockOwner>,
         reply: ReplyWrite,
@@ -1474,6 +1515,13 @@ impl Filesystem for OverlayFs {
                     return Err(err(libc::EIO));
                 }
                 done += n;
+            }
+            // FUSE_HANDLE_KILLPRIV_V2: the writer lacks CAP_FSETID (our own write, as root,
+            // keeps the bits).
+            if wf.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
+                if let Some(m) = without_suid_sgid(sys::fstat(fd)?.st_mode) {
+                    sys::fchmod(fd, m)?;
+                }
             }
             Ok(done)
         });
