@@ -33,10 +33,10 @@ CMDLINE="bash bench/run.sh $MODE"
 T_START=$EPOCHREALTIME
 
 if [[ "$MODE" == full ]]; then
-    RUNS=3 SEQ_MB=1024 RR_MS=1000 META_DIRS=100 META_FILES=10000 BUILD_DIRS=100 BUILD_FILES=2000
+    RUNS=3 SEQ_MB=1024 WRITE_CAP=6 RR_MS=1000 META_DIRS=100 META_FILES=10000 BUILD_DIRS=100 BUILD_FILES=2000
     VIS_N=300 EV_N=1000 EV_ENTRIES=10000 RESCAN_SIZES="1000 10000 100000"
 else
-    RUNS=1 SEQ_MB=256 RR_MS=300 META_DIRS=20 META_FILES=2000 BUILD_DIRS=25 BUILD_FILES=500
+    RUNS=1 SEQ_MB=256 WRITE_CAP=3 RR_MS=300 META_DIRS=20 META_FILES=2000 BUILD_DIRS=25 BUILD_FILES=500
     VIS_N=100 EV_N=200 EV_ENTRIES=2000 RESCAN_SIZES="1000 10000"
 fi
 
@@ -145,6 +145,8 @@ declare -A HEAD=(
 )
 declare -A OPTS=([vf]="" [nopt]=",passthrough=off" [never]=",cache=never")
 declare -A ROOT=([native]="$SRC")
+declare -A SERVER_PID=() # COL -> pid of its file server (see `pin`)
+NCPU=$(nproc)
 
 # Each column works in its own folder of SOURCE: base COL -> the folder as seen through COL.
 base() { echo "${ROOT[$1]}/$1"; }
@@ -199,6 +201,10 @@ ROOT[bindfs]="$W/m/bindfs"
 mkdir -p "${ROOT[bindfs]}"
 MOUNTS+=("${ROOT[bindfs]}")
 to 30 bindfs "$SRC" "${ROOT[bindfs]}"
+SERVER_PID[bindfs]=$(pgrep -n -x bindfs) || die "bindfs is not running"
+for c in "${VFCOLS[@]}"; do
+    read -r SERVER_PID[$c] _ <<<"$(to 10 "$VB" overlay "$CTL" "${ROOT[$c]}")"
+done
 for c in "${COLS[@]}"; do mkdir -p "$(src_of "$c")"; done
 
 # fio's engine for random reads.
@@ -266,11 +272,22 @@ time_cmd() {
 vb_rate() { to 300 "$VB" "$@" | awk '{printf "%.1f\n", $2/$1}'; }
 vb_secs() { to 300 "$VB" "$@" | awk '{print $1}'; }
 vb_ms() { to 300 "$VB" "$@" | awk '{print $1*1000}'; }
+vb_rate_cpu0() { to 300 taskset -c 0 "$VB" "$@" | awk '{printf "%.1f\n", $2/$1}'; }
+
+# pin COL CPUS: move every thread of COL's file server (the overlay, bindfs) to CPUS. On this kind
+# of VM a request that wakes a thread on an idle vCPU pays for the vCPU's wake-up; with the client
+# and the server on one CPU a request is a plain context switch. The difference is what a FUSE
+# round trip costs here beyond the file system's own work.
+pin() {
+    local pid=${SERVER_PID[$1]:-}
+    [[ -n "$pid" ]] || return 0
+    to 10 taskset -a -p -c "$2" "$pid" >/dev/null
+}
 
 # ---------------------------------------------------------------------------------------------
 # 1. Sequential and random I/O (fio) on a ${SEQ_MB} MiB file.
 # ---------------------------------------------------------------------------------------------
-row seqw rate "sequential write ${SEQ_MB} MiB (1 MiB blocks)"
+row seqw rate "sequential write ${SEQ_MB} MiB (1 MiB blocks; at most ${WRITE_CAP} s)"
 row seqr_cold rate "sequential read, cold"
 row seqr_warm rate "sequential read, warm"
 row rr_warm iops "4 KiB random read, warm, QD1"
@@ -280,7 +297,17 @@ STEP="sequential write"
 log "$STEP"
 for ((r = 1; r <= RUNS; r++)); do
     for c in "${COLS[@]}"; do rm -f "$(src_of "$c")/seq.bin"; done
-    fio_all seqw bw write seq.bin --bs=1M --end_fsync=1
+    fio_all seqw bw write seq.bin --bs=1M --end_fsync=1 --runtime="$WRITE_CAP"
+done
+# A column slower than SEQ_MB in WRITE_CAP seconds (bindfs, ~30-50 MB/s) wrote a shorter file: its
+# rate is measured all the same, and the file is completed on SOURCE directly so every column
+# reads the same SEQ_MB (through fio, a short file would be laid out through the slow column).
+for c in "${COLS[@]}"; do
+    f="$(src_of "$c")/seq.bin"
+    if (($(stat -c %s "$f") < SEQ_MB * 1048576)); then
+        log "completing $c's file on SOURCE ($(($(stat -c %s "$f") / 1048576)) MiB written in ${WRITE_CAP} s)"
+        to 60 dd if="$(src_of native)/seq.bin" of="$f" bs=1M status=none
+    fi
 done
 STEP="sequential read"
 log "$STEP"
@@ -309,10 +336,11 @@ for c in "${COLS[@]}"; do rm -f "$(src_of "$c")/seq.bin"; done
 # ---------------------------------------------------------------------------------------------
 M="$META_FILES files in $META_DIRS folders"
 row create ops "create ($M)"
+row create_1cpu ops "create, client and file server on one CPU"
 row stat_cold ops "stat, cold"
-row stat_warm ops "stat, warm"
+row stat_warm ops "stat, warm (5 passes)"
 row rd_cold time "readdir, cold (all folders)"
-row rd_warm time "readdir, warm"
+row rd_warm time "readdir, warm (per pass, 5 passes)"
 row find time "find, cold"
 row unlink ops "unlink"
 STEP="metadata"
@@ -321,12 +349,16 @@ for ((r = 1; r <= RUNS; r++)); do
     for c in "${COLS[@]}"; do
         d="$(base "$c")/meta$r"
         sample create "$c" vb_rate mkfiles "$d" "$META_DIRS" "$META_FILES"
+        pin "$c" 0
+        sample create_1cpu "$c" vb_rate_cpu0 mkfiles "$d-1cpu" "$META_DIRS" "$META_FILES"
+        pin "$c" "0-$((NCPU - 1))"
+        rm -rf "$(src_of "$c")/meta$r-1cpu"
         drop_caches 2
         sample stat_cold "$c" vb_rate stat "$d" "$META_DIRS" "$META_FILES"
-        sample stat_warm "$c" vb_rate stat "$d" "$META_DIRS" "$META_FILES"
+        sample stat_warm "$c" vb_rate stat "$d" "$META_DIRS" "$META_FILES" 5
         drop_caches 2
         sample rd_cold "$c" vb_secs readdir "$d" "$META_DIRS"
-        sample rd_warm "$c" vb_secs readdir "$d" "$META_DIRS"
+        sample rd_warm "$c" vb_secs readdir "$d" "$META_DIRS" 5
         drop_caches 2
         sample find "$c" time_cmd find "$d"
         sample unlink "$c" vb_rate unlink "$d" "$META_DIRS" "$META_FILES"
@@ -489,18 +521,18 @@ target() { # target LABEL VALUE OP LIMIT UNIT
 }
 
 KERNEL=$(uname -r)
-NCPU=$(nproc)
 CPU=$(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)
 DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
 RUN_SECS=$(awk -v a="$T_BUILT" -v b="$T_END" 'BEGIN{printf "%.0f", b-a}')
 PT=$(grep -o '"passthrough": *[a-z]*' <<<"$("$VF" status --control "$CTL" --json)" | head -1 | awk '{print $2}')
 URING=$(cat /sys/module/fuse/parameters/enable_uring 2>/dev/null || echo "n/a")
+HALTPOLL=$(cat /sys/module/haltpoll/parameters/guest_halt_poll_ns 2>/dev/null || echo "n/a")
 
 {
     echo "# vfnotify benchmark results"
     echo
     echo "- Command: \`$CMDLINE\` (mode $MODE; $RUNS runs per cell, median; ${RUN_SECS} s after the build)"
-    echo "- Machine: Linux $KERNEL, $NCPU CPUs ($CPU), $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM; date $DATE"
+    echo "- Machine: Linux $KERNEL, $NCPU CPUs ($CPU), $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM; date $DATE; guest halt polling (\`haltpoll.guest_halt_poll_ns\`): $HALTPOLL"
     echo "- SOURCE: a private tmpfs. vfnotify columns are linked to a daemon (\`channel=\`), kernel passthrough negotiated: ${PT:-unknown}; FUSE-over-io_uring (\`enable_uring\`): $URING"
     echo "- Random reads: $ENGINE_NOTE, ${RR_MS} ms per job. Cold data = \`echo 3 > /proc/sys/vm/drop_caches\` before the run; cold metadata = \`echo 2\` (dentries and inodes: FUSE inodes go with their pages, the overlay gets FORGETs). tmpfs itself cannot be dropped, so native cold = warm. Every fio run uses \`--invalidate=0\`; the columns run one after another in one fio process (\`stonewall\`)."
     echo "- Load average (1/5/15 min) at start: $LOAD0; at end: $LOAD1. Anything above ~0.5 on 2 CPUs means other work shared the machine and skews every figure."

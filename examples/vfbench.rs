@@ -5,8 +5,8 @@
 //!
 //! ```text
 //! vfbench mkfiles  DIR NDIRS NFILES [SIZE]  create NDIRS folders d0000.. and NFILES files in them
-//! vfbench stat     DIR NDIRS NFILES         lstat every file by path
-//! vfbench readdir  DIR NDIRS                list every folder (getdents64 only)
+//! vfbench stat     DIR NDIRS NFILES [PASSES] lstat every file by path, PASSES times (default 1)
+//! vfbench readdir  DIR NDIRS [PASSES]       list every folder (getdents64 only), PASSES times
 //! vfbench unlink   DIR NDIRS NFILES         unlink every file (folders are left)
 //! vfbench statall  DIR                      walk the tree, lstat everything
 //! vfbench gentree  DIR NDIRS NFILES         a source-like tree of small text files
@@ -43,6 +43,17 @@ fn dir_name(root: &Path, d: usize) -> PathBuf {
 }
 
 /// (folder, file) paths of NFILES files spread evenly over NDIRS folders.
+/// Work from inside `root` with relative paths, so every column walks the same components (the
+/// path up to a mount point is not what is measured; a FUSE mount one level deeper than the native
+/// folder would pay one extra lookup per operation).
+fn enter(root: &Path, create: bool) -> io::Result<PathBuf> {
+    if create {
+        fs::create_dir_all(root)?;
+    }
+    std::env::set_current_dir(root)?;
+    Ok(PathBuf::new())
+}
+
 fn files(root: &Path, ndirs: usize, nfiles: usize) -> Vec<CString> {
     (0..nfiles)
         .map(|i| {
@@ -57,6 +68,7 @@ fn report(start: Instant, ops: usize) {
 }
 
 fn mkfiles(root: &Path, ndirs: usize, nfiles: usize, size: usize) -> io::Result<()> {
+    let root = &enter(root, true)?;
     let paths = files(root, ndirs, nfiles);
     let data = vec![b'x'; size];
     let start = Instant::now();
@@ -83,34 +95,43 @@ fn mkfiles(root: &Path, ndirs: usize, nfiles: usize, size: usize) -> io::Result<
     Ok(())
 }
 
-fn stat_files(root: &Path, ndirs: usize, nfiles: usize) -> io::Result<()> {
+/// Warm passes take ~10 ms each: several per sample keep a scheduling blip from being the figure.
+fn stat_files(root: &Path, ndirs: usize, nfiles: usize, passes: usize) -> io::Result<()> {
+    let root = &enter(root, false)?;
     let paths = files(root, ndirs, nfiles);
     let start = Instant::now();
-    for p in &paths {
-        // SAFETY: `st` is a plain C struct that lstat fills; `p` is NUL-terminated.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        if unsafe { libc::lstat(p.as_ptr(), &mut st) } != 0 {
-            return Err(io::Error::last_os_error());
+    for _ in 0..passes {
+        for p in &paths {
+            // SAFETY: `st` is a plain C struct that lstat fills; `p` is NUL-terminated.
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            if unsafe { libc::lstat(p.as_ptr(), &mut st) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
         }
     }
-    report(start, nfiles);
+    report(start, nfiles * passes);
     Ok(())
 }
 
-fn readdir(root: &Path, ndirs: usize) -> io::Result<()> {
+/// Reports the time per pass (the row is a time, not a rate).
+fn readdir(root: &Path, ndirs: usize, passes: usize) -> io::Result<()> {
+    let root = &enter(root, false)?;
     let start = Instant::now();
     let mut n = 0;
-    for d in 0..ndirs {
-        for e in fs::read_dir(dir_name(root, d))? {
-            e?;
-            n += 1;
+    for _ in 0..passes {
+        for d in 0..ndirs {
+            for e in fs::read_dir(dir_name(root, d))? {
+                e?;
+                n += 1;
+            }
         }
     }
-    report(start, n);
+    println!("{:.6} {n}", start.elapsed().as_secs_f64() / passes as f64);
     Ok(())
 }
 
 fn unlink(root: &Path, ndirs: usize, nfiles: usize) -> io::Result<()> {
+    let root = &enter(root, false)?;
     let paths = files(root, ndirs, nfiles);
     let start = Instant::now();
     for p in &paths {
@@ -253,8 +274,14 @@ fn main() -> ExitCode {
             let size = if args.len() > 4 { num(args.get(4))? } else { 0 };
             mkfiles(&p(1), num(args.get(2))?, num(args.get(3))?, size)
         })(),
-        "stat" => (|| stat_files(&p(1), num(args.get(2))?, num(args.get(3))?))(),
-        "readdir" => (|| readdir(&p(1), num(args.get(2))?))(),
+        "stat" => (|| {
+            let passes = args.get(4).map_or(Ok(1), |_| num(args.get(4)))?;
+            stat_files(&p(1), num(args.get(2))?, num(args.get(3))?, passes)
+        })(),
+        "readdir" => (|| {
+            let passes = args.get(3).map_or(Ok(1), |_| num(args.get(3)))?;
+            readdir(&p(1), num(args.get(2))?, passes)
+        })(),
         "unlink" => (|| unlink(&p(1), num(args.get(2))?, num(args.get(3))?))(),
         "statall" => statall(&p(1)),
         "gentree" => (|| gentree(&p(1), num(args.get(2))?, num(args.get(3))?))(),

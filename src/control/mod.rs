@@ -4,10 +4,12 @@
 //! `{"error": {"class": ..., "desc": ...}, "id": ...}`; unsolicited `{"event": {...}}` messages
 //! to subscribed overlays and watches. See README.md for the commands. [`server`] runs inside the
 //! daemon, [`client`] is the blocking client behind `notify`, `status`, `watch` and the overlay's
-//! link; [`glob`] is the path matcher of watches.
+//! link; [`glob`] is the path matcher of watches; [`request`] parses and validates requests
+//! (pure, fuzzed).
 
 pub mod client;
 pub mod glob;
+pub mod request;
 pub mod server;
 
 use std::time::Duration;

@@ -12,11 +12,11 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::sync::{Semaphore, mpsc};
 
+use super::MAX_MESSAGE;
 use super::glob::Glob;
-use super::{MAX_MESSAGE, PROTOCOL_VERSION};
+use super::request::{Request, error, hello_result, parse_request, response};
 use crate::daemon::state::{Counters, Popped, Shared, Subscriber};
 use crate::daemon::watch::{self, Change, Taken, Target, Watch};
-use crate::protocol::{validate_channel, validate_relpath};
 use crate::transport::UnixListener;
 
 /// Most concurrent control connections.
@@ -64,25 +64,6 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: UnixListener) {
             drop(slot);
         });
     }
-}
-
-/// An error response body.
-fn error(class: &str, desc: impl Into<String>) -> Value {
-    json!({"class": class, "desc": desc.into()})
-}
-
-fn response(id: &Option<Value>, body: Result<Value, Value>) -> String {
-    let mut m = serde_json::Map::new();
-    match body {
-        Ok(r) => m.insert("result".into(), r),
-        Err(e) => m.insert("error".into(), e),
-    };
-    if let Some(id) = id {
-        m.insert("id".into(), id.clone());
-    }
-    let mut s = Value::Object(m).to_string();
-    s.push('\n');
-    s
 }
 
 struct Conn {
@@ -165,48 +146,27 @@ async fn serve(shared: Arc<Shared>, stream: UnixStream) {
 impl Conn {
     /// Handle one request; returns false when the connection should close.
     async fn handle(&mut self, line: &[u8]) -> bool {
-        let req: Value = match serde_json::from_slice(line) {
-            Ok(v) => v,
-            Err(e) => {
-                Counters::bump(&self.shared.counters.control_errors);
-                return self
-                    .reply(&None, Err(error("parse", format!("malformed JSON: {e}"))))
-                    .await;
+        let (id, req) = parse_request(line);
+        let result = match req {
+            Err(e) => Err(e),
+            Ok(Request::Hello) => Ok(hello_result()),
+            Ok(Request::Status) => Ok(self.shared.status()),
+            Ok(Request::Notify { channel, paths }) => {
+                return self.notify(id, channel, paths).await;
             }
-        };
-        let id = req.get("id").cloned();
-        let Some(cmd) = req.get("cmd").and_then(Value::as_str) else {
-            Counters::bump(&self.shared.counters.control_errors);
-            return self
-                .reply(
-                    &id,
-                    Err(error("bad-request", "a request needs a string `cmd`")),
-                )
-                .await;
-        };
-        let empty = serde_json::Map::new();
-        let args = match req.get("args") {
-            None | Some(Value::Null) => &empty,
-            Some(Value::Object(m)) => m,
-            Some(_) => {
-                Counters::bump(&self.shared.counters.control_errors);
-                return self
-                    .reply(&id, Err(error("bad-request", "`args` must be an object")))
-                    .await;
-            }
-        };
-        let result = match cmd {
-            "hello" => hello(args),
-            "status" => Ok(self.shared.status()),
-            "notify" => return self.notify(id, args).await,
-            "subscribe" => self.subscribe(args),
-            "handled" => self.handled(args).await,
-            "watch" => self.watch(args),
-            "unwatch" => self.unwatch(args).await,
-            other => Err(error(
-                "unknown-command",
-                format!("unknown command {other:?}"),
-            )),
+            Ok(Request::Subscribe {
+                channel,
+                mountpoint,
+                pid,
+            }) => self.subscribe(channel, mountpoint, pid),
+            Ok(Request::Handled {
+                seqs,
+                stats,
+                changes,
+                ..
+            }) => self.handled(seqs, stats, changes).await,
+            Ok(Request::Watch { target, glob }) => self.watch(target, glob),
+            Ok(Request::Unwatch { watch }) => self.unwatch(watch).await,
         };
         if result.is_err() {
             Counters::bump(&self.shared.counters.control_errors);
@@ -218,40 +178,7 @@ impl Conn {
         self.tx.send(response(id, body)).await.is_ok()
     }
 
-    async fn notify(&mut self, id: Option<Value>, args: &serde_json::Map<String, Value>) -> bool {
-        let parsed = (|| {
-            let channel = args
-                .get("channel")
-                .and_then(Value::as_str)
-                .ok_or_else(|| error("bad-request", "notify needs a string `channel`"))?;
-            validate_channel(channel)
-                .map_err(|e| error("bad-channel", format!("{channel:?}: {e}")))?;
-            let mut paths = Vec::new();
-            match args.get("paths") {
-                None | Some(Value::Null) => {}
-                Some(Value::Array(items)) => {
-                    for item in items {
-                        let p = item
-                            .as_str()
-                            .ok_or_else(|| error("bad-path", "`paths` must hold strings"))?;
-                        let norm = validate_relpath(p)
-                            .map_err(|e| error("bad-path", format!("{p:?}: {e}")))?;
-                        if !paths.contains(&norm) {
-                            paths.push(norm);
-                        }
-                    }
-                }
-                Some(_) => return Err(error("bad-path", "`paths` must be an array of strings")),
-            }
-            Ok((channel.to_string(), paths))
-        })();
-        let (channel, paths) = match parsed {
-            Ok(x) => x,
-            Err(e) => {
-                Counters::bump(&self.shared.counters.control_errors);
-                return self.reply(&id, Err(e)).await;
-            }
-        };
+    async fn notify(&mut self, id: Option<Value>, channel: String, paths: Vec<String>) -> bool {
         // Bound the waiting tasks a client can start: past the limit, stop reading its requests.
         let Ok(permit) = Arc::clone(&self.pending).acquire_owned().await else {
             return false;
@@ -307,33 +234,19 @@ impl Conn {
         true
     }
 
-    fn subscribe(&mut self, args: &serde_json::Map<String, Value>) -> Result<Value, Value> {
+    fn subscribe(
+        &mut self,
+        channel: String,
+        mountpoint: PathBuf,
+        pid: u32,
+    ) -> Result<Value, Value> {
         if self.sub.is_some() {
             return Err(error(
                 "already-subscribed",
                 "this connection already has a subscription",
             ));
         }
-        let channel = args
-            .get("channel")
-            .and_then(Value::as_str)
-            .ok_or_else(|| error("bad-request", "subscribe needs a string `channel`"))?;
-        validate_channel(channel).map_err(|e| error("bad-channel", format!("{channel:?}: {e}")))?;
-        let mountpoint = args
-            .get("mountpoint")
-            .and_then(Value::as_str)
-            .map(PathBuf::from)
-            .filter(|p| p.is_absolute())
-            .ok_or_else(|| error("bad-request", "subscribe needs an absolute `mountpoint`"))?;
-        let mountpoint = std::path::absolute(&mountpoint).unwrap_or(mountpoint);
-        let pid = match args.get("pid") {
-            None | Some(Value::Null) => 0,
-            Some(v) => v
-                .as_u64()
-                .and_then(|p| u32::try_from(p).ok())
-                .ok_or_else(|| error("bad-request", "`pid` must be a process id"))?,
-        };
-        let sub = self.shared.subscribe(channel.to_string(), mountpoint, pid);
+        let sub = self.shared.subscribe(channel, mountpoint, pid);
         let id = sub.id;
         let forward = Arc::clone(&sub);
         let tx = self.tx.clone();
@@ -358,7 +271,7 @@ impl Conn {
 
     /// `watch {channel | mountpoint, glob?}` → `{"watch": ID, "overlays": N}`; the changes the
     /// overlays report then arrive as events on this connection.
-    fn watch(&mut self, args: &serde_json::Map<String, Value>) -> Result<Value, Value> {
+    fn watch(&mut self, target: Target, glob: Option<Glob>) -> Result<Value, Value> {
         if self.watches.len() >= watch::MAX_WATCHES_PER_CONNECTION {
             return Err(error(
                 "too-many-watches",
@@ -368,45 +281,14 @@ impl Conn {
                 ),
             ));
         }
-        let text = |k: &str| -> Result<Option<&str>, Value> {
-            match args.get(k) {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::String(s)) => Ok(Some(s.as_str())),
-                Some(_) => Err(error("bad-request", format!("`{k}` must be a string"))),
-            }
-        };
-        let target = match (text("channel")?, text("mountpoint")?) {
-            (Some(channel), None) => {
-                validate_channel(channel)
-                    .map_err(|e| error("bad-channel", format!("{channel:?}: {e}")))?;
-                Target::Channel(channel.to_string())
-            }
-            (None, Some(mp)) => {
-                let p = PathBuf::from(mp);
-                if !p.is_absolute() {
-                    return Err(error("bad-request", "`mountpoint` must be absolute"));
-                }
-                let p = std::path::absolute(&p).unwrap_or(p);
-                let target = Target::Mountpoint(p);
-                if self.shared.overlays_of(&target) == 0 {
-                    return Err(error(
-                        "unknown-mountpoint",
-                        format!("no overlay linked to this daemon is mounted at {mp:?}"),
-                    ));
-                }
-                target
-            }
-            _ => {
+        if let Target::Mountpoint(mp) = &target {
+            if self.shared.overlays_of(&target) == 0 {
                 return Err(error(
-                    "bad-request",
-                    "watch needs a string `channel` or an absolute `mountpoint` (one of them)",
+                    "unknown-mountpoint",
+                    format!("no overlay linked to this daemon is mounted at {mp:?}"),
                 ));
             }
-        };
-        let glob = text("glob")?
-            .map(Glob::new)
-            .transpose()
-            .map_err(|e| error("bad-glob", e.to_string()))?;
+        }
         let overlays = self.shared.overlays_of(&target);
         let w = self.shared.add_watch(target, glob);
         let id = w.id;
@@ -436,11 +318,7 @@ impl Conn {
     }
 
     /// `unwatch {watch}`: once answered, no further event of that watch follows.
-    async fn unwatch(&mut self, args: &serde_json::Map<String, Value>) -> Result<Value, Value> {
-        let id = args
-            .get("watch")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| error("bad-request", "unwatch needs a numeric `watch`"))?;
+    async fn unwatch(&mut self, id: u64) -> Result<Value, Value> {
         let Some(w) = self.watches.remove(&id) else {
             return Err(error(
                 "unknown-watch",
@@ -453,99 +331,22 @@ impl Conn {
         Ok(w.totals())
     }
 
-    async fn handled(&mut self, args: &serde_json::Map<String, Value>) -> Result<Value, Value> {
+    async fn handled(
+        &mut self,
+        seqs: Vec<u64>,
+        stats: Option<Value>,
+        changes: Vec<Change>,
+    ) -> Result<Value, Value> {
         let Some(sub) = &self.sub else {
             return Err(error(
                 "not-subscribed",
                 "`handled` needs a subscription on this connection",
             ));
         };
-        let mut seqs = Vec::new();
-        if let Some(v) = args.get("seq") {
-            seqs.push(
-                v.as_u64()
-                    .ok_or_else(|| error("bad-request", "`seq` must be a number"))?,
-            );
-        }
-        if let Some(v) = args.get("seqs") {
-            let items = v
-                .as_array()
-                .ok_or_else(|| error("bad-request", "`seqs` must be an array"))?;
-            for i in items {
-                seqs.push(
-                    i.as_u64()
-                        .ok_or_else(|| error("bad-request", "`seqs` must hold numbers"))?,
-                );
-            }
-        }
-        let mut changes = Vec::new();
-        match args.get("changes") {
-            None | Some(Value::Null) => {}
-            Some(Value::Array(items)) => {
-                for item in items {
-                    match Change::from_json(item) {
-                        Some(c) => changes.push(c),
-                        None => tracing::debug!(change = %item, "malformed change record ignored"),
-                    }
-                }
-            }
-            Some(_) => return Err(error("bad-request", "`changes` must be an array")),
-        }
-        // An empty `seqs` with `stats` or `changes` is a report (after the rescan that follows
-        // linking, or the first parts of a report split to fit the message limit).
-        if seqs.is_empty() && args.get("stats").is_none() && args.get("changes").is_none() {
-            return Err(error(
-                "bad-request",
-                "`handled` needs `seq`, `seqs`, `stats` or `changes`",
-            ));
-        }
         // Watchers first: once `notify` returns, the events are queued for every watch.
         let sub = Arc::clone(sub);
         self.shared.publish_changes(&sub, &changes).await;
-        sub.ack(&seqs, args.get("stats").cloned());
+        sub.ack(&seqs, stats);
         Ok(json!({}))
-    }
-}
-
-fn hello(args: &serde_json::Map<String, Value>) -> Result<Value, Value> {
-    if let Some(v) = args.get("protocol") {
-        let theirs = v
-            .as_str()
-            .ok_or_else(|| error("bad-request", "`protocol` must be a string like \"1.0\""))?;
-        let major = |s: &str| s.split('.').next().unwrap_or_default().trim().to_string();
-        if major(theirs) != major(PROTOCOL_VERSION) {
-            return Err(error(
-                "incompatible-version",
-                format!(
-                    "client speaks control protocol {theirs}, this daemon speaks {PROTOCOL_VERSION}; major versions differ"
-                ),
-            ));
-        }
-    }
-    Ok(json!({"protocol": PROTOCOL_VERSION, "program": crate::daemon::PROGRAM}))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hello_versions() {
-        let mut args = serde_json::Map::new();
-        assert_eq!(hello(&args).unwrap()["protocol"], "1.0");
-        args.insert("protocol".into(), json!("1.7"));
-        assert!(hello(&args).is_ok());
-        args.insert("protocol".into(), json!("2.0"));
-        assert_eq!(hello(&args).unwrap_err()["class"], "incompatible-version");
-        args.insert("protocol".into(), json!(2));
-        assert_eq!(hello(&args).unwrap_err()["class"], "bad-request");
-    }
-
-    #[test]
-    fn responses_carry_the_id() {
-        let r = response(&Some(json!(7)), Ok(json!({})));
-        assert_eq!(r, "{\"id\":7,\"result\":{}}\n");
-        let r = response(&None, Err(error("parse", "x")));
-        assert!(r.starts_with("{\"error\""));
     }
 }
