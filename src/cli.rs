@@ -106,7 +106,8 @@ pub struct DaemonArgs {
     #[arg(long = "max-connections", value_name = "N", default_value_t = 64)]
     pub max_connections: usize,
 
-    /// Close a peer connection idle for this many seconds (at least 1).
+    /// Close a peer connection that completes no line for this many seconds (at least 1): an idle
+    /// one, or one that sends a line too slowly.
     #[arg(long = "idle-timeout", value_name = "SECS", default_value_t = 30)]
     pub idle_timeout: u64,
 

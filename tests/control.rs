@@ -146,6 +146,7 @@ fn status_reports_listeners_channels_counters() {
         "refused_cid",
         "too_many_connections",
         "idle_timeout",
+        "slow_line",
         "overlay_unlinked",
     ] {
         assert!(s["counters"]["dropped"][k].is_u64(), "dropped.{k}");

@@ -460,6 +460,37 @@ fn a_slow_peer_does_not_block_others() {
     d.wait_counter("unknown_channel", 1);
 }
 
+/// A peer that keeps sending but never finishes a line loses its slot after `--idle-timeout`
+/// (the timeout runs from the last complete line, not the last byte).
+#[test]
+fn trickling_peers_are_closed() {
+    let d = Daemon::start(&["--idle-timeout", "1"]);
+    let mut s = d.connect();
+    s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let t = Instant::now();
+    let mut closed = false;
+    while t.elapsed() < Duration::from_secs(5) {
+        if s.write_all(b"x").is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 1];
+        if let Ok(0) = s.read(&mut buf) {
+            closed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(closed, "a peer sending a byte every 250 ms kept its connection for 5 s");
+    assert!(
+        t.elapsed() >= Duration::from_millis(900),
+        "closed too early: {:?}",
+        t.elapsed()
+    );
+    d.wait_counter("slow_line", 1);
+    assert_eq!(d.counter("idle_timeout"), 0);
+}
+
 #[test]
 fn idle_connections_are_closed() {
     let d = Daemon::start(&["--idle-timeout", "1"]);

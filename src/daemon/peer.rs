@@ -63,13 +63,27 @@ pub async fn accept_loop<L: Listener>(shared: Arc<Shared>, listener: L) {
     }
 }
 
-/// Read lines from one peer until EOF, error, idle timeout or an overlong line.
+/// Read lines from one peer until EOF, error, timeout or an overlong line.
+///
+/// The timeout runs from the connection's start or its last complete line, not from its last
+/// read: a peer must finish a line within `--idle-timeout`, so one that trickles a byte now and
+/// then cannot hold a connection slot for ever.
 pub async fn serve_peer<S: AsyncRead + Unpin>(shared: &Shared, mut stream: S) {
     let mut decoder = LineDecoder::new();
     let mut buf = vec![0u8; READ_CHUNK];
     let idle = shared.idle_timeout();
+    let mut deadline = tokio::time::Instant::now() + idle;
     loop {
-        let n = match tokio::time::timeout(idle, stream.read(&mut buf)).await {
+        let n = match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) if decoder.pending() > 0 => {
+                Counters::bump(&shared.counters.slow_line);
+                tracing::debug!(
+                    secs = idle.as_secs(),
+                    bytes = decoder.pending(),
+                    "peer did not finish a line in time; closing"
+                );
+                return;
+            }
             Err(_) => {
                 Counters::bump(&shared.counters.idle_timeout);
                 tracing::debug!(secs = idle.as_secs(), "peer idle; closing");
@@ -87,6 +101,7 @@ pub async fn serve_peer<S: AsyncRead + Unpin>(shared: &Shared, mut stream: S) {
         // so the overlay sees a rename's two paths at once and replays it as a move.
         let mut batch = Batch::default();
         for item in decoder.push(buf.get(..n).unwrap_or_default()) {
+            deadline = tokio::time::Instant::now() + idle;
             match item {
                 Ok(n) => {
                     tracing::debug!(channel = %n.channel, path = ?n.path, "notification");
