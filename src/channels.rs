@@ -54,12 +54,18 @@ pub struct ChannelMap {
 
 impl ChannelMap {
     /// Parse every `--map` argument and check that each folder exists and is a directory.
-    /// Relative paths are made absolute.
+    /// Folders are kept canonical (absolute, symlinks resolved), the form overlays report their
+    /// mountpoints in, so a `--map` through a symlink still finds the overlay mounted there.
     pub fn from_args(args: &[String]) -> Result<Self, ChannelsError> {
         let mut map = ChannelMap::default();
         for arg in args {
             let (channel, path) = parse_map_arg(arg)?;
             let path = std::path::absolute(&path).map_err(|source| ChannelsError::StatPath {
+                arg: arg.clone(),
+                path: path.clone(),
+                source,
+            })?;
+            let path = std::fs::canonicalize(&path).map_err(|source| ChannelsError::StatPath {
                 arg: arg.clone(),
                 path: path.clone(),
                 source,
@@ -166,5 +172,16 @@ mod tests {
         );
         let file = ChannelMap::from_args(&["t=/proc/self/status".into()]).unwrap_err();
         assert!(matches!(file, ChannelsError::NotADirectory { .. }));
+    }
+
+    #[test]
+    fn folders_are_kept_canonical() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        std::os::unix::fs::symlink(&real, dir.path().join("link")).unwrap();
+        let map = ChannelMap::from_args(&[format!("t={}/link/./", dir.path().display())]).unwrap();
+        assert_eq!(map.paths("t"), [real.canonicalize().unwrap()]);
+        assert!(map.maps_path(&real.canonicalize().unwrap()));
     }
 }

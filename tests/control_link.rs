@@ -104,6 +104,35 @@ fn link_connects_when_the_daemon_appears_and_rescans() {
     assert_eq!(d.status()["overlays"][0]["stats"], json!({"calls": 2}));
 }
 
+/// `--map` through a symlink to an overlay's mountpoint: the daemon keeps the folder canonical, so
+/// notifications for that channel go to the overlay mounted there (not to a trigger file).
+#[test]
+fn a_map_through_a_symlink_reaches_the_overlay_mounted_there() {
+    let dir = tempdir();
+    let control = dir.path().join("control.sock");
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let link_path = dir.path().join("share-link");
+    std::os::unix::fs::symlink(&mnt, &link_path).unwrap();
+    let map = format!("mapped={}", link_path.display());
+    let d = Daemon::start_at(&control, &["--map", &map]);
+    let fake = link(control.clone(), mnt.clone(), Duration::ZERO);
+    poll_until("linked", DEADLINE, || fake.linked() == [true]);
+    let mut c = vfnotify::control::Client::connect(&control).unwrap();
+    let r = c
+        .request("notify", json!({"channel": "mapped", "paths": ["x"]}))
+        .unwrap();
+    assert_eq!(r["overlays"], 1, "{r}");
+    assert_eq!(r["handled"], 1, "{r}");
+    assert_eq!(fake.calls().last().unwrap(), &vec!["x".to_string()]);
+    assert_eq!(
+        r["triggers"], 0,
+        "no trigger file toggled in the overlay's folder: {r}"
+    );
+    assert!(!mnt.join(".virtiofs-refresh").exists());
+    drop(d);
+}
+
 #[test]
 fn link_survives_a_daemon_restart() {
     let dir = tempdir();

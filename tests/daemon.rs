@@ -481,7 +481,10 @@ fn trickling_peers_are_closed() {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert!(closed, "a peer sending a byte every 250 ms kept its connection for 5 s");
+    assert!(
+        closed,
+        "a peer sending a byte every 250 ms kept its connection for 5 s"
+    );
     assert!(
         t.elapsed() >= Duration::from_millis(900),
         "closed too early: {:?}",
