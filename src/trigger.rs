@@ -79,12 +79,15 @@ pub fn toggle(dir: &Path, name: &str) -> Result<Toggled, TriggerError> {
             path: path.clone(),
             source,
         })?;
-    let dfd = crate::sys::openat(
-        crate::sys::cwd(),
-        &cdir,
-        libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
-        0,
-    )
+    // The folder is kept canonical (`ChannelMap`), so a symlink anywhere on the way is a change
+    // made since start-up — a parent swapped on the share, say: refuse it rather than toggle
+    // wherever it points (ELOOP). Kernels without openat2 check the last component only.
+    let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+    let dfd = match crate::sys::open_no_symlinks(&cdir, flags) {
+        Ok(Some(fd)) => Ok(fd),
+        Ok(None) => crate::sys::openat(crate::sys::cwd(), &cdir, flags, 0),
+        Err(e) => Err(e),
+    }
     .map_err(|source| TriggerError::Inspect {
         path: path.clone(),
         source,
@@ -259,6 +262,30 @@ mod tests {
                 ..
             })
         ));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// A parent of the folder swapped for a symlink after start-up: refused, nothing toggled at
+    /// the symlink's target.
+    #[test]
+    fn a_parent_swapped_for_a_symlink_is_refused() {
+        let d = tmp("parent").canonicalize().unwrap();
+        std::fs::create_dir_all(d.join("share/docs")).unwrap();
+        std::fs::create_dir_all(d.join("elsewhere/docs")).unwrap();
+        let folder = d.join("share/docs");
+        assert_eq!(toggle(&folder, ".t").unwrap(), Toggled::Created);
+        std::fs::rename(d.join("share"), d.join("moved")).unwrap();
+        std::os::unix::fs::symlink(d.join("elsewhere"), d.join("share")).unwrap();
+        let e = toggle(&folder, ".t").unwrap_err();
+        assert!(
+            matches!(&e, TriggerError::Inspect { source, .. } if source.raw_os_error() == Some(libc::ELOOP)),
+            "{e}"
+        );
+        assert!(!d.join("elsewhere/docs/.t").exists());
+        assert!(
+            d.join("moved/docs/.t").exists(),
+            "the real folder is untouched"
+        );
         let _ = std::fs::remove_dir_all(&d);
     }
 

@@ -83,6 +83,44 @@ pub fn openat(
     }
 }
 
+/// `openat2(AT_FDCWD, path, flags, RESOLVE_NO_SYMLINKS)`: open an absolute path whose every
+/// component must be a real directory or file, no symlink (nor /proc magic link) anywhere.
+/// `Ok(None)` where the kernel has no openat2 (before 5.6).
+pub fn open_no_symlinks(path: &CStr, flags: libc::c_int) -> io::Result<Option<OwnedFd>> {
+    /// `struct open_how` (include/uapi/linux/openat2.h); libc's is non-exhaustive.
+    #[repr(C)]
+    struct OpenHow {
+        flags: u64,
+        mode: u64,
+        resolve: u64,
+    }
+    let how = OpenHow {
+        flags: (flags | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: libc::RESOLVE_NO_SYMLINKS,
+    };
+    // SAFETY: `path` is a valid C string and `how` a fully initialised open_how whose size is
+    // passed along; on success the returned fd is new and owned by us.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    if ret < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ENOSYS) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    // SAFETY: the syscall returned a new descriptor that nothing else owns.
+    Ok(Some(unsafe { OwnedFd::from_raw_fd(ret as libc::c_int) }))
+}
+
 /// `mkdirat`.
 pub fn mkdirat(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()> {
     // SAFETY: name is a valid C string.
