@@ -7,11 +7,13 @@
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+
+use crate::sys;
 
 /// The host's CID.
 pub const HOST_CID: u32 = 2;
@@ -321,6 +323,80 @@ impl Listener for VsockListener {
     }
 }
 
+/// Bind in a fresh private folder next to `path`, chmod, rename into place, remove the folder.
+fn bind_private(
+    path: &Path,
+    mode: u32,
+) -> Result<std::os::unix::net::UnixListener, TransportError> {
+    use std::os::fd::{AsFd, AsRawFd};
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path.file_name().unwrap_or_default();
+    let io_err = |source: io::Error| TransportError::Bind {
+        addr: path.display().to_string(),
+        source,
+    };
+    let cname = sys::cstr(name).map_err(io_err)?;
+    let pdir = sys::openat(
+        sys::cwd(),
+        &sys::cstr(parent.as_os_str()).map_err(io_err)?,
+        libc::O_PATH | libc::O_DIRECTORY,
+        0,
+    )
+    .map_err(io_err)?;
+    // A name of our own: mkdirat fails rather than reuse anything already there.
+    let mut made = None;
+    for i in 0..100u32 {
+        let mut tmp = std::ffi::OsString::from(".");
+        tmp.push(name);
+        tmp.push(format!(".{}.{i}.tmp", std::process::id()));
+        let ctmp = sys::cstr(&tmp).map_err(io_err)?;
+        match sys::mkdirat(pdir.as_fd(), &ctmp, 0o700) {
+            Ok(()) => {
+                made = Some(ctmp);
+                break;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => continue,
+            Err(e) => return Err(io_err(e)),
+        }
+    }
+    let ctmp = made.ok_or_else(|| io_err(io::Error::from_raw_os_error(libc::EEXIST)))?;
+    let result = (|| {
+        let priv_dir = sys::openat(
+            pdir.as_fd(),
+            &ctmp,
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+            0,
+        )
+        .map_err(io_err)?;
+        // Through the descriptor's /proc link: the folder we made, wherever it is renamed to.
+        let inside = PathBuf::from(format!("/proc/self/fd/{}", priv_dir.as_raw_fd())).join(name);
+        let listener = std::os::unix::net::UnixListener::bind(&inside).map_err(io_err)?;
+        let done = (|| {
+            sys::fchmodat(priv_dir.as_fd(), &cname, mode).map_err(|source| {
+                TransportError::Chmod {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            })?;
+            sys::renameat2(priv_dir.as_fd(), &cname, pdir.as_fd(), &cname, 0).map_err(|source| {
+                TransportError::Rename {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            })
+        })();
+        if done.is_err() {
+            let _ = sys::unlinkat(priv_dir.as_fd(), &cname, 0);
+        }
+        done.map(|()| listener)
+    })();
+    let _ = sys::unlinkat(pdir.as_fd(), &ctmp, libc::AT_REMOVEDIR);
+    result
+}
+
 /// Whether a process accepts connections on the Unix socket at `path`.
 pub fn socket_is_live(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
@@ -333,8 +409,10 @@ pub fn socket_is_live(path: &Path) -> bool {
 /// - an existing socket someone answers on → [`TransportError::AddressInUse`];
 /// - an existing non-socket → [`TransportError::NotASocket`].
 ///
-/// The socket is bound under a temporary name, given its mode, then renamed into place, so
-/// nobody can connect before the mode is set.
+/// The socket is bound in a private folder (mode 0700, made next to `path`), given its mode
+/// there, then renamed into place: nobody can connect before the mode is set, and every step
+/// works on descriptors of the two folders, never on a path another user could swap for a
+/// symlink (the parent may be writable by others, like `/tmp`).
 pub fn bind_unix(
     path: &Path,
     mode: u32,
@@ -367,31 +445,7 @@ pub fn bind_unix(
         }
         Err(_) => {}
     }
-    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(format!(".{}.tmp", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
-    let _ = std::fs::remove_file(&tmp);
-    let listener =
-        std::os::unix::net::UnixListener::bind(&tmp).map_err(|source| TransportError::Bind {
-            addr: path.display().to_string(),
-            source,
-        })?;
-    let cleanup = |e| {
-        let _ = std::fs::remove_file(&tmp);
-        e
-    };
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).map_err(|source| {
-        cleanup(TransportError::Chmod {
-            path: path.to_path_buf(),
-            source,
-        })
-    })?;
-    std::fs::rename(&tmp, path).map_err(|source| {
-        cleanup(TransportError::Rename {
-            path: path.to_path_buf(),
-            source,
-        })
-    })?;
+    let listener = bind_private(path, mode)?;
     listener
         .set_nonblocking(true)
         .map_err(|source| TransportError::Bind {
@@ -542,6 +596,7 @@ mod tests {
 
     #[test]
     fn bind_replaces_stale_and_refuses_live() {
+        use std::os::unix::fs::PermissionsExt;
         let dir = std::env::temp_dir().join(format!("vfnotify-ut-{}", std::process::id()));
         let path = dir.join("sub/s.sock");
         let l = bind_unix(&path, 0o600).unwrap();
@@ -561,6 +616,49 @@ mod tests {
             bind_unix(&file, 0o600),
             Err(TransportError::NotASocket { .. })
         ));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// In a folder others can write (like /tmp): a name planted where the temporary folder would
+    /// go is skipped and left alone, the mode is set before the socket shows, and nothing else is
+    /// left behind.
+    #[test]
+    fn bind_in_a_shared_folder_uses_a_private_one() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("vfnotify-ut-shared-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let victim = dir.join("victim");
+        std::fs::write(&victim, b"v").unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let planted = dir.join(format!(".c.sock.{}.0.tmp", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        let path = dir.join("c.sock");
+        let _l = bind_unix(&path, 0o660).unwrap();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert!(meta.file_type().is_socket());
+        assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+        assert_eq!(
+            std::fs::metadata(&victim).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
+        assert!(
+            std::fs::symlink_metadata(&planted)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        let planted_name = planted.file_name().unwrap().to_string_lossy().into_owned();
+        assert_eq!(
+            names,
+            [planted_name, "c.sock".to_string(), "victim".to_string()]
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
