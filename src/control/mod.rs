@@ -101,6 +101,29 @@ pub fn status_main(args: StatusArgs) -> u8 {
 /// interrupted (exit 0) or the daemon goes away (exit 1).
 pub fn watch_main(args: WatchArgs) -> u8 {
     crate::logging::init(false);
+    // SIGINT is ours from the first moment (a Ctrl-C while connecting ends the watch like any
+    // other, not by the default action).
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("vfnotify watch: cannot start: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    let sigint = {
+        let _ctx = rt.enter();
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+    };
+    let mut sigint = match sigint {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("vfnotify watch: cannot handle SIGINT: {e}");
+            return EXIT_FAILURE;
+        }
+    };
     // A path (absolute, or starting with `./` or `../`) names an overlay's mountpoint.
     let target = if args.channel.starts_with('/')
         || args.channel.starts_with("./")
@@ -128,21 +151,36 @@ pub fn watch_main(args: WatchArgs) -> u8 {
     if let (Some(g), Value::Object(m)) = (&args.glob, &mut req) {
         m.insert("glob".into(), json!(g));
     }
-    let (mut client, id) = match (|| -> Result<(Client, u64), ClientError> {
-        let (mut client, _) = Client::connect_hello(&args.control)?;
+    let control = args.control.clone();
+    let channel = args.channel.clone();
+    let connect = move || -> Result<(Client, u64), ClientError> {
+        let (mut client, _) = Client::connect_hello(&control)?;
         client.set_timeout(Some(Duration::from_secs(10)))?;
         let r = client.request("watch", req)?;
         client.set_timeout(None)?;
         if r.get("overlays").and_then(Value::as_u64) == Some(0) {
-            eprintln!(
-                "vfnotify watch: no overlay follows {:?} yet; waiting for one",
-                args.channel
-            );
+            eprintln!("vfnotify watch: no overlay follows {channel:?} yet; waiting for one");
         }
         Ok((client, r.get("watch").and_then(Value::as_u64).unwrap_or(0)))
-    })() {
-        Ok(x) => x,
-        Err(e) => {
+    };
+    // Connecting may wait (up to 10 s on a stuck daemon): Ctrl-C ends that wait too.
+    let connected = rt.block_on(async {
+        tokio::select! {
+            _ = sigint.recv() => None,
+            r = tokio::task::spawn_blocking(connect) => Some(r),
+        }
+    });
+    let (mut client, id) = match connected {
+        None => {
+            rt.shutdown_background();
+            return 0;
+        }
+        Some(Ok(Ok(x))) => x,
+        Some(Ok(Err(e))) => {
+            eprintln!("vfnotify watch: {e}");
+            return EXIT_FAILURE;
+        }
+        Some(Err(e)) => {
             eprintln!("vfnotify watch: {e}");
             return EXIT_FAILURE;
         }
@@ -187,19 +225,9 @@ pub fn watch_main(args: WatchArgs) -> u8 {
         eprintln!("vfnotify watch: cannot start: {e}");
         return EXIT_FAILURE;
     }
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("vfnotify watch: cannot start: {e}");
-            return EXIT_FAILURE;
-        }
-    };
     rt.block_on(async move {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => 0,
+            _ = sigint.recv() => 0,
             code = done_rx => code.unwrap_or(EXIT_FAILURE),
         }
     })
