@@ -1598,6 +1598,18 @@ fn thousands_of_open_files_with_a_low_soft_fd_limit() {
 // ------------------------------------------------------------------------------------------------
 // Ownership and permissions with allow_other
 
+/// `sh -c SCRIPT` as nobody (uid and gid 65534), from `/`.
+fn sh_as_nobody(script: &str) -> std::process::Output {
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .uid(65534)
+        .gid(65534)
+        .current_dir("/")
+        .output()
+        .expect("spawn as nobody")
+}
+
 #[test]
 fn allow_other_creates_are_owned_by_the_caller() {
     let Some(fx) = setup(
@@ -1618,14 +1630,7 @@ fn allow_other_creates_are_owned_by_the_caller() {
          mkfifo open/fifo; echo data > open/dir/inner; \
          if out=$(touch locked/denied 2>&1); then echo CREATED; fi; echo \"$out\""
     );
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(&script)
-        .uid(65534)
-        .gid(65534)
-        .current_dir("/")
-        .output()
-        .expect("spawn as nobody");
+    let out = sh_as_nobody(&script);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -1664,15 +1669,9 @@ fn allow_other_creates_are_owned_by_the_caller() {
     // Nor can nobody chmod root's file, or read a 0600 root file.
     fs::write(fx.s("open/secret"), b"s").unwrap();
     fs::set_permissions(fx.s("open/secret"), fs::Permissions::from_mode(0o600)).unwrap();
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "cat '{mnt}/open/secret' 2>&1; chmod 777 '{mnt}/open/secret' 2>&1; true"
-        ))
-        .uid(65534)
-        .gid(65534)
-        .output()
-        .unwrap();
+    let out = sh_as_nobody(&format!(
+        "cat '{mnt}/open/secret' 2>&1; chmod 777 '{mnt}/open/secret' 2>&1; true"
+    ));
     let s = String::from_utf8_lossy(&out.stdout);
     assert!(s.contains("Permission denied"), "cat: {s}");
     assert!(s.contains("Operation not permitted"), "chmod: {s}");
@@ -1692,14 +1691,8 @@ fn setgid_directory_passes_its_group_on() {
     std::os::unix::fs::chown(fx.s("shared"), Some(0), Some(4321)).unwrap();
     fs::set_permissions(fx.s("shared"), fs::Permissions::from_mode(0o2777)).unwrap();
     let mnt = fx.mnt.path().display().to_string();
-    let st = Command::new("sh")
-        .arg("-c")
-        .arg(format!("touch '{mnt}/shared/f' && mkdir '{mnt}/shared/d'"))
-        .uid(65534)
-        .gid(65534)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    let out = sh_as_nobody(&format!("touch '{mnt}/shared/f' && mkdir '{mnt}/shared/d'"));
+    assert!(out.status.success());
     let f = fs::metadata(fx.s("shared/f")).unwrap();
     assert_eq!((f.uid(), f.gid()), (65534, 4321));
     let d = fs::metadata(fx.s("shared/d")).unwrap();
@@ -1734,14 +1727,7 @@ fn writes_by_others_clear_set_id_bits() {
         }
         let o = |n: &str| fx.o(n).display().to_string();
         let as_nobody = |script: String| {
-            let out = Command::new("sh")
-                .arg("-c")
-                .arg(&script)
-                .uid(65534)
-                .gid(65534)
-                .current_dir("/")
-                .output()
-                .unwrap();
+            let out = sh_as_nobody(&script);
             assert!(
                 out.status.success(),
                 "{opts}: {script}: {}",
