@@ -33,10 +33,10 @@ CMDLINE="bash bench/run.sh $MODE"
 T_START=$EPOCHREALTIME
 
 if [[ "$MODE" == full ]]; then
-    RUNS=3 SEQ_MB=1024 WRITE_CAP=6 RR_MS=1000 META_DIRS=100 META_FILES=10000 BUILD_DIRS=100 BUILD_FILES=2000
+    RUNS=3 SEQ_MB=1024 WRITE_CAP=4 READ_CAP=3 RR_MS=600 META_DIRS=100 META_FILES=10000 BUILD_DIRS=100 BUILD_FILES=2000
     VIS_N=300 EV_N=1000 EV_ENTRIES=10000 RESCAN_SIZES="1000 10000 100000"
 else
-    RUNS=1 SEQ_MB=256 WRITE_CAP=3 RR_MS=300 META_DIRS=20 META_FILES=2000 BUILD_DIRS=25 BUILD_FILES=500
+    RUNS=1 SEQ_MB=256 WRITE_CAP=3 READ_CAP=2 RR_MS=300 META_DIRS=20 META_FILES=2000 BUILD_DIRS=25 BUILD_FILES=500
     VIS_N=100 EV_N=200 EV_ENTRIES=2000 RESCAN_SIZES="1000 10000"
 fi
 
@@ -296,8 +296,8 @@ pin() {
 # 1. Sequential and random I/O (fio) on a ${SEQ_MB} MiB file.
 # ---------------------------------------------------------------------------------------------
 row seqw rate "sequential write ${SEQ_MB} MiB (1 MiB blocks; at most ${WRITE_CAP} s)"
-row seqr_cold rate "sequential read, cold"
-row seqr_warm rate "sequential read, warm"
+row seqr_cold rate "sequential read, cold (at most ${READ_CAP} s)"
+row seqr_warm rate "sequential read, warm (at most ${READ_CAP} s)"
 row rr_warm iops "4 KiB random read, warm, QD1 (psync)"
 row rr_cold iops "4 KiB random read, cold, QD16 ($ENGINE)"
 
@@ -321,11 +321,11 @@ STEP="sequential read"
 log "$STEP"
 for ((r = 1; r <= RUNS; r++)); do
     drop_caches 3
-    fio_all seqr_cold bw read seq.bin --bs=1M
+    fio_all seqr_cold bw read seq.bin --bs=1M --runtime="$READ_CAP"
 done
-fio_all warmup bw read seq.bin --bs=1M
+fio_all warmup bw read seq.bin --bs=1M --runtime="$((2 * READ_CAP))"
 for ((r = 1; r <= RUNS; r++)); do
-    fio_all seqr_warm bw read seq.bin --bs=1M
+    fio_all seqr_warm bw read seq.bin --bs=1M --runtime="$READ_CAP"
 done
 STEP="random read"
 log "$STEP ($ENGINE)"
@@ -530,7 +530,7 @@ ratio() { # ratio ROW COL: the cell's ratio to native (>1 = faster)
 target() { # target LABEL VALUE OP LIMIT UNIT
     local ok
     ok=$(awk -v v="$2" -v l="$4" -v op="$3" 'BEGIN{ print ((op == ">=" ? v >= l : v <= l) ? "met" : "**missed**") }')
-    printf -- '- %s: %s %s (target %s %s%s)\n' "$1" "$(awk -v v="$2" 'BEGIN{printf "%.2f", v}')$5" "$ok" "$3" "$4" "$5"
+    printf -- '- %s: %s %s (target %s %s%s)\n' "$1" "$(awk -v v="$2" 'BEGIN{printf "%.3f", v}')$5" "$ok" "$3" "$4" "$5"
 }
 
 KERNEL=$(uname -r)
