@@ -38,7 +38,13 @@ pub struct LinkConfig {
     pub channel: String,
     /// The overlay's mountpoint (reported to the daemon; lets `--map` paths be recognised).
     pub mountpoint: PathBuf,
+    /// How often fresh statistics are reported when no notification comes (only when they
+    /// changed), so `vfnotify status` is not stale on a quiet channel.
+    pub stats_interval: Duration,
 }
+
+/// The default [`LinkConfig::stats_interval`].
+pub const STATS_INTERVAL: Duration = Duration::from_secs(5);
 
 /// How often the link retries connecting while the daemon is away.
 pub const RETRY: Duration = Duration::from_millis(100);
@@ -124,22 +130,47 @@ fn session(
     // Notifications may have been missed while unlinked: rescan, and report what that found
     // (and the fresh state) with an acknowledgement of nothing.
     let changes = target.handle(&[]);
+    let mut reported = target.stats();
     client
         .send(
             "handled",
-            json!({"seqs": [], "stats": target.stats(), "changes": changes}),
+            json!({"seqs": [], "stats": reported, "changes": changes}),
         )
         .map_err(LinkError::Ack)?;
+    // Waiting for events wakes up every `stats_interval` to report changed statistics (a read
+    // timeout keeps what was partly received).
+    client
+        .set_timeout(Some(config.stats_interval))
+        .map_err(LinkError::Receive)?;
     loop {
-        let batch = client.recv_batch().map_err(LinkError::Receive)?;
+        let batch = match client.recv_batch() {
+            Ok(b) => b,
+            Err(ClientError::Receive(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                let stats = target.stats();
+                if stats != reported {
+                    client
+                        .send("handled", json!({"seqs": [], "stats": stats}))
+                        .map_err(LinkError::Ack)?;
+                    reported = stats;
+                }
+                continue;
+            }
+            Err(e) => return Err(LinkError::Receive(e)),
+        };
         let Some(merged) = merge_events(&batch) else {
             continue;
         };
         let changes = target.handle(&merged.paths);
+        reported = target.stats();
         client
             .send(
                 "handled",
-                json!({"seqs": merged.seqs, "stats": target.stats(), "changes": changes}),
+                json!({"seqs": merged.seqs, "stats": reported, "changes": changes}),
             )
             .map_err(LinkError::Ack)?;
     }

@@ -19,6 +19,8 @@ use vfnotify::link::{LinkConfig, NotifyTarget, spawn};
 #[derive(Default)]
 struct Fake {
     calls: Mutex<Vec<Vec<String>>>,
+    /// Work done outside notifications (as an overlay's lookups are).
+    busy: std::sync::atomic::AtomicU64,
     linked: Mutex<Vec<bool>>,
     work: Duration,
 }
@@ -33,7 +35,10 @@ impl NotifyTarget for Fake {
         self.linked.lock().unwrap().push(linked);
     }
     fn stats(&self) -> Value {
-        json!({"calls": self.calls.lock().unwrap().len()})
+        json!({
+            "calls": self.calls.lock().unwrap().len(),
+            "busy": self.busy.load(std::sync::atomic::Ordering::Relaxed),
+        })
     }
 }
 
@@ -57,6 +62,7 @@ fn link(control: PathBuf, mountpoint: PathBuf, work: Duration) -> Arc<Fake> {
             control,
             channel: "docs".into(),
             mountpoint,
+            stats_interval: Duration::from_millis(100),
         },
         target,
     )
@@ -101,7 +107,10 @@ fn link_connects_when_the_daemon_appears_and_rescans() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert_eq!(fake.calls().last().unwrap(), &vec!["a/b".to_string()]);
-    assert_eq!(d.status()["overlays"][0]["stats"], json!({"calls": 2}));
+    assert_eq!(
+        d.status()["overlays"][0]["stats"],
+        json!({"calls": 2, "busy": 0})
+    );
 }
 
 /// `--map` through a symlink to an overlay's mountpoint: the daemon keeps the folder canonical, so
@@ -131,6 +140,24 @@ fn a_map_through_a_symlink_reaches_the_overlay_mounted_there() {
     );
     assert!(!mnt.join(".virtiofs-refresh").exists());
     drop(d);
+}
+
+/// Statistics that change without a notification reach `status` within the stats interval.
+#[test]
+fn quiet_links_still_report_fresh_statistics() {
+    let dir = tempdir();
+    let control = dir.path().join("control.sock");
+    let d = Daemon::start_at(&control, &[]);
+    let fake = link(control.clone(), dir.path().join("mnt"), Duration::ZERO);
+    poll_until("linked", DEADLINE, || fake.linked() == [true]);
+    poll_until("first report", DEADLINE, || {
+        d.status()["overlays"][0]["stats"]["calls"] == 1
+    });
+    fake.busy.store(7, std::sync::atomic::Ordering::Relaxed);
+    poll_until("a report without a notification", DEADLINE, || {
+        d.status()["overlays"][0]["stats"]["busy"] == 7
+    });
+    assert_eq!(fake.calls().len(), 1, "no notification was sent");
 }
 
 #[test]

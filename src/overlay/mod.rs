@@ -383,6 +383,7 @@ pub fn run(
                     control: cfg.control.clone(),
                     channel,
                     mountpoint: mountpoint.to_path_buf(),
+                    stats_interval: crate::link::STATS_INTERVAL,
                 },
                 target,
             )?;
