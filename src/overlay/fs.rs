@@ -515,21 +515,23 @@ impl Shared {
             process = comm.trim_end(), path = %path.display(), "audit");
     }
 
-    /// A best-effort relative path for a node (and an optional child name), for logs and audit.
+    /// A best-effort relative path for a node (and an optional child name), for logs and audit:
+    /// where the chain of names is broken (a folder forgotten meanwhile), the part that is known,
+    /// under `?`.
     pub fn path_of(&self, ino: Ino, name: Option<&OsStr>) -> std::path::PathBuf {
-        let mut parts: Vec<OsString> = name.map(|n| vec![n.to_owned()]).unwrap_or_default();
-        let mut cur = ino;
-        let mut guard = 0;
-        while cur != ROOT_INO && guard < 4096 {
-            guard += 1;
-            let Some(n) = self.table.get(cur) else { break };
-            let Some((p, nm)) = n.state().links.first().cloned() else {
-                break;
-            };
-            parts.push(nm);
-            cur = p;
-        }
-        parts.iter().rev().collect()
+        self.try_path_of(ino, name)
+            .unwrap_or_else(|partial| std::path::Path::new("?").join(partial))
+    }
+
+    /// The relative path of a node (and an optional child name) through the mount, from the
+    /// names the kernel was told; `Err(partial)` when a folder on the way is no longer known
+    /// (forgotten by the kernel) or has no name, so the path cannot be trusted.
+    pub fn try_path_of(
+        &self,
+        ino: Ino,
+        name: Option<&OsStr>,
+    ) -> Result<std::path::PathBuf, std::path::PathBuf> {
+        self.table.path_of(ino, name)
     }
 
     fn check_writable(&self, req: &Request) -> io::Result<()> {

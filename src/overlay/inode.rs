@@ -242,6 +242,34 @@ impl Table {
     }
 
     /// The kernel dropped `n` lookups of `ino`; free the node at zero.
+    /// The relative path of `ino` (and an optional child `name`) from the root, by the first
+    /// name of each folder; `Err(partial)` when a folder on the way is gone from the table or has
+    /// no name (the kernel forgot it), so the path cannot be trusted.
+    pub fn path_of(
+        &self,
+        ino: Ino,
+        name: Option<&std::ffi::OsStr>,
+    ) -> Result<std::path::PathBuf, std::path::PathBuf> {
+        let mut parts: Vec<std::ffi::OsString> =
+            name.map(|n| vec![n.to_owned()]).unwrap_or_default();
+        let mut cur = ino;
+        let mut complete = false;
+        for _ in 0..4096 {
+            if cur == ROOT_INO {
+                complete = true;
+                break;
+            }
+            let Some(n) = self.get(cur) else { break };
+            let Some((p, nm)) = n.state().links.first().cloned() else {
+                break;
+            };
+            parts.push(nm);
+            cur = p;
+        }
+        let path = parts.iter().rev().collect();
+        if complete { Ok(path) } else { Err(path) }
+    }
+
     pub fn forget(&self, ino: Ino, n: u64) {
         if ino == ROOT_INO {
             return;
@@ -350,6 +378,32 @@ mod tests {
         assert!(f1 >= ALLOC_BASE);
         assert_eq!(t.ino_for(Key { dev: 8, ino: 55 }), f1);
         assert!(t.ino_for(Key { dev: 7, ino: 1 }) >= ALLOC_BASE);
+    }
+
+    /// A path is only trusted while every folder on the way is known: once the kernel forgot
+    /// one, a replay must not land in the mount root instead (seen once in the VM test).
+    #[test]
+    fn paths_need_every_folder_on_the_way() {
+        let t = table();
+        let (a, _) = t.lookup(
+            Key { dev: 7, ino: 20 },
+            true,
+            ROOT_INO,
+            OsStr::new("a"),
+            None,
+        );
+        let (b, _) = t.lookup(Key { dev: 7, ino: 21 }, true, a.ino, OsStr::new("b"), None);
+        assert_eq!(
+            t.path_of(b.ino, Some(OsStr::new("f"))),
+            Ok(std::path::PathBuf::from("a/b/f"))
+        );
+        assert_eq!(t.path_of(ROOT_INO, None), Ok(std::path::PathBuf::new()));
+        t.forget(a.ino, 1);
+        assert!(t.get(a.ino).is_none());
+        assert_eq!(
+            t.path_of(b.ino, Some(OsStr::new("f"))),
+            Err(std::path::PathBuf::from("b/f"))
+        );
     }
 
     #[test]

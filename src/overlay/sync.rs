@@ -540,14 +540,20 @@ impl Worker {
         ChangeRecord { kind, path, to }
     }
 
-    fn path(&self, dir: Ino, name: &OsStr) -> PathBuf {
-        let rel = self.s.path_of(dir, Some(name));
-        match &*self.prefix.borrow() {
+    /// The path through the mount of `name` in `dir`. `ESTALE` when a folder on the way is no
+    /// longer known (the kernel forgot it since the change was found): a replay there would act
+    /// on the wrong folder, so the change is invalidated instead.
+    fn path(&self, dir: Ino, name: &OsStr) -> io::Result<PathBuf> {
+        let rel = self
+            .s
+            .try_path_of(dir, Some(name))
+            .map_err(|_| io::Error::from_raw_os_error(libc::ESTALE))?;
+        Ok(match &*self.prefix.borrow() {
             Some(p) => p.join(rel),
             // No way in (the mount is going away): a path that fails, so the change is
             // invalidated instead.
             None => PathBuf::from("/proc/self/fd/-1").join(rel),
-        }
+        })
     }
 
     /// Run `f` with the replay path prefix set; for a detached root the holder stays locked, so
@@ -591,10 +597,10 @@ impl Worker {
                 return;
             }
         }
-        let res: io::Result<()> = match c {
+        let res: io::Result<()> = (|| match c {
             Change::Create { dir, name, new } | Change::Link { dir, name, new } => {
                 s.replay.set(*dir, name, ViewEntry::Absent);
-                let path = self.path(*dir, name);
+                let path = self.path(*dir, name)?;
                 let r = match (c, new.file_type()) {
                     (Change::Link { .. }, _) => self
                         .existing_path(new.key)
@@ -638,7 +644,7 @@ impl Worker {
                     self.replay_remove_tree(*dir, name, old);
                 }
                 s.replay.set(*dir, name, ViewEntry::Present(*old));
-                let path = self.path(*dir, name);
+                let path = self.path(*dir, name)?;
                 if old.is_dir() {
                     std::fs::remove_dir(&path)
                 } else {
@@ -661,12 +667,12 @@ impl Worker {
                         .map(ViewEntry::Present)
                         .unwrap_or(ViewEntry::Absent),
                 );
-                let a = self.path(*from, name);
-                let b = self.path(*to, newname);
+                let a = self.path(*from, name)?;
+                let b = self.path(*to, newname)?;
                 std::fs::rename(&a, &b)
             }
             Change::Content { dir, name, new } => {
-                let path = self.path(*dir, name);
+                let path = self.path(*dir, name)?;
                 let r = self.replay_write(&path, new.size);
                 self.inval_inode(s.table.ino_for(new.key), 0, 0);
                 r
@@ -677,7 +683,7 @@ impl Worker {
                 old,
                 new,
             } => {
-                let path = self.path(*dir, name);
+                let path = self.path(*dir, name)?;
                 let p = sys::cstr(path.as_os_str());
                 p.and_then(|p| {
                     if old.mode != new.mode && new.file_type() != libc::S_IFLNK {
@@ -694,7 +700,7 @@ impl Worker {
                     }
                 })
             }
-        };
+        })();
         s.replay.clear();
         match res {
             Ok(()) => Stats::bump(&s.stats.events_replayed),
@@ -748,7 +754,9 @@ impl Worker {
                 self.replay_remove_tree(ino, child, e);
             }
             self.s.replay.set(ino, child, ViewEntry::Present(*e));
-            let path = self.path(ino, child);
+            let Ok(path) = self.path(ino, child) else {
+                continue;
+            };
             let r = if e.is_dir() {
                 std::fs::remove_dir(&path)
             } else {
@@ -774,7 +782,7 @@ impl Worker {
             .first()
             .cloned()
             .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?;
-        Ok(self.path(p, &n))
+        self.path(p, &n)
     }
 
     fn symlink_target(&self, dir: Ino, name: &OsStr) -> io::Result<PathBuf> {
@@ -793,11 +801,17 @@ impl Worker {
         let s = &self.s;
         let name = OsString::from(&s.cfg.trigger_name);
         s.replay.set(dir, &name, ViewEntry::Virtual);
-        let path = self.path(dir, &name);
-        let made = sys::cstr(path.as_os_str())
-            .and_then(|p| sys::mknodat(sys::cwd(), &p, libc::S_IFREG | 0o644, 0));
-        if made.is_ok() {
+        let made = self.path(dir, &name).and_then(|path| {
+            sys::mknodat(
+                sys::cwd(),
+                &sys::cstr(path.as_os_str())?,
+                libc::S_IFREG | 0o644,
+                0,
+            )?;
             let _ = std::fs::remove_file(&path);
+            Ok(())
+        });
+        if made.is_ok() {
             Stats::bump(&s.stats.events_replayed);
         } else {
             Stats::bump(&s.stats.replay_failed);
