@@ -728,7 +728,7 @@ impl Worker {
                 Ok(())
             }
             Ok(f) => f.set_len(size),
-            Err(_) => sys::cstr(path.as_os_str()).and_then(|p| sys::truncate(&p, size)),
+            Err(_) => sys::cstr(path.as_os_str()).and_then(|p| sys::truncate_nofollow(&p, size)),
         }
     }
 

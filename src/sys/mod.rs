@@ -691,9 +691,22 @@ pub fn cwd() -> BorrowedFd<'static> {
 }
 
 /// `truncate(path, size)`.
-pub fn truncate(path: &CStr, size: u64) -> io::Result<()> {
+fn truncate(path: &CStr, size: u64) -> io::Result<()> {
     // SAFETY: path is a valid C string.
     cvt(unsafe { libc::truncate(path.as_ptr(), size as libc::off_t) }).map(drop)
+}
+
+/// `truncate(2)` of the regular file at `path` without following a final symlink, even one
+/// swapped in at the last moment: open it `O_PATH | O_NOFOLLOW`, refuse anything but a regular
+/// file (EINVAL, as truncate does), and truncate exactly that inode through its `/proc` link
+/// (no write open needed, like truncate).
+pub fn truncate_nofollow(path: &CStr, size: u64) -> io::Result<()> {
+    let fd = openat(cwd(), path, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
+    if fstat(fd.as_fd())?.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let link = CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
+    truncate(&link, size)
 }
 
 /// One inotify event.
@@ -889,5 +902,19 @@ mod tests {
             std::fs::metadata(&target).unwrap().permissions().mode() & 0o777,
             0o640
         );
+    }
+
+    #[test]
+    fn truncate_never_follows_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        std::fs::write(&target, b"0123456789").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let err = truncate_nofollow(&cstr(link.as_os_str()).unwrap(), 2).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EINVAL));
+        assert_eq!(std::fs::metadata(&target).unwrap().len(), 10);
+        truncate_nofollow(&cstr(target.as_os_str()).unwrap(), 4).unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"0123");
     }
 }
