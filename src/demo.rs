@@ -400,14 +400,9 @@ fn wait_for(what: &'static str, mut ok: impl FnMut() -> bool, dir: &Path) -> Res
 }
 
 fn is_mounted(mp: &Path) -> bool {
-    let want = mp.to_string_lossy().replace(' ', "\\040");
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .map(|m| {
-            m.lines().any(|l| {
-                l.split(' ').nth(4) == Some(want.as_str()) && l.contains(" - fuse.vfnotify ")
-            })
-        })
-        .unwrap_or(false)
+    crate::daemon::state::vfnotify_mounts()
+        .iter()
+        .any(|m| m == mp)
 }
 
 /// A notification through the control socket; returns once the overlay has handled it.

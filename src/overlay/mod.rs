@@ -431,22 +431,30 @@ fn finish_read_only(
 pub type ReplayHolder = Arc<std::sync::Mutex<Option<OwnedFd>>>;
 
 /// With `ro`, the session lives on through the held staging fd after `umount MOUNTPOINT`:
-/// notice the unmount and let go, so the kernel ends the session as usual.
+/// notice the unmount and let go, so the kernel ends the session as usual. The thread sleeps in
+/// poll(2) on /proc/self/mountinfo, which wakes it on every change of the mount table (and every
+/// 5 s regardless, should polling not work).
 fn watch_unmount(mountpoint: PathBuf, holder: ReplayHolder) -> io::Result<()> {
-    let escaped = mountpoint.to_string_lossy().replace(' ', "\\040");
+    let info = std::fs::File::open("/proc/self/mountinfo")?;
     std::thread::Builder::new()
         .name("vfnotify-umount".into())
         .spawn(move || {
+            use std::io::{Read, Seek};
+            let mut info = info;
+            let mut text = String::new();
             loop {
-                std::thread::sleep(Duration::from_millis(100));
-                let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-                let mounted = info.lines().any(|l| {
-                    l.split(' ').nth(4) == Some(escaped.as_str()) && l.contains(" - fuse.vfnotify ")
-                });
+                text.clear();
+                let read = info.rewind().and_then(|()| info.read_to_string(&mut text));
+                let mounted = read.is_err()
+                    || crate::daemon::state::parse_mountinfo_fstype(&text, "fuse.vfnotify")
+                        .contains(&mountpoint);
                 if !mounted {
                     info!("mountpoint unmounted: releasing the replay mount");
                     holder.lock().unwrap_or_else(|p| p.into_inner()).take();
                     return;
+                }
+                if sys::poll_pri(info.as_fd(), 5000).is_err() {
+                    std::thread::sleep(Duration::from_millis(100));
                 }
             }
         })?;

@@ -121,6 +121,22 @@ pub fn open_no_symlinks(path: &CStr, flags: libc::c_int) -> io::Result<Option<Ow
     Ok(Some(unsafe { OwnedFd::from_raw_fd(ret as libc::c_int) }))
 }
 
+/// Wait up to `timeout_ms` for a priority event on `fd` (for /proc/self/mountinfo: the mount
+/// table changed). Ok(true) on an event, Ok(false) on timeout; EINTR counts as a timeout.
+pub fn poll_pri(fd: BorrowedFd<'_>, timeout_ms: i32) -> io::Result<bool> {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLPRI,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the length of the call.
+    match cvt(unsafe { libc::poll(&mut pfd, 1, timeout_ms) }) {
+        Ok(n) => Ok(n > 0),
+        Err(e) if e.raw_os_error() == Some(libc::EINTR) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// `mkdirat`.
 pub fn mkdirat(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()> {
     // SAFETY: name is a valid C string.
