@@ -15,9 +15,10 @@ lint:
     cargo fmt --check
     cargo clippy --all-targets -- -D warnings
 
-# Benchmark against native and peers: `just bench` (full, < 5 min) or `just bench quick` (< 1 min).
-bench mode="full":
-    bash bench/run.sh {{mode}}
+# Benchmark against native and peers: `just bench` (full, < 5 min) or `just bench quick` (< 1 min);
+# `just bench full ext4` puts SOURCE on an ext4 loop image (bench/RESULTS-ext4.md).
+bench mode="full" fs="tmpfs":
+    bash bench/run.sh {{mode}} {{fs}}
 
 # The one-command tour.
 demo *args:

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # vfnotify benchmark: the overlay against native tmpfs and bindfs, in one run.
 #
-#   bash bench/run.sh [full|quick]      (as root; `just bench` / `just bench quick`)
+#   bash bench/run.sh [full|quick] [tmpfs|ext4]   (as root; `just bench` / `just bench quick`)
 #
 # full: every row, >= 3 runs per cell, < 5 minutes on 2 cores once built.
 # quick: the same rows on smaller sizes, < 1 minute.
+# ext4 (optional): SOURCE on an ext4 loop image instead of tmpfs; writes bench/RESULTS-ext4.md.
 #
 # SOURCE is a private tmpfs (the clean measure of the overlay's own cost). Columns: native (the
 # tmpfs itself), vfnotify (cache=always, kernel passthrough, linked to a daemon), vfnotify
@@ -19,17 +20,17 @@
 set -euo pipefail
 
 MODE=${1:-full}
-case "$MODE" in
-full | quick) ;;
-*)
-    echo "usage: bash bench/run.sh [full|quick]" >&2
+FS=${2:-tmpfs}
+if [[ "$MODE" != full && "$MODE" != quick ]] || [[ "$FS" != tmpfs && "$FS" != ext4 ]] || (($# > 2)); then
+    echo "usage: bash bench/run.sh [full|quick] [tmpfs|ext4]" >&2
     exit 2
-    ;;
-esac
+fi
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-OUT="$REPO/bench/RESULTS.md"
-CMDLINE="bash bench/run.sh $MODE"
+# tmpfs is the reference (bench/RESULTS.md); ext4 (a loop image on this machine's disk, which
+# swings widely) goes to its own file.
+if [[ "$FS" == tmpfs ]]; then OUT="$REPO/bench/RESULTS.md"; else OUT="$REPO/bench/RESULTS-$FS.md"; fi
+CMDLINE="bash bench/run.sh $MODE${2:+ $FS}"
 T_START=$EPOCHREALTIME
 
 if [[ "$MODE" == full ]]; then
@@ -130,8 +131,16 @@ trap 'echo "bench: terminated" >&2; exit 143' TERM
 ulimit -n "$(ulimit -Hn)" # the fd hard limit (20,000 here): the overlay and bindfs may use it
 
 mkdir -p "$SRC" "$W/m" "$W/gen"
-STEP="tmpfs"
-to 10 mount -t tmpfs -o size=12g,mode=0755 vfbench-src "$SRC"
+STEP="SOURCE ($FS)"
+if [[ "$FS" == tmpfs ]]; then
+    to 10 mount -t tmpfs -o size=12g,mode=0755 vfbench-src "$SRC"
+else
+    command -v mkfs.ext4 >/dev/null || die "mkfs.ext4 is missing (apt-get install e2fsprogs)"
+    to 10 truncate -s 14G "$W/src.img"
+    to 120 mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$W/src.img"
+    to 10 mount -o loop "$W/src.img" "$SRC"
+    chmod 0755 "$SRC"
+fi
 SRC_MOUNTED=1
 
 # ---------------------------------------------------------------------------------------------
@@ -140,7 +149,7 @@ SRC_MOUNTED=1
 COLS=(native vf nopt never bindfs)
 VFCOLS=(vf nopt never)
 declare -A HEAD=(
-    [native]="native (tmpfs)" [vf]="vfnotify" [nopt]="vfnotify passthrough=off"
+    [native]="native ($FS)" [vf]="vfnotify" [nopt]="vfnotify passthrough=off"
     [never]="vfnotify cache=never" [bindfs]="bindfs"
 )
 declare -A OPTS=([vf]="" [nopt]=",passthrough=off" [never]=",cache=never")
@@ -542,12 +551,12 @@ URING=$(cat /sys/module/fuse/parameters/enable_uring 2>/dev/null || echo "n/a")
 HALTPOLL=$(cat /sys/module/haltpoll/parameters/guest_halt_poll_ns 2>/dev/null || echo "n/a")
 
 {
-    echo "# vfnotify benchmark results"
+    echo "# vfnotify benchmark results ($FS)"
     echo
     echo "- Command: \`$CMDLINE\` (mode $MODE; $RUNS runs per cell, median; ${RUN_SECS} s after the build)"
     echo "- Machine: Linux $KERNEL, $NCPU CPUs ($CPU), $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM; date $DATE; guest halt polling (\`haltpoll.guest_halt_poll_ns\`): $HALTPOLL"
-    echo "- SOURCE: a private tmpfs. vfnotify columns are linked to a daemon (\`channel=\`), kernel passthrough negotiated: ${PT:-unknown}; FUSE-over-io_uring (\`enable_uring\`): $URING"
-    echo "- Random reads: ${RR_MS} ms per job; warm QD1 with psync (with io_uring, tmpfs reads go to io-wq worker threads: ≈ 13k IOPS natively instead of ≈ 600k), cold QD16 with $ENGINE_NOTE. Cold data = \`echo 3 > /proc/sys/vm/drop_caches\` before the run; cold metadata = \`echo 2\` (dentries and inodes: FUSE inodes go with their pages, the overlay gets FORGETs). tmpfs itself cannot be dropped, so native cold = warm. Every fio run uses \`--invalidate=0\`; the columns run one after another in one fio process (\`stonewall\`)."
+    echo "- SOURCE: a private $FS$([[ $FS == ext4 ]] && echo " (loop image on this machine's disk)"). vfnotify columns are linked to a daemon (\`channel=\`), kernel passthrough negotiated: ${PT:-unknown}; FUSE-over-io_uring (\`enable_uring\`): $URING"
+    echo "- Random reads: ${RR_MS} ms per job; warm QD1 with psync (with io_uring, tmpfs reads go to io-wq worker threads: ≈ 13k IOPS natively instead of ≈ 600k), cold QD16 with $ENGINE_NOTE. Cold data = \`echo 3 > /proc/sys/vm/drop_caches\` before the run; cold metadata = \`echo 2\` (dentries and inodes: FUSE inodes go with their pages, the overlay gets FORGETs).$([[ $FS == tmpfs ]] && echo " tmpfs itself cannot be dropped, so native cold = warm.") Every fio run uses \`--invalidate=0\`; the columns run one after another in one fio process (\`stonewall\`)."
     echo "- Load average (1/5/15 min) at start: $LOAD0; at end: $LOAD1. Anything above ~0.5 on 2 CPUs means other work shared the machine and skews every figure."
     echo "- Each cell: figure (ratio to native). **Ratio convention: >1× means faster than native** (rate/native for rates, native time/time for times)."
     echo "- Notification rows: percentiles over all changes of one run of \`examples/notify_latency.rs\` (host writes the file on SOURCE, then one connection to the daemon's unix listener carries \`CHANNEL\\tRELPATH\\n\`; clock from the send). Rescan rows: in-process \`notify\` request over the control socket, whole mount, median of $RUNS, on a fresh overlay after listing and statting every entry. n/a: does not apply."

@@ -360,6 +360,97 @@ fn delivery_survives_late_daemon_restart_and_remount() {
 }
 
 /// Read a file with plain read(2) calls, without the fstat `fs::read` makes first.
+/// An ext4 SOURCE reuses a freed inode number at once: a file removed and a folder made in its
+/// place get the same number while the kernel still holds the file. The folder must show as a
+/// folder — the overlay's node for that number used to keep the old kind, so listing it failed
+/// with ENOTDIR.
+#[test]
+fn reused_inode_numbers_of_another_kind_on_ext4() {
+    if !common::fuse_ready("reused_inode_numbers") {
+        return;
+    }
+    if std::process::Command::new("mkfs.ext4")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var_os("VFNOTIFY_REQUIRE_FUSE").is_none(),
+            "mkfs.ext4 is missing (apt-get install e2fsprogs)"
+        );
+        eprintln!("skipped: mkfs.ext4 is missing");
+        return;
+    }
+    for mode in MODES {
+        let img = common::tempdir();
+        let image = img.path().join("src.img");
+        let ext4 = std::cell::RefCell::new(None);
+        let Some(mut l) = Linked::with_source("reused_inode_numbers", mode, |src| {
+            *ext4.borrow_mut() = Some(Ext4Mount::new(&image, src));
+            fs::create_dir_all(src.join("sub")).unwrap();
+            fs::write(src.join("sub/f"), b"file").unwrap();
+        }) else {
+            return;
+        };
+        let ino = |p: &Path| fs::symlink_metadata(p).unwrap().ino();
+        l.notify(&[]);
+        walk(&l.mnt);
+        // Looked up, not opened: an open's fd on SOURCE would keep the number taken a while.
+        assert!(fs::metadata(l.m("sub/f")).unwrap().is_file(), "{mode}");
+        let file_ino = ino(&l.s("sub/f"));
+        // The file goes (the kernel still holds it: nothing was notified), a folder takes its
+        // number. (A folder's number is not freed while the overlay caches an fd of it.)
+        fs::remove_file(l.s("sub/f")).unwrap();
+        fs::create_dir(l.s("sub/e")).unwrap();
+        fs::write(l.s("sub/e/inner"), b"i").unwrap();
+        assert_eq!(
+            ino(&l.s("sub/e")),
+            file_ino,
+            "{mode}: ext4 reused the number"
+        );
+        l.notify(&[]);
+        assert_eq!(names(&l.m("sub")), ["e"], "{mode}");
+        assert!(fs::metadata(l.m("sub/e")).unwrap().is_dir(), "{mode}");
+        assert_eq!(names(&l.m("sub/e")), ["inner"], "{mode}");
+        assert_eq!(fs::read(l.m("sub/e/inner")).unwrap(), b"i", "{mode}");
+        drop(l.mount.take());
+        drop(ext4.borrow_mut().take());
+    }
+}
+
+/// A small ext4 image loop-mounted at a path; unmounted on drop.
+struct Ext4Mount(std::path::PathBuf);
+
+impl Ext4Mount {
+    fn new(image: &Path, at: &Path) -> Ext4Mount {
+        let run = |cmd: &mut std::process::Command| {
+            let out = cmd.output().unwrap();
+            assert!(
+                out.status.success(),
+                "{cmd:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(std::process::Command::new("truncate")
+            .args(["-s", "16M"])
+            .arg(image));
+        run(std::process::Command::new("mkfs.ext4")
+            .args(["-q", "-F"])
+            .arg(image));
+        run(std::process::Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(image)
+            .arg(at));
+        Ext4Mount(at.to_path_buf())
+    }
+}
+
+impl Drop for Ext4Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
 fn read_raw(p: &Path) -> Vec<u8> {
     use std::io::Read;
     let mut f = fs::File::open(p).unwrap();

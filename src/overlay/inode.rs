@@ -193,19 +193,35 @@ impl Table {
         let ino = self.ino_for(key);
         let mut shard = write(self.shard(ino));
         let mut created = false;
-        let node = shard
-            .entry(ino)
-            .or_insert_with(|| {
+        let node = match shard.get(&ino) {
+            Some(n) if n.is_dir == is_dir || ino == ROOT_INO => n.clone(),
+            old => {
+                // New, or a new object under a number SOURCE reused (a folder where a file was,
+                // or the other way round; ext4 reuses numbers at once) while the kernel still
+                // holds the old one: a fresh node. It keeps the kernel's lookup count, since the
+                // FORGETs for the old inode arrive on this number too.
+                let nlookup = old.map_or(0, |old| {
+                    let mut st = old.state();
+                    if st.dirfd.take().is_some() {
+                        self.dirfds.fetch_sub(1, Ordering::Relaxed);
+                    }
+                    st.nlookup
+                });
                 created = true;
-                Arc::new(Node {
+                let n = Arc::new(Node {
                     ino,
                     key,
                     is_dir,
                     is_virtual: false,
-                    state: Mutex::new(NodeState::default()),
-                })
-            })
-            .clone();
+                    state: Mutex::new(NodeState {
+                        nlookup,
+                        ..Default::default()
+                    }),
+                });
+                shard.insert(ino, n.clone());
+                n
+            }
+        };
         drop(shard);
         let mut st = node.state();
         st.nlookup += 1;
@@ -241,7 +257,6 @@ impl Table {
         node
     }
 
-    /// The kernel dropped `n` lookups of `ino`; free the node at zero.
     /// The relative path of `ino` (and an optional child `name`) from the root, by the first
     /// name of each folder; `Err(partial)` when a folder on the way is gone from the table or has
     /// no name (the kernel forgot it), so the path cannot be trusted.
@@ -270,6 +285,7 @@ impl Table {
         if complete { Ok(path) } else { Err(path) }
     }
 
+    /// The kernel dropped `n` lookups of `ino`; free the node at zero.
     pub fn forget(&self, ino: Ino, n: u64) {
         if ino == ROOT_INO {
             return;
@@ -404,6 +420,26 @@ mod tests {
             t.path_of(b.ino, Some(OsStr::new("f"))),
             Err(std::path::PathBuf::from("b/f"))
         );
+    }
+
+    /// SOURCE reused a number for an object of the other kind (a folder where a file was) while
+    /// the kernel still held the file: a fresh folder node, not the file's (whose `is_dir` made
+    /// every listing fail with ENOTDIR); the lookup count carries over for the old FORGETs.
+    #[test]
+    fn a_reused_number_of_another_kind_gets_a_fresh_node() {
+        let t = table();
+        let k = Key { dev: 7, ino: 30 };
+        let (file, _) = t.lookup(k, false, ROOT_INO, OsStr::new("f"), None);
+        let (dir, created) = t.lookup(k, true, ROOT_INO, OsStr::new("d"), None);
+        assert!(created && dir.is_dir && !Arc::ptr_eq(&file, &dir));
+        assert_eq!(dir.state().nlookup, 2);
+        assert_eq!(dir.state().links, vec![(ROOT_INO, OsString::from("d"))]);
+        let (again, created) = t.lookup(k, true, ROOT_INO, OsStr::new("d"), None);
+        assert!(!created && Arc::ptr_eq(&dir, &again));
+        t.forget(dir.ino, 2);
+        assert!(t.get(dir.ino).is_some());
+        t.forget(dir.ino, 1);
+        assert!(t.get(dir.ino).is_none());
     }
 
     #[test]
