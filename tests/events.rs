@@ -60,6 +60,44 @@ fn s(m: &str, n: &str) -> (String, String) {
     (m.to_string(), n.to_string())
 }
 
+/// On ext4 a file removed and another created frees and reuses one inode number: that is a delete
+/// and a create (the birth times differ), not a rename — which the overlay used to replay.
+#[test]
+fn a_reused_inode_number_is_a_delete_and_a_create_not_a_rename() {
+    if !common::fuse_ready("reused_number_events") || !common::Ext4Mount::available() {
+        return;
+    }
+    let img = common::tempdir();
+    let image = img.path().join("src.img");
+    let ext4 = std::cell::RefCell::new(None);
+    let Some(mut l) = Linked::with_source("reused_number_events", "", |src| {
+        *ext4.borrow_mut() = Some(common::Ext4Mount::new(&image, src));
+        fill(src);
+    }) else {
+        return;
+    };
+    l.notify(&[]);
+    let mut w = Watcher::new();
+    w.add_recursive(&l.mnt);
+    l.notify(&[]);
+    let ino = |p: &Path| std::os::unix::fs::MetadataExt::ino(&fs::metadata(p).unwrap());
+    let before = ino(&l.s("d1/a.txt"));
+    fs::remove_file(l.s("d1/a.txt")).unwrap();
+    fs::write(l.s("d1/c.txt"), b"charlie").unwrap();
+    assert_eq!(ino(&l.s("d1/c.txt")), before, "ext4 reused the number");
+    l.notify(&[]);
+    let ev = only(&w.events(WAIT), "d1");
+    assert!(ev.contains(&s("DELETE", "a.txt")), "{ev:?}");
+    assert!(ev.contains(&s("CREATE", "c.txt")), "{ev:?}");
+    assert!(
+        !ev.iter().any(|(m, _)| m.contains("MOVED")),
+        "not a rename: {ev:?}"
+    );
+    assert_eq!(fs::read(l.m("d1/c.txt")).unwrap(), b"charlie");
+    drop(l.mount.take());
+    drop(ext4.borrow_mut().take());
+}
+
 #[test]
 fn create_modify_delete_attrib() {
     let Some((l, mut w)) = setup("create_modify_delete_attrib", "") else {

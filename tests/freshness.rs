@@ -366,19 +366,7 @@ fn delivery_survives_late_daemon_restart_and_remount() {
 /// with ENOTDIR.
 #[test]
 fn reused_inode_numbers_of_another_kind_on_ext4() {
-    if !common::fuse_ready("reused_inode_numbers") {
-        return;
-    }
-    if std::process::Command::new("mkfs.ext4")
-        .arg("-V")
-        .output()
-        .is_err()
-    {
-        assert!(
-            std::env::var_os("VFNOTIFY_REQUIRE_FUSE").is_none(),
-            "mkfs.ext4 is missing (apt-get install e2fsprogs)"
-        );
-        eprintln!("skipped: mkfs.ext4 is missing");
+    if !common::fuse_ready("reused_inode_numbers") || !common::Ext4Mount::available() {
         return;
     }
     for mode in MODES {
@@ -386,7 +374,7 @@ fn reused_inode_numbers_of_another_kind_on_ext4() {
         let image = img.path().join("src.img");
         let ext4 = std::cell::RefCell::new(None);
         let Some(mut l) = Linked::with_source("reused_inode_numbers", mode, |src| {
-            *ext4.borrow_mut() = Some(Ext4Mount::new(&image, src));
+            *ext4.borrow_mut() = Some(common::Ext4Mount::new(&image, src));
             fs::create_dir_all(src.join("sub")).unwrap();
             fs::write(src.join("sub/f"), b"file").unwrap();
         }) else {
@@ -415,39 +403,6 @@ fn reused_inode_numbers_of_another_kind_on_ext4() {
         assert_eq!(fs::read(l.m("sub/e/inner")).unwrap(), b"i", "{mode}");
         drop(l.mount.take());
         drop(ext4.borrow_mut().take());
-    }
-}
-
-/// A small ext4 image loop-mounted at a path; unmounted on drop.
-struct Ext4Mount(std::path::PathBuf);
-
-impl Ext4Mount {
-    fn new(image: &Path, at: &Path) -> Ext4Mount {
-        let run = |cmd: &mut std::process::Command| {
-            let out = cmd.output().unwrap();
-            assert!(
-                out.status.success(),
-                "{cmd:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        run(std::process::Command::new("truncate")
-            .args(["-s", "16M"])
-            .arg(image));
-        run(std::process::Command::new("mkfs.ext4")
-            .args(["-q", "-F"])
-            .arg(image));
-        run(std::process::Command::new("mount")
-            .args(["-o", "loop"])
-            .arg(image)
-            .arg(at));
-        Ext4Mount(at.to_path_buf())
-    }
-}
-
-impl Drop for Ext4Mount {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
     }
 }
 

@@ -44,6 +44,9 @@ pub struct EntrySnap {
     pub gid: u32,
     pub rdev: u64,
     pub nlink: u64,
+    /// Birth time where SOURCE reports it ((0, 0): unknown). With the inode number it tells a
+    /// new object that reuses a freed number from the old one (ext4, xfs reuse them at once).
+    pub btime: (i64, i64),
 }
 
 impl EntrySnap {
@@ -62,7 +65,21 @@ impl EntrySnap {
             gid: st.st_gid,
             rdev: st.st_rdev,
             nlink: st.st_nlink,
+            btime: (0, 0),
         }
+    }
+
+    /// With the birth time `statx` gave, if any.
+    pub fn with_btime(mut self, btime: Option<(i64, i64)>) -> Self {
+        self.btime = btime.unwrap_or((0, 0));
+        self
+    }
+
+    /// Whether both are the same object of SOURCE: the same inode number, and the same birth
+    /// time where both are known (a number freed and reused is another object).
+    pub fn same_object(&self, other: &EntrySnap) -> bool {
+        self.key == other.key
+            && (self.btime == (0, 0) || other.btime == (0, 0) || self.btime == other.btime)
     }
     pub fn file_type(&self) -> u32 {
         self.mode & libc::S_IFMT

@@ -199,8 +199,10 @@ impl Worker {
         let fd = sys::openat(pathfd.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
         let mut snap = Snapshot::new();
         for e in sys::read_dir(fd.as_fd())? {
-            if let Ok(st) = sys::cstr(&e.name).and_then(|n| sys::fstatat_fresh(fd.as_fd(), &n)) {
-                snap.insert(e.name, EntrySnap::from_stat(&st));
+            if let Ok((st, btime)) =
+                sys::cstr(&e.name).and_then(|n| sys::fstatat_fresh_btime(fd.as_fd(), &n))
+            {
+                snap.insert(e.name, EntrySnap::from_stat(&st).with_btime(btime));
             }
         }
         Stats::bump(&self.s.stats.dirs_scanned);
@@ -470,8 +472,11 @@ impl Worker {
             };
             let mut found = Vec::with_capacity(names.len());
             for name in names {
-                match sys::cstr(name).and_then(|n| sys::fstatat_fresh(pfd.as_fd(), &n)) {
-                    Ok(st) => found.push((name.clone(), Some(EntrySnap::from_stat(&st)))),
+                match sys::cstr(name).and_then(|n| sys::fstatat_fresh_btime(pfd.as_fd(), &n)) {
+                    Ok((st, btime)) => found.push((
+                        name.clone(),
+                        Some(EntrySnap::from_stat(&st).with_btime(btime)),
+                    )),
                     Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
                         found.push((name.clone(), None))
                     }
@@ -983,7 +988,7 @@ fn diff_entry(
 ) {
     let name = name.to_owned();
     match (old, new) {
-        (Some(o), Some(n)) if n.key == o.key && n.file_type() == o.file_type() => {
+        (Some(o), Some(n)) if n.same_object(o) && n.file_type() == o.file_type() => {
             if o.is_dir() {
                 if (o.mode, o.uid, o.gid) != (n.mode, n.uid, n.gid) {
                     out.push(Change::Attr {
@@ -1072,7 +1077,11 @@ fn pair_renames(changes: Vec<Change>) -> Vec<Change> {
     for (i, c) in changes.iter().enumerate() {
         if let Change::Create { dir, name, new } = c {
             if let Some(&j) = deleted.get(&new.key) {
-                if !used[j] {
+                // Not when the number was freed and reused by another object: a delete and a
+                // create.
+                let same =
+                    matches!(&changes[j], Change::Delete { old, .. } if old.same_object(new));
+                if !used[j] && same {
                     if let Change::Delete {
                         dir: from,
                         name: oldname,
@@ -1084,7 +1093,7 @@ fn pair_renames(changes: Vec<Change>) -> Vec<Change> {
                         let replaced = replaced_at
                             .get(&(*dir, name.clone()))
                             .copied()
-                            .filter(|r| r.key != new.key);
+                            .filter(|r| !r.same_object(new));
                         if replaced.is_some() {
                             // The destination's old entry goes with the rename.
                             if let Some(k) = changes.iter().position(|c| matches!(c, Change::Delete { dir: d, name: n, .. } if d == dir && n == name)) {
@@ -1153,4 +1162,86 @@ fn pair_renames(changes: Vec<Change>) -> Vec<Change> {
             .map(|(_, c)| (*c).clone()),
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(ino: u64, btime: (i64, i64)) -> EntrySnap {
+        let mut st = sys::zeroed_stat();
+        st.st_dev = 7;
+        st.st_ino = ino;
+        st.st_mode = libc::S_IFREG | 0o644;
+        st.st_nlink = 1;
+        EntrySnap::from_stat(&st).with_btime(Some(btime))
+    }
+
+    fn kinds(changes: &[Change]) -> Vec<&'static str> {
+        changes
+            .iter()
+            .map(|c| match c {
+                Change::Create { .. } => "create",
+                Change::Delete { .. } => "delete",
+                Change::Rename { .. } => "rename",
+                Change::Link { .. } => "link",
+                Change::Content { .. } => "content",
+                Change::Attr { .. } => "attr",
+            })
+            .collect()
+    }
+
+    fn changes(old: EntrySnap, new: EntrySnap) -> Vec<Change> {
+        let (a, b): (Snapshot, Snapshot) = (
+            [(OsString::from("A"), old)].into(),
+            [(OsString::from("B"), new)].into(),
+        );
+        let mut out = Vec::new();
+        diff(ROOT_INO, &a, &b, &mut out);
+        pair_renames(out)
+    }
+
+    /// A name gone and another with the same inode number is a rename only when it is the same
+    /// object: a number freed and reused (another birth time) is a delete and a create.
+    #[test]
+    fn a_reused_number_is_not_a_rename() {
+        assert_eq!(
+            kinds(&changes(file(12, (5, 1)), file(12, (5, 1)))),
+            ["rename"]
+        );
+        assert_eq!(
+            kinds(&changes(file(12, (5, 1)), file(12, (9, 0)))),
+            ["delete", "create"]
+        );
+        // Birth time unknown on either side: the number decides.
+        assert_eq!(
+            kinds(&changes(file(12, (0, 0)), file(12, (9, 0)))),
+            ["rename"]
+        );
+    }
+
+    /// The same name, the same number, another birth time: replaced, not rewritten.
+    #[test]
+    fn a_reused_number_under_the_same_name_is_a_new_file() {
+        let mut out = Vec::new();
+        diff_entry(
+            ROOT_INO,
+            OsStr::new("A"),
+            Some(&file(12, (5, 1))),
+            Some(&file(12, (9, 0))),
+            &mut out,
+        );
+        assert_eq!(kinds(&out), ["delete", "create"]);
+        out.clear();
+        let mut grown = file(12, (5, 1));
+        grown.size = 10;
+        diff_entry(
+            ROOT_INO,
+            OsStr::new("A"),
+            Some(&file(12, (5, 1))),
+            Some(&grown),
+            &mut out,
+        );
+        assert_eq!(kinds(&out), ["content"]);
+    }
 }

@@ -828,6 +828,14 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
 /// overlay's rescans use it: on a virtiofs SOURCE with caching, a plain stat may still return what
 /// the guest saw before the host's change.
 pub fn fstatat_fresh(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<libc::stat> {
+    fstatat_fresh_btime(dir, name).map(|(st, _)| st)
+}
+
+/// [`fstatat_fresh`], with the birth time where the filesystem reports it.
+pub fn fstatat_fresh_btime(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+) -> io::Result<(libc::stat, Option<(i64, i64)>)> {
     let mut stx = MaybeUninit::<libc::statx>::uninit();
     let mut flags = libc::AT_SYMLINK_NOFOLLOW | libc::AT_STATX_FORCE_SYNC;
     if name.is_empty() {
@@ -840,7 +848,7 @@ pub fn fstatat_fresh(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<libc::stat>
             dir.as_raw_fd(),
             name.as_ptr(),
             flags,
-            libc::STATX_BASIC_STATS,
+            libc::STATX_BASIC_STATS | libc::STATX_BTIME,
             stx.as_mut_ptr(),
         ))?;
         stx.assume_init()
@@ -862,7 +870,9 @@ pub fn fstatat_fresh(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<libc::stat>
     st.st_mtime_nsec = stx.stx_mtime.tv_nsec as i64;
     st.st_ctime = stx.stx_ctime.tv_sec;
     st.st_ctime_nsec = stx.stx_ctime.tv_nsec as i64;
-    Ok(st)
+    let btime = (stx.stx_mask & libc::STATX_BTIME != 0)
+        .then_some((stx.stx_btime.tv_sec, stx.stx_btime.tv_nsec as i64));
+    Ok((st, btime))
 }
 
 /// Whether the filesystem of `fd` is FUSE-based (virtiofs included): `fstatfs` type

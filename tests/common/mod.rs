@@ -243,3 +243,49 @@ pub fn notify_ok(control: &Path, channel: &str, paths: &[&str]) -> bool {
         .map(|o| o.status.success())
         .unwrap_or(false)
 }
+
+/// A small ext4 image loop-mounted at a path (ext4 reuses a freed inode number at once, which
+/// tmpfs does not); unmounted on drop.
+pub struct Ext4Mount(PathBuf);
+
+impl Ext4Mount {
+    /// Whether mkfs.ext4 is here; without it the caller skips, unless `VFNOTIFY_REQUIRE_FUSE` is
+    /// set, where a skip fails (CI installs e2fsprogs).
+    pub fn available() -> bool {
+        if Command::new("mkfs.ext4").arg("-V").output().is_ok() {
+            return true;
+        }
+        assert!(
+            std::env::var_os("VFNOTIFY_REQUIRE_FUSE").is_none(),
+            "mkfs.ext4 is missing (apt-get install e2fsprogs)"
+        );
+        eprintln!("skipped: mkfs.ext4 is missing");
+        false
+    }
+
+    /// A 16 MiB image at `image`, mounted at `at`.
+    pub fn new(image: &Path, at: &Path) -> Ext4Mount {
+        let run = |cmd: &mut Command| {
+            let out = cmd.output().unwrap();
+            assert!(
+                out.status.success(),
+                "{cmd:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        std::fs::create_dir_all(at).unwrap();
+        run(Command::new("truncate").args(["-s", "16M"]).arg(image));
+        run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(image));
+        run(Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(image)
+            .arg(at));
+        Ext4Mount(at.to_path_buf())
+    }
+}
+
+impl Drop for Ext4Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
