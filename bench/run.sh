@@ -34,7 +34,7 @@ CMDLINE="bash bench/run.sh $MODE${2:+ $FS}"
 T_START=$EPOCHREALTIME
 
 if [[ "$MODE" == full ]]; then
-    RUNS=3 SEQ_MB=1024 WRITE_CAP=4 READ_CAP=3 RR_MS=600 META_DIRS=100 META_FILES=10000 BUILD_DIRS=100 BUILD_FILES=2000
+    RUNS=3 SEQ_MB=1024 WRITE_CAP=3 READ_CAP=3 RR_MS=600 META_DIRS=100 META_FILES=10000 BUILD_DIRS=100 BUILD_FILES=2000
     VIS_N=300 EV_N=1000 EV_ENTRIES=10000 RESCAN_SIZES="1000 10000 100000"
 else
     RUNS=1 SEQ_MB=256 WRITE_CAP=3 READ_CAP=2 RR_MS=300 META_DIRS=20 META_FILES=2000 BUILD_DIRS=25 BUILD_FILES=500
@@ -356,7 +356,7 @@ for c in "${COLS[@]}"; do rm -f "$(src_of "$c")/seq.bin"; done
 # ---------------------------------------------------------------------------------------------
 M="$META_FILES files in $META_DIRS folders"
 row create ops "create ($M)"
-row create_1cpu ops "create, client and file server on one CPU"
+row create_1cpu ops "create ($((META_FILES / 5)) files), client and file server on one CPU"
 row stat_cold ops "stat, cold"
 row stat_warm ops "stat, warm (up to 5 passes)"
 row rd_cold time "readdir, cold (all folders)"
@@ -370,7 +370,7 @@ for ((r = 1; r <= RUNS; r++)); do
         d="$(base "$c")/meta$r"
         sample create "$c" vb_rate mkfiles "$d" "$META_DIRS" "$META_FILES"
         pin "$c" 0
-        sample create_1cpu "$c" vb_rate_cpu0 mkfiles "$d-1cpu" "$META_DIRS" "$META_FILES"
+        sample create_1cpu "$c" vb_rate_cpu0 mkfiles "$d-1cpu" "$((META_DIRS / 5))" "$((META_FILES / 5))"
         pin "$c" "0-$((NCPU - 1))"
         rm -rf "$(src_of "$c")/meta$r-1cpu"
         drop_caches 2
@@ -450,6 +450,11 @@ RSS_N=${RESCAN_SIZES##* }
 row rss bytes "overlay RSS per known inode ($RSS_N files statted)"
 for c in "${VFCOLS[@]}"; do
     for n in $RESCAN_SIZES; do
+        # cache=never lists and stats 100,000 entries through SOURCE at ~5k/s first (~20 s):
+        # its largest size is left out (the rescan itself is the same code in every column).
+        if [[ $c == never && $n == "$RSS_N" && $n -ge 100000 ]]; then
+            continue
+        fi
         log "$STEP: $c, $n entries"
         mp="$W/m/rs_${c}_$n"
         mount_vf "$SRC/rs$n" "$mp" "rs_${c}_$n" "${OPTS[$c]}"
