@@ -378,6 +378,11 @@ mod tests {
     use super::*;
     use std::ffi::OsStr;
 
+    /// `lookup` of `name` in `parent` for inode number `ino` (dev 7).
+    fn at(t: &Table, ino: u64, is_dir: bool, parent: Ino, name: &str) -> (Arc<Node>, bool) {
+        t.lookup(Key { dev: 7, ino }, is_dir, parent, OsStr::new(name), None)
+    }
+
     fn table() -> Table {
         let fd = std::fs::File::open("/").unwrap();
         Table::new(Key { dev: 7, ino: 100 }, Arc::new(OwnedFd::from(fd)))
@@ -387,20 +392,8 @@ mod tests {
     fn ids_follow_backing_inodes_and_hard_links_share_a_node() {
         let t = table();
         assert_eq!(t.ino_for(Key { dev: 7, ino: 100 }), ROOT_INO);
-        let (a, new_a) = t.lookup(
-            Key { dev: 7, ino: 55 },
-            false,
-            ROOT_INO,
-            OsStr::new("a"),
-            None,
-        );
-        let (b, new_b) = t.lookup(
-            Key { dev: 7, ino: 55 },
-            false,
-            ROOT_INO,
-            OsStr::new("b"),
-            None,
-        );
+        let (a, new_a) = at(&t, 55, false, ROOT_INO, "a");
+        let (b, new_b) = at(&t, 55, false, ROOT_INO, "b");
         assert!(new_a && !new_b);
         assert_eq!(a.ino, 55);
         assert!(Arc::ptr_eq(&a, &b));
@@ -418,14 +411,8 @@ mod tests {
     #[test]
     fn paths_need_every_folder_on_the_way() {
         let t = table();
-        let (a, _) = t.lookup(
-            Key { dev: 7, ino: 20 },
-            true,
-            ROOT_INO,
-            OsStr::new("a"),
-            None,
-        );
-        let (b, _) = t.lookup(Key { dev: 7, ino: 21 }, true, a.ino, OsStr::new("b"), None);
+        let (a, _) = at(&t, 20, true, ROOT_INO, "a");
+        let (b, _) = at(&t, 21, true, a.ino, "b");
         assert_eq!(
             t.path_of(b.ino, Some(OsStr::new("f"))),
             Ok(std::path::PathBuf::from("a/b/f"))
@@ -462,20 +449,8 @@ mod tests {
     #[test]
     fn forget_frees_at_zero() {
         let t = table();
-        let (n, _) = t.lookup(
-            Key { dev: 7, ino: 9 },
-            false,
-            ROOT_INO,
-            OsStr::new("x"),
-            None,
-        );
-        t.lookup(
-            Key { dev: 7, ino: 9 },
-            false,
-            ROOT_INO,
-            OsStr::new("x"),
-            None,
-        );
+        let (n, _) = at(&t, 9, false, ROOT_INO, "x");
+        at(&t, 9, false, ROOT_INO, "x");
         t.forget(n.ino, 1);
         assert!(t.get(9).is_some());
         t.forget(n.ino, 1);
