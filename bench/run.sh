@@ -68,6 +68,8 @@ STEP="packages"
 missing=()
 command -v fio >/dev/null || missing+=(fio)
 command -v bindfs >/dev/null || missing+=(bindfs)
+command -v pgrep >/dev/null || missing+=(procps)       # finds bindfs's pid for the one-CPU row
+command -v taskset >/dev/null || missing+=(util-linux) # taskset, mountpoint
 if ((${#missing[@]})); then
     log "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
