@@ -635,9 +635,14 @@ pub fn umount2(target: &CStr, flags: libc::c_int) -> io::Result<()> {
 /// Block SIGTERM, SIGINT and SIGHUP in the calling thread (and threads it starts later), so a
 /// dedicated thread can take them with [`wait_signal`].
 pub fn block_termination_signals() -> io::Result<()> {
+    termination_mask(libc::SIG_BLOCK)
+}
+
+/// `pthread_sigmask(how, {SIGTERM, SIGINT, SIGHUP})` for the calling thread.
+fn termination_mask(how: libc::c_int) -> io::Result<()> {
     let set = termination_set();
     // SAFETY: set is an initialised sigset_t; a null old-set pointer is allowed.
-    let r = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    let r = unsafe { libc::pthread_sigmask(how, &set, std::ptr::null_mut()) };
     if r != 0 {
         Err(io::Error::from_raw_os_error(r))
     } else {
@@ -660,14 +665,7 @@ fn termination_set() -> libc::sigset_t {
 
 /// Undo [`block_termination_signals`] in the calling thread (and threads it starts later).
 pub fn unblock_termination_signals() -> io::Result<()> {
-    let set = termination_set();
-    // SAFETY: set is an initialised sigset_t; a null old-set pointer is allowed.
-    let r = unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
-    if r != 0 {
-        Err(io::Error::from_raw_os_error(r))
-    } else {
-        Ok(())
-    }
+    termination_mask(libc::SIG_UNBLOCK)
 }
 
 /// Wait for one of the signals blocked by [`block_termination_signals`]; returns its number.
