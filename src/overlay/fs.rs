@@ -46,11 +46,24 @@ pub enum ViewEntry {
     Virtual,
 }
 
-/// The previous view, consulted only for requests from the replay thread.
+/// The previous view, consulted only for requests from the replay thread, and the names a
+/// notification is being replayed for.
+///
+/// While a name is *pending* (from the moment the rescan found its change until its replay is
+/// done), other clients still get SOURCE's current answer for it, but with no entry or attribute
+/// timeout and never as a cached negative entry: the kernel then asks again, and the replay
+/// thread's own lookups (answered from the previous view) find the name as it was before the
+/// change, whatever other clients looked at meanwhile.
 #[derive(Default)]
 pub struct ReplayView {
     tid: AtomicU32,
     entries: Mutex<HashMap<(Ino, OsString), ViewEntry>>,
+    /// Temporary names a replay creates through the mount (a replaced object is replayed as a
+    /// rename of a temporary name over the target): temporary name → the real name on SOURCE.
+    standins: Mutex<HashMap<(Ino, OsString), OsString>>,
+    pending: Mutex<HashMap<Ino, std::collections::HashSet<OsString>>>,
+    /// How many names are pending (a lock-free check for the common case: none).
+    pending_count: AtomicU64,
 }
 
 impl ReplayView {
@@ -63,17 +76,53 @@ impl ReplayView {
     }
     pub fn clear(&self) {
         self.lock().clear();
+        lock(&self.standins).clear();
+    }
+    /// `tmp` in `parent` stands for `real` (the same folder) during a replay.
+    pub fn set_standin(&self, parent: Ino, tmp: &OsStr, real: &OsStr) {
+        lock(&self.standins).insert((parent, tmp.to_owned()), real.to_owned());
+    }
+    fn standin(&self, parent: Ino, name: &OsStr) -> Option<OsString> {
+        lock(&self.standins)
+            .get(&(parent, name.to_owned()))
+            .cloned()
     }
     fn get(&self, parent: Ino, name: &OsStr) -> Option<ViewEntry> {
         self.lock().get(&(parent, name.to_owned())).copied()
     }
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(Ino, OsString), ViewEntry>> {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.entries)
     }
-    fn is_replay(&self, req: &Request) -> bool {
+    pub fn is_replay(&self, req: &Request) -> bool {
         let t = self.tid.load(Ordering::Relaxed);
         t != 0 && req.pid() == t
     }
+    /// Mark names as pending (see the type's documentation).
+    pub fn mark<'a>(&self, names: impl IntoIterator<Item = (Ino, &'a OsStr)>) {
+        let mut p = lock(&self.pending);
+        for (dir, name) in names {
+            if p.entry(dir).or_default().insert(name.to_owned()) {
+                self.pending_count.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+    /// No name is pending any more.
+    pub fn unmark_all(&self) {
+        lock(&self.pending).clear();
+        self.pending_count.store(0, Ordering::SeqCst);
+    }
+    /// Whether `(dir, name)` is pending.
+    pub fn is_pending(&self, dir: Ino, name: &OsStr) -> bool {
+        self.pending_count.load(Ordering::SeqCst) != 0
+            && lock(&self.pending)
+                .get(&dir)
+                .is_some_and(|s| s.contains(name))
+    }
+}
+
+/// Lock a mutex, ignoring poisoning (every critical section here leaves the data consistent).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Counters, reported by `vfnotify status` and the benchmark.
@@ -97,7 +146,9 @@ pub struct Stats {
     pub baselines: AtomicU64,
     pub epoch_bumps: AtomicU64,
     pub local_writes: AtomicU64,
-    pub replay_known: AtomicU64,
+    pub replay_retries: AtomicU64,
+    pub baselines_uncertain: AtomicU64,
+    pub tree_collapsed: AtomicU64,
     pub scope_rejected: AtomicU64,
     pub scan_errors: AtomicU64,
 }
@@ -131,7 +182,9 @@ impl Stats {
             baselines,
             epoch_bumps,
             local_writes,
-            replay_known,
+            replay_retries,
+            baselines_uncertain,
+            tree_collapsed,
             scope_rejected,
             scan_errors
         )
@@ -229,6 +282,16 @@ impl Shared {
 
     fn ttl(&self) -> Duration {
         self.policy().ttl()
+    }
+
+    /// The entry timeout for telling the kernel about `(parent, name)`: none while a replay for
+    /// that name is pending (see [`ReplayView`]), unless the replay thread itself asks.
+    fn entry_ttl(&self, req: &Request, parent: Ino, name: &OsStr) -> Duration {
+        if !self.replay.is_replay(req) && self.replay.is_pending(parent, name) {
+            Duration::ZERO
+        } else {
+            self.ttl()
+        }
     }
 
     fn add_handle(&self, h: Handle) -> u64 {
@@ -765,7 +828,9 @@ impl OverlayFs {
         match sys::fstatat(pfd.as_fd(), &sys::cstr(name)?) {
             Ok(st) => Ok(Some(s.enter(parent.0, name, &st).1)),
             Err(e)
-                if e.raw_os_error() == Some(libc::ENOENT) && s.policy() == CachePolicy::Always =>
+                if e.raw_os_error() == Some(libc::ENOENT)
+                    && s.policy() == CachePolicy::Always
+                    && !s.replay.is_pending(parent.0, name) =>
             {
                 let mut ps = pnode.state();
                 if ps.negatives.len() < NEGATIVE_BUDGET {
@@ -934,9 +999,18 @@ impl OverlayFs {
                 st.st_nlink = 1;
                 return Ok(s.attr(node.ino, &st));
             }
+            // A temporary name stands for an object SOURCE has under its real name.
             let pfd = s.dir_fd(&pnode)?;
-            let st = sys::fstatat(pfd.as_fd(), &sys::cstr(name)?)?;
-            return Ok(s.enter(parent.0, name, &st).1);
+            let real = s.replay.standin(parent.0, name);
+            let st = sys::fstatat(pfd.as_fd(), &sys::cstr(real.as_deref().unwrap_or(name))?)?;
+            let (node, attr) = s.enter(parent.0, name, &st);
+            if let Some(real) = real {
+                let mut ns = node.state();
+                if !ns.links.iter().any(|(p, n)| *p == parent.0 && *n == real) {
+                    ns.links.push((parent.0, real));
+                }
+            }
+            return Ok(attr);
         }
         s.check_writable(req)?;
         s.audit(req, op, parent.0, Some(name));
@@ -972,6 +1046,14 @@ impl OverlayFs {
         if let Some(c) = &child {
             if dir {
                 s.table.drop_dirfd(c);
+                // A removed folder's attributes are served from the view under cache=always: it
+                // has no links from now on (a GETATTR after this, from a client holding it
+                // open, must not revive it: its cached entry's end is its watchers'
+                // IN_DELETE_SELF).
+                let mut st = c.state();
+                if let Some(a) = st.attr.as_mut() {
+                    a.nlink = 0;
+                }
             }
         }
         s.unlink_child(child, parent.0, name);
@@ -990,7 +1072,13 @@ impl OverlayFs {
         let s = &self.s;
         let pnode = s.node(parent)?;
         let npnode = s.node(newparent)?;
-        let moved = s.child_of(&pnode, name);
+        // A replay's temporary name: its node is known under the real name too.
+        let standin = s
+            .replay
+            .is_replay(req)
+            .then(|| s.replay.standin(parent.0, name))
+            .flatten();
+        let moved = s.child_of(&pnode, standin.as_deref().unwrap_or(name));
         let replaced = s.child_of(&npnode, newname);
         let exchange = flags.contains(RenameFlags::RENAME_EXCHANGE);
         if !s.replay.is_replay(req) {
@@ -1025,7 +1113,9 @@ impl OverlayFs {
         if let Some(m) = &moved {
             let mut st = m.state();
             st.links.retain(|(p, n)| !(*p == parent.0 && n == name));
-            st.links.push((newparent.0, newname.to_owned()));
+            if !st.links.iter().any(|(p, n)| *p == newparent.0 && n == newname) {
+                st.links.push((newparent.0, newname.to_owned()));
+            }
         }
         if let Some(r) = &replaced {
             let mut st = r.state();
@@ -1265,7 +1355,7 @@ impl Filesystem for OverlayFs {
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.do_lookup(req, parent, name) {
-            Ok(Some(attr)) => reply.entry(&self.s.ttl(), &attr, GEN),
+            Ok(Some(attr)) => reply.entry(&self.s.entry_ttl(req, parent.0, name), &attr, GEN),
             Ok(None) => reply.entry(&self.s.ttl(), &negative(), GEN),
             Err(e) => reply.error(errno(&e)),
         }
@@ -1706,6 +1796,11 @@ impl Filesystem for OverlayFs {
                 ino: st.st_ino,
             };
             let dino = s.table.ino_for(key);
+            let ttl = if s.replay.is_pending(node.ino, &e.name) {
+                Duration::ZERO
+            } else {
+                ttl
+            };
             if reply.add(INodeNo(dino), i + 1, &e.name, &ttl, &s.attr(dino, &st), GEN) {
                 break;
             }

@@ -358,6 +358,15 @@ impl Table {
         out
     }
 
+    /// Every node the kernel holds.
+    pub fn all(&self) -> Vec<Arc<Node>> {
+        let mut out = Vec::new();
+        for s in self.shards.iter() {
+            out.extend(read(s).values().cloned());
+        }
+        out
+    }
+
     /// How many nodes the kernel holds.
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| read(s).len()).sum()

@@ -362,6 +362,11 @@ pub fn run(
         let minor = shared.kernel_minor.load(Ordering::Relaxed);
         let raw = kernel_notify::KernelNotifier::new(raw_fd, minor);
         sync::spawn(shared.clone(), session.notifier(), raw, replay_root, rx)?;
+        if cfg.channel.is_some() {
+            // The root is never looked up: its view is taken now, so a change made while the
+            // overlay waits for the daemon is found by the first rescan.
+            let _ = tx.send(Job::Baseline(inode::ROOT_INO));
+        }
         let mp = cmp.clone();
         std::thread::Builder::new()
             .name("vfnotify-signal".into())
@@ -509,6 +514,10 @@ impl crate::link::NotifyTarget for LinkTarget {
             self.send(Job::Degrade);
         } else if !was && linked {
             info!("daemon link up: long caching");
+        }
+        if linked && !was {
+            // Before the rescan that follows linking: what was cached while degraded goes.
+            self.send(Job::Relinked);
         }
     }
 

@@ -1,0 +1,330 @@
+//! Replays: each change is performed again through the overlay's own mount by the sync worker, so
+//! the kernel emits exactly the event a local change would have produced. The request handlers
+//! answer the worker's requests from the previous view (`ReplayView`) and never touch SOURCE.
+//!
+//! The kernel may hold any name a replay acts on — a client looked it up or listed the folder
+//! before or during the notification. The names are expired first (see `invalidate.rs`) and
+//! marked pending, so other clients' lookups of them are not cached while the replay runs; should
+//! one still slip in between (a lookup answered just before the mark, installed just after the
+//! expiry), the replay meets `EEXIST`, `ENOENT`, `EISDIR` or `ENOTDIR`, expires the names again and
+//! retries, a few times.
+
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tracing::debug;
+
+use super::Worker;
+use super::diff::Change;
+use crate::overlay::fs::{Stats, ViewEntry};
+use crate::overlay::inode::{EntrySnap, Ino, Key};
+use crate::sys;
+
+/// How often a replay's name operation is tried in all.
+const ATTEMPTS: usize = 4;
+
+/// Temporary names for replacements are unique within the process.
+static NEXT_TMP: AtomicU64 = AtomicU64::new(1);
+
+/// Why a replay did not produce its event.
+enum Failure {
+    /// The name operation met what the kernel holds: expire and try again.
+    Retry(io::Error),
+    /// Give up: invalidate instead.
+    Fail(io::Error),
+}
+
+impl From<io::Error> for Failure {
+    fn from(e: io::Error) -> Self {
+        Failure::Fail(e)
+    }
+}
+
+/// The error a name operation gives when the kernel holds a name the previous view disagrees
+/// with.
+fn retryable(e: io::Error) -> Failure {
+    match e.raw_os_error() {
+        Some(libc::EEXIST | libc::ENOENT | libc::EISDIR | libc::ENOTDIR | libc::ENOTEMPTY) => {
+            Failure::Retry(e)
+        }
+        _ => Failure::Fail(e),
+    }
+}
+
+impl Worker {
+    /// Perform one change through the mount so the kernel emits its real event; on failure make
+    /// sure the kernel's caches are right at least.
+    pub(super) fn replay(&self, c: &Change) {
+        let s = &self.s;
+        let mut last = None;
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                Stats::bump(&s.stats.replay_retries);
+                self.expire_names(c);
+            }
+            match self.replay_once(c) {
+                Ok(()) => {
+                    Stats::bump(&s.stats.events_replayed);
+                    return;
+                }
+                Err(Failure::Retry(e)) => last = Some(e),
+                Err(Failure::Fail(e)) => {
+                    last = Some(e);
+                    break;
+                }
+            }
+        }
+        debug!(?c, error = ?last, "replay failed; invalidating instead");
+        Stats::bump(&s.stats.replay_failed);
+        self.invalidate(c);
+    }
+
+    fn replay_once(&self, c: &Change) -> Result<(), Failure> {
+        let s = &self.s;
+        match c {
+            Change::Create { dir, name, new } | Change::Link { dir, name, new } => {
+                s.replay.set(*dir, name, ViewEntry::Absent);
+                let path = self.path(*dir, name)?;
+                let link = matches!(c, Change::Link { .. });
+                self.make(&path, *dir, name, new, link).map_err(retryable)?;
+                // The name exists for the kernel now (other clients' listings may expire its
+                // entry meanwhile: the next lookup must find it).
+                s.replay.set(*dir, name, ViewEntry::Present(*new));
+                // A new file is also written and closed, as a local writer would do it: IN_OPEN,
+                // IN_MODIFY (when it has content) and IN_CLOSE_WRITE. A new name of an object
+                // that has others (a hard link) is only the name.
+                if !link && new.file_type() == libc::S_IFREG && new.nlink <= 1 {
+                    let _ = self.replay_write(&path, new.size);
+                }
+                Ok(())
+            }
+            Change::Delete { dir, name, old } => {
+                s.replay.set(*dir, name, ViewEntry::Present(*old));
+                let path = self.path(*dir, name)?;
+                let r = if old.is_dir() {
+                    std::fs::remove_dir(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+                r.map_err(retryable)
+            }
+            Change::Rename {
+                from,
+                name,
+                to,
+                newname,
+                old,
+                replaced,
+            } => {
+                s.replay.set(*from, name, ViewEntry::Present(*old));
+                s.replay.set(
+                    *to,
+                    newname,
+                    replaced
+                        .map(ViewEntry::Present)
+                        .unwrap_or(ViewEntry::Absent),
+                );
+                let a = self.path(*from, name)?;
+                let b = self.path(*to, newname)?;
+                std::fs::rename(&a, &b).map_err(retryable)
+            }
+            Change::Replace { dir, name, old, new } => self.replay_replace(*dir, name, old, new),
+            Change::Content { dir, name, new } => {
+                let path = self.path(*dir, name)?;
+                Ok(self.replay_write(&path, new.size)?)
+            }
+            Change::Attr {
+                dir,
+                name,
+                old,
+                new,
+            } => {
+                let path = self.path(*dir, name)?;
+                let p = sys::cstr(path.as_os_str())?;
+                let r = if old.mode != new.mode && new.file_type() != libc::S_IFLNK {
+                    sys::fchmodat_nofollow(sys::cwd(), &p, new.mode & 0o7777)
+                } else if old.uid != new.uid || old.gid != new.gid {
+                    sys::fchownat(sys::cwd(), &p, new.uid, new.gid)
+                } else {
+                    sys::utimensat(
+                        sys::cwd(),
+                        &p,
+                        sys::SetTime::At(new.atime.0, new.atime.1),
+                        sys::SetTime::At(new.mtime.0, new.mtime.1),
+                    )
+                };
+                Ok(r?)
+            }
+        }
+    }
+
+    /// Make the new name `name` in `dir` at `path` for the object `new`: a hard link to one of
+    /// its other names, or mknod/mkdir/symlink.
+    fn make(&self, path: &Path, dir: Ino, name: &OsStr, new: &EntrySnap, link: bool) -> io::Result<()> {
+        if link {
+            if let Ok(from) = self.existing_path(new.key, (dir, name)) {
+                return std::fs::hard_link(from, path);
+            }
+        }
+        match new.file_type() {
+            libc::S_IFDIR => std::fs::create_dir(path),
+            libc::S_IFLNK => self
+                .symlink_target(dir, name)
+                .and_then(|t| std::os::unix::fs::symlink(t, path)),
+            t => sys::cstr(path.as_os_str())
+                .and_then(|p| sys::mknodat(sys::cwd(), &p, t | (new.mode & 0o7777), new.rdev)),
+        }
+    }
+
+    /// A name now holding another object of the same kind, replayed as a local replacement is
+    /// made: the new object under a hidden temporary name that SOURCE does not have (created,
+    /// written and closed, or linked), renamed over the name. Watchers see `IN_CREATE` of the
+    /// temporary name, its content events, then `IN_MOVED_FROM` it and `IN_MOVED_TO` the name —
+    /// what an editor's atomic save gives.
+    fn replay_replace(
+        &self,
+        dir: Ino,
+        name: &OsStr,
+        old: &EntrySnap,
+        new: &EntrySnap,
+    ) -> Result<(), Failure> {
+        let s = &self.s;
+        let tmp = self.temporary_name(dir, name)?;
+        s.replay.set_standin(dir, &tmp, name);
+        s.replay.set(dir, &tmp, ViewEntry::Absent);
+        let tmp_path = self.path(dir, &tmp)?;
+        let linked = new.nlink > 1 && new.file_type() == libc::S_IFREG;
+        let made = match self.existing_path(new.key, (dir, name)) {
+            Ok(from) if linked => std::fs::hard_link(from, &tmp_path),
+            _ => self.make(&tmp_path, dir, name, new, false),
+        };
+        made.map_err(retryable)?;
+        s.replay.set(dir, &tmp, ViewEntry::Present(*new));
+        if !linked && new.file_type() == libc::S_IFREG {
+            let _ = self.replay_write(&tmp_path, new.size);
+        }
+        s.replay.set(dir, name, ViewEntry::Present(*old));
+        let path = self.path(dir, name)?;
+        if let Err(e) = std::fs::rename(&tmp_path, &path) {
+            // Never leave the temporary name behind in the kernel.
+            s.replay.set(dir, &tmp, ViewEntry::Present(*new));
+            let _ = std::fs::remove_file(&tmp_path);
+            return Err(retryable(e));
+        }
+        Ok(())
+    }
+
+    /// A hidden name for a replacement's temporary object that SOURCE does not have in `dir`.
+    fn temporary_name(&self, dir: Ino, name: &OsStr) -> io::Result<OsString> {
+        let node = self
+            .s
+            .table
+            .get(dir)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ESTALE))?;
+        let pfd = self.s.dir_fd(&node)?;
+        loop {
+            let n = NEXT_TMP.fetch_add(1, Ordering::Relaxed);
+            let mut t = OsString::from(".");
+            // Short enough for any name SOURCE allows: the name's head, and a number.
+            let head: Vec<u8> = name.as_bytes().iter().copied().take(200).collect();
+            t.push(OsStr::from_bytes(&head));
+            t.push(format!(".vfnotify-{n}"));
+            match sys::fstatat(pfd.as_fd(), &sys::cstr(&t)?) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(t),
+                _ => continue,
+            }
+        }
+    }
+
+    /// Open for writing, truncate to the current size (IN_MODIFY, nothing changes) and close
+    /// (IN_CLOSE_WRITE). Where the open is refused (a passthrough file on a read-only SOURCE), the
+    /// truncate alone still gives IN_MODIFY.
+    pub(super) fn replay_write(&self, path: &Path, size: u64) -> io::Result<()> {
+        let opened = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path);
+        match opened {
+            Ok(f) if size == 0 => {
+                drop(f);
+                Ok(())
+            }
+            Ok(f) => f.set_len(size),
+            Err(_) => sys::cstr(path.as_os_str()).and_then(|p| sys::truncate_nofollow(&p, size)),
+        }
+    }
+
+    /// A live path (through the mount) to an object SOURCE already has under another name than
+    /// `not`, for hard-link replays.
+    fn existing_path(&self, key: Key, not: (Ino, &OsStr)) -> io::Result<PathBuf> {
+        let node = self
+            .s
+            .table
+            .get(self.s.table.ino_for(key))
+            .filter(|n| n.key == key)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?;
+        let links = node.state().links.clone();
+        let (p, n) = links
+            .into_iter()
+            .find(|(p, n)| !(*p == not.0 && n == not.1))
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?;
+        self.path(p, &n)
+    }
+
+    fn symlink_target(&self, dir: Ino, name: &OsStr) -> io::Result<PathBuf> {
+        let node = self
+            .s
+            .table
+            .get(dir)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?;
+        let pfd = self.s.dir_fd(&node)?;
+        let t = sys::readlinkat(pfd.as_fd(), &sys::cstr(name)?)?;
+        Ok(PathBuf::from(OsStr::from_bytes(&t)))
+    }
+
+    /// Toggle mode: a virtual create and delete of the trigger name in `dir`.
+    pub(super) fn toggle(&self, dir: Ino) {
+        let s = &self.s;
+        let name = OsString::from(&s.cfg.trigger_name);
+        s.replay.set(dir, &name, ViewEntry::Virtual);
+        let made = self.path(dir, &name).and_then(|path| {
+            sys::mknodat(
+                sys::cwd(),
+                &sys::cstr(path.as_os_str())?,
+                libc::S_IFREG | 0o644,
+                0,
+            )?;
+            let _ = std::fs::remove_file(&path);
+            Ok(())
+        });
+        if made.is_ok() {
+            Stats::bump(&s.stats.events_replayed);
+        } else {
+            Stats::bump(&s.stats.replay_failed);
+        }
+    }
+
+    /// The path through the mount of `name` in `dir`. `ESTALE` when a folder on the way is no
+    /// longer known (the kernel forgot it since the change was found): a replay there would act
+    /// on the wrong folder, so the change is invalidated instead.
+    pub(super) fn path(&self, dir: Ino, name: &OsStr) -> io::Result<PathBuf> {
+        let rel = self
+            .s
+            .try_path_of(dir, Some(name))
+            .map_err(|partial| {
+                debug!(dir, ?name, ?partial, "no path: a folder on the way is not known");
+                io::Error::from_raw_os_error(libc::ESTALE)
+            })?;
+        Ok(match &*self.prefix.borrow() {
+            Some(p) => p.join(rel),
+            // No way in (the mount is going away): a path that fails, so the change is
+            // invalidated instead.
+            None => PathBuf::from("/proc/self/fd/-1").join(rel),
+        })
+    }
+}

@@ -1,0 +1,460 @@
+//! Reading SOURCE: folder views (baselines), the folders a notification's scope covers, the
+//! rescan that diffs them with their last view, and the trees that are new or gone as a whole.
+
+use std::collections::HashSet;
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tracing::debug;
+
+use super::Worker;
+use super::diff::{Change, diff, diff_entry};
+use crate::overlay::fs::Stats;
+use crate::overlay::inode::{EntrySnap, Ino, Key, Node, ROOT_INO, Snapshot};
+use crate::sys;
+
+/// Most entries a notification describes one by one inside folders that are new or removed as a
+/// whole; past that the folder's own event stands for the rest (a watcher crawls it), counted as
+/// `tree_collapsed`.
+pub const TREE_BUDGET: usize = 100_000;
+
+/// Where a notification applies.
+#[derive(Debug)]
+pub enum Scope {
+    /// A folder and every folder below it that the kernel holds.
+    Subtree(Ino),
+    /// One name in a folder.
+    Entry(Ino, OsString),
+}
+
+/// A folder's next view: complete, or some names updated (`None`: gone).
+pub enum View {
+    Full(Snapshot),
+    Names(Vec<(OsString, Option<EntrySnap>)>),
+}
+
+impl View {
+    /// Whether the view has `name`.
+    pub fn has(&self, name: &OsStr) -> bool {
+        match self {
+            View::Full(s) => s.contains_key(name),
+            View::Names(v) => v.iter().any(|(n, e)| n == name && e.is_some()),
+        }
+    }
+
+    /// Make this the folder's view.
+    pub fn commit(self, slot: &mut Option<Box<Snapshot>>) {
+        match self {
+            View::Full(s) => *slot = Some(Box::new(s)),
+            View::Names(v) => {
+                let snap = slot.get_or_insert_with(Box::default);
+                for (name, e) in v {
+                    match e {
+                        Some(e) => snap.insert(name, e),
+                        None => snap.remove(&name),
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// What a rescan found: the changes in diff order and each folder's next view.
+#[derive(Default)]
+pub struct Rescan {
+    pub changes: Vec<Change>,
+    pub views: Vec<(Arc<Node>, View)>,
+    /// Names the scope named that SOURCE has under neither view (a name the kernel may hold from
+    /// a lookup the overlay's view never recorded): expired anyway.
+    pub unseen: Vec<(Ino, OsString)>,
+}
+
+impl Worker {
+    /// Take the first view of a folder the kernel just learned about. When the folder changed
+    /// between the kernel learning it and this view, entries changed since then are left out (so
+    /// the next notification reports them), and since a name removed in between cannot be
+    /// represented at all, every name the kernel holds in it is expired.
+    pub(super) fn baseline(&self, ino: Ino) {
+        let Some(node) = self.s.table.get(ino) else {
+            return;
+        };
+        if node.state().snapshot.is_some() {
+            return;
+        }
+        let known = node.state().attr;
+        let Ok(mut snap) = self.scan_dir(&node) else {
+            return;
+        };
+        Stats::bump(&self.s.stats.baselines);
+        let now = self
+            .s
+            .dir_fd(&node)
+            .and_then(|fd| sys::fstatat_fresh(fd.as_fd(), c""))
+            .ok();
+        let mut uncertain = false;
+        if let (Some(k), Some(now)) = (known, now) {
+            if (now.st_mtime, now.st_mtime_nsec) != k.mtime {
+                snap.retain(|_, e| e.ctime <= k.mtime);
+                uncertain = true;
+            }
+        }
+        {
+            let mut st = node.state();
+            if st.snapshot.is_some() {
+                return;
+            }
+            st.snapshot = Some(Box::new(snap));
+        }
+        if uncertain {
+            Stats::bump(&self.s.stats.baselines_uncertain);
+            self.expire_folder(&node);
+        }
+    }
+
+    /// Read a folder of SOURCE completely.
+    pub(super) fn scan_dir(&self, node: &Node) -> io::Result<Snapshot> {
+        let pathfd = self.s.dir_fd(node)?;
+        let fd = sys::openat(pathfd.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+        self.scan_fd(fd.as_fd())
+    }
+
+    fn scan_fd(&self, fd: BorrowedFd<'_>) -> io::Result<Snapshot> {
+        let mut snap = Snapshot::new();
+        for e in sys::read_dir(fd)? {
+            if let Ok((st, btime)) =
+                sys::cstr(&e.name).and_then(|n| sys::fstatat_fresh_btime(fd, &n))
+            {
+                snap.insert(e.name, EntrySnap::from_stat(&st).with_btime(btime));
+            }
+        }
+        Stats::bump(&self.s.stats.dirs_scanned);
+        self.s
+            .stats
+            .entries_scanned
+            .fetch_add(snap.len() as u64, Ordering::Relaxed);
+        Ok(snap)
+    }
+
+    /// Turn validated relative paths into scopes, walking only folders the kernel holds and
+    /// never following a symlink.
+    pub(super) fn scopes(&self, paths: &[String]) -> Vec<Scope> {
+        if paths.is_empty() {
+            return vec![Scope::Subtree(ROOT_INO)];
+        }
+        let mut out = Vec::new();
+        'paths: for p in paths {
+            let mut cur = ROOT_INO;
+            let comps: Vec<&str> = p
+                .split('/')
+                .filter(|c| !c.is_empty() && *c != ".")
+                .collect();
+            if comps.contains(&"..") {
+                Stats::bump(&self.s.stats.scope_rejected);
+                continue;
+            }
+            for (i, c) in comps.iter().enumerate() {
+                let name = OsStr::new(c);
+                // Each component is also checked in its parent: a folder named by the scope (or
+                // above it) may itself be gone or replaced.
+                out.push(Scope::Entry(cur, name.to_owned()));
+                match self.known_child_dir(cur, name) {
+                    Some(ino) if i + 1 < comps.len() => cur = ino,
+                    Some(ino) => {
+                        out.push(Scope::Subtree(ino));
+                        continue 'paths;
+                    }
+                    None => continue 'paths,
+                }
+            }
+            out.push(Scope::Subtree(cur));
+        }
+        out
+    }
+
+    /// The node id of a folder the kernel holds under `(parent, name)`.
+    fn known_child_dir(&self, parent: Ino, name: &OsStr) -> Option<Ino> {
+        let pnode = self.s.table.get(parent)?;
+        let key = pnode
+            .state()
+            .snapshot
+            .as_ref()
+            .and_then(|s| s.get(name))
+            .filter(|e| e.is_dir())
+            .map(|e| e.key);
+        let key = match key {
+            Some(k) => k,
+            None => {
+                let pfd = self.s.dir_fd(&pnode).ok()?;
+                let st = sys::fstatat_fresh(pfd.as_fd(), &sys::cstr(name).ok()?).ok()?;
+                if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+                    return None;
+                }
+                Key {
+                    dev: st.st_dev,
+                    ino: st.st_ino,
+                }
+            }
+        };
+        let node = self.s.table.get(self.s.table.ino_for(key))?;
+        (node.key == key && node.is_dir).then_some(node.ino)
+    }
+
+    /// Known folders below (and including) `root`.
+    fn subtree(&self, root: Ino) -> Vec<Arc<Node>> {
+        if root == ROOT_INO {
+            let mut all = self.s.table.dirs();
+            all.sort_by_key(|n| n.ino != ROOT_INO);
+            return all;
+        }
+        let mut out = Vec::new();
+        let mut queue = vec![root];
+        let mut seen = HashSet::new();
+        while let Some(ino) = queue.pop() {
+            if !seen.insert(ino) {
+                continue;
+            }
+            let Some(node) = self.s.table.get(ino) else {
+                continue;
+            };
+            let children: Vec<Ino> = node
+                .state()
+                .snapshot
+                .as_ref()
+                .map(|s| {
+                    s.values()
+                        .filter(|e| e.is_dir())
+                        .map(|e| self.s.table.ino_for(e.key))
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.push(node);
+            queue.extend(
+                children
+                    .into_iter()
+                    .filter(|c| self.s.table.get(*c).is_some()),
+            );
+        }
+        out
+    }
+
+    /// Re-read what the scope covers and diff it with the last view.
+    pub(super) fn rescan(&self, paths: &[String]) -> Rescan {
+        let mut r = Rescan::default();
+        let mut scanned: HashSet<Ino> = HashSet::new();
+        let mut entries: Vec<(Ino, Vec<OsString>)> = Vec::new();
+        for scope in self.scopes(paths) {
+            match scope {
+                Scope::Subtree(root) => {
+                    for node in self.subtree(root) {
+                        if scanned.insert(node.ino) {
+                            self.rescan_dir(&node, None, &mut r);
+                        }
+                    }
+                }
+                Scope::Entry(dir, name) => {
+                    // Gathered per folder: one view per folder per notification.
+                    match entries.iter_mut().find(|(d, _)| *d == dir) {
+                        Some((_, names)) => names.push(name),
+                        None => entries.push((dir, vec![name])),
+                    }
+                }
+            }
+        }
+        for (dir, names) in entries {
+            if scanned.contains(&dir) {
+                continue;
+            }
+            if let Some(node) = self.s.table.get(dir) {
+                self.rescan_dir(&node, Some(&names), &mut r);
+            }
+        }
+        r
+    }
+
+    /// Diff one folder (or some names in it) against its last view, without copying the view:
+    /// a scoped notification in a folder of 10,000 entries costs a few `fstatat`s.
+    fn rescan_dir(&self, node: &Arc<Node>, only: Option<&[OsString]>, r: &mut Rescan) {
+        // On a FUSE SOURCE a lookup may be answered from its own cache: list the folder instead.
+        let has_view = node.state().snapshot.is_some() && !self.s.source_is_fuse;
+        if let (Some(names), true) = (only, has_view) {
+            let Ok(pfd) = self.s.dir_fd(node) else {
+                Stats::bump(&self.s.stats.scan_errors);
+                return;
+            };
+            let mut found = Vec::with_capacity(names.len());
+            for name in names {
+                match sys::cstr(name).and_then(|n| sys::fstatat_fresh_btime(pfd.as_fd(), &n)) {
+                    Ok((st, btime)) => found.push((
+                        name.clone(),
+                        Some(EntrySnap::from_stat(&st).with_btime(btime)),
+                    )),
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                        found.push((name.clone(), None))
+                    }
+                    Err(_) => {
+                        Stats::bump(&self.s.stats.scan_errors);
+                        return;
+                    }
+                }
+                Stats::bump(&self.s.stats.entries_scanned);
+            }
+            let mark = r.changes.len();
+            let mut vanished = false;
+            {
+                let st = node.state();
+                let snap = st.snapshot.as_deref();
+                for (name, new) in &found {
+                    let old = snap.and_then(|s| s.get(name));
+                    vanished |= old.is_some() && new.is_none();
+                    if old.is_none() && new.is_none() {
+                        r.unseen.push((node.ino, name.clone()));
+                    }
+                    diff_entry(node.ino, name, old, new.as_ref(), &mut r.changes);
+                }
+            }
+            if !vanished {
+                r.views.push((node.clone(), View::Names(found)));
+                return;
+            }
+            // A name that vanished may have been renamed within the folder: look at it all.
+            r.changes.truncate(mark);
+        }
+        let new = match self.scan_dir(node) {
+            Ok(s) => s,
+            Err(e) => {
+                debug!("rescan of {} failed: {e}", node.ino);
+                return;
+            }
+        };
+        match node.state().snapshot.as_deref() {
+            Some(old) => diff(node.ino, old, &new, &mut r.changes),
+            // Without a view yet this is the baseline, and the names the scope gave are all the
+            // notification can say: expire them.
+            None => {
+                for name in only.into_iter().flatten() {
+                    r.unseen.push((node.ino, name.clone()));
+                }
+            }
+        }
+        r.views.push((node.clone(), View::Full(new)));
+    }
+
+    /// Everything below a folder that is new in this notification (`dir`, the folder's node id;
+    /// `fd` open on it), as creates in pre-order, with each folder's view. `budget` bounds the
+    /// entries described; past it the folder's own event stands for the rest.
+    pub(super) fn scan_new_tree(
+        &self,
+        fd: BorrowedFd<'_>,
+        dir: Ino,
+        budget: &mut usize,
+        changes: &mut Vec<Change>,
+        views: &mut Vec<(Ino, Snapshot)>,
+    ) {
+        let Ok(snap) = self.scan_fd(fd) else {
+            Stats::bump(&self.s.stats.scan_errors);
+            return;
+        };
+        if snap.len() > *budget {
+            Stats::bump(&self.s.stats.tree_collapsed);
+            return;
+        }
+        *budget -= snap.len();
+        for (name, e) in &snap {
+            changes.push(Change::Create {
+                dir,
+                name: name.clone(),
+                new: *e,
+            });
+            if e.is_dir() {
+                let sub = sys::cstr(name).and_then(|n| {
+                    sys::openat(
+                        fd,
+                        &n,
+                        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+                        0,
+                    )
+                });
+                if let Ok(sub) = sub {
+                    let child = self.s.table.ino_for(e.key);
+                    self.scan_new_tree(sub.as_fd(), child, budget, changes, views);
+                }
+            }
+        }
+        views.push((dir, snap));
+    }
+
+    /// Open the folder `name` in the folder node `dir` (for [`Worker::scan_new_tree`]), checking
+    /// it is still the object `key`.
+    pub(super) fn open_child_dir(
+        &self,
+        dir: Ino,
+        name: &OsStr,
+        key: Key,
+    ) -> io::Result<std::os::fd::OwnedFd> {
+        let node = self
+            .s
+            .table
+            .get(dir)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ESTALE))?;
+        let pfd = self.s.dir_fd(&node)?;
+        let fd = sys::openat(
+            pfd.as_fd(),
+            &sys::cstr(name)?,
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+            0,
+        )?;
+        let st = sys::fstat(fd.as_fd())?;
+        if (Key {
+            dev: st.st_dev,
+            ino: st.st_ino,
+        }) != key
+        {
+            return Err(io::Error::from_raw_os_error(libc::ESTALE));
+        }
+        Ok(fd)
+    }
+
+    /// What the overlay last saw inside a folder that is removed as a whole, as deletes in
+    /// post-order (deepest first), within `budget`.
+    /// `dirs` gets every folder visited.
+    pub(super) fn removed_tree(
+        &self,
+        old: &EntrySnap,
+        budget: &mut usize,
+        out: &mut Vec<Change>,
+        dirs: &mut Vec<Ino>,
+    ) {
+        let ino = self.s.table.ino_for(old.key);
+        let Some(node) = self.s.table.get(ino) else {
+            return;
+        };
+        if node.key != old.key || !node.is_dir {
+            return;
+        }
+        dirs.push(ino);
+        let snap = node
+            .state()
+            .snapshot
+            .as_deref()
+            .cloned()
+            .unwrap_or_default();
+        if snap.len() > *budget {
+            Stats::bump(&self.s.stats.tree_collapsed);
+            return;
+        }
+        *budget -= snap.len();
+        for (name, e) in snap {
+            if e.is_dir() {
+                self.removed_tree(&e, budget, out, dirs);
+            }
+            out.push(Change::Delete {
+                dir: ino,
+                name,
+                old: e,
+            });
+        }
+    }
+}
