@@ -20,7 +20,7 @@ impl Worker {
         let s = &self.s;
         match c {
             Change::Content { new, .. } => self.inval_inode(s.table.ino_for(new.key), 0, 0),
-            Change::Attr { new, .. } => self.inval_inode(s.table.ino_for(new.key), -1, 0),
+            Change::Attr { old, new, .. } => self.inval_attr(old, new),
             _ => self.expire_names(c),
         }
     }
@@ -83,7 +83,18 @@ impl Worker {
                 }
             }
             Change::Content { new, .. } => self.inval_inode(s.table.ino_for(new.key), 0, 0),
-            Change::Attr { new, .. } => self.inval_inode(s.table.ino_for(new.key), -1, 0),
+            Change::Attr { old, new, .. } => self.inval_attr(old, new),
+        }
+    }
+
+    /// An attribute change: the attributes go, and the cached data too when mtime moved (the
+    /// rule that calls a moved mtime an attribute change can be wrong; see `diff.rs`).
+    fn inval_attr(&self, old: &crate::overlay::inode::EntrySnap, new: &crate::overlay::inode::EntrySnap) {
+        let ino = self.s.table.ino_for(new.key);
+        if old.mtime != new.mtime {
+            self.inval_inode(ino, 0, 0);
+        } else {
+            self.inval_inode(ino, -1, 0);
         }
     }
 
