@@ -25,6 +25,9 @@ pub trait NotifyTarget: Send + Sync + 'static {
     fn handle(&self, paths: &[String]) -> Vec<serde_json::Value>;
     /// The link went up (`true`) or down (`false`). Called on every transition.
     fn set_linked(&self, linked: bool);
+    /// The globs of the watch subscriptions that follow this overlay now (empty: none), so the
+    /// overlay can find every change they match, in folders no client listed too.
+    fn set_watch_globs(&self, _globs: Vec<String>) {}
     /// Counters and state reported to the daemon for `vfnotify status`.
     fn stats(&self) -> serde_json::Value;
 }
@@ -162,6 +165,9 @@ fn session(
             }
             Err(e) => return Err(LinkError::Receive(e)),
         };
+        if let Some(globs) = watch_globs(&batch) {
+            target.set_watch_globs(globs);
+        }
         let Some(merged) = merge_events(&batch) else {
             continue;
         };
@@ -174,6 +180,23 @@ fn session(
             )
             .map_err(LinkError::Ack)?;
     }
+}
+
+/// The last `watches` event of a batch: the watch globs following the overlay now.
+pub fn watch_globs(messages: &[Value]) -> Option<Vec<String>> {
+    messages.iter().rev().find_map(|m| {
+        let ev = m.get("event")?;
+        if ev.get("type").and_then(Value::as_str) != Some("watches") {
+            return None;
+        }
+        Some(
+            ev.get("globs")?
+                .as_array()?
+                .iter()
+                .filter_map(|g| g.as_str().map(str::to_string))
+                .collect(),
+        )
+    })
 }
 
 /// Notify events of one batch, merged.

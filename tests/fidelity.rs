@@ -697,3 +697,52 @@ fn normalising_events() {
     .collect();
     assert_eq!(n, want);
 }
+
+/// Degraded → linked: changes the host made while the overlay had no daemon (short timeouts)
+/// are all gone from the guest's caches the moment the first `vfnotify notify` after linking
+/// returns — at the mount's root and in a subfolder, names and attributes alike.
+#[test]
+fn nothing_stale_remains_once_linked_after_a_degraded_spell() {
+    if !common::fuse_ready("degraded_to_linked") {
+        return;
+    }
+    for round in 0..4 {
+        let dir = common::tempdir();
+        let ctl = dir.path().join("ctl.sock");
+        let (src, mnt) = (dir.path().join("src"), dir.path().join("mnt"));
+        fs::create_dir_all(src.join("sub")).unwrap();
+        fs::create_dir_all(&mnt).unwrap();
+        for f in ["f", "h", "sub/g", "sub/k"] {
+            write(&src.join(f), b"x");
+        }
+        let _m = common::MountGuard::mount(
+            &src,
+            &mnt,
+            &format!("channel=docs,control={}", ctl.display()),
+        );
+        // Degraded (no daemon): the kernel learns the names and attributes, for a second.
+        for f in ["f", "h", "sub/g", "sub/k"] {
+            assert!(fs::metadata(mnt.join(f)).is_ok(), "round {round}: {f}");
+        }
+        fs::remove_file(src.join("f")).unwrap();
+        fs::remove_file(src.join("sub/g")).unwrap();
+        fs::set_permissions(src.join("h"), fs::Permissions::from_mode(0o600)).unwrap();
+        fs::set_permissions(src.join("sub/k"), fs::Permissions::from_mode(0o600)).unwrap();
+        let _daemon = daemon_support::Daemon::start_at(&ctl, &[]);
+        daemon_support::poll_until("linked", Duration::from_secs(10), || {
+            common::notify_ok(&ctl, "docs", &[])
+        });
+        assert!(
+            fs::symlink_metadata(mnt.join("f")).is_err(),
+            "round {round}: f at the root still there"
+        );
+        assert!(
+            fs::symlink_metadata(mnt.join("sub/g")).is_err(),
+            "round {round}: sub/g still there"
+        );
+        for f in ["h", "sub/k"] {
+            let mode = fs::metadata(mnt.join(f)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "round {round}: {f}");
+        }
+    }
+}

@@ -122,6 +122,39 @@ impl Glob {
         &self.source
     }
 
+    /// Which folders a path the glob matches can be in: the folder named by the glob's literal
+    /// leading segments (`""` for the mount's root), and how many folders deep below it (`None`:
+    /// any depth, the glob has a `**`). `reports/*.pdf` → `("reports", Some(0))`, `a/*/b.txt` →
+    /// `("a", Some(1))`, `**/*.pdf` → `("", None)`, `notes.txt` → `("", Some(0))`.
+    pub fn reach(&self) -> (String, Option<usize>) {
+        let lit_end = self
+            .toks
+            .iter()
+            .position(|t| !matches!(t, Tok::Lit(_)))
+            .unwrap_or(self.toks.len());
+        let literal: String = self.toks[..lit_end]
+            .iter()
+            .map(|t| match t {
+                Tok::Lit(c) => *c,
+                _ => unreachable!(),
+            })
+            .collect();
+        // The folder is the literal part up to its last `/` (a literal last segment is a name).
+        let (dir, rest_start) = match literal.rfind('/') {
+            Some(i) => (literal[..i].to_string(), i + 1),
+            None => (String::new(), 0),
+        };
+        let rest = &self.toks[literal[..rest_start].chars().count()..];
+        if rest
+            .iter()
+            .any(|t| matches!(t, Tok::Any | Tok::DirsEnter | Tok::DirsInner))
+        {
+            return (dir, None);
+        }
+        let depth = rest.iter().filter(|t| **t == Tok::Lit('/')).count();
+        (dir, Some(depth))
+    }
+
     /// Whether the whole of `path` matches.
     pub fn matches(&self, path: &str) -> bool {
         let n = self.toks.len();
@@ -234,6 +267,19 @@ mod tests {
         assert!(m("**", "anything/at/all"));
         assert!(m("x**y", "x/a/y"));
         assert!(m("***/z", "q/z"));
+    }
+
+    #[test]
+    fn reach_is_the_literal_folder_and_the_depth_below() {
+        let r = |p: &str| Glob::new(p).unwrap().reach();
+        assert_eq!(r("reports/*.pdf"), ("reports".into(), Some(0)));
+        assert_eq!(r("a/*/b.txt"), ("a".into(), Some(1)));
+        assert_eq!(r("**/*.pdf"), ("".into(), None));
+        assert_eq!(r("reports/**"), ("reports".into(), None));
+        assert_eq!(r("notes.txt"), ("".into(), Some(0)));
+        assert_eq!(r("a/b/c.txt"), ("a/b".into(), Some(0)));
+        assert_eq!(r("a/b*/c"), ("a".into(), Some(1)));
+        assert_eq!(r("x**y"), ("".into(), None));
     }
 
     #[test]

@@ -261,6 +261,14 @@ impl Conn {
                             break;
                         }
                     }
+                    Popped::Watches(globs) => {
+                        let mut line =
+                            json!({"event": {"type": "watches", "globs": globs}}).to_string();
+                        line.push('\n');
+                        if tx.send(line).await.is_err() {
+                            break;
+                        }
+                    }
                     Popped::Empty => forward.wake.notified().await,
                 }
             }

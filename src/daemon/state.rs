@@ -140,6 +140,9 @@ struct SubState {
 #[derive(Debug)]
 pub enum Popped {
     Event(Event),
+    /// The watch globs that follow the overlay now: `{"event": {"type": "watches", "globs":
+    /// [...]}}` (a watch without a glob follows everything: `**`).
+    Watches(Vec<String>),
     Empty,
     Closed,
 }
@@ -155,6 +158,9 @@ pub struct Subscriber {
     state: Mutex<SubState>,
     /// Woken when events are queued or the subscriber is closed.
     pub wake: Notify,
+    /// The globs of the watches following this overlay, when they changed and the overlay was
+    /// not told yet (sent before any queued notification).
+    globs: Mutex<Option<Vec<String>>>,
 }
 
 impl Subscriber {
@@ -198,11 +204,20 @@ impl Subscriber {
         overflow
     }
 
+    /// Tell the overlay, before its next notification, which watch globs follow it.
+    fn set_globs(&self, globs: Vec<String>) {
+        *lock(&self.globs) = Some(globs);
+        self.wake.notify_one();
+    }
+
     /// Take the next queued event.
     pub fn pop(&self) -> Popped {
         let mut st = lock(&self.state);
         if st.closed {
             return Popped::Closed;
+        }
+        if let Some(g) = lock(&self.globs).take() {
+            return Popped::Watches(g);
         }
         match st.queue.pop_front() {
             Some(ev) => Popped::Event(ev),
@@ -324,8 +339,13 @@ impl Shared {
             since: unix_now(),
             state: Mutex::new(SubState::default()),
             wake: Notify::new(),
+            globs: Mutex::new(None),
         });
         lock(&self.subscribers).insert(id, Arc::clone(&sub));
+        let globs = self.globs_following(&sub);
+        if !globs.is_empty() {
+            sub.set_globs(globs);
+        }
         tracing::info!(id, channel = %sub.channel, mountpoint = %sub.mountpoint.display(), pid, "overlay subscribed");
         sub
     }
@@ -369,14 +389,38 @@ impl Shared {
         lock(&self.watches).insert(id, Arc::clone(&w));
         Counters::bump(&self.counters.watches_opened);
         tracing::debug!(id, target = ?w.target, glob = ?w.glob.as_ref().map(Glob::as_str), "watch opened");
+        self.tell_globs(&w.target);
         w
     }
 
     /// Close and forget a watch.
     pub fn remove_watch(&self, id: u64) {
-        if let Some(w) = lock(&self.watches).remove(&id) {
+        let removed = lock(&self.watches).remove(&id);
+        if let Some(w) = removed {
             w.close();
             tracing::debug!(id, "watch closed");
+            self.tell_globs(&w.target);
+        }
+    }
+
+    /// The globs of the watches following `sub` (`**` for a watch without one), sorted.
+    fn globs_following(&self, sub: &Subscriber) -> Vec<String> {
+        let mut globs: Vec<String> = lock(&self.watches)
+            .values()
+            .filter(|w| self.follows(&w.target, sub))
+            .map(|w| w.glob.as_ref().map_or("**", Glob::as_str).to_string())
+            .collect();
+        globs.sort();
+        globs.dedup();
+        globs
+    }
+
+    /// The watches of `target` changed: tell the overlays it follows.
+    fn tell_globs(&self, target: &Target) {
+        for sub in self.subscribers() {
+            if self.follows(target, &sub) {
+                sub.set_globs(self.globs_following(&sub));
+            }
         }
     }
 
@@ -602,6 +646,7 @@ mod tests {
             since: 0,
             state: Mutex::new(SubState::default()),
             wake: Notify::new(),
+            globs: Mutex::new(None),
         };
         let (tx1, mut rx1) = oneshot::channel();
         assert!(!sub.deliver("c", vec!["a".into()], Some(tx1)));

@@ -149,12 +149,18 @@ pub struct Stats {
     pub replay_retries: AtomicU64,
     pub baselines_uncertain: AtomicU64,
     pub tree_collapsed: AtomicU64,
+    pub reach_entries: AtomicU64,
+    pub reach_truncated: AtomicU64,
     pub scope_rejected: AtomicU64,
     pub scan_errors: AtomicU64,
 }
 
 macro_rules! stats_json {
-    ($s:expr, $($f:ident),*) => { serde_json::json!({ $(stringify!($f): $s.$f.load(Ordering::Relaxed)),* }) };
+    ($s:expr, $($f:ident),*) => {{
+        let mut m = serde_json::Map::new();
+        $(m.insert(stringify!($f).to_string(), $s.$f.load(Ordering::Relaxed).into());)*
+        serde_json::Value::Object(m)
+    }};
 }
 
 impl Stats {
@@ -185,6 +191,8 @@ impl Stats {
             replay_retries,
             baselines_uncertain,
             tree_collapsed,
+            reach_entries,
+            reach_truncated,
             scope_rejected,
             scan_errors
         )

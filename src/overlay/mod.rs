@@ -33,6 +33,7 @@ use crate::sys;
 use fs::{OverlayFs, Shared};
 use options::MountConfig;
 use sync::Job;
+pub use sync::REACH_BUDGET;
 
 /// Mount failures.
 #[derive(Debug, thiserror::Error)]
@@ -519,6 +520,10 @@ impl crate::link::NotifyTarget for LinkTarget {
             // Before the rescan that follows linking: what was cached while degraded goes.
             self.send(Job::Relinked);
         }
+    }
+
+    fn set_watch_globs(&self, globs: Vec<String>) {
+        self.send(Job::WatchGlobs(globs));
     }
 
     fn stats(&self) -> serde_json::Value {

@@ -77,6 +77,9 @@ pub struct MountConfig {
     pub log: Option<PathBuf>,
     pub threads: usize,
     pub trigger_name: String,
+    /// Most entries the overlay views for watch globs in folders the kernel does not hold
+    /// (`reach=N`; 0: watches hear only of folders guest clients looked at).
+    pub reach: usize,
 }
 
 impl Default for MountConfig {
@@ -100,6 +103,7 @@ impl Default for MountConfig {
             log: None,
             threads: 4,
             trigger_name: crate::cli::DEFAULT_TRIGGER.to_string(),
+            reach: super::sync::REACH_BUDGET,
         }
     }
 }
@@ -218,6 +222,11 @@ fn apply(cfg: &mut MountConfig, opt: &str) -> Result<(), OptionError> {
                 return Err(bad("a number from 1 to 64"));
             }
             cfg.threads = n;
+        }
+        "reach" => {
+            cfg.reach = need(value)?
+                .parse()
+                .map_err(|_| bad("a number of entries (0 to turn it off)"))?;
         }
         "ro" => flag(value).map(|_| cfg.read_only = true)?,
         "rw" => flag(value).map(|_| cfg.read_only = false)?,

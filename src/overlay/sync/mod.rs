@@ -18,6 +18,7 @@
 
 mod diff;
 mod invalidate;
+mod reach;
 mod replay;
 mod scan;
 
@@ -39,6 +40,7 @@ use super::inode::{EntrySnap, Ino, Key, Node, Snapshot};
 use super::kernel_notify::KernelNotifier;
 use crate::sys;
 use diff::Change;
+pub use reach::REACH_BUDGET;
 use scan::{Rescan, TREE_BUDGET, View};
 
 /// Work for the sync worker.
@@ -54,6 +56,8 @@ pub enum Job {
     Degrade,
     /// The daemon link is (back) up: expire what was cached while degraded, before the rescan.
     Relinked,
+    /// The globs of the watch subscriptions that follow this overlay (see [`reach`]).
+    WatchGlobs(Vec<String>),
 }
 
 /// What handling one notification did.
@@ -95,6 +99,8 @@ pub struct Worker {
     root: ReplayRoot,
     /// The path prefix replays use during one job (see [`Worker::with_root`]).
     prefix: std::cell::RefCell<Option<PathBuf>>,
+    /// The views of the folders watch globs reach.
+    reach: std::cell::RefCell<reach::Reach>,
 }
 
 /// Start the worker thread.
@@ -111,6 +117,7 @@ pub fn spawn(
         raw,
         root,
         prefix: std::cell::RefCell::new(None),
+        reach: Default::default(),
     };
     std::thread::Builder::new()
         .name("vfnotify-sync".into())
@@ -130,6 +137,7 @@ impl Worker {
                 }
                 Job::Degrade => self.degrade(),
                 Job::Relinked => self.relinked(),
+                Job::WatchGlobs(globs) => self.set_reach(&globs),
             }
         }
     }
@@ -172,7 +180,7 @@ impl Worker {
         // 2. Folders new or removed as a whole, entry by entry.
         let (changes, tree_views) = self.expand_trees(changes, &mut views);
         let n_changes = changes.len() as u64;
-        let records: Vec<ChangeRecord> = changes.iter().map(|c| self.record(c)).collect();
+        let records = self.records(&changes);
         // Folders whose listing changed, but not those removed here: a removed folder's
         // attributes (link count 0, through the fd the overlay holds) must not reach the kernel
         // before its content's replays, or the end of its cached entry would tell its watchers
@@ -266,6 +274,8 @@ impl Worker {
         }
         s.replay.clear();
         s.replay.unmark_all();
+        let mut records = records;
+        records.extend(self.reach_records(paths));
         let report = NotifyReport {
             dirs_scanned: s.stats.dirs_scanned.load(Ordering::Relaxed) - before_dirs,
             entries_scanned: s.stats.entries_scanned.load(Ordering::Relaxed) - before_entries,
@@ -414,14 +424,32 @@ impl Worker {
         self.inval_inode(dir, 0, 0);
     }
 
-    /// The watch-stream record of a change.
-    fn record(&self, c: &Change) -> ChangeRecord {
-        let rel = |dir: Ino, name: &OsStr| {
-            self.s
-                .path_of(dir, Some(name))
-                .to_string_lossy()
-                .into_owned()
+    /// The watch-stream records of the changes, in order. Folders created in this notification
+    /// are not known to the kernel yet: their paths come from the creates before them.
+    fn records(&self, changes: &[Change]) -> Vec<ChangeRecord> {
+        let mut new_dirs: std::collections::HashMap<Ino, PathBuf> = Default::default();
+        let mut out = Vec::with_capacity(changes.len());
+        let rel = |known: &std::collections::HashMap<Ino, PathBuf>, dir: Ino, name: &OsStr| {
+            match known.get(&dir) {
+                Some(p) => p.join(name),
+                None => self.s.path_of(dir, Some(name)),
+            }
         };
+        for c in changes {
+            out.push(self.record(c, |d, n| rel(&new_dirs, d, n)));
+            if let Change::Create { dir, name, new } = c {
+                if new.is_dir() {
+                    let p = rel(&new_dirs, *dir, name);
+                    new_dirs.insert(self.s.table.ino_for(new.key), p);
+                }
+            }
+        }
+        out
+    }
+
+    /// The watch-stream record of a change.
+    fn record(&self, c: &Change, path: impl Fn(Ino, &OsStr) -> PathBuf) -> ChangeRecord {
+        let rel = |dir: Ino, name: &OsStr| path(dir, name).to_string_lossy().into_owned();
         let (kind, path, to) = match c {
             Change::Create { dir, name, .. } | Change::Link { dir, name, .. } => {
                 ("create", rel(*dir, name), None)
