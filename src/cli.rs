@@ -180,7 +180,8 @@ pub struct WatchArgs {
 #[command(after_help = "OPTIONS for -o (comma-separated):\n  \
     channel=NAME            notification channel this overlay follows\n  \
     control=PATH            daemon control socket (default /run/vfnotify/control.sock)\n  \
-    cache=always|auto|never kernel caching (default always; see README)\n  \
+    cache=always|auto|never kernel caching (default: always with channel=, auto without;\n                          \
+    see README)\n  \
     events=precise|toggle|both|off  replay host changes as inotify events (default precise)\n  \
     passthrough=auto|off    kernel FUSE passthrough for file data (default auto)\n  \
     ro, rw, allow_other, default_permissions, fsname=NAME, suid, dev, exec, atime, audit,\n  \

@@ -5,7 +5,8 @@
 //!
 //! Each test mounts its own overlay of a fresh SOURCE under the temp dir. Tests that check how a
 //! SOURCE-side change shows through the overlay use `cache=never` (a long kernel cache would hide
-//! it); client-initiated changes are checked under the default `cache=always`, where they must be
+//! it); client-initiated changes are checked under `cache=always` (asked for by `setup` unless a
+//! test names a cache policy: without `channel=` the default is `auto`), where they must be
 //! visible at once because they go through the overlay.
 //!
 //! `unsafe` is used only for small libc calls that std does not wrap (utimensat, renameat2, mknod,
@@ -58,7 +59,14 @@ fn setup(test: &str, opts: &str, fixtures: bool) -> Option<Fx> {
     if fixtures {
         vfnotify::fixtures::materialize(src.path()).expect("materialize fixtures");
     }
-    let m = MountGuard::mount(src.path(), mnt.path(), opts);
+    let opts = if opts.contains("cache=") {
+        opts.to_string()
+    } else if opts.is_empty() {
+        "cache=always".to_string()
+    } else {
+        format!("cache=always,{opts}")
+    };
+    let m = MountGuard::mount(src.path(), mnt.path(), &opts);
     Some(Fx { m, mnt, src })
 }
 
