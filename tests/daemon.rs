@@ -143,6 +143,14 @@ fn help_explains_every_flag() {
         ),
         (&["notify", "--help"], &["--control", "CHANNEL", "RELPATHS"]),
         (&["status", "--help"], &["--control", "--json"]),
+        (
+            &["mount", "--help"],
+            &[
+                "channel=NAME",
+                "always with channel=, auto without",
+                "SOURCE MOUNTPOINT",
+            ],
+        ),
         (&["watch", "--help"], &["--control", "--json"]),
     ];
     for (args, flags) in cases {
@@ -153,6 +161,43 @@ fn help_explains_every_flag() {
             assert!(text.contains(f), "{args:?} help lacks {f}:\n{text}");
         }
     }
+}
+
+/// `vfnotify status --json | head -c1` and the like: a subcommand whose stdout has no reader any
+/// more ends quietly with status 0 (no panic, no backtrace, no message), having done its work.
+#[test]
+fn printing_subcommands_end_quietly_when_stdout_is_closed() {
+    let dir = tempdir();
+    let docs = dir.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    let d = Daemon::start(&["--map", &map_arg("docs", &docs), "--coalesce-ms", "0"]);
+    let ctl = d.control.to_str().unwrap();
+    let cases: &[&[&str]] = &[
+        &["status", "--json", "--control", ctl],
+        &["status", "--control", ctl],
+        &["notify", "--control", ctl, "docs"],
+        &["--help"],
+        &["status", "--help"],
+    ];
+    for args in cases {
+        // A pipe whose reading end is closed before the child starts: every write is EPIPE.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let o = vfnotify()
+            .args(*args)
+            .stdin(Stdio::null())
+            .stdout(writer)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+        assert_eq!(
+            stderr(&o),
+            "",
+            "{args:?}: nothing to say about a closed stdout"
+        );
+    }
+    // The notification was acted on all the same.
+    d.wait_counter("triggers_ok", 1);
 }
 
 #[test]
