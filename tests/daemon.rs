@@ -271,8 +271,17 @@ fn trailing_edge_acts_on_the_last_notification() {
     let dir = tempdir();
     let docs = dir.path().join("docs");
     std::fs::create_dir_all(&docs).unwrap();
-    // A long window so the burst surely falls inside it.
-    let d = Daemon::start(&["--map", &map_arg("docs", &docs), "--coalesce-ms", "1000"]);
+    // A long window, so that the burst falls inside it even on a loaded machine; what follows
+    // from the burst being inside is asserted only when it provably was (`sent` is taken before
+    // the leading notification is sent, so the window ends after `sent + WINDOW`).
+    const WINDOW: Duration = Duration::from_secs(2);
+    let d = Daemon::start(&[
+        "--map",
+        &map_arg("docs", &docs),
+        "--coalesce-ms",
+        &WINDOW.as_millis().to_string(),
+    ]);
+    let sent = Instant::now();
     d.send(b"docs\n");
     d.wait_counter("triggers_ok", 1);
     assert!(trigger_present(&docs), "leading edge acted at once");
@@ -282,17 +291,32 @@ fn trailing_edge_acts_on_the_last_notification() {
     }
     drop(s);
     d.wait_counter("received", 100);
-    let sent_at = Instant::now();
-    assert!(trigger_present(&docs), "nothing acted on inside the window");
-    d.wait_counter("triggers_ok", 2);
-    assert!(sent_at.elapsed() < Duration::from_secs(3));
-    let s = d.status();
-    assert_eq!(counter(&s, "triggers_ok"), 2);
-    assert_eq!(counter(&s, "coalesced"), 98);
+    let inside = sent.elapsed() < WINDOW;
+    if inside {
+        assert!(trigger_present(&docs), "nothing acted on inside the window");
+    }
+    // Every notification is acted on or merged, and the last one is acted on: by a trailing
+    // toggle at the end of the window, never before it.
+    poll_until("every notification accounted for", DEADLINE, || {
+        let s = d.status();
+        counter(&s, "triggers_ok") + counter(&s, "coalesced") == 100
+            && counter(&s, "triggers_ok") >= 2
+    });
     assert!(
-        !trigger_present(&docs),
-        "trailing toggle ran after the last notification"
+        sent.elapsed() >= WINDOW,
+        "trailing toggle before the window ended"
     );
+    if inside {
+        let s = d.status();
+        assert_eq!(counter(&s, "triggers_ok"), 2);
+        assert_eq!(counter(&s, "coalesced"), 98);
+        assert!(
+            !trigger_present(&docs),
+            "trailing toggle ran after the last notification"
+        );
+    } else {
+        eprintln!("the burst took longer than the {WINDOW:?} window: counts not checked");
+    }
 }
 
 #[test]
@@ -572,6 +596,8 @@ fn a_flood_of_short_lived_connections_leaves_the_daemon_serving() {
     });
 }
 
+/// A peer that is in the middle of a line does not hold up others: their notifications are
+/// handled while it has not finished (it finishes only when told to, after them).
 #[test]
 fn a_slow_peer_does_not_block_others() {
     let dir = tempdir();
@@ -579,28 +605,26 @@ fn a_slow_peer_does_not_block_others() {
     std::fs::create_dir_all(&docs).unwrap();
     let d = Daemon::start(&["--map", &map_arg("docs", &docs), "--coalesce-ms", "0"]);
     let mut slow = d.connect();
+    let (go, finish) = std::sync::mpsc::channel::<()>();
     let slow_thread = std::thread::spawn(move || {
-        for b in b"slowchannel\n" {
+        for b in b"slowchannel" {
             slow.write_all(std::slice::from_ref(b)).unwrap();
-            std::thread::sleep(Duration::from_millis(150));
+            std::thread::sleep(Duration::from_millis(20));
         }
+        finish.recv().unwrap();
+        slow.write_all(b"\n").unwrap();
         slow
     });
     for i in 1..=5 {
-        let t = Instant::now();
         d.send(b"docs\n");
         d.wait_counter("received", i);
-        assert!(
-            t.elapsed() < Duration::from_secs(1),
-            "a fast peer waited {:?}",
-            t.elapsed()
-        );
     }
     assert_eq!(
         d.counter("unknown_channel"),
         0,
         "the slow line is not complete yet"
     );
+    go.send(()).unwrap();
     let _slow = slow_thread.join().unwrap();
     d.wait_counter("unknown_channel", 1);
 }
@@ -614,7 +638,7 @@ fn trickling_peers_are_closed() {
     s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
     let t = Instant::now();
     let mut closed = false;
-    while t.elapsed() < Duration::from_secs(5) {
+    while t.elapsed() < DEADLINE {
         if s.write_all(b"x").is_err() {
             closed = true;
             break;
@@ -628,7 +652,7 @@ fn trickling_peers_are_closed() {
     }
     assert!(
         closed,
-        "a peer sending a byte every 250 ms kept its connection for 5 s"
+        "a peer sending a byte every 250 ms kept its connection for {DEADLINE:?}"
     );
     assert!(
         t.elapsed() >= Duration::from_millis(900),
