@@ -102,7 +102,8 @@ pub struct DaemonArgs {
     #[arg(long = "trigger-name", value_name = "NAME", default_value = DEFAULT_TRIGGER)]
     pub trigger_name: String,
 
-    /// Most concurrent peer connections; further peers are refused and counted.
+    /// Most concurrent peer connections. When all are taken, the one that has gone longest
+    /// without completing a line is closed to make room for the newcomer (counted as `evicted`).
     #[arg(long = "max-connections", value_name = "N", default_value_t = 64)]
     pub max_connections: usize,
 
@@ -180,13 +181,16 @@ pub struct WatchArgs {
 #[command(after_help = "OPTIONS for -o (comma-separated):\n  \
     channel=NAME            notification channel this overlay follows\n  \
     control=PATH            daemon control socket (default /run/vfnotify/control.sock)\n  \
-    cache=always|auto|never kernel caching (default always; see README)\n  \
+    cache=always|auto|never kernel caching (default: always with channel=, auto without;\n                          \
+    see README)\n  \
     events=precise|toggle|both|off  replay host changes as inotify events (default precise)\n  \
     passthrough=auto|off    kernel FUSE passthrough for file data (default auto)\n  \
     ro, rw, allow_other, default_permissions, fsname=NAME, suid, dev, exec, atime, audit,\n  \
     log=PATH, threads=N\n  \
     mount(8) options accepted and handled: defaults, auto, noauto, nofail, _netdev, user,\n  \
-    users, nouser, owner, group, nodev, nosuid, noexec, noatime, relatime, strictatime, sync, async")]
+    users, nouser, owner, group, nodev, nosuid, noexec, noatime, relatime, strictatime, sync, async\n\n\
+    Also run as `vfnotify SOURCE MOUNTPOINT -o OPTS` (the form the generic mount.fuse3 helper uses\n\
+    for type fuse.vfnotify); through it mount(8)'s defaults apply (dev,suid unless nodev,nosuid).")]
 pub struct MountArgs {
     /// Folder to mirror (the virtiofs mount of the host share).
     pub source: PathBuf,
@@ -228,8 +232,10 @@ pub struct DemoArgs {
 /// Name under which mount(8) runs the helper.
 pub const MOUNT_HELPER_NAME: &str = "mount.fuse.vfnotify";
 
-/// Parse `args` into a [`Cli`]. When invoked as `mount.fuse.vfnotify`, the arguments are those of
-/// `vfnotify mount`.
+/// Parse `args` into a [`Cli`]. The arguments are those of `vfnotify mount` when invoked as
+/// `mount.fuse.vfnotify`, or when the first argument is a path rather than a subcommand: the
+/// generic helper (`mount.fuse3`/`mount.fuse`, for `mount -t fuse.vfnotify` without our link)
+/// runs `vfnotify SOURCE MOUNTPOINT -o OPTIONS`, as for sshfs or bindfs.
 pub fn parse_from(args: Vec<OsString>) -> Result<Cli, clap::Error> {
     let invoked_as = args.first().map(|a| {
         std::path::Path::new(a)
@@ -237,13 +243,31 @@ pub fn parse_from(args: Vec<OsString>) -> Result<Cli, clap::Error> {
             .unwrap_or(a.as_os_str())
             .to_owned()
     });
-    if invoked_as.as_deref() == Some(std::ffi::OsStr::new(MOUNT_HELPER_NAME)) {
+    let helper = invoked_as.as_deref() == Some(std::ffi::OsStr::new(MOUNT_HELPER_NAME));
+    if helper || args.get(1).is_some_and(|a| is_mount_source(a)) {
         let mut rewritten = vec![OsString::from("vfnotify"), OsString::from("mount")];
         rewritten.extend(args.into_iter().skip(1));
         Cli::try_parse_from(rewritten)
     } else {
         Cli::try_parse_from(args)
     }
+}
+
+/// Whether the first argument of `vfnotify ARG ...` is a mount SOURCE (the mount helper form):
+/// not an option, not a subcommand, and a path (it has a `/`, or names something that exists).
+fn is_mount_source(arg: &std::ffi::OsStr) -> bool {
+    use clap::CommandFactory;
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = arg.as_bytes();
+    if bytes.is_empty() || bytes.starts_with(b"-") {
+        return false;
+    }
+    let mut cmd = Cli::command();
+    cmd.build();
+    let subcommand = arg
+        .to_str()
+        .is_some_and(|a| cmd.find_subcommand(a).is_some());
+    !subcommand && (bytes.contains(&b'/') || std::path::Path::new(arg).exists())
 }
 
 /// Entry point used by `main.rs`.
@@ -267,4 +291,55 @@ pub fn main() -> ExitCode {
         Some(Command::Demo(args)) => crate::demo::main(args),
     };
     ExitCode::from(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        parse_from(args.iter().map(OsString::from).collect())
+    }
+
+    fn mount_args(cli: Cli) -> MountArgs {
+        match cli.command {
+            Some(Command::Mount(m)) => m,
+            other => panic!("not a mount: {other:?}"),
+        }
+    }
+
+    /// The argument shapes the mount helpers use: ours (`mount.fuse.vfnotify SOURCE MOUNTPOINT
+    /// -o OPTS`, from mount(8)) and the generic one (`vfnotify SOURCE MOUNTPOINT -o OPTS`, from
+    /// mount.fuse3), both meaning `vfnotify mount`.
+    #[test]
+    fn mount_helper_argument_shapes() {
+        let m = mount_args(parse(&["vfnotify", "/src", "/mnt", "-o", "rw,channel=docs"]).unwrap());
+        assert_eq!(m.source, PathBuf::from("/src"));
+        assert_eq!(m.mountpoint, PathBuf::from("/mnt"));
+        assert_eq!(m.options, vec!["rw,channel=docs".to_string()]);
+        let m = mount_args(
+            parse(&["/sbin/mount.fuse.vfnotify", "src", "/mnt", "-o", "ro", "-n"]).unwrap(),
+        );
+        assert_eq!(m.source, PathBuf::from("src"));
+        let m = mount_args(parse(&["vfnotify", "./share", "mnt"]).unwrap());
+        assert_eq!(m.mountpoint, PathBuf::from("mnt"));
+        // A SOURCE without its MOUNTPOINT is a usage error of `mount`, not a subcommand error.
+        let e = parse(&["vfnotify", "/src"]).unwrap_err();
+        assert!(e.to_string().contains("MOUNTPOINT"), "{e}");
+        // Subcommands, options and the daemon's drop-in form are untouched.
+        assert!(matches!(
+            parse(&["vfnotify", "status", "--json"]).unwrap().command,
+            Some(Command::Status(_))
+        ));
+        assert!(
+            parse(&["vfnotify", "--map", "docs=/tmp"])
+                .unwrap()
+                .command
+                .is_none()
+        );
+        assert!(parse(&["vfnotify", "help"]).is_err_and(|e| !e.use_stderr()));
+        // A word that is neither a subcommand nor a path stays an error naming it.
+        let e = parse(&["vfnotify", "no-such-subcommand-xyz"]).unwrap_err();
+        assert!(e.to_string().contains("no-such-subcommand-xyz"), "{e}");
+    }
 }

@@ -59,6 +59,10 @@ pub enum DemoError {
     },
     #[error("sending the notification: {0}")]
     Send(std::io::Error),
+    /// stdout could not be written: the exit code of [`crate::control::stdout_failed`] (0 when
+    /// its reader went away), which has already said what it had to.
+    #[error("cannot write to stdout")]
+    Stdout(u8),
 }
 
 /// One step of the tour, as shown and as `--json` reports it.
@@ -144,7 +148,7 @@ pub fn main(args: DemoArgs) -> u8 {
                 }
             });
     }
-    // Whatever ends the demo (an error, a panic such as a closed stdout), clean up on the way out.
+    // Whatever ends the demo (an error, a closed stdout, a panic), clean up on the way out.
     let guard = CleanupGuard {
         cleanup: cleanup.clone(),
         keep: args.keep,
@@ -153,14 +157,22 @@ pub fn main(args: DemoArgs) -> u8 {
     let code = match result {
         Ok(reports) => {
             let all_ok = reports.iter().all(|r| r.ok);
-            if args.json {
+            let text = if args.json {
                 let doc = json!({ "ok": all_ok, "steps": reports });
-                println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+                format!(
+                    "{}\n",
+                    serde_json::to_string_pretty(&doc).unwrap_or_default()
+                )
             } else {
-                print_summary(&reports);
+                summary(&reports)
+            };
+            match crate::control::print_stdout("demo", &text) {
+                Err(code) => code,
+                Ok(()) if all_ok => 0,
+                Ok(()) => EXIT_FAILURE,
             }
-            if all_ok { 0 } else { EXIT_FAILURE }
         }
+        Err(DemoError::Stdout(code)) => code,
         Err(e) => {
             eprintln!("vfnotify demo: {e}");
             EXIT_FAILURE
@@ -222,7 +234,11 @@ struct Env {
 }
 
 fn run(args: &DemoArgs, cleanup: &Arc<Mutex<Cleanup>>) -> Result<Vec<StepReport>, DemoError> {
+    use std::io::IsTerminal as _;
     let progress = !args.json;
+    // The `[i/n] action` line redrawn in place is for a terminal showing both streams: written
+    // to a file or a pipe, it would be glued to the step's result line.
+    let redraw = progress && std::io::stderr().is_terminal() && std::io::stdout().is_terminal();
     let exe = std::env::current_exe().map_err(|e| DemoError::Start {
         what: "locating vfnotify",
         source: e,
@@ -334,14 +350,16 @@ fn run(args: &DemoArgs, cleanup: &Arc<Mutex<Cleanup>>) -> Result<Vec<StepReport>
     let steps = script();
     let mut reports = Vec::new();
     for (i, step) in steps.iter().enumerate() {
-        if progress {
+        if redraw {
             eprint!("[{}/{}] {:<48}\r", i + 1, steps.len(), step.action);
             let _ = std::io::stderr().flush();
         }
         let report = play(i + 1, step, &env, &mut watcher)?;
-        if progress {
+        if redraw {
             eprint!("\r{:60}\r", "");
-            print_step(&report);
+        }
+        if progress {
+            crate::control::print_stdout("demo", &step_text(&report)).map_err(DemoError::Stdout)?;
         }
         reports.push(report);
     }
@@ -690,9 +708,10 @@ fn mark(ok: bool) -> &'static str {
     if ok { "ok " } else { "BAD" }
 }
 
-fn print_step(r: &StepReport) {
-    println!(
-        "{} step {}: host {}\n      cached reader before: {}   {}\n      after the notification: {}   {}\n      watcher: {}\n      send → event: {}",
+/// The lines that show one step's result.
+fn step_text(r: &StepReport) -> String {
+    format!(
+        "{} step {}: host {}\n      cached reader before: {}   {}\n      after the notification: {}   {}\n      watcher: {}\n      send → event: {}\n",
         mark(r.ok),
         r.step,
         r.host_action,
@@ -712,14 +731,19 @@ fn print_step(r: &StepReport) {
         r.latency_ms
             .map(|l| format!("{l:.2} ms"))
             .unwrap_or_else(|| "(missing)".into()),
-    );
+    )
 }
 
-fn print_summary(reports: &[StepReport]) {
-    println!("\n| step | host action | stale before | fresh after | events | send → event |");
-    println!("| --- | --- | --- | --- | --- | --- |");
+/// The closing table.
+fn summary(reports: &[StepReport]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::from(
+        "\n| step | host action | stale before | fresh after | events | send → event |\n",
+    );
+    out.push_str("| --- | --- | --- | --- | --- | --- |\n");
     for r in reports {
-        println!(
+        let _ = writeln!(
+            out,
             "| {} | {} | {} | {} | {} | {} |",
             r.step,
             r.host_action,
@@ -736,7 +760,8 @@ fn print_summary(reports: &[StepReport]) {
         );
     }
     let ok = reports.iter().filter(|r| r.ok).count();
-    println!("\n{ok} of {} steps behaved as shown.", reports.len());
+    let _ = writeln!(out, "\n{ok} of {} steps behaved as shown.", reports.len());
+    out
 }
 
 fn yes(b: bool) -> &'static str {

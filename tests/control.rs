@@ -144,7 +144,7 @@ fn status_reports_listeners_channels_counters() {
         "bad_relpath",
         "bad_channel",
         "refused_cid",
-        "too_many_connections",
+        "evicted",
         "idle_timeout",
         "slow_line",
         "overlay_unlinked",

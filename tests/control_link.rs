@@ -81,8 +81,10 @@ fn link_connects_when_the_daemon_appears_and_rescans() {
     let d = Daemon::start_at(&control, &[]);
     let up = Instant::now();
     poll_until("linked", DEADLINE, || fake.linked() == [true]);
+    // The link retries every 100 ms: a generous bound for a loaded machine (a backoff that
+    // grows would show as tens of seconds).
     assert!(
-        up.elapsed() < Duration::from_secs(1),
+        up.elapsed() < Duration::from_secs(5),
         "linked {:?} after the daemon appeared",
         up.elapsed()
     );

@@ -143,6 +143,14 @@ fn help_explains_every_flag() {
         ),
         (&["notify", "--help"], &["--control", "CHANNEL", "RELPATHS"]),
         (&["status", "--help"], &["--control", "--json"]),
+        (
+            &["mount", "--help"],
+            &[
+                "channel=NAME",
+                "always with channel=, auto without",
+                "SOURCE MOUNTPOINT",
+            ],
+        ),
         (&["watch", "--help"], &["--control", "--json"]),
     ];
     for (args, flags) in cases {
@@ -153,6 +161,43 @@ fn help_explains_every_flag() {
             assert!(text.contains(f), "{args:?} help lacks {f}:\n{text}");
         }
     }
+}
+
+/// `vfnotify status --json | head -c1` and the like: a subcommand whose stdout has no reader any
+/// more ends quietly with status 0 (no panic, no backtrace, no message), having done its work.
+#[test]
+fn printing_subcommands_end_quietly_when_stdout_is_closed() {
+    let dir = tempdir();
+    let docs = dir.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    let d = Daemon::start(&["--map", &map_arg("docs", &docs), "--coalesce-ms", "0"]);
+    let ctl = d.control.to_str().unwrap();
+    let cases: &[&[&str]] = &[
+        &["status", "--json", "--control", ctl],
+        &["status", "--control", ctl],
+        &["notify", "--control", ctl, "docs"],
+        &["--help"],
+        &["status", "--help"],
+    ];
+    for args in cases {
+        // A pipe whose reading end is closed before the child starts: every write is EPIPE.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let o = vfnotify()
+            .args(*args)
+            .stdin(Stdio::null())
+            .stdout(writer)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+        assert_eq!(
+            stderr(&o),
+            "",
+            "{args:?}: nothing to say about a closed stdout"
+        );
+    }
+    // The notification was acted on all the same.
+    d.wait_counter("triggers_ok", 1);
 }
 
 #[test]
@@ -226,8 +271,17 @@ fn trailing_edge_acts_on_the_last_notification() {
     let dir = tempdir();
     let docs = dir.path().join("docs");
     std::fs::create_dir_all(&docs).unwrap();
-    // A long window so the burst surely falls inside it.
-    let d = Daemon::start(&["--map", &map_arg("docs", &docs), "--coalesce-ms", "1000"]);
+    // A long window, so that the burst falls inside it even on a loaded machine; what follows
+    // from the burst being inside is asserted only when it provably was (`sent` is taken before
+    // the leading notification is sent, so the window ends after `sent + WINDOW`).
+    const WINDOW: Duration = Duration::from_secs(2);
+    let d = Daemon::start(&[
+        "--map",
+        &map_arg("docs", &docs),
+        "--coalesce-ms",
+        &WINDOW.as_millis().to_string(),
+    ]);
+    let sent = Instant::now();
     d.send(b"docs\n");
     d.wait_counter("triggers_ok", 1);
     assert!(trigger_present(&docs), "leading edge acted at once");
@@ -237,17 +291,32 @@ fn trailing_edge_acts_on_the_last_notification() {
     }
     drop(s);
     d.wait_counter("received", 100);
-    let sent_at = Instant::now();
-    assert!(trigger_present(&docs), "nothing acted on inside the window");
-    d.wait_counter("triggers_ok", 2);
-    assert!(sent_at.elapsed() < Duration::from_secs(3));
-    let s = d.status();
-    assert_eq!(counter(&s, "triggers_ok"), 2);
-    assert_eq!(counter(&s, "coalesced"), 98);
+    let inside = sent.elapsed() < WINDOW;
+    if inside {
+        assert!(trigger_present(&docs), "nothing acted on inside the window");
+    }
+    // Every notification is acted on or merged, and the last one is acted on: by a trailing
+    // toggle at the end of the window, never before it.
+    poll_until("every notification accounted for", DEADLINE, || {
+        let s = d.status();
+        counter(&s, "triggers_ok") + counter(&s, "coalesced") == 100
+            && counter(&s, "triggers_ok") >= 2
+    });
     assert!(
-        !trigger_present(&docs),
-        "trailing toggle ran after the last notification"
+        sent.elapsed() >= WINDOW,
+        "trailing toggle before the window ended"
     );
+    if inside {
+        let s = d.status();
+        assert_eq!(counter(&s, "triggers_ok"), 2);
+        assert_eq!(counter(&s, "coalesced"), 98);
+        assert!(
+            !trigger_present(&docs),
+            "trailing toggle ran after the last notification"
+        );
+    } else {
+        eprintln!("the burst took longer than the {WINDOW:?} window: counts not checked");
+    }
 }
 
 #[test]
@@ -392,8 +461,10 @@ fn connection_dropped_mid_line_discards_the_partial_line() {
     d.wait_counter("received", 2);
 }
 
+/// A full connection table makes room: 1000 connections held open are all accepted, the oldest
+/// 936 are closed (counted as `evicted`), the newest 64 are served, and a newcomer still gets in.
 #[test]
-fn thousand_connections_are_limited_and_recover() {
+fn thousand_connections_keep_the_newest_and_a_newcomer_gets_in() {
     let dir = tempdir();
     let docs = dir.path().join("docs");
     std::fs::create_dir_all(&docs).unwrap();
@@ -401,32 +472,132 @@ fn thousand_connections_are_limited_and_recover() {
     let mut conns: Vec<UnixStream> = (0..1000)
         .map(|_| UnixStream::connect(&d.peer).expect("connect"))
         .collect();
-    poll_until("all 1000 accepted or refused", DEADLINE, || {
+    poll_until("all 1000 accepted", DEADLINE, || {
         let s = d.status();
-        counter(&s, "connections") + counter(&s, "too_many_connections") == 1000
+        counter(&s, "connections") == 1000 && counter(&s, "evicted") == 936
     });
-    let s = d.status();
-    assert_eq!(counter(&s, "connections"), 64);
-    assert_eq!(counter(&s, "too_many_connections"), 936);
-    // The 64 admitted ones are served; the refused ones are closed.
+    assert_eq!(d.counter("active_connections"), 64);
+    // The oldest were closed (EOF), the 64 newest are open and served.
+    for c in &mut conns[..936] {
+        let mut buf = [0u8; 1];
+        assert_eq!(
+            c.read(&mut buf).unwrap_or(0),
+            0,
+            "an evicted connection is closed"
+        );
+    }
     for c in &mut conns {
         let _ = c.write_all(b"docs\n");
     }
     d.wait_counter("received", 64);
-    // While full, a newcomer is refused at once.
+    // While full, a newcomer gets in (one more eviction) and is served.
     let mut extra = d.connect();
-    let mut buf = [0u8; 1];
-    assert_eq!(extra.read(&mut buf).unwrap_or(0), 0);
-    d.wait_counter("too_many_connections", 937);
-    assert_eq!(d.counter("received"), 64);
+    extra.write_all(b"docs\n").unwrap();
+    d.wait_counter("received", 65);
+    let s = d.status();
+    assert_eq!(counter(&s, "evicted"), 937);
+    assert_eq!(
+        counter(&s, "received"),
+        65,
+        "nothing from an evicted connection"
+    );
     drop(conns);
+    drop(extra);
     poll_until("all connections closed", DEADLINE, || {
         d.counter("active_connections") == 0
     });
     d.send(b"docs\n");
-    d.wait_counter("received", 65);
+    d.wait_counter("received", 66);
 }
 
+/// 200 peers that connect and send one byte each (more than `--max-connections`) do not lock
+/// out the host: its notification is handled within a second, and the stuck peers are the ones
+/// evicted.
+#[test]
+fn slow_peers_cannot_lock_out_a_sender() {
+    let dir = tempdir();
+    let docs = dir.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    let d = Daemon::start(&["--map", &map_arg("docs", &docs), "--coalesce-ms", "0"]);
+    let slow: Vec<UnixStream> = (0..200)
+        .map(|_| {
+            let mut s = d.connect();
+            s.write_all(b"d").expect("one byte");
+            s
+        })
+        .collect();
+    poll_until("the 200 slow peers accepted", DEADLINE, || {
+        let s = d.status();
+        counter(&s, "connections") == 200 && counter(&s, "evicted") == 136
+    });
+    let t = Instant::now();
+    let mut host = d.connect();
+    host.write_all(b"docs\n")
+        .expect("the host's line is accepted");
+    drop(host);
+    poll_until("the host's notification handled", DEADLINE, || {
+        d.counter("received") == 1
+    });
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "the host's notification took {:?} behind 200 slow peers",
+        t.elapsed()
+    );
+    d.wait_counter("triggers_ok", 1);
+    let s = d.status();
+    assert_eq!(counter(&s, "evicted"), 137);
+    assert!(counter(&s, "active_connections") <= 64);
+    assert_eq!(
+        counter(&s, "partial_line"),
+        0,
+        "no slow peer ended on its own"
+    );
+    drop(slow);
+}
+
+/// A flood of 1000 short-lived connections (connect, a byte or a line, close) from four threads
+/// leaves the daemon serving: notifications sent during the flood and after it are all handled.
+#[test]
+fn a_flood_of_short_lived_connections_leaves_the_daemon_serving() {
+    let dir = tempdir();
+    let docs = dir.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    let d = Daemon::start(&["--map", &map_arg("docs", &docs), "--max-connections", "16"]);
+    let flood: Vec<_> = (0..4)
+        .map(|t| {
+            let peer = d.peer.clone();
+            std::thread::spawn(move || {
+                for i in 0..250 {
+                    let mut s = UnixStream::connect(&peer).expect("connect");
+                    let _ = s.write_all(if (i + t) % 2 == 0 { b"x" } else { b"nope\n" });
+                }
+            })
+        })
+        .collect();
+    // Senders during the flood: each line is handled (none refused).
+    let mut sent = 0;
+    while flood.iter().any(|f| !f.is_finished()) && sent < 20 {
+        let mut s = d.connect();
+        s.write_all(b"docs\n").expect("write");
+        sent += 1;
+    }
+    for f in flood {
+        f.join().unwrap();
+    }
+    d.send(b"docs\n");
+    sent += 1;
+    d.wait_counter("received", sent + 500);
+    let s = d.status();
+    assert_eq!(counter(&s, "received"), sent + 500);
+    assert_eq!(counter(&s, "connections"), 1000 + sent);
+    assert_eq!(counter(&s, "unknown_channel"), 500);
+    poll_until("every flood connection closed", DEADLINE, || {
+        d.counter("active_connections") == 0
+    });
+}
+
+/// A peer that is in the middle of a line does not hold up others: their notifications are
+/// handled while it has not finished (it finishes only when told to, after them).
 #[test]
 fn a_slow_peer_does_not_block_others() {
     let dir = tempdir();
@@ -434,28 +605,26 @@ fn a_slow_peer_does_not_block_others() {
     std::fs::create_dir_all(&docs).unwrap();
     let d = Daemon::start(&["--map", &map_arg("docs", &docs), "--coalesce-ms", "0"]);
     let mut slow = d.connect();
+    let (go, finish) = std::sync::mpsc::channel::<()>();
     let slow_thread = std::thread::spawn(move || {
-        for b in b"slowchannel\n" {
+        for b in b"slowchannel" {
             slow.write_all(std::slice::from_ref(b)).unwrap();
-            std::thread::sleep(Duration::from_millis(150));
+            std::thread::sleep(Duration::from_millis(20));
         }
+        finish.recv().unwrap();
+        slow.write_all(b"\n").unwrap();
         slow
     });
     for i in 1..=5 {
-        let t = Instant::now();
         d.send(b"docs\n");
         d.wait_counter("received", i);
-        assert!(
-            t.elapsed() < Duration::from_secs(1),
-            "a fast peer waited {:?}",
-            t.elapsed()
-        );
     }
     assert_eq!(
         d.counter("unknown_channel"),
         0,
         "the slow line is not complete yet"
     );
+    go.send(()).unwrap();
     let _slow = slow_thread.join().unwrap();
     d.wait_counter("unknown_channel", 1);
 }
@@ -469,7 +638,7 @@ fn trickling_peers_are_closed() {
     s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
     let t = Instant::now();
     let mut closed = false;
-    while t.elapsed() < Duration::from_secs(5) {
+    while t.elapsed() < DEADLINE {
         if s.write_all(b"x").is_err() {
             closed = true;
             break;
@@ -483,7 +652,7 @@ fn trickling_peers_are_closed() {
     }
     assert!(
         closed,
-        "a peer sending a byte every 250 ms kept its connection for 5 s"
+        "a peer sending a byte every 250 ms kept its connection for {DEADLINE:?}"
     );
     assert!(
         t.elapsed() >= Duration::from_millis(900),

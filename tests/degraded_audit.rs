@@ -81,7 +81,7 @@ fn overlay_without_daemon_degrades_then_returns_to_long_caching() {
     let start = Instant::now();
     poll_until(
         "host change visible without a notifier",
-        Duration::from_secs(5),
+        Duration::from_secs(10),
         || mode(&mnt.join("f")) == 0o640,
     );
     // On Linux 6.16+ one FUSE_NOTIFY_INC_EPOCH message expired every cached name.
@@ -90,8 +90,10 @@ fn overlay_without_daemon_degrades_then_returns_to_long_caching() {
     if kernel_at_least(6, 16) {
         assert!(log.contains("(epoch)"), "INC_EPOCH not used: {log}");
     }
+    // About a second (the `auto` timeouts); a generous bound for a loaded machine, far below
+    // the 24 h a non-degraded cache would keep the old mode.
     assert!(
-        start.elapsed() < Duration::from_millis(3000),
+        start.elapsed() < Duration::from_secs(5),
         "degraded overlay took {:?}",
         start.elapsed()
     );

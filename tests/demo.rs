@@ -7,20 +7,16 @@ fn demo_json_reports_every_step_ok() {
     if !common::fuse_ready("demo_json_reports_every_step_ok") {
         return;
     }
-    let demo_mounts = || {
-        std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap()
-            .lines()
-            .filter(|l| l.contains("vfnotify-demo-"))
-            .map(String::from)
-            .collect::<std::collections::BTreeSet<_>>()
-    };
-    let mounts_before = demo_mounts();
-    // The demo bounds every wait itself (10 s to start, 5 s per step).
-    let out = common::vfnotify()
+    // The demo bounds every wait itself (10 s to start, 5 s per step). Its pieces are named by
+    // its pid (`vfnotify-demo-PID`): look for those only, as other demos may run meanwhile.
+    let child = common::vfnotify()
         .args(["demo", "--json"])
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("run demo");
+    let ours = format!("vfnotify-demo-{}/", child.id());
+    let out = child.wait_with_output().expect("run demo");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let doc: serde_json::Value = serde_json::from_str(&stdout)
@@ -39,23 +35,15 @@ fn demo_json_reports_every_step_ok() {
     assert_eq!(doc["ok"], true);
     assert!(out.status.success(), "{stderr}");
     // Nothing left behind: no mount, no temporary folder.
-    let left: Vec<_> = demo_mounts().difference(&mounts_before).cloned().collect();
-    assert!(left.is_empty(), "demo left a mount behind: {left:?}");
-    let leftovers = std::fs::read_dir(std::env::temp_dir())
-        .unwrap()
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with("vfnotify-demo-")
-        })
-        .filter(|e| {
-            e.metadata()
-                .map(|m| m.modified().unwrap().elapsed().unwrap().as_secs() < 60)
-                .unwrap_or(false)
-        })
-        .count();
-    assert_eq!(leftovers, 0, "demo left its temporary folder behind");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(&ours),
+        "demo left a mount behind: {mounts}"
+    );
+    assert!(
+        !std::env::temp_dir().join(&ours).exists(),
+        "demo left its temporary folder behind"
+    );
     // Nor a process it started (the daemon and the overlay get SIGTERM at the end).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
@@ -64,7 +52,7 @@ fn demo_json_reports_every_step_ok() {
             .flatten()
             .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
             .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-            .filter(|c| c.contains("vfnotify-demo-") && !c.contains("demo --json"))
+            .filter(|c| c.contains(&ours))
             .collect();
         if alive.is_empty() {
             break;
@@ -75,4 +63,62 @@ fn demo_json_reports_every_step_ok() {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+}
+
+/// `vfnotify demo > file 2>&1`: progress redraws belong on a terminal only, so the file has each
+/// step's result on a line of its own (no `[1/6] create ...\r` glued to it); and with a stdout
+/// that has no reader the demo ends quietly (status 0, no panic) and cleans up.
+#[test]
+fn demo_output_to_a_file_has_one_line_per_step_result() {
+    if !common::fuse_ready("demo_output_to_a_file_has_one_line_per_step_result") {
+        return;
+    }
+    let dir = common::tempdir();
+    let log = dir.path().join("demo.out");
+    let file = std::fs::File::create(&log).unwrap();
+    let st = common::vfnotify()
+        .arg("demo")
+        .stdin(std::process::Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .status()
+        .expect("run demo");
+    let out = std::fs::read_to_string(&log).unwrap();
+    assert!(st.success(), "{out}");
+    assert!(
+        !out.contains('\r'),
+        "progress redrawn into a file:\n{out:?}"
+    );
+    let results: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains(" step ") && l.contains(": host "))
+        .collect();
+    assert!(results.len() >= 6, "{out}");
+    for (i, line) in results.iter().enumerate() {
+        assert!(
+            line.starts_with(&format!("ok  step {}: host ", i + 1)),
+            "a result line that does not start the line: {line:?}"
+        );
+    }
+
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let child = common::vfnotify()
+        .arg("demo")
+        .stdin(std::process::Stdio::null())
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run demo");
+    let ours = format!("vfnotify-demo-{}/", child.id());
+    let o = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&ours), "demo left its mount behind");
+    assert!(
+        !std::env::temp_dir().join(&ours).exists(),
+        "demo left its temporary folder behind"
+    );
 }

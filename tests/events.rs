@@ -692,13 +692,8 @@ fn a_new_folder_a_client_already_listed_is_still_replayed_entry_by_entry() {
     // A watch on the new folder itself (as a recursive watcher has once it saw the folder).
     w.add(&l.m("d2/big"));
     let before = l.overlay_stats()["events_replayed"].as_u64().unwrap_or(0);
-    let t = std::time::Instant::now();
     l.notify(&["d2/big"]);
-    assert!(
-        t.elapsed() < Duration::from_secs(3),
-        "notify took {:?}",
-        t.elapsed()
-    );
+    // What matters is the count of replays, not how long a loaded machine took.
     let replayed = l.overlay_stats()["events_replayed"].as_u64().unwrap_or(0) - before;
     assert!(replayed >= 501, "{replayed} replays for 500 new files and their folder");
     let ev = w.events(WAIT);

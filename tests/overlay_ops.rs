@@ -5,7 +5,8 @@
 //!
 //! Each test mounts its own overlay of a fresh SOURCE under the temp dir. Tests that check how a
 //! SOURCE-side change shows through the overlay use `cache=never` (a long kernel cache would hide
-//! it); client-initiated changes are checked under the default `cache=always`, where they must be
+//! it); client-initiated changes are checked under `cache=always` (asked for by `setup` unless a
+//! test names a cache policy: without `channel=` the default is `auto`), where they must be
 //! visible at once because they go through the overlay.
 //!
 //! `unsafe` is used only for small libc calls that std does not wrap (utimensat, renameat2, mknod,
@@ -58,7 +59,14 @@ fn setup(test: &str, opts: &str, fixtures: bool) -> Option<Fx> {
     if fixtures {
         vfnotify::fixtures::materialize(src.path()).expect("materialize fixtures");
     }
-    let m = MountGuard::mount(src.path(), mnt.path(), opts);
+    let opts = if opts.contains("cache=") {
+        opts.to_string()
+    } else if opts.is_empty() {
+        "cache=always".to_string()
+    } else {
+        format!("cache=always,{opts}")
+    };
+    let m = MountGuard::mount(src.path(), mnt.path(), &opts);
     Some(Fx { m, mnt, src })
 }
 
@@ -1796,6 +1804,8 @@ fn find_server(mountpoint: &Path) -> Option<u32> {
             .iter()
             .any(|a| *a == b"mount" || a.ends_with(b"mount.fuse.vfnotify"))
             && args.contains(&mp)
+            // The generic helper's form: `vfnotify SOURCE MOUNTPOINT -o OPTS`.
+            || args.get(2) == Some(&mp)
             && args.first().is_some_and(|a| a.ends_with(b"vfnotify"))
         {
             return Some(pid);
@@ -2033,6 +2043,67 @@ fn mount_helper_via_mount_t() {
     if let Some(pid) = pid {
         assert_eq!(reap(pid, DEADLINE), Some(0));
     }
+}
+
+/// The fuse3 package's generic helper, as mount(8) runs it for `-t fuse.vfnotify` when our own
+/// `mount.fuse.vfnotify` link is not installed (argv as seen with strace): it runs `vfnotify
+/// SOURCE MOUNTPOINT -o OPTS` through `sh -c`, finding `vfnotify` on PATH. (mount(8) itself
+/// hands helpers no PATH, so sh's default one applies: install `vfnotify` in /usr/local/bin,
+/// /usr/bin or /bin.)
+#[test]
+fn generic_mount_fuse3_helper_needs_only_vfnotify_on_path() {
+    if !fuse_ready("generic_mount_fuse3_helper_needs_only_vfnotify_on_path") {
+        return;
+    }
+    let Some(helper) = ["/sbin/mount.fuse3", "/usr/sbin/mount.fuse3"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.exists())
+    else {
+        assert!(
+            std::env::var_os("VFNOTIFY_REQUIRE_FUSE").is_none(),
+            "mount.fuse3 is missing (apt-get install fuse3)"
+        );
+        eprintln!("SKIP generic_mount_fuse3_helper_needs_only_vfnotify_on_path: no mount.fuse3");
+        return;
+    };
+    become_subreaper();
+    let bin = tempdir();
+    std::os::unix::fs::symlink(common::bin(), bin.path().join("vfnotify")).unwrap();
+    let src = tempdir();
+    let mnt = tempdir();
+    fs::write(src.path().join("present"), b"p").unwrap();
+    let out = Command::new(helper)
+        .arg(src.path())
+        .arg(mnt.path())
+        .args(["-o", "rw,cache=auto,nosuid,nodev", "-t", "fuse.vfnotify"])
+        .env_clear()
+        .env("PATH", format!("{}:/usr/bin:/bin", bin.path().display()))
+        .stdin(Stdio::null())
+        .output()
+        .expect("mount.fuse3");
+    let guard = MountGuard {
+        mountpoint: mnt.path().to_path_buf(),
+        server: common::ChildGuard(None),
+    };
+    assert!(
+        out.status.success(),
+        "{} -t fuse.vfnotify: {}",
+        helper.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Live when the helper returned, with the options asked for.
+    assert_eq!(mount_type(mnt.path()).as_deref(), Some("fuse.vfnotify"));
+    assert_eq!(fs::read(mnt.path().join("present")).unwrap(), b"p");
+    let flags = statvfs(mnt.path()).f_flag;
+    assert_ne!(flags & libc::ST_NOSUID, 0, "nosuid");
+    assert_ne!(flags & libc::ST_NODEV, 0, "nodev");
+    let pid = find_server(mnt.path()).expect("the overlay's server process");
+    let st = Command::new("umount").arg(mnt.path()).status().unwrap();
+    assert!(st.success());
+    wait_mount_state(mnt.path(), None, DEADLINE);
+    drop(guard);
+    assert_eq!(reap(pid, DEADLINE), Some(0));
 }
 
 #[test]

@@ -24,6 +24,29 @@ pub const PROTOCOL_VERSION: &str = "1.0";
 /// Longest request or message line, in bytes.
 pub const MAX_MESSAGE: usize = 64 * 1024;
 
+/// Write `text` to stdout and flush it, for a subcommand named `cmd`. `Err(code)` means the
+/// caller ends now with `code`: 0 when stdout's reader has gone away (EPIPE, as in
+/// `vfnotify status --json | head -c1`: quietly, the reader got what it wanted), 1 with a message
+/// on any other write error (a full disk, say).
+pub fn print_stdout(cmd: &str, text: &str) -> Result<(), u8> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) => Err(stdout_failed(cmd, &e)),
+    }
+}
+
+/// The exit code for a failed write to stdout (see [`print_stdout`]); prints the message.
+pub fn stdout_failed(cmd: &str, e: &std::io::Error) -> u8 {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        0
+    } else {
+        eprintln!("vfnotify {cmd}: cannot write to stdout: {e}");
+        EXIT_FAILURE
+    }
+}
+
 /// `vfnotify notify`.
 pub fn notify_main(args: NotifyArgs) -> u8 {
     crate::logging::init(false);
@@ -50,10 +73,14 @@ pub fn notify_main(args: NotifyArgs) -> u8 {
         Ok(r) => {
             let n = |k: &str| r.get(k).and_then(Value::as_u64).unwrap_or(0);
             let (overlays, handled, triggers) = (n("overlays"), n("handled"), n("triggers"));
-            println!(
-                "{}: {handled} of {overlays} overlays handled it, {triggers} trigger files toggled",
+            let line = format!(
+                "{}: {handled} of {overlays} overlays handled it, {triggers} trigger files toggled\n",
                 args.channel
             );
+            // A reader that went away (EPIPE) changes nothing: the outcome is the exit code.
+            if let Err(code @ 1..) = print_stdout("notify", &line) {
+                return code;
+            }
             if handled < overlays {
                 eprintln!(
                     "vfnotify notify: {} overlays went away before handling it",
@@ -80,15 +107,18 @@ pub fn status_main(args: StatusArgs) -> u8 {
     };
     match run() {
         Ok(status) => {
-            if args.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&status).unwrap_or_else(|_| status.to_string())
-                );
+            let text = if args.json {
+                let mut t =
+                    serde_json::to_string_pretty(&status).unwrap_or_else(|_| status.to_string());
+                t.push('\n');
+                t
             } else {
-                print!("{}", render_status(&status));
+                render_status(&status)
+            };
+            match print_stdout("status", &text) {
+                Ok(()) => 0,
+                Err(code) => code,
             }
-            0
         }
         Err(e) => {
             eprintln!("vfnotify status: {e}");
@@ -215,8 +245,9 @@ pub fn watch_main(args: WatchArgs) -> u8 {
                     render_event(ev)
                 };
                 let mut out = stdout.lock();
-                if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
-                    break 0; // stdout closed (`| head`): done
+                if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+                    // stdout closed (`| head`): done, quietly; anything else: say so.
+                    break stdout_failed("watch", &e);
                 }
             };
             let _ = done_tx.send(code);

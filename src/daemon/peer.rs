@@ -6,25 +6,17 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use super::state::{Counters, Shared};
+use super::state::{ConnSlot, Counters, Shared};
 use crate::protocol::{Dropped, LineDecoder, LineError};
 use crate::transport::{Listener, peer_allowed};
 
 /// Read buffer per connection.
 const READ_CHUNK: usize = 4096;
 
-/// Releases a connection slot on drop.
-struct Slot(Arc<Shared>);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 /// Accept peers from `listener` forever: refuse vsock peers outside the CID policy before
-/// reading anything, refuse peers beyond `--max-connections`, and serve the rest, each in its
-/// own task.
+/// reading anything, and serve the rest, each in its own task. At `--max-connections` the
+/// connection that has gone longest without completing a line is closed to make room (see
+/// [`super::state::Connections`]), so slow or stuck peers cannot lock out a working sender.
 pub async fn accept_loop<L: Listener>(shared: Arc<Shared>, listener: L) {
     let name = listener.describe();
     loop {
@@ -44,21 +36,16 @@ pub async fn accept_loop<L: Listener>(shared: Arc<Shared>, listener: L) {
             drop(stream);
             continue;
         }
-        let before = shared.active.fetch_add(1, Ordering::AcqRel);
-        let slot = Slot(Arc::clone(&shared));
-        if before >= shared.config.max_connections {
-            Counters::bump(&shared.counters.too_many_connections);
-            tracing::warn!(listener = %name, %peer, max = shared.config.max_connections, "too many connections; refused");
-            drop(stream);
-            drop(slot);
-            continue;
+        let (slot, evicted) = shared.connections.admit(shared.config.max_connections);
+        if evicted {
+            Counters::bump(&shared.counters.evicted);
+            tracing::debug!(listener = %name, %peer, max = shared.config.max_connections, "connection table full; closed the connection with the least progress");
         }
         Counters::bump(&shared.counters.connections);
         tracing::debug!(listener = %name, %peer, "peer connected");
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
-            serve_peer(&shared, stream).await;
-            drop(slot);
+            serve_peer(&shared, stream, slot).await;
         });
     }
 }
@@ -67,14 +54,35 @@ pub async fn accept_loop<L: Listener>(shared: Arc<Shared>, listener: L) {
 ///
 /// The timeout runs from the connection's start or its last complete line, not from its last
 /// read: a peer must finish a line within `--idle-timeout`, so one that trickles a byte now and
-/// then cannot hold a connection slot for ever.
-pub async fn serve_peer<S: AsyncRead + Unpin>(shared: &Shared, mut stream: S) {
+/// then cannot hold a connection slot for ever. The connection also ends when `slot` is evicted
+/// to make room for a newer one (counted by the accept loop): what the peer had already sent is
+/// still read, one chunk at most, so a sender evicted before its first read loses nothing; a
+/// partial line is dropped with the connection.
+pub async fn serve_peer<S: AsyncRead + Unpin>(shared: &Shared, mut stream: S, mut slot: ConnSlot) {
     let mut decoder = LineDecoder::new();
     let mut buf = vec![0u8; READ_CHUNK];
     let idle = shared.idle_timeout();
     let mut deadline = tokio::time::Instant::now() + idle;
+    let mut evicted = false;
     loop {
-        let n = match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+        let read = if evicted {
+            // A zero timeout still polls the read once: only what is there already.
+            match tokio::time::timeout(Duration::ZERO, stream.read(&mut buf)).await {
+                Ok(r) => Ok(r),
+                Err(_) => return,
+            }
+        } else {
+            tokio::select! {
+                biased;
+                r = tokio::time::timeout_at(deadline, stream.read(&mut buf)) => r,
+                _ = &mut slot.evicted => {
+                    tracing::debug!(bytes = decoder.pending(), "evicted to make room; closing");
+                    evicted = true;
+                    continue;
+                }
+            }
+        };
+        let n = match read {
             Err(_) if decoder.pending() > 0 => {
                 Counters::bump(&shared.counters.slow_line);
                 tracing::debug!(
@@ -100,8 +108,10 @@ pub async fn serve_peer<S: AsyncRead + Unpin>(shared: &Shared, mut stream: S) {
         // Lines that arrive together (one write by the host) form one notification per channel,
         // so the overlay sees a rename's two paths at once and replays it as a move.
         let mut batch = Batch::default();
+        let mut lines = false;
         for item in decoder.push(buf.get(..n).unwrap_or_default()) {
             deadline = tokio::time::Instant::now() + idle;
+            lines = true;
             match item {
                 Ok(n) => {
                     tracing::debug!(channel = %n.channel, path = ?n.path, "notification");
@@ -126,8 +136,11 @@ pub async fn serve_peer<S: AsyncRead + Unpin>(shared: &Shared, mut stream: S) {
                 }
             }
         }
+        if lines {
+            slot.progressed();
+        }
         batch.dispatch(shared);
-        if decoder.is_closed() {
+        if decoder.is_closed() || evicted {
             return;
         }
     }

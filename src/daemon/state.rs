@@ -1,11 +1,11 @@
 //! The daemon's shared state: configuration, counters, subscribed overlays, and dispatch of one
 //! notification to its overlays and trigger files.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 use tokio::sync::{Notify, oneshot};
@@ -53,7 +53,7 @@ counters!(
     bad_channel,
     partial_line,
     refused_cid,
-    too_many_connections,
+    evicted,
     idle_timeout,
     slow_line,
     read_errors,
@@ -80,7 +80,7 @@ const DROPPED: &[&str] = &[
     "bad_channel",
     "partial_line",
     "refused_cid",
-    "too_many_connections",
+    "evicted",
     "idle_timeout",
     "slow_line",
     "read_errors",
@@ -269,6 +269,105 @@ impl Subscriber {
     }
 }
 
+/// The open peer connections and when each last made progress (connected, or completed a line).
+///
+/// `--max-connections` is enforced by making room, not by refusing: when the table is full, the
+/// connection that has gone longest without completing a line is told to close (counted as
+/// `evicted`) and the newcomer takes its place. So no set of slow, stuck or leaked connections can
+/// lock out a sender that is working: a newcomer is the freshest entry, and keeps its place as
+/// long as it finishes lines.
+#[derive(Debug, Default)]
+pub struct Connections {
+    table: Arc<Mutex<ConnTable>>,
+}
+
+#[derive(Debug, Default)]
+struct ConnTable {
+    next_id: u64,
+    open: HashMap<u64, ConnEntry>,
+}
+
+#[derive(Debug)]
+struct ConnEntry {
+    progress: Instant,
+    /// Fired (or dropped) to close the connection.
+    evict: oneshot::Sender<()>,
+}
+
+/// A connection's place in [`Connections`]: released on drop.
+pub struct ConnSlot {
+    id: u64,
+    table: Arc<Mutex<ConnTable>>,
+    /// Completes when the connection is evicted to make room for a newer one.
+    pub evicted: oneshot::Receiver<()>,
+}
+
+impl Connections {
+    /// Admit a connection, evicting the one with the least progress when `max` are open already.
+    /// Returns the slot and whether a connection was evicted.
+    pub fn admit(&self, max: usize) -> (ConnSlot, bool) {
+        let (tx, rx) = oneshot::channel();
+        let mut t = lock(&self.table);
+        let mut evicted = false;
+        while t.open.len() >= max.max(1) {
+            let Some(victim) = t
+                .open
+                .iter()
+                .min_by_key(|(id, e)| (e.progress, **id))
+                .map(|(id, _)| *id)
+            else {
+                break;
+            };
+            if let Some(e) = t.open.remove(&victim) {
+                let _ = e.evict.send(());
+                evicted = true;
+            }
+        }
+        t.next_id += 1;
+        let id = t.next_id;
+        t.open.insert(
+            id,
+            ConnEntry {
+                progress: Instant::now(),
+                evict: tx,
+            },
+        );
+        (
+            ConnSlot {
+                id,
+                table: Arc::clone(&self.table),
+                evicted: rx,
+            },
+            evicted,
+        )
+    }
+
+    /// How many connections are open.
+    pub fn len(&self) -> usize {
+        lock(&self.table).open.len()
+    }
+
+    /// Whether no connection is open.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl ConnSlot {
+    /// The connection completed a line: it moves to the back of the eviction order.
+    pub fn progressed(&self) {
+        if let Some(e) = lock(&self.table).open.get_mut(&self.id) {
+            e.progress = Instant::now();
+        }
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        lock(&self.table).open.remove(&self.id);
+    }
+}
+
 /// What a caller of [`Shared::dispatch`] can wait on.
 #[derive(Debug, Default)]
 pub struct DispatchWait {
@@ -285,8 +384,8 @@ pub struct Shared {
     pub config: DaemonConfig,
     pub counters: Counters,
     pub listeners: Mutex<Vec<String>>,
-    /// Currently open peer connections.
-    pub active: AtomicUsize,
+    /// Currently open peer connections (at most `--max-connections`).
+    pub connections: Connections,
     /// Currently open control connections.
     pub control_active: AtomicUsize,
     subscribers: Mutex<BTreeMap<u64, Arc<Subscriber>>>,
@@ -317,7 +416,7 @@ impl Shared {
                 config,
                 counters: Counters::default(),
                 listeners: Mutex::new(Vec::new()),
-                active: AtomicUsize::new(0),
+                connections: Connections::default(),
                 control_active: AtomicUsize::new(0),
                 subscribers: Mutex::new(BTreeMap::new()),
                 next_subscriber: AtomicU64::new(1),
@@ -542,10 +641,7 @@ impl Shared {
             .collect();
         let mut counters = self.counters.to_json();
         if let Value::Object(m) = &mut counters {
-            m.insert(
-                "active_connections".into(),
-                json!(self.active.load(Ordering::Relaxed)),
-            );
+            m.insert("active_connections".into(), json!(self.connections.len()));
         }
         json!({
             "program": super::PROGRAM,
@@ -634,6 +730,30 @@ mod tests {
         assert_eq!(m.len(), 2);
         assert!(is_mount(&m, Path::new("/mnt/a b")));
         assert!(!is_mount(&m, Path::new("/mnt/c")));
+    }
+
+    /// A full table makes room by evicting the connection that went longest without a line.
+    #[test]
+    fn a_full_connection_table_evicts_the_least_progress() {
+        let c = Connections::default();
+        let (a, e) = c.admit(2);
+        assert!(!e);
+        std::thread::sleep(Duration::from_millis(2));
+        let (mut b, e) = c.admit(2);
+        assert!(!e);
+        std::thread::sleep(Duration::from_millis(2));
+        // `a` finishes a line: `b` (older progress now) is the one to go.
+        a.progressed();
+        let (mut n, e) = c.admit(2);
+        assert!(e);
+        assert_eq!(c.len(), 2);
+        assert!(b.evicted.try_recv().is_ok(), "b evicted");
+        assert!(n.evicted.try_recv().is_err(), "the newcomer stays");
+        drop(b);
+        assert_eq!(c.len(), 2, "an evicted slot was already released");
+        drop(a);
+        drop(n);
+        assert!(c.is_empty());
     }
 
     #[test]

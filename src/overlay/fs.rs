@@ -153,12 +153,21 @@ pub struct Stats {
     pub reach_truncated: AtomicU64,
     pub scope_rejected: AtomicU64,
     pub scan_errors: AtomicU64,
+    /// Opens that found SOURCE's attributes changed from those the kernel was told.
+    pub open_revalidated: AtomicU64,
+    /// Of those, opens refused (EACCES) because the fresh attributes deny the caller.
+    pub open_refused: AtomicU64,
+    /// Of those, changes whose rescan could not be asked for (no trustworthy path).
+    pub revalidate_unqueued: AtomicU64,
+    /// Reports of such rescans dropped before they reached watch subscribers (too many held).
+    pub revalidate_unreported: AtomicU64,
 }
 
 macro_rules! stats_json {
+    // A map built field by field (`json!` with this many fields exceeds the recursion limit).
     ($s:expr, $($f:ident),*) => {{
         let mut m = serde_json::Map::new();
-        $(m.insert(stringify!($f).to_string(), $s.$f.load(Ordering::Relaxed).into());)*
+        $(m.insert(stringify!($f).into(), $s.$f.load(Ordering::Relaxed).into());)*
         serde_json::Value::Object(m)
     }};
 }
@@ -194,7 +203,11 @@ impl Stats {
             reach_entries,
             reach_truncated,
             scope_rejected,
-            scan_errors
+            scan_errors,
+            open_revalidated,
+            open_refused,
+            revalidate_unqueued,
+            revalidate_unreported
         )
     }
 }
@@ -247,7 +260,17 @@ pub struct Shared {
     next_fh: AtomicU64,
     /// Directory nodes that need a baseline snapshot (drained by the sync worker).
     pub baseline_tx: Mutex<Option<std::sync::mpsc::Sender<super::sync::Job>>>,
+    /// Rescans asked for by opens that found a file changed (see [`super::access`]).
+    pub revalidating: super::access::Pending,
+    /// Their reports, in order: the changes they found go to watch subscribers with the next
+    /// notification's (see [`Shared::take_revalidation_records`]).
+    revalidation_reports: Mutex<std::collections::VecDeque<RevalidationReport>>,
 }
+
+type RevalidationReport = std::sync::mpsc::Receiver<super::sync::NotifyReport>;
+
+/// Most revalidation reports held for watch subscribers (the oldest go first, counted).
+const REVALIDATION_REPORTS: usize = 1024;
 
 impl Shared {
     pub fn new(cfg: MountConfig, root_fd: OwnedFd) -> io::Result<Self> {
@@ -277,7 +300,29 @@ impl Shared {
                 .collect(),
             next_fh: AtomicU64::new(1),
             baseline_tx: Mutex::new(None),
+            revalidating: super::access::Pending::default(),
+            revalidation_reports: Mutex::default(),
         })
+    }
+
+    /// The changes found by the rescans that opens asked for and the worker has done, in order
+    /// (for watch subscribers: the link reports them with the next notification's; a rescan
+    /// queued after that notification's is reported with the following one).
+    pub fn take_revalidation_records(&self) -> Vec<super::sync::ChangeRecord> {
+        let mut q = self
+            .revalidation_reports
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut out = Vec::new();
+        while let Some(rx) = q.front() {
+            match rx.try_recv() {
+                Ok(report) => out.extend(report.records),
+                Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {}
+            }
+            q.pop_front();
+        }
+        out
     }
 
     /// The caching policy in force now: `always` falls back to `auto` while unlinked.
@@ -869,13 +914,19 @@ impl OverlayFs {
         let s = &self.s;
         let node = s.node(ino)?;
         if s.replay.is_replay(req) {
-            // Replays change nothing: answer with SOURCE's current attributes.
-            let st = s.stat_node(&node).or_else(|_| {
-                node.state()
+            // Replays change nothing: answer with SOURCE's current attributes (and remember
+            // them as told, so the next open does not find them changed again).
+            let st = match s.stat_node(&node) {
+                Ok(st) => {
+                    node.state().attr = Some(EntrySnap::from_stat(&st));
+                    st
+                }
+                Err(_) => node
+                    .state()
                     .attr
                     .map(|a| snap_stat(&a))
-                    .ok_or(err(libc::ESTALE))
-            })?;
+                    .ok_or(err(libc::ESTALE))?,
+            };
             return Ok(s.attr(node.ino, &st));
         }
         s.check_writable(req)?;
@@ -1196,6 +1247,122 @@ impl OverlayFs {
         }
         buf.truncate(done);
         Ok(buf)
+    }
+
+    /// Revalidate an open (see [`super::access`]): compare the attributes of the backing file
+    /// just opened with those the kernel was told, and checked permissions against. When they
+    /// differ (a host change not notified yet), refuse the open with EACCES if the fresh ones
+    /// deny the caller, and ask the sync worker to rescan the file, which tells the kernel (and
+    /// replays the event). Returns whether they differed.
+    fn revalidate_open(
+        &self,
+        req: &Request,
+        node: &Node,
+        fd: &OwnedFd,
+        flags: i32,
+    ) -> io::Result<bool> {
+        let s = &self.s;
+        let st = sys::fstat(fd.as_fd())?;
+        let fresh = EntrySnap::from_stat(&st);
+        if fresh.key != node.key {
+            // Replaced on SOURCE between the name's lookup and the open.
+            return Err(err(libc::ESTALE));
+        }
+        let told = node.state().attr;
+        if !super::access::attrs_differ(told.as_ref(), &fresh) {
+            return Ok(false);
+        }
+        Stats::bump(&s.stats.open_revalidated);
+        self.queue_revalidation(node, &fresh);
+        let groups = super::access::caller_groups(req.pid());
+        let caller = super::access::Caller {
+            uid: req.uid(),
+            gid: req.gid(),
+            groups: groups.as_deref().unwrap_or_default(),
+        };
+        let want = super::access::Want::of_open(flags);
+        if !super::access::permits(fresh.mode, fresh.uid, fresh.gid, &caller, want) {
+            Stats::bump(&s.stats.open_refused);
+            debug!(
+                ino = node.ino,
+                uid = req.uid(),
+                mode = format!("{:o}", fresh.mode),
+                "open refused: SOURCE's attributes changed and deny the caller"
+            );
+            return Err(err(libc::EACCES));
+        }
+        Ok(true)
+    }
+
+    /// Ask the sync worker to rescan `node`'s name (once per change): the rescan finds the
+    /// change in the folder's view, invalidates it and replays its event. Only with `channel=`:
+    /// without one there are no views to compare with, and the kernel's attribute timeout
+    /// (1 s with the default `cache=auto`) refreshes it.
+    fn queue_revalidation(&self, node: &Node, fresh: &EntrySnap) {
+        let s = &self.s;
+        if s.cfg.channel.is_none() || !s.revalidating.first(node.ino, fresh) {
+            return;
+        }
+        let path = s.try_path_of(node.ino, None).ok();
+        let Some(path) = path.as_ref().and_then(|p| p.to_str()) else {
+            Stats::bump(&s.stats.revalidate_unqueued);
+            return;
+        };
+        let tx = s.baseline_tx.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = tx.as_ref() {
+            // Nobody waits for this one; its changes go to watch subscribers later.
+            let (done, report) = std::sync::mpsc::channel();
+            let job = super::sync::Job::Notify {
+                paths: vec![path.to_string()],
+                done,
+            };
+            let mut q = s
+                .revalidation_reports
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if tx.send(job).is_ok() {
+                if q.len() >= REVALIDATION_REPORTS {
+                    q.pop_front();
+                    Stats::bump(&s.stats.revalidate_unreported);
+                }
+                q.push_back(report);
+            }
+        }
+    }
+
+    /// `create` found the name on SOURCE although the kernel was told it does not exist (a host
+    /// change not notified yet): open it as open(2) without O_EXCL would, but the kernel checked
+    /// only the folder, so check the caller against the file's own attributes first (EACCES),
+    /// and truncate only then if asked.
+    fn open_existing(
+        &self,
+        req: &Request,
+        pfd: BorrowedFd<'_>,
+        name: &CStr,
+        base: i32,
+        flags: i32,
+    ) -> io::Result<OwnedFd> {
+        let fd = sys::openat(pfd, name, base, 0)?;
+        let st = sys::fstat(fd.as_fd())?;
+        let groups = super::access::caller_groups(req.pid());
+        let caller = super::access::Caller {
+            uid: req.uid(),
+            gid: req.gid(),
+            groups: groups.as_deref().unwrap_or_default(),
+        };
+        let want = super::access::Want::of_open(flags);
+        if !super::access::permits(st.st_mode, st.st_uid, st.st_gid, &caller, want) {
+            Stats::bump(&self.s.stats.open_refused);
+            return Err(err(libc::EACCES));
+        }
+        if flags & libc::O_TRUNC == 0 {
+            return Ok(fd);
+        }
+        if flags & libc::O_ACCMODE != libc::O_RDONLY {
+            sys::ftruncate(fd.as_fd(), 0)?;
+            return Ok(fd);
+        }
+        sys::openat(pfd, name, base | libc::O_TRUNC, 0)
     }
 
     fn file_fd(&self, fh: FileHandle) -> io::Result<(Arc<Handle>, ())> {
@@ -1564,7 +1731,15 @@ impl Filesystem for OverlayFs {
                 Err(e) => return reply.error(errno(&e)),
             }
         };
-        let fopen = s.fopen_flags(false);
+        let mut fopen = s.fopen_flags(false);
+        if let (Some(fd), false) = (&fd, replay) {
+            match self.revalidate_open(req, &node, fd, flags.0) {
+                // Changed on SOURCE: the kernel's pages of the file are stale too.
+                Ok(true) => fopen.remove(FopenFlags::FOPEN_KEEP_CACHE),
+                Ok(false) => {}
+                Err(e) => return reply.error(errno(&e)),
+            }
+        }
         if !node.is_virtual {
             if let Some(b) = s.attach_backing(&node, fd.as_ref(), |fd| reply.open_backing(fd)) {
                 let fh = s.add_handle(Handle::File(OpenFile {
@@ -1981,10 +2156,10 @@ impl Filesystem for OverlayFs {
                 mode,
             ) {
                 Ok(fd) => (fd, true),
-                Err(e) if e.raw_os_error() == Some(libc::EEXIST) && flags & libc::O_EXCL == 0 => {
-                    let keep = flags & libc::O_TRUNC;
-                    (sys::openat(pfd.as_fd(), &cname, base | keep, 0)?, false)
-                }
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) && flags & libc::O_EXCL == 0 => (
+                    self.open_existing(req, pfd.as_fd(), &cname, base, flags)?,
+                    false,
+                ),
                 Err(e) => return Err(e),
             };
             let st = if created {

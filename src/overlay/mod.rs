@@ -10,6 +10,7 @@
 //! This module mounts (mount(2) directly, type `fuse.vfnotify`), returns once the mount is live
 //! (daemonising unless `-f`), wires the daemon link and ends on unmount or SIGTERM.
 
+pub mod access;
 pub mod fs;
 pub mod inode;
 pub mod kernel_notify;
@@ -493,9 +494,9 @@ impl crate::link::NotifyTarget for LinkTarget {
             return Vec::new();
         }
         match done_rx.recv_timeout(Duration::from_secs(120)) {
-            Ok(report) => report
-                .records
-                .iter()
+            // What rescans asked for by opens found meanwhile (done before this one) comes first.
+            Ok(report) => (self.s.take_revalidation_records().iter())
+                .chain(&report.records)
                 .filter_map(|r| serde_json::to_value(r).ok())
                 .collect(),
             Err(_) => {

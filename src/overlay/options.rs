@@ -16,6 +16,8 @@ use std::time::Duration;
 /// - `Auto`: 1 s timeouts, page cache revalidated on open by mtime/size. Safe without a notifier
 ///   if one second of staleness is acceptable.
 /// - `Never`: no caching of names or attributes; every access asks SOURCE. Always safe, slowest.
+///
+/// The default is `Always` when `channel=` is given and `Auto` otherwise (see [`parse`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CachePolicy {
     Always,
@@ -83,11 +85,12 @@ pub struct MountConfig {
 }
 
 impl Default for MountConfig {
+    /// The defaults without `channel=` (so `cache=auto`).
     fn default() -> Self {
         MountConfig {
             channel: None,
             control: PathBuf::from(crate::cli::DEFAULT_CONTROL),
-            cache: CachePolicy::Always,
+            cache: CachePolicy::Auto,
             events: EventMode::Precise,
             passthrough: true,
             read_only: false,
@@ -128,12 +131,17 @@ pub enum OptionError {
 const MAX_OPTIONS_LEN: usize = 8192;
 
 /// Parse every `-o` argument (each comma-separated) into a config.
+///
+/// Without `cache=`, the cache policy is `always` when a `channel=` is given (notifications will
+/// invalidate what changed) and `auto` otherwise (nothing would, so one second of staleness at
+/// most).
 pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<MountConfig, OptionError> {
     let total: usize = args.iter().map(|a| a.as_ref().len()).sum();
     if total > MAX_OPTIONS_LEN {
         return Err(OptionError::TooLong(total));
     }
     let mut cfg = MountConfig::default();
+    let mut cache = None;
     for arg in args {
         for opt in arg
             .as_ref()
@@ -141,13 +149,22 @@ pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<MountConfig, OptionError> {
             .map(str::trim)
             .filter(|o| !o.is_empty())
         {
-            apply(&mut cfg, opt)?;
+            apply(&mut cfg, &mut cache, opt)?;
         }
     }
+    cfg.cache = cache.unwrap_or(if cfg.channel.is_some() {
+        CachePolicy::Always
+    } else {
+        CachePolicy::Auto
+    });
     Ok(cfg)
 }
 
-fn apply(cfg: &mut MountConfig, opt: &str) -> Result<(), OptionError> {
+fn apply(
+    cfg: &mut MountConfig,
+    cache: &mut Option<CachePolicy>,
+    opt: &str,
+) -> Result<(), OptionError> {
     let (name, value) = match opt.split_once('=') {
         Some((n, v)) => (n, Some(v)),
         None => (opt, None),
@@ -182,12 +199,12 @@ fn apply(cfg: &mut MountConfig, opt: &str) -> Result<(), OptionError> {
         }
         "control" => cfg.control = PathBuf::from(need(value)?),
         "cache" => {
-            cfg.cache = match need(value)?.as_str() {
+            *cache = Some(match need(value)?.as_str() {
                 "always" => CachePolicy::Always,
                 "auto" => CachePolicy::Auto,
                 "never" => CachePolicy::Never,
                 _ => return Err(bad("always, auto or never")),
-            }
+            })
         }
         "events" => {
             cfg.events = match need(value)?.as_str() {
@@ -262,9 +279,27 @@ mod tests {
     #[test]
     fn defaults() {
         let c = parse::<&str>(&[]).unwrap();
-        assert_eq!(c.cache, CachePolicy::Always);
+        assert_eq!(c.cache, CachePolicy::Auto);
+        assert_eq!(c, MountConfig::default());
         assert_eq!(c.events, EventMode::Precise);
         assert!(c.passthrough && !c.read_only && !c.suid);
+    }
+
+    /// Long caching only where notifications can invalidate it; an explicit `cache=` wins, in
+    /// any order relative to `channel=`.
+    #[test]
+    fn cache_defaults_to_always_only_with_a_channel() {
+        assert_eq!(parse(&["channel=docs"]).unwrap().cache, CachePolicy::Always);
+        assert_eq!(parse(&["allow_other"]).unwrap().cache, CachePolicy::Auto);
+        assert_eq!(parse(&["cache=always"]).unwrap().cache, CachePolicy::Always);
+        assert_eq!(
+            parse(&["cache=never,channel=docs"]).unwrap().cache,
+            CachePolicy::Never
+        );
+        assert_eq!(
+            parse(&["channel=docs", "cache=auto"]).unwrap().cache,
+            CachePolicy::Auto
+        );
     }
 
     #[test]
