@@ -108,7 +108,8 @@ impl Client {
     pub fn request(&mut self, cmd: &str, args: Value) -> Result<Value, ClientError> {
         let id = self.send(cmd, args)?;
         loop {
-            let msg = self.recv()?;
+            // From the connection, not the queue: queued events stay queued.
+            let msg = self.recv_wire()?;
             if msg.get("event").is_some() {
                 self.events.push_back(msg);
                 continue;
@@ -130,6 +131,11 @@ impl Client {
         if let Some(ev) = self.events.pop_front() {
             return Ok(ev);
         }
+        self.recv_wire()
+    }
+
+    /// The next message from the connection (blocking).
+    fn recv_wire(&mut self) -> Result<Value, ClientError> {
         loop {
             if let Some(msg) = self.take_line()? {
                 return Ok(msg);
