@@ -408,6 +408,8 @@ fn replays_never_touch_source_even_read_only() {
     for want in [
         s("CREATE", "new.txt"),
         s("MODIFY", "a.txt"),
+        s("CLOSE_WRITE", "a.txt"),
+        s("CLOSE_WRITE", "new.txt"),
         s("DELETE", "b.txt"),
         s("MOVED_FROM", "top.txt"),
         s("MOVED_TO", "top.txt"),

@@ -607,11 +607,21 @@ fn brief<'a>(items: impl Iterator<Item = &'a String>) -> String {
 
 /// One change kind, every way: the local sequence is the reference.
 fn check(kind: &str) {
+    check_with(kind, "");
+}
+
+/// As [`check`], the host changes on an overlay mounted with `opts` (the local reference is made
+/// on a writable one).
+fn check_with(kind: &str, opts: &str) {
     let case = cases().into_iter().find(|c| c.name == kind).unwrap();
-    let Some(l) = Linked::new(&format!("fidelity_{kind}"), "") else {
+    let Some(reference) = Linked::new(&format!("fidelity_{kind}"), "") else {
         return;
     };
-    let local = run_local(&l, &case);
+    let local = run_local(&reference, &case);
+    drop(reference);
+    let Some(l) = Linked::new(&format!("fidelity_{kind}_{opts}"), opts) else {
+        return;
+    };
     assert!(!local.is_empty(), "{kind}: no local events at all");
     let mut failures = Vec::new();
     for meanwhile in [Meanwhile::Nobody, Meanwhile::StatRead, Meanwhile::ListLoop] {
@@ -660,6 +670,25 @@ fidelity! {
     xattr_set => "xattr",
     a_thousand_new_files_in_one_folder => "burst-1000",
     a_file_replaced_by_a_folder => "file-to-folder",
+}
+
+macro_rules! fidelity_read_only {
+    ($($test:ident => $kind:literal),* $(,)?) => {
+        $(#[test] fn $test() { check_with($kind, "ro"); })*
+    };
+}
+
+// A read-only overlay (`ro`) gives watchers the same events, IN_CLOSE_WRITE included.
+fidelity_read_only! {
+    read_only_create => "create",
+    read_only_rewrite => "rewrite",
+    read_only_append => "append",
+    read_only_truncate => "truncate",
+    read_only_chmod => "chmod",
+    read_only_rename => "rename-within",
+    read_only_atomic_save => "atomic-save",
+    read_only_mkdir_tree => "mkdir-tree",
+    read_only_rm_tree => "rm-tree",
 }
 
 /// The normaliser itself: temporary names, cookies and the recursive watcher's view of new paths.

@@ -147,6 +147,8 @@ pub struct Stats {
     pub epoch_bumps: AtomicU64,
     pub local_writes: AtomicU64,
     pub replay_retries: AtomicU64,
+    /// Content replays whose open for writing was refused (no IN_CLOSE_WRITE).
+    pub replay_no_close: AtomicU64,
     pub baselines_uncertain: AtomicU64,
     pub tree_collapsed: AtomicU64,
     pub reach_entries: AtomicU64,
@@ -198,6 +200,7 @@ impl Stats {
             epoch_bumps,
             local_writes,
             replay_retries,
+            replay_no_close,
             baselines_uncertain,
             tree_collapsed,
             reach_entries,
@@ -1715,14 +1718,23 @@ impl Filesystem for OverlayFs {
             s.audit(req, "open-write", ino.0, None);
         }
         Stats::bump(&s.stats.opens);
+        let mut direct_replay = false;
         let fd = if node.is_virtual {
             None
         } else if replay {
-            // Never a cached open next to passthrough ones (the kernel refuses to mix the two
-            // on an inode): register the backing file too; the replay does no I/O through it.
-            if s.passthrough.load(Ordering::Relaxed) {
+            // The replay does no I/O through its open. With kernel passthrough the kernel
+            // accepts only passthrough opens of an inode that clients have open that way (a
+            // cached one next to them fails with EIO), so the replay's open is one too, with the
+            // backing file registered from a read-only fd — but the kernel opens the backing
+            // file itself with the replay's flags, which a read-only SOURCE refuses: there the
+            // replay's open is direct I/O (no backing), which takes no part in the inode's I/O
+            // mode and gives IN_CLOSE_WRITE too, unless a client holds the file open meanwhile.
+            let source_ro = sys::fstatvfs(s.root_fd.as_fd())
+                .is_ok_and(|v| v.f_flag & libc::ST_RDONLY != 0);
+            if s.passthrough.load(Ordering::Relaxed) && !source_ro {
                 self.open_backing(&node, libc::O_RDONLY).ok()
             } else {
+                direct_replay = true;
                 None
             }
         } else {
@@ -1740,7 +1752,7 @@ impl Filesystem for OverlayFs {
                 Err(e) => return reply.error(errno(&e)),
             }
         }
-        if !node.is_virtual {
+        if !node.is_virtual && !direct_replay {
             if let Some(b) = s.attach_backing(&node, fd.as_ref(), |fd| reply.open_backing(fd)) {
                 let fh = s.add_handle(Handle::File(OpenFile {
                     node: node.clone(),
@@ -1751,6 +1763,9 @@ impl Filesystem for OverlayFs {
                 // The kernel refuses page-cache flags on passthrough opens (FOPEN_PASSTHROUGH_MASK).
                 return reply.opened_passthrough(FileHandle(fh), NOFLUSH, &b);
             }
+        }
+        if direct_replay {
+            fopen = FopenFlags::FOPEN_DIRECT_IO | NOFLUSH;
         }
         let fh = s.add_handle(Handle::File(OpenFile {
             node,

@@ -144,6 +144,14 @@ impl Worker {
                 old,
                 new,
             } => {
+                // Only the link count (and so ctime) moved: a hard link made or removed under
+                // another name, whose own create or delete is the event; locally, the other
+                // name's folder hears nothing either. The attributes were expired.
+                let visible =
+                    (old.mode, old.uid, old.gid, old.mtime) != (new.mode, new.uid, new.gid, new.mtime);
+                if !visible && old.nlink != new.nlink {
+                    return Ok(());
+                }
                 let path = self.path(*dir, name)?;
                 let p = sys::cstr(path.as_os_str())?;
                 let r = if old.mode != new.mode && new.file_type() != libc::S_IFLNK {
@@ -255,7 +263,11 @@ impl Worker {
                 Ok(())
             }
             Ok(f) => f.set_len(size),
-            Err(_) => sys::cstr(path.as_os_str()).and_then(|p| sys::truncate_nofollow(&p, size)),
+            Err(e) => {
+                debug!(?path, "replay open for writing failed: {e}; truncating only");
+                Stats::bump(&self.s.stats.replay_no_close);
+                sys::cstr(path.as_os_str()).and_then(|p| sys::truncate_nofollow(&p, size))
+            }
         }
     }
 
