@@ -233,6 +233,7 @@ rm -f "$SRC/probe"
 # Results: SAMPLES[row|col] = space-separated raw values; rows are declared with a kind.
 #   rate: bytes/s  iops: IO/s  ops: operations/s  time: seconds  lat: "p50_us p99_us"
 #   ms: milliseconds (vfnotify only)  bytes: bytes (vfnotify only)
+#   burst: "listing_us readable_us events_us" (vfnotify only)
 # ---------------------------------------------------------------------------------------------
 declare -A SAMPLES=() KIND=() LABEL=() EXTRA=()
 ROWS=()
@@ -438,6 +439,16 @@ for c in "${VFCOLS[@]}"; do
     rm -rf "$(src_of "$c")/ev"
 done
 
+row burst burst "1,000 new files in one folder: notify → complete listing / last file readable / 1,000th IN_CREATE"
+for c in "${VFCOLS[@]}"; do
+    mkdir -p "$(src_of "$c")/burst"
+    ls "$(base "$c")/burst" >/dev/null
+    to 30 "$VB" notify "$CTL" "b_$c" "$c/burst" >/dev/null
+    SAMPLES["burst|$c"]=$(to 120 "$NL" burst "$PEER" "b_$c" "$SRC" "${ROOT[$c]}" "$c/burst" 1000) ||
+        die "notify_latency burst ($c)"
+    rm -rf "$(src_of "$c")/burst"
+done
+
 # ---------------------------------------------------------------------------------------------
 # 5. Rescan + invalidation of a whole mount with one changed file, and memory per known inode.
 #    Each on a fresh overlay of a tree of N files (N/100 folders), after every entry was
@@ -504,10 +515,14 @@ fmt_lat() { # "p50 p99 max n timeouts" in µs
     awk '{ f = "%.2f ms"; printf f " / " f, $1/1000, $2/1000; if ($5 > 0) printf " (%d timeouts)", $5 }' <<<"$1"
 }
 
+fmt_burst() { # "listing readable events" in µs
+    awk '{ printf "%.1f / %.1f / %.1f ms", $1/1000, $2/1000, $3/1000 }' <<<"$1"
+}
+
 declare -A MED=()
 for id in "${ROWS[@]}"; do
     for c in "${COLS[@]}"; do
-        if [[ ${KIND[$id]} == lat ]]; then
+        if [[ ${KIND[$id]} == lat || ${KIND[$id]} == burst ]]; then
             MED["$id|$c"]=${SAMPLES["$id|$c"]:-}
         else
             MED["$id|$c"]=$(median <<<"${SAMPLES["$id|$c"]:-}")
@@ -531,6 +546,8 @@ table() {
                 line+=" n/a |"
             elif [[ ${KIND[$id]} == lat ]]; then
                 line+=" $(fmt_lat "$v") |"
+            elif [[ ${KIND[$id]} == burst ]]; then
+                line+=" $(fmt_burst "$v") |"
             else
                 line+=" $(fmt "${KIND[$id]}" "$v" "${MED["$id|native"]:-}") |"
             fi
@@ -581,6 +598,9 @@ HALTPOLL=$(cat /sys/module/haltpoll/parameters/guest_halt_poll_ns 2>/dev/null ||
     target "cold stat, vfnotify (passthrough_hp ≈ 0.04–0.06×)" "$(ratio stat_cold vf)" ">=" 0.04 "×"
     target "find, vfnotify (passthrough_hp ≈ 0.25×)" "$(ratio find vf)" ">=" 0.25 "×"
     target "notify → IN_CREATE p99, vfnotify" "$(awk '{print $2/1000}' <<<"${MED["ev|vf"]}")" "<=" 5 " ms"
+    target "1,000 new files: complete listing, vfnotify" "$(awk '{print $1/1000}' <<<"${MED["burst|vf"]}")" "<=" 5 " ms"
+    target "1,000 new files: last file readable, vfnotify" "$(awk '{print $2/1000}' <<<"${MED["burst|vf"]}")" "<=" 20 " ms"
+    target "1,000 new files: 1,000th IN_CREATE, vfnotify" "$(awk '{print $3/1000}' <<<"${MED["burst|vf"]}")" "<=" 50 " ms"
     if [[ -f "$REPO/bench/NOTES.md" ]]; then
         echo
         cat "$REPO/bench/NOTES.md"

@@ -12,9 +12,15 @@
 //! notify_latency event   SOCK CHANNEL SOURCE MOUNTPOINT RELDIR N
 //!     an inotify watch (IN_CREATE) on MOUNTPOINT/RELDIR; the clock stops when the IN_CREATE
 //!     for the new name is read.
+//! notify_latency burst   SOCK CHANNEL SOURCE MOUNTPOINT RELDIR N
+//!     N new files in one folder the guest watches (made on SOURCE, then one notification scoped
+//!     to the folder); three runs, each with one observer: the listing through the overlay has
+//!     all N; the last file made opens through the overlay (the overlay expires every name
+//!     before it replays any, so then all do); the Nth IN_CREATE is read.
 //! ```
 //!
-//! Prints `p50_us p99_us max_us samples timeouts`.
+//! Prints `p50_us p99_us max_us samples timeouts`, or for `burst` `listing_us readable_us
+//! events_us` (from the send).
 
 use std::ffi::CString;
 use std::io::{self, Write};
@@ -151,6 +157,85 @@ fn event(s: &Setup, tag: &str) -> io::Result<(Vec<u64>, usize)> {
     Ok((lat, timeouts))
 }
 
+/// What `burst` waits for after the notification.
+#[derive(Clone, Copy)]
+enum Observe {
+    Listing,
+    Readable,
+    Events,
+}
+
+/// One burst: a new watched folder, N files made in it on SOURCE, one scoped notification;
+/// microseconds from the send until `what` holds.
+fn burst(s: &Setup, tag: &str, what: Observe) -> io::Result<u64> {
+    let dir = format!("{}/burst_{tag}", s.reldir);
+    std::fs::create_dir(s.source.join(&dir))?;
+    send(&s.sock, format!("{}\t{dir}\n", s.channel).as_bytes())?;
+    let through = s.mountpoint.join(&dir);
+    let t = Instant::now();
+    while std::fs::metadata(&through).is_err() {
+        if t.elapsed() > TIMEOUT {
+            return Err(io::Error::other(format!("{dir} never showed")));
+        }
+        std::thread::sleep(Duration::from_micros(50));
+    }
+    // The guest watches the folder (which also makes the kernel hold it).
+    let ino = vfnotify::sys::Inotify::new()?;
+    ino.add_watch(&through, libc::IN_CREATE)?;
+    let names: Vec<String> = (0..s.n).map(|i| format!("f{i:06}")).collect();
+    for n in &names {
+        std::fs::write(s.source.join(&dir).join(n), b"x")?;
+    }
+    let t0 = Instant::now();
+    send(&s.sock, format!("{}\t{dir}\n", s.channel).as_bytes())?;
+    let timeout = || -> io::Result<()> {
+        if t0.elapsed() > TIMEOUT * 4 {
+            Err(io::Error::other("burst: timed out"))
+        } else {
+            Ok(())
+        }
+    };
+    let mut seen = std::collections::HashSet::new();
+    let take_events = |seen: &mut std::collections::HashSet<std::ffi::OsString>, ms| {
+        for e in ino.read(ms)? {
+            if e.mask & libc::IN_CREATE != 0 {
+                seen.insert(e.name);
+            }
+        }
+        io::Result::Ok(())
+    };
+    let us = match what {
+        Observe::Listing => loop {
+            if std::fs::read_dir(&through)?.count() >= s.n {
+                break t0.elapsed();
+            }
+            timeout()?;
+        },
+        // The last file made: the names are expired all at once before any replay, so when it
+        // opens, every file does.
+        Observe::Readable => {
+            let last = through.join(names.last().map(String::as_str).unwrap_or(""));
+            while std::fs::File::open(&last).is_err() {
+                timeout()?;
+            }
+            t0.elapsed()
+        }
+        Observe::Events => loop {
+            take_events(&mut seen, 100)?;
+            if seen.len() >= s.n {
+                break t0.elapsed();
+            }
+            timeout()?;
+        },
+    };
+    // Every event has come before the next run starts (its replays would delay that one).
+    while seen.len() < s.n {
+        take_events(&mut seen, 100)?;
+        timeout()?;
+    }
+    Ok(us.as_micros() as u64)
+}
+
 fn pct(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
@@ -181,6 +266,23 @@ fn main() -> ExitCode {
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
     let tag = format!("{}", std::process::id());
+    if a[0] == "burst" {
+        let mut out = Vec::new();
+        for (k, what) in [Observe::Listing, Observe::Readable, Observe::Events]
+            .into_iter()
+            .enumerate()
+        {
+            match burst(&s, &format!("{tag}_{k}"), what) {
+                Ok(us) => out.push(us.to_string()),
+                Err(e) => {
+                    eprintln!("notify_latency burst: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        println!("{}", out.join(" "));
+        return ExitCode::SUCCESS;
+    }
     let res = match a[0].as_str() {
         "visible" => visible(&s, &tag),
         "event" => event(&s, &tag),

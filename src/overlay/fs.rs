@@ -57,6 +57,8 @@ pub enum ViewEntry {
 #[derive(Default)]
 pub struct ReplayView {
     tid: AtomicU32,
+    /// Threads that help the replay thread with independent replays of one notification.
+    helpers: [AtomicU32; REPLAY_HELPERS],
     entries: Mutex<HashMap<(Ino, OsString), ViewEntry>>,
     /// Temporary names a replay creates through the mount (a replaced object is replayed as a
     /// rename of a temporary name over the target): temporary name → the real name on SOURCE.
@@ -95,7 +97,16 @@ impl ReplayView {
     }
     pub fn is_replay(&self, req: &Request) -> bool {
         let t = self.tid.load(Ordering::Relaxed);
-        t != 0 && req.pid() == t
+        (t != 0 && req.pid() == t)
+            || self
+                .helpers
+                .iter()
+                .any(|h| h.load(Ordering::Relaxed) == req.pid())
+    }
+    /// Make the calling thread a replay helper (slot `i`) until the guard is dropped.
+    pub fn claim_helper(&self, i: usize) -> HelperGuard<'_> {
+        self.helpers[i].store(sys::gettid(), Ordering::SeqCst);
+        HelperGuard(&self.helpers[i])
     }
     /// Mark names as pending (see the type's documentation).
     pub fn mark<'a>(&self, names: impl IntoIterator<Item = (Ino, &'a OsStr)>) {
@@ -117,6 +128,18 @@ impl ReplayView {
             && lock(&self.pending)
                 .get(&dir)
                 .is_some_and(|s| s.contains(name))
+    }
+}
+
+/// Most replay helper threads (see [`ReplayView::claim_helper`]).
+pub const REPLAY_HELPERS: usize = 3;
+
+/// Releases a replay helper's slot.
+pub struct HelperGuard<'a>(&'a AtomicU32);
+
+impl Drop for HelperGuard<'_> {
+    fn drop(&mut self) {
+        self.0.store(0, Ordering::SeqCst);
     }
 }
 
@@ -1333,6 +1356,76 @@ impl OverlayFs {
         }
     }
 
+    /// How a replay's open reaches SOURCE. It does no I/O through it. With kernel passthrough
+    /// the kernel accepts only passthrough opens of an inode that clients have open that way (a
+    /// cached one next to them fails with EIO), so the replay's open is one too, with the backing
+    /// file registered from a read-only fd — but the kernel opens the backing file itself with
+    /// the replay's flags, which a read-only SOURCE refuses: there the replay's open is direct
+    /// I/O (no backing; `true`), which takes no part in the inode's I/O mode and gives
+    /// IN_CLOSE_WRITE too, unless a client holds the file open meanwhile.
+    fn replay_backing(&self, node: &Node) -> (Option<OwnedFd>, bool) {
+        let s = &self.s;
+        let source_ro =
+            sys::fstatvfs(s.root_fd.as_fd()).is_ok_and(|v| v.f_flag & libc::ST_RDONLY != 0);
+        if s.passthrough.load(Ordering::Relaxed) && !source_ro {
+            (self.open_backing(node, libc::O_RDONLY).ok(), false)
+        } else {
+            (None, true)
+        }
+    }
+
+    /// A replay's create-and-open (`open(O_CREAT|O_EXCL)` of a name SOURCE already has, or the
+    /// temporary name standing for it): IN_CREATE, then IN_OPEN, and IN_CLOSE_WRITE at the close,
+    /// in one request fewer than mknod and open. SOURCE is not touched.
+    fn replay_create(&self, parent: INodeNo, name: &OsStr, reply: ReplyCreate) {
+        let s = &self.s;
+        let res = (|| -> io::Result<(Arc<Node>, FileAttr)> {
+            let pnode = s.node(parent)?;
+            let pfd = s.dir_fd(&pnode)?;
+            let real = s.replay.standin(parent.0, name);
+            let st = sys::fstatat(pfd.as_fd(), &sys::cstr(real.as_deref().unwrap_or(name))?)?;
+            let (node, attr) = s.enter(parent.0, name, &st);
+            if let Some(real) = real {
+                let mut ns = node.state();
+                if !ns.links.iter().any(|(p, n)| *p == parent.0 && *n == real) {
+                    ns.links.push((parent.0, real));
+                }
+            }
+            Ok((node, attr))
+        })();
+        let (node, attr) = match res {
+            Ok(x) => x,
+            Err(e) => return reply.error(errno(&e)),
+        };
+        Stats::bump(&s.stats.opens);
+        let ttl = s.ttl();
+        let (fd, direct) = self.replay_backing(&node);
+        if !direct {
+            if let Some(b) = s.attach_backing(&node, fd.as_ref(), |fd| reply.open_backing(fd)) {
+                let fh = s.add_handle(Handle::File(OpenFile {
+                    node,
+                    fd,
+                    backing: true,
+                    writable: false,
+                }));
+                return reply.created_passthrough(&ttl, &attr, GEN, FileHandle(fh), NOFLUSH, &b);
+            }
+        }
+        let fh = s.add_handle(Handle::File(OpenFile {
+            node,
+            fd,
+            backing: false,
+            writable: false,
+        }));
+        reply.created(
+            &ttl,
+            &attr,
+            GEN,
+            FileHandle(fh),
+            FopenFlags::FOPEN_DIRECT_IO | NOFLUSH,
+        );
+    }
+
     /// `create` found the name on SOURCE although the kernel was told it does not exist (a host
     /// change not notified yet): open it as open(2) without O_EXCL would, but the kernel checked
     /// only the folder, so check the caller against the file's own attributes first (EACCES),
@@ -1722,21 +1815,9 @@ impl Filesystem for OverlayFs {
         let fd = if node.is_virtual {
             None
         } else if replay {
-            // The replay does no I/O through its open. With kernel passthrough the kernel
-            // accepts only passthrough opens of an inode that clients have open that way (a
-            // cached one next to them fails with EIO), so the replay's open is one too, with the
-            // backing file registered from a read-only fd — but the kernel opens the backing
-            // file itself with the replay's flags, which a read-only SOURCE refuses: there the
-            // replay's open is direct I/O (no backing), which takes no part in the inode's I/O
-            // mode and gives IN_CLOSE_WRITE too, unless a client holds the file open meanwhile.
-            let source_ro = sys::fstatvfs(s.root_fd.as_fd())
-                .is_ok_and(|v| v.f_flag & libc::ST_RDONLY != 0);
-            if s.passthrough.load(Ordering::Relaxed) && !source_ro {
-                self.open_backing(&node, libc::O_RDONLY).ok()
-            } else {
-                direct_replay = true;
-                None
-            }
+            let (fd, direct) = self.replay_backing(&node);
+            direct_replay = direct;
+            fd
         } else {
             match self.open_backing(&node, flags.0) {
                 Ok(fd) => Some(fd),
@@ -2152,6 +2233,9 @@ impl Filesystem for OverlayFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        if self.s.replay.is_replay(req) {
+            return self.replay_create(parent, name, reply);
+        }
         let s = &self.s;
         let res = (|| -> io::Result<(Arc<Node>, FileAttr, OwnedFd)> {
             s.check_writable(req)?;

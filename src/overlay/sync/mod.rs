@@ -225,13 +225,13 @@ impl Worker {
                 self.invalidate(c);
             }
         }
+        let t_expired = start.elapsed();
         // 4. The events.
         if precise {
-            for c in &changes {
-                self.replay(c);
-                self.after_replay(c);
-            }
+            self.replay_all(&changes, |c| self.after_replay(c));
         }
+        let t_replayed = start.elapsed();
+        debug!(?t_expired, ?t_replayed, changes = n_changes, "notification phases");
         // 5. The new views.
         for (node, view) in views {
             let mut st = node.state();

@@ -56,10 +56,81 @@ fn retryable(e: io::Error) -> Failure {
     }
 }
 
+/// A run of at least this many new files in a row is replayed in two passes (see
+/// [`Worker::replay_all`]).
+const RUN: usize = 8;
+
+/// Whether `c` is a new regular file with one name (its content events need no other change).
+fn plain_file(c: &Change) -> bool {
+    matches!(c, Change::Create { new, .. } if new.file_type() == libc::S_IFREG && new.nlink <= 1)
+}
+
 impl Worker {
+    /// Replay every change in order. A run of new files (a burst: an unpacked archive, a
+    /// checkout) goes in two passes, so the last IN_CREATE comes as early as it can: first every
+    /// name (IN_CREATE), then their content (IN_MODIFY, IN_CLOSE_WRITE), on helper threads beside
+    /// this one — each file's own events stay in order. `after` runs after each change.
+    pub(super) fn replay_all(&self, changes: &[Change], after: impl Fn(&Change)) {
+        let mut i = 0;
+        while i < changes.len() {
+            let run = changes[i..].iter().take_while(|c| plain_file(c)).count();
+            if run < RUN {
+                self.replay(&changes[i], false);
+                after(&changes[i]);
+                i += 1;
+                continue;
+            }
+            let mut content = Vec::with_capacity(run);
+            for c in &changes[i..i + run] {
+                if self.replay(c, true) {
+                    if let Change::Create { dir, name, new } = c {
+                        if let Ok(p) = self.path(*dir, name) {
+                            content.push((p, new.size));
+                        }
+                    }
+                }
+                after(c);
+            }
+            self.replay_contents(&content);
+            i += run;
+        }
+    }
+
+    /// Open, truncate (when there is content) and close each new file, on helper threads too.
+    fn replay_contents(&self, files: &[(PathBuf, u64)]) {
+        let s = &*self.s;
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let work = || {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some((path, size)) = files.get(i) else {
+                    return;
+                };
+                let _ = write_and_close(s, path, *size);
+            }
+        };
+        let helpers = crate::overlay::fs::REPLAY_HELPERS.min(files.len() / (2 * RUN));
+        std::thread::scope(|scope| {
+            for h in 0..helpers {
+                let work = &work;
+                let spawned = std::thread::Builder::new()
+                    .name("vfnotify-replay".into())
+                    .spawn_scoped(scope, move || {
+                        let _slot = s.replay.claim_helper(h);
+                        work();
+                    });
+                if spawned.is_err() {
+                    break;
+                }
+            }
+            work();
+        });
+    }
+
     /// Perform one change through the mount so the kernel emits its real event; on failure make
-    /// sure the kernel's caches are right at least.
-    pub(super) fn replay(&self, c: &Change) {
+    /// sure the kernel's caches are right at least. `name_only`: a new file's name without its
+    /// content (see [`Worker::replay_all`]). Returns whether the event was produced.
+    pub(super) fn replay(&self, c: &Change, name_only: bool) -> bool {
         let s = &self.s;
         let mut last = None;
         for attempt in 0..ATTEMPTS {
@@ -67,10 +138,10 @@ impl Worker {
                 Stats::bump(&s.stats.replay_retries);
                 self.expire_names(c);
             }
-            match self.replay_once(c) {
+            match self.replay_once(c, name_only) {
                 Ok(()) => {
                     Stats::bump(&s.stats.events_replayed);
-                    return;
+                    return true;
                 }
                 Err(Failure::Retry(e)) => last = Some(e),
                 Err(Failure::Fail(e)) => {
@@ -82,25 +153,31 @@ impl Worker {
         debug!(?c, error = ?last, "replay failed; invalidating instead");
         Stats::bump(&s.stats.replay_failed);
         self.invalidate(c);
+        false
     }
 
-    fn replay_once(&self, c: &Change) -> Result<(), Failure> {
+    fn replay_once(&self, c: &Change, name_only: bool) -> Result<(), Failure> {
         let s = &self.s;
         match c {
             Change::Create { dir, name, new } | Change::Link { dir, name, new } => {
                 s.replay.set(*dir, name, ViewEntry::Absent);
                 let path = self.path(*dir, name)?;
                 let link = matches!(c, Change::Link { .. });
+                // A new file is created, written and closed, as a local writer does it:
+                // IN_CREATE, IN_MODIFY (when it has content) and IN_CLOSE_WRITE. A new name of
+                // an object that has others (a hard link) is only the name.
+                if !link && !name_only && new.file_type() == libc::S_IFREG && new.nlink <= 1 {
+                    let f = self.create_open(&path).map_err(retryable)?;
+                    s.replay.set(*dir, name, ViewEntry::Present(*new));
+                    if new.size > 0 {
+                        let _ = f.set_len(new.size);
+                    }
+                    return Ok(());
+                }
                 self.make(&path, *dir, name, new, link).map_err(retryable)?;
                 // The name exists for the kernel now (other clients' listings may expire its
                 // entry meanwhile: the next lookup must find it).
                 s.replay.set(*dir, name, ViewEntry::Present(*new));
-                // A new file is also written and closed, as a local writer would do it: IN_OPEN,
-                // IN_MODIFY (when it has content) and IN_CLOSE_WRITE. A new name of an object
-                // that has others (a hard link) is only the name.
-                if !link && new.file_type() == libc::S_IFREG && new.nlink <= 1 {
-                    let _ = self.replay_write(&path, new.size);
-                }
                 Ok(())
             }
             Change::Delete { dir, name, old } => {
@@ -249,26 +326,18 @@ impl Worker {
         }
     }
 
-    /// Open for writing, truncate to the current size (IN_MODIFY, nothing changes) and close
-    /// (IN_CLOSE_WRITE). Where the open is refused (a passthrough file on a read-only SOURCE), the
-    /// truncate alone still gives IN_MODIFY.
-    pub(super) fn replay_write(&self, path: &Path, size: u64) -> io::Result<()> {
-        let opened = std::fs::OpenOptions::new()
+    /// `open(O_CREAT | O_EXCL | O_WRONLY)` through the mount (one FUSE CREATE).
+    fn create_open(&self, path: &Path) -> io::Result<std::fs::File> {
+        std::fs::OpenOptions::new()
             .write(true)
+            .create_new(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(path);
-        match opened {
-            Ok(f) if size == 0 => {
-                drop(f);
-                Ok(())
-            }
-            Ok(f) => f.set_len(size),
-            Err(e) => {
-                debug!(?path, "replay open for writing failed: {e}; truncating only");
-                Stats::bump(&self.s.stats.replay_no_close);
-                sys::cstr(path.as_os_str()).and_then(|p| sys::truncate_nofollow(&p, size))
-            }
-        }
+            .open(path)
+    }
+
+    /// See [`write_and_close`].
+    pub(super) fn replay_write(&self, path: &Path, size: u64) -> io::Result<()> {
+        write_and_close(&self.s, path, size)
     }
 
     /// A live path (through the mount) to an object SOURCE already has under another name than
@@ -338,5 +407,27 @@ impl Worker {
             // invalidated instead.
             None => PathBuf::from("/proc/self/fd/-1").join(rel),
         })
+    }
+}
+
+/// Open for writing, truncate to the current size (IN_MODIFY, nothing changes) and close
+/// (IN_CLOSE_WRITE). Where the open is refused (a passthrough file on a read-only SOURCE that a
+/// client holds open), the truncate alone still gives IN_MODIFY (counted: `replay_no_close`).
+fn write_and_close(s: &crate::overlay::fs::Shared, path: &Path, size: u64) -> io::Result<()> {
+    let opened = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path);
+    match opened {
+        Ok(f) if size == 0 => {
+            drop(f);
+            Ok(())
+        }
+        Ok(f) => f.set_len(size),
+        Err(e) => {
+            debug!(?path, "replay open for writing failed: {e}; truncating only");
+            Stats::bump(&s.stats.replay_no_close);
+            sys::cstr(path.as_os_str()).and_then(|p| sys::truncate_nofollow(&p, size))
+        }
     }
 }
