@@ -697,7 +697,10 @@ fn a_new_folder_a_client_already_listed_is_still_replayed_entry_by_entry() {
     l.notify(&["d2/big"]);
     // What matters is the count of replays, not how long a loaded machine took.
     let replayed = l.overlay_stats()["events_replayed"].as_u64().unwrap_or(0) - before;
-    assert!(replayed >= 501, "{replayed} replays for 500 new files and their folder");
+    assert!(
+        replayed >= 501,
+        "{replayed} replays for 500 new files and their folder"
+    );
     let ev = w.events(WAIT);
     assert!(
         ev.iter()

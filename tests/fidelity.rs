@@ -284,7 +284,10 @@ fn cases() -> Vec<Case> {
             name: "rewrite",
             prep: |r| write(&r.join("f"), b"hello"),
             change: |r| {
-                let f = fs::OpenOptions::new().write(true).open(r.join("f")).unwrap();
+                let f = fs::OpenOptions::new()
+                    .write(true)
+                    .open(r.join("f"))
+                    .unwrap();
                 f.write_all_at(b"HELLO", 0).unwrap();
             },
             scopes: &["f"],
@@ -309,7 +312,10 @@ fn cases() -> Vec<Case> {
             name: "truncate",
             prep: |r| write(&r.join("f"), b"hello world"),
             change: |r| {
-                let f = fs::OpenOptions::new().write(true).open(r.join("f")).unwrap();
+                let f = fs::OpenOptions::new()
+                    .write(true)
+                    .open(r.join("f"))
+                    .unwrap();
                 f.set_len(3).unwrap();
             },
             scopes: &["f"],

@@ -90,7 +90,15 @@ fn new_and_removed_trees_are_reported_entry_by_entry() {
     fs::write(l.s("t/a/b/c/z"), b"z").unwrap();
     l.notify(&["t"]);
     let got = w.lines();
-    for p in ["t", "t/a", "t/a/b", "t/a/b/c", "t/a/x", "t/a/b/y", "t/a/b/c/z"] {
+    for p in [
+        "t",
+        "t/a",
+        "t/a/b",
+        "t/a/b/c",
+        "t/a/x",
+        "t/a/b/y",
+        "t/a/b/c/z",
+    ] {
         assert!(got.contains(&format!("create {p}")), "create {p}: {got:#?}");
     }
     assert!(pos(&got, "create t/a") < pos(&got, "create t/a/b/c/z"));
@@ -148,7 +156,11 @@ fn changes_in_folders_no_client_listed_reach_a_matching_watch() {
     );
     fs::rename(l.s("unseen/deep/report.pdf"), l.s("unseen/moved.pdf")).unwrap();
     fs::remove_file(l.s("unseen/deep/old.pdf")).unwrap();
-    l.notify(&["unseen/deep/report.pdf", "unseen/moved.pdf", "unseen/deep/old.pdf"]);
+    l.notify(&[
+        "unseen/deep/report.pdf",
+        "unseen/moved.pdf",
+        "unseen/deep/old.pdf",
+    ]);
     let mut got = w.lines();
     got.sort();
     assert_eq!(
@@ -160,10 +172,7 @@ fn changes_in_folders_no_client_listed_reach_a_matching_watch() {
     );
     // Still nothing in the kernel: the overlay never made the host's folders known to it.
     let stats = l.overlay_stats();
-    assert!(
-        stats["reach_entries"].as_u64().unwrap_or(0) >= 4,
-        "{stats}"
-    );
+    assert!(stats["reach_entries"].as_u64().unwrap_or(0) >= 4, "{stats}");
     assert!(start.elapsed() < Duration::from_secs(20));
 }
 

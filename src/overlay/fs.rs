@@ -1198,7 +1198,11 @@ impl OverlayFs {
         if let Some(m) = &moved {
             let mut st = m.state();
             st.links.retain(|(p, n)| !(*p == parent.0 && n == name));
-            if !st.links.iter().any(|(p, n)| *p == newparent.0 && n == newname) {
+            if !st
+                .links
+                .iter()
+                .any(|(p, n)| *p == newparent.0 && n == newname)
+            {
                 st.links.push((newparent.0, newname.to_owned()));
             }
         }

@@ -89,7 +89,11 @@ impl Worker {
 
     /// An attribute change: the attributes go, and the cached data too when mtime moved (the
     /// rule that calls a moved mtime an attribute change can be wrong; see `diff.rs`).
-    fn inval_attr(&self, old: &crate::overlay::inode::EntrySnap, new: &crate::overlay::inode::EntrySnap) {
+    fn inval_attr(
+        &self,
+        old: &crate::overlay::inode::EntrySnap,
+        new: &crate::overlay::inode::EntrySnap,
+    ) {
         let ino = self.s.table.ino_for(new.key);
         if old.mtime != new.mtime {
             self.inval_inode(ino, 0, 0);

@@ -204,10 +204,12 @@ impl Worker {
         // 3. The kernel's view first: from here on readers get SOURCE's answers, and the names
         //    being replayed are never cached for long until their replay is done.
         if precise {
-            s.replay
-                .mark(changes.iter().flat_map(|c| c.names()).chain(
-                    unseen.iter().map(|(d, n)| (*d, n.as_os_str())),
-                ));
+            s.replay.mark(
+                changes
+                    .iter()
+                    .flat_map(|c| c.names())
+                    .chain(unseen.iter().map(|(d, n)| (*d, n.as_os_str()))),
+            );
             for c in &changes {
                 self.preset(c);
             }
@@ -231,7 +233,12 @@ impl Worker {
             self.replay_all(&changes, |c| self.after_replay(c));
         }
         let t_replayed = start.elapsed();
-        debug!(?t_expired, ?t_replayed, changes = n_changes, "notification phases");
+        debug!(
+            ?t_expired,
+            ?t_replayed,
+            changes = n_changes,
+            "notification phases"
+        );
         // 5. The new views.
         for (node, view) in views {
             let mut st = node.state();
@@ -390,9 +397,7 @@ impl Worker {
         match c {
             Change::Create { dir, name, new }
             | Change::Link { dir, name, new }
-            | Change::Replace { dir, name, new, .. } => {
-                v.set(*dir, name, ViewEntry::Present(*new))
-            }
+            | Change::Replace { dir, name, new, .. } => v.set(*dir, name, ViewEntry::Present(*new)),
             Change::Delete { dir, name, .. } => v.set(*dir, name, ViewEntry::Absent),
             Change::Rename {
                 from,
@@ -429,12 +434,13 @@ impl Worker {
     fn records(&self, changes: &[Change]) -> Vec<ChangeRecord> {
         let mut new_dirs: std::collections::HashMap<Ino, PathBuf> = Default::default();
         let mut out = Vec::with_capacity(changes.len());
-        let rel = |known: &std::collections::HashMap<Ino, PathBuf>, dir: Ino, name: &OsStr| {
-            match known.get(&dir) {
+        let rel =
+            |known: &std::collections::HashMap<Ino, PathBuf>, dir: Ino, name: &OsStr| match known
+                .get(&dir)
+            {
                 Some(p) => p.join(name),
                 None => self.s.path_of(dir, Some(name)),
-            }
-        };
+            };
         for c in changes {
             out.push(self.record(c, |d, n| rel(&new_dirs, d, n)));
             if let Change::Create { dir, name, new } = c {
@@ -495,4 +501,3 @@ impl Worker {
         }
     }
 }
-

@@ -210,7 +210,12 @@ impl Worker {
                 let b = self.path(*to, newname)?;
                 std::fs::rename(&a, &b).map_err(retryable)
             }
-            Change::Replace { dir, name, old, new } => self.replay_replace(*dir, name, old, new),
+            Change::Replace {
+                dir,
+                name,
+                old,
+                new,
+            } => self.replay_replace(*dir, name, old, new),
             Change::Content { dir, name, new } => {
                 let path = self.path(*dir, name)?;
                 Ok(self.replay_write(&path, new.size)?)
@@ -224,8 +229,8 @@ impl Worker {
                 // Only the link count (and so ctime) moved: a hard link made or removed under
                 // another name, whose own create or delete is the event; locally, the other
                 // name's folder hears nothing either. The attributes were expired.
-                let visible =
-                    (old.mode, old.uid, old.gid, old.mtime) != (new.mode, new.uid, new.gid, new.mtime);
+                let visible = (old.mode, old.uid, old.gid, old.mtime)
+                    != (new.mode, new.uid, new.gid, new.mtime);
                 if !visible && old.nlink != new.nlink {
                     return Ok(());
                 }
@@ -250,7 +255,14 @@ impl Worker {
 
     /// Make the new name `name` in `dir` at `path` for the object `new`: a hard link to one of
     /// its other names, or mknod/mkdir/symlink.
-    fn make(&self, path: &Path, dir: Ino, name: &OsStr, new: &EntrySnap, link: bool) -> io::Result<()> {
+    fn make(
+        &self,
+        path: &Path,
+        dir: Ino,
+        name: &OsStr,
+        new: &EntrySnap,
+        link: bool,
+    ) -> io::Result<()> {
         if link {
             if let Ok(from) = self.existing_path(new.key, (dir, name)) {
                 return std::fs::hard_link(from, path);
@@ -394,13 +406,15 @@ impl Worker {
     /// longer known (the kernel forgot it since the change was found): a replay there would act
     /// on the wrong folder, so the change is invalidated instead.
     pub(super) fn path(&self, dir: Ino, name: &OsStr) -> io::Result<PathBuf> {
-        let rel = self
-            .s
-            .try_path_of(dir, Some(name))
-            .map_err(|partial| {
-                debug!(dir, ?name, ?partial, "no path: a folder on the way is not known");
-                io::Error::from_raw_os_error(libc::ESTALE)
-            })?;
+        let rel = self.s.try_path_of(dir, Some(name)).map_err(|partial| {
+            debug!(
+                dir,
+                ?name,
+                ?partial,
+                "no path: a folder on the way is not known"
+            );
+            io::Error::from_raw_os_error(libc::ESTALE)
+        })?;
         Ok(match &*self.prefix.borrow() {
             Some(p) => p.join(rel),
             // No way in (the mount is going away): a path that fails, so the change is
@@ -425,7 +439,10 @@ fn write_and_close(s: &crate::overlay::fs::Shared, path: &Path, size: u64) -> io
         }
         Ok(f) => f.set_len(size),
         Err(e) => {
-            debug!(?path, "replay open for writing failed: {e}; truncating only");
+            debug!(
+                ?path,
+                "replay open for writing failed: {e}; truncating only"
+            );
             Stats::bump(&s.stats.replay_no_close);
             sys::cstr(path.as_os_str()).and_then(|p| sys::truncate_nofollow(&p, size))
         }
