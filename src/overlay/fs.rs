@@ -593,10 +593,18 @@ impl Shared {
         let Some(pnode) = self.table.get(parent) else {
             return;
         };
-        let dir_st = self
-            .dir_fd(&pnode)
-            .and_then(|fd| sys::fstat(fd.as_fd()))
-            .ok();
+        let dir_fd = self.dir_fd(&pnode).ok();
+        let dir_st = dir_fd.as_ref().and_then(|fd| sys::fstat(fd.as_fd()).ok());
+        // With its birth time, as rescans record entries: a number SOURCE frees and reuses
+        // at once (ext4) must not pass for the object made here.
+        let btime = match (st, &dir_fd) {
+            (Some(st), Some(fd)) => sys::cstr(name)
+                .and_then(|n| sys::fstatat_fresh_btime(fd.as_fd(), &n))
+                .ok()
+                .filter(|(now, _)| (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino))
+                .and_then(|(_, b)| b),
+            _ => None,
+        };
         let mut ps = pnode.state();
         ps.negatives.remove(name);
         if let Some(d) = dir_st {
@@ -605,7 +613,7 @@ impl Shared {
         if let Some(snap) = ps.snapshot.as_mut() {
             match st {
                 Some(st) => {
-                    snap.insert(name.to_owned(), EntrySnap::from_stat(st));
+                    snap.insert(name.to_owned(), EntrySnap::from_stat(st).with_btime(btime));
                 }
                 None => {
                     snap.remove(name);
@@ -621,7 +629,9 @@ impl Shared {
             if let Some(pnode) = self.table.get(parent) {
                 if let Some(snap) = pnode.state().snapshot.as_mut() {
                     if let Some(e) = snap.get_mut(&name) {
-                        *e = EntrySnap::from_stat(st);
+                        // The same object: its birth time stays.
+                        let btime = (e.key == EntrySnap::from_stat(st).key).then_some(e.btime);
+                        *e = EntrySnap::from_stat(st).with_btime(btime);
                     }
                 }
             }
