@@ -2582,6 +2582,33 @@ impl Filesystem for OverlayFs {
 mod tests {
     use super::*;
 
+    /// The handles kept for forgotten objects stay within their budget, oldest out first, and
+    /// an id kept again counts as new.
+    #[test]
+    fn kept_handles_are_bounded_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = std::fs::File::open(dir.path()).unwrap();
+        let Ok(handle) = sys::handle::name_to_handle_at(d.as_fd(), c"") else {
+            return; // no export support where the temporary folder is
+        };
+        let k = |ino| Kept::Dir {
+            key: Key { dev: 1, ino },
+            handle: handle.clone(),
+        };
+        let mut kept = KeptHandles::default();
+        let mut dropped = 0;
+        for ino in 0..KEPT_HANDLES as u64 + 10 {
+            dropped += kept.insert(ino, k(ino));
+        }
+        // Id 5 kept again: now the newest.
+        dropped += kept.insert(5, k(5));
+        assert_eq!(kept.map.len(), KEPT_HANDLES);
+        assert_eq!(dropped, 11);
+        assert!(kept.map.contains_key(&5) && !kept.map.contains_key(&4));
+        assert!(kept.map.contains_key(&(KEPT_HANDLES as u64 + 9)));
+        assert!(kept.order.len() <= 2 * KEPT_HANDLES + 1);
+    }
+
     #[test]
     fn pre_epoch_times_round_trip() {
         // What fuser 0.18 hands over for the kernel's (-1, 500_000_000), i.e. -0.5 s.
