@@ -864,3 +864,17 @@ fn seed_case_whole_and_scoped_notifications() {
         ],
     );
 }
+
+/// Shrunk from the long run: the host makes `d/e`; the guest's `mkdir d` (EEXIST) makes the
+/// kernel look `d` up again and learn its new link count (3); the host removes `d/e`, and the
+/// notification found no change against the view (which had 2 all along), so the kernel kept 3.
+#[test]
+fn regression_a_folder_looked_up_between_host_changes_gets_its_attributes_back() {
+    use Op::*;
+    regression(
+        "regression_a_folder_looked_up_between_host_changes",
+        false,
+        5,
+        &[HMkdir(6), GMkdir(2), HRmRf(6), Notify(Scope::Whole)],
+    );
+}
