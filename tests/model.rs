@@ -865,6 +865,20 @@ fn seed_case_whole_and_scoped_notifications() {
     );
 }
 
+/// From the long run (it did not shrink: a race with the overlay's first view of a folder): the
+/// guest makes `d/e` and `d/e/a` in it; the host removes `d/e/a`. The folder's first view, taken
+/// after the guest's create, had left `d/e/a` out, so its removal was never reported.
+#[test]
+fn regression_a_name_made_in_a_new_folder_then_removed_by_the_host() {
+    use Op::*;
+    regression(
+        "regression_a_name_made_in_a_new_folder",
+        false,
+        20,
+        &[GMkdir(6), GCreate(8), HRmRf(8), Notify(Scope::Whole)],
+    );
+}
+
 /// Shrunk from the long run: the host makes `d/e`; the guest's `mkdir d` (EEXIST) makes the
 /// kernel look `d` up again and learn its new link count (3); the host removes `d/e`, and the
 /// notification found no change against the view (which had 2 all along), so the kernel kept 3.

@@ -1465,7 +1465,18 @@ impl OverlayFs {
         let pst = sys::fstat(pfd.as_fd())?;
         let st = s.own(req, pfd.as_fd(), &cname, &pst, mode)?;
         s.note_local(parent.0, name, Some(&st));
-        Ok(s.enter(parent.0, name, &st).1)
+        let (node, attr) = s.enter(parent.0, name, &st);
+        if node.is_dir {
+            // A folder made here is empty: that is its first view, at once. Left to the
+            // baseline job, what the guest made in it first would be left out of the view (as
+            // changed after the kernel learned the folder), and a host removal of it then never
+            // reported.
+            let mut ns = node.state();
+            if ns.snapshot.is_none() {
+                ns.snapshot = Some(Box::default());
+            }
+        }
+        Ok(attr)
     }
 
     fn do_remove(&self, req: &Request, parent: INodeNo, name: &OsStr, dir: bool) -> io::Result<()> {
