@@ -9,8 +9,11 @@
 //!   (a watch added and the folder listed on a new folder), must give the same names and kinds.
 //!
 //! A failing case shrinks to a minimal sequence; such sequences are kept below as named tests.
-//! `VFNOTIFY_MODEL_CASES` sets the number of cases (default 48, well under a minute here);
-//! `just model N` runs N. Event divergences that come from issue 14's known defect (no create
+//! `VFNOTIFY_MODEL_CASES` sets the number of cases (default 48, about a second here);
+//! `just model N` runs N. `VFNOTIFY_MODEL_OPTS` replaces the mount options,
+//! `VFNOTIFY_MODEL_FS=plain` puts SOURCE on the test folder's filesystem instead of a tmpfs,
+//! `VFNOTIFY_MODEL_STRICT=held|failed|stale|all` fails on known divergences too (to shrink them),
+//! `VFNOTIFY_MODEL_DEBUG` prints every event folded. Event divergences that come from issue 14's known defect (no create
 //! replayed for a name the guest kernel already held because the guest looked at it before the
 //! notification) are counted and printed, not failed; every other divergence fails.
 
