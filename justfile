@@ -10,6 +10,12 @@ build:
 test:
     cargo test --release
 
+# The model test with N random cases (`cargo test` runs 48): host changes, notifications and guest
+# operations checked against SOURCE (as root; docs/conformance.md). `just model 10000` takes a few
+# minutes here.
+model n="1000":
+    VFNOTIFY_REQUIRE_FUSE=1 VFNOTIFY_MODEL_CASES={{n}} cargo test --release --test model model_random_interleavings -- --nocapture
+
 # rustfmt and clippy, as CI runs them.
 lint:
     cargo fmt --check

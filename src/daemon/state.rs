@@ -688,6 +688,26 @@ pub fn parse_mountinfo_fstype(info: &str, fstype: &str) -> Vec<PathBuf> {
     out
 }
 
+/// The per-mount options (mountinfo's sixth field, e.g. `rw,nosuid,noatime`) of the last mount
+/// of type `fstype` at `mountpoint`; `None` when nothing of that type is mounted there. Pure.
+pub fn parse_mountinfo_options(info: &str, fstype: &str, mountpoint: &Path) -> Option<String> {
+    let mut found = None;
+    for line in info.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(sep) = fields.iter().position(|f| *f == "-") else {
+            continue;
+        };
+        if fields.get(sep + 1) == Some(&fstype)
+            && fields
+                .get(4)
+                .is_some_and(|mp| unescape_mountinfo(mp) == mountpoint)
+        {
+            found = fields.get(5).map(|o| o.to_string());
+        }
+    }
+    found
+}
+
 fn unescape_mountinfo(field: &str) -> PathBuf {
     use std::os::unix::ffi::OsStringExt;
     let b = field.as_bytes();
@@ -718,6 +738,21 @@ pub fn is_mount(mounts: &[PathBuf], path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mount_options_of_one_mountpoint() {
+        let info = "40 27 0:41 / /m\\040n rw,nosuid - fuse.vfnotify s rw,user_id=0\n\
+                    41 27 0:41 / /m\\040n ro,nosuid,noatime - fuse.vfnotify s rw,user_id=0\n\
+                    42 27 0:42 / /other ro - tmpfs tmpfs rw\n";
+        assert_eq!(
+            parse_mountinfo_options(info, "fuse.vfnotify", Path::new("/m n")).as_deref(),
+            Some("ro,nosuid,noatime")
+        );
+        assert_eq!(
+            parse_mountinfo_options(info, "fuse.vfnotify", Path::new("/other")),
+            None
+        );
+    }
 
     #[test]
     fn mountinfo_parsing() {

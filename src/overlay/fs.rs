@@ -186,6 +186,15 @@ pub struct Stats {
     pub revalidate_unqueued: AtomicU64,
     /// Reports of such rescans dropped before they reached watch subscribers (too many held).
     pub revalidate_unreported: AtomicU64,
+    /// Changes of the mount's own flags seen (`mount -o remount,...`).
+    pub remounts: AtomicU64,
+    /// Creates whose umask this server applied itself (no per-thread umask available).
+    pub umask_fallbacks: AtomicU64,
+    /// Handles of forgotten objects kept for `open_by_handle_at`, found again by one, and
+    /// dropped to stay within the budget.
+    pub handles_kept: AtomicU64,
+    pub handles_found: AtomicU64,
+    pub handles_dropped: AtomicU64,
 }
 
 macro_rules! stats_json {
@@ -233,7 +242,12 @@ impl Stats {
             open_revalidated,
             open_refused,
             revalidate_unqueued,
-            revalidate_unreported
+            revalidate_unreported,
+            remounts,
+            umask_fallbacks,
+            handles_kept,
+            handles_found,
+            handles_dropped
         )
     }
 }
@@ -277,6 +291,8 @@ pub struct Shared {
     pub state_since: AtomicU64,
     /// Kernel passthrough negotiated at INIT.
     pub passthrough: AtomicBool,
+    /// `FUSE_DONT_MASK` negotiated at INIT: creates carry the client's umask for us to apply.
+    pub dont_mask: AtomicBool,
     /// The kernel's FUSE minor version, from INIT.
     pub kernel_minor: AtomicU32,
     /// SOURCE is itself FUSE (virtiofs): its own name cache may hold a removed or renamed name,
@@ -291,6 +307,113 @@ pub struct Shared {
     /// Their reports, in order: the changes they found go to watch subscribers with the next
     /// notification's (see [`Shared::take_revalidation_records`]).
     revalidation_reports: Mutex<std::collections::VecDeque<RevalidationReport>>,
+    /// The per-mount flags of MOUNTPOINT as they are now (they change with `remount`).
+    pub flags: MountFlagsNow,
+    /// Where the overlay is mounted (for reading its flags back from the mount table).
+    pub mountpoint: std::sync::OnceLock<std::path::PathBuf>,
+    /// What is needed to find objects again by the handles the guest kernel encoded for them.
+    export: Export,
+    /// The original atime flags of the private copy of SOURCE's mount that `root_fd` is on;
+    /// unset when SOURCE is reached directly (see `overlay::private_source`).
+    pub source_atime: std::sync::OnceLock<(sys::mount_api::Atime, bool)>,
+}
+
+/// Handles of forgotten objects kept at most (about 100 bytes each).
+pub const KEPT_HANDLES: usize = 65_536;
+
+/// Finding objects again by the handles the guest kernel encodes for overlay files
+/// (`FUSE_EXPORT_SUPPORT`: `name_to_handle_at`, NFS export, fanotify FIDs). The kernel's handle
+/// is (node id, generation 0); while it holds the inode it needs nothing from us, and once it
+/// has forgotten it, it asks `LOOKUP(id, ".")` (and `LOOKUP(dir, "..")` to reconnect folders).
+/// Node ids are SOURCE's inode numbers, which cannot be opened as such: so when the kernel
+/// forgets a node, SOURCE's own handle for it is kept (for a file: its folder's handle and its
+/// name), bounded by [`KEPT_HANDLES`], oldest dropped first (counted). Handles therefore do not
+/// outlive the server (a new mount starts with none), as on filesystems without stable handles.
+#[derive(Default)]
+struct Export {
+    kept: Mutex<KeptHandles>,
+    /// Nodes found again by a handle, reached through it until the kernel forgets them.
+    found: Mutex<HashMap<Ino, Kept>>,
+    /// SOURCE cannot encode handles (EOPNOTSUPP once): keep nothing.
+    unsupported: AtomicBool,
+    /// An fd on SOURCE that `open_by_handle_at` takes as its mount (not `O_PATH`).
+    mount_fd: std::sync::OnceLock<OwnedFd>,
+}
+
+/// How to reach a forgotten object of SOURCE again.
+#[derive(Debug, Clone)]
+enum Kept {
+    Dir {
+        key: Key,
+        handle: sys::handle::FileHandle,
+    },
+    /// A non-directory by the folder it was in and its name there: that also shows it is still
+    /// inside SOURCE.
+    File {
+        key: Key,
+        folder_key: Key,
+        folder: sys::handle::FileHandle,
+        name: OsString,
+    },
+}
+
+impl Kept {
+    fn key(&self) -> Key {
+        match self {
+            Kept::Dir { key, .. } | Kept::File { key, .. } => *key,
+        }
+    }
+}
+
+#[derive(Default)]
+struct KeptHandles {
+    map: HashMap<Ino, (u64, Kept)>,
+    order: std::collections::VecDeque<(Ino, u64)>,
+    seq: u64,
+}
+
+impl KeptHandles {
+    /// Keep `k` for `ino`; returns how many older ones were dropped for room.
+    fn insert(&mut self, ino: Ino, k: Kept) -> u64 {
+        self.seq += 1;
+        self.map.insert(ino, (self.seq, k));
+        self.order.push_back((ino, self.seq));
+        let mut dropped = 0;
+        while self.map.len() > KEPT_HANDLES {
+            let Some((old, seq)) = self.order.pop_front() else {
+                break;
+            };
+            if self.map.get(&old).is_some_and(|(s, _)| *s == seq) {
+                self.map.remove(&old);
+                dropped += 1;
+            }
+        }
+        // Stale positions (an id kept again later) are skipped when they come up; bound them too.
+        if self.order.len() > 2 * KEPT_HANDLES {
+            let map = &self.map;
+            self.order
+                .retain(|(i, s)| map.get(i).is_some_and(|(cur, _)| cur == s));
+        }
+        dropped
+    }
+}
+
+/// MOUNTPOINT's per-mount flags that change what the server does, following `remount`.
+#[derive(Default)]
+pub struct MountFlagsNow {
+    pub read_only: AtomicBool,
+    pub noatime: AtomicBool,
+    pub nodiratime: AtomicBool,
+}
+
+impl MountFlagsNow {
+    /// Take the flags mountinfo shows now; whether they changed.
+    pub fn apply(&self, f: &super::options::PerMount) -> bool {
+        let a = self.read_only.swap(f.read_only, Ordering::SeqCst) != f.read_only;
+        let b = self.noatime.swap(f.noatime, Ordering::SeqCst) != f.noatime;
+        let c = self.nodiratime.swap(f.nodiratime, Ordering::SeqCst) != f.nodiratime;
+        a || b || c
+    }
 }
 
 type RevalidationReport = std::sync::mpsc::Receiver<super::sync::NotifyReport>;
@@ -304,6 +427,8 @@ impl Shared {
         let source_is_fuse = sys::is_fuse(root_fd.as_fd()).unwrap_or(false);
         let root_fd = Arc::new(root_fd);
         let linked = cfg.channel.is_none();
+        let (cfg_read_only, cfg_noatime, cfg_nodiratime) =
+            (cfg.read_only, cfg.noatime, cfg.nodiratime);
         Ok(Shared {
             table: Table::new(
                 Key {
@@ -319,6 +444,7 @@ impl Shared {
             linked: AtomicBool::new(linked),
             state_since: AtomicU64::new(unix_now()),
             passthrough: AtomicBool::new(false),
+            dont_mask: AtomicBool::new(false),
             kernel_minor: AtomicU32::new(0),
             source_is_fuse,
             handles: (0..HANDLE_SHARDS)
@@ -328,6 +454,14 @@ impl Shared {
             baseline_tx: Mutex::new(None),
             revalidating: super::access::Pending::default(),
             revalidation_reports: Mutex::default(),
+            flags: MountFlagsNow {
+                read_only: AtomicBool::new(cfg_read_only),
+                noatime: AtomicBool::new(cfg_noatime),
+                nodiratime: AtomicBool::new(cfg_nodiratime),
+            },
+            mountpoint: std::sync::OnceLock::new(),
+            export: Export::default(),
+            source_atime: std::sync::OnceLock::new(),
         })
     }
 
@@ -367,6 +501,18 @@ impl Shared {
     /// that name is pending (see [`ReplayView`]), unless the replay thread itself asks.
     fn entry_ttl(&self, req: &Request, parent: Ino, name: &OsStr) -> Duration {
         if !self.replay.is_replay(req) && self.replay.is_pending(parent, name) {
+            Duration::ZERO
+        } else {
+            self.ttl()
+        }
+    }
+
+    /// How long the kernel may keep the attributes of `node` just read. A file open for writing
+    /// with kernel passthrough may be written through a shared mapping, which changes its times
+    /// on SOURCE without a request reaching us (nor, after `msync`, any invalidation): its
+    /// attributes are not cached while a writer has it open.
+    fn attr_ttl(&self, node: &Node) -> Duration {
+        if !node.is_dir && node.state().backing.is_some() && self.has_writer(node.ino) {
             Duration::ZERO
         } else {
             self.ttl()
@@ -439,6 +585,12 @@ impl Shared {
                 Err(e) => last = e,
             }
         }
+        // A folder found again by its handle and not named since.
+        if let Some(k @ Kept::Dir { .. }) = self.found_of(node.ino) {
+            let fd = Arc::new(self.reach(&k)?.0);
+            self.table.cache_dirfd(node, &fd);
+            return Ok(fd);
+        }
         Err(last)
     }
 
@@ -466,13 +618,30 @@ impl Shared {
                 Err(e) => last = e,
             }
         }
+        // A file found again by its handle: through the folder and name it had then.
+        if let Some(k @ Kept::File { .. }) = self.found_of(node.ino) {
+            let (pfd, name) = self.reach(&k)?;
+            let st = sys::fstatat(pfd.as_fd(), &sys::cstr(&name)?)?;
+            return Ok((Arc::new(pfd), name, st));
+        }
         Err(last)
     }
 
     /// Current attributes of a node (of an open handle when its last name is gone).
     pub fn stat_node(&self, node: &Node) -> io::Result<libc::stat> {
         if node.is_dir {
-            sys::fstat(self.dir_fd(node)?.as_fd())
+            match self.dir_fd(node) {
+                Ok(fd) => sys::fstat(fd.as_fd()),
+                // A folder removed through the overlay (rmdir, or replaced by a rename) that a
+                // client still holds open: what was seen of it when it went (link count 0).
+                Err(e) => {
+                    let st = node.state();
+                    match st.attr {
+                        Some(a) if st.links.is_empty() && a.nlink == 0 => Ok(snap_stat(&a)),
+                        _ => Err(e),
+                    }
+                }
+            }
         } else {
             match self.resolve(node) {
                 Ok(r) => Ok(r.2),
@@ -562,10 +731,18 @@ impl Shared {
         let Some(pnode) = self.table.get(parent) else {
             return;
         };
-        let dir_st = self
-            .dir_fd(&pnode)
-            .and_then(|fd| sys::fstat(fd.as_fd()))
-            .ok();
+        let dir_fd = self.dir_fd(&pnode).ok();
+        let dir_st = dir_fd.as_ref().and_then(|fd| sys::fstat(fd.as_fd()).ok());
+        // With its birth time, as rescans record entries: a number SOURCE frees and reuses
+        // at once (ext4) must not pass for the object made here.
+        let btime = match (st, &dir_fd) {
+            (Some(st), Some(fd)) => sys::cstr(name)
+                .and_then(|n| sys::fstatat_fresh_btime(fd.as_fd(), &n))
+                .ok()
+                .filter(|(now, _)| (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino))
+                .and_then(|(_, b)| b),
+            _ => None,
+        };
         let mut ps = pnode.state();
         ps.negatives.remove(name);
         if let Some(d) = dir_st {
@@ -574,7 +751,7 @@ impl Shared {
         if let Some(snap) = ps.snapshot.as_mut() {
             match st {
                 Some(st) => {
-                    snap.insert(name.to_owned(), EntrySnap::from_stat(st));
+                    snap.insert(name.to_owned(), EntrySnap::from_stat(st).with_btime(btime));
                 }
                 None => {
                     snap.remove(name);
@@ -590,12 +767,23 @@ impl Shared {
             if let Some(pnode) = self.table.get(parent) {
                 if let Some(snap) = pnode.state().snapshot.as_mut() {
                     if let Some(e) = snap.get_mut(&name) {
-                        *e = EntrySnap::from_stat(st);
+                        // The same object: its birth time stays.
+                        let btime = (e.key == EntrySnap::from_stat(st).key).then_some(e.btime);
+                        *e = EntrySnap::from_stat(st).with_btime(btime);
                     }
                 }
             }
         }
         node.state().attr = Some(EntrySnap::from_stat(st));
+    }
+
+    /// A folder removed through the overlay: the attributes it has now (link count 0, a new
+    /// ctime), read through an fd taken before it went, are what a client holding it open sees
+    /// (under `cache=always` a folder's attributes are answered from `attr`).
+    fn note_removed_dir(&self, node: &Node, fd: &OwnedFd) {
+        if let Ok(st) = sys::fstat(fd.as_fd()) {
+            node.state().attr = Some(EntrySnap::from_stat(&st));
+        }
     }
 
     fn unlink_child(&self, child: Option<Arc<Node>>, parent: Ino, name: &OsStr) {
@@ -677,10 +865,326 @@ impl Shared {
     }
 
     fn check_writable(&self, req: &Request) -> io::Result<()> {
-        if self.cfg.read_only && !self.replay.is_replay(req) {
-            Err(err(libc::EROFS))
+        if !self.flags.read_only.load(Ordering::Relaxed) || self.replay.is_replay(req) {
+            return Ok(());
+        }
+        // The flag follows the mount table from a thread of its own; a `remount,rw` that has
+        // just returned may not have reached it yet: look at the table itself before refusing.
+        if let Some(now) = self.per_mount_now() {
+            if self.flags.apply(&now) {
+                Stats::bump(&self.stats.remounts);
+                self.apply_source_atime();
+            }
+            if !now.read_only {
+                return Ok(());
+            }
+        }
+        Err(err(libc::EROFS))
+    }
+
+    /// Give the private copy of SOURCE's mount the atime flags MOUNTPOINT has now: `noatime`
+    /// and `nodiratime` are added to what SOURCE's mount had, never taken from it. A refusal is
+    /// logged (atime then moves on passthrough reads).
+    pub fn apply_source_atime(&self) {
+        let Some(&(orig, orig_nodir)) = self.source_atime.get() else {
+            return;
+        };
+        let f = &self.flags;
+        let atime = if f.noatime.load(Ordering::SeqCst) {
+            sys::mount_api::Atime::NoAtime
         } else {
-            Ok(())
+            orig
+        };
+        let nodir = orig_nodir || f.nodiratime.load(Ordering::SeqCst);
+        if let Err(e) = sys::mount_api::set_atime(self.root_fd.as_fd(), atime, nodir) {
+            warn!("atime flags of the private SOURCE mount: {e}");
+        }
+    }
+
+    /// MOUNTPOINT's per-mount flags as /proc/self/mountinfo shows them now (a procfs read, never
+    /// a request to this filesystem, so handlers may call it).
+    pub fn per_mount_now(&self) -> Option<super::options::PerMount> {
+        let mp = self.mountpoint.get()?;
+        let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+        crate::daemon::state::parse_mountinfo_options(&info, "fuse.vfnotify", mp)
+            .map(|o| super::options::PerMount::parse(&o))
+    }
+
+    /// Extra open flags for reading SOURCE on a client's behalf: `O_NOATIME` while the mount is
+    /// `noatime` (or `nodiratime`, for folders), so the atime the guest sees does not move.
+    fn atime_flags(&self, dir: bool) -> i32 {
+        let f = &self.flags;
+        if f.noatime.load(Ordering::Relaxed) || (dir && f.nodiratime.load(Ordering::Relaxed)) {
+            libc::O_NOATIME
+        } else {
+            0
+        }
+    }
+
+    /// The kernel is about to forget `node`: what will find it again (see [`Export`]).
+    fn keep_for_export(&self, node: &Node) -> Option<Kept> {
+        if node.is_virtual
+            || node.ino == ROOT_INO
+            || node.ino != node.key.ino
+            || self.export.unsupported.load(Ordering::Relaxed)
+        {
+            return None;
+        }
+        let res = if node.is_dir {
+            self.dir_fd(node).and_then(|fd| {
+                Ok(Kept::Dir {
+                    key: node.key,
+                    handle: sys::handle::name_to_handle_at(fd.as_fd(), c"")?,
+                })
+            })
+        } else {
+            self.resolve(node).and_then(|(pfd, name, _)| {
+                let fst = sys::fstat(pfd.as_fd())?;
+                Ok(Kept::File {
+                    key: node.key,
+                    folder_key: Key {
+                        dev: fst.st_dev,
+                        ino: fst.st_ino,
+                    },
+                    folder: sys::handle::name_to_handle_at(pfd.as_fd(), c"")?,
+                    name,
+                })
+            })
+        };
+        match res {
+            Ok(k) => Some(k),
+            Err(e) => {
+                if e.raw_os_error() == Some(libc::EOPNOTSUPP) {
+                    info!(
+                        "SOURCE cannot encode file handles: open_by_handle_at on the overlay works only while the kernel holds the inode"
+                    );
+                    self.export.unsupported.store(true, Ordering::Relaxed);
+                }
+                None
+            }
+        }
+    }
+
+    /// The kernel forgot `ino` (the node is gone from the table): keep `kept` for it.
+    fn forgotten(&self, ino: Ino, kept: Option<Kept>) {
+        self.export
+            .found
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&ino);
+        if let Some(k) = kept {
+            let dropped = self
+                .export
+                .kept
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(ino, k);
+            Stats::bump(&self.stats.handles_kept);
+            self.stats
+                .handles_dropped
+                .fetch_add(dropped, Ordering::Relaxed);
+        }
+    }
+
+    /// Open a folder of SOURCE by `handle` (`O_PATH`), checking it is `key` and inside SOURCE.
+    fn open_kept_dir(&self, handle: &sys::handle::FileHandle, key: Key) -> io::Result<OwnedFd> {
+        let mount = match self.export.mount_fd.get() {
+            Some(fd) => fd,
+            None => {
+                let fd = sys::openat(
+                    self.root_fd.as_fd(),
+                    c".",
+                    libc::O_RDONLY | libc::O_DIRECTORY,
+                    0,
+                )?;
+                self.export.mount_fd.get_or_init(|| fd)
+            }
+        };
+        let fd = sys::handle::open_by_handle_at(
+            mount.as_fd(),
+            handle,
+            libc::O_PATH | libc::O_DIRECTORY,
+        )?;
+        let st = sys::fstat(fd.as_fd())?;
+        if (Key {
+            dev: st.st_dev,
+            ino: st.st_ino,
+        }) != key
+        {
+            return Err(err(libc::ESTALE));
+        }
+        self.inside_source(&fd)?;
+        Ok(fd)
+    }
+
+    /// Whether the folder `fd` is SOURCE or below it: its `..` chain reaches SOURCE's root
+    /// (handles are for the whole filesystem, and the host may have moved a folder out of the
+    /// share since). ESTALE otherwise.
+    fn inside_source(&self, fd: &OwnedFd) -> io::Result<()> {
+        let root = sys::fstat(self.root_fd.as_fd())?;
+        let mut cur = fd.try_clone()?;
+        for _ in 0..4096 {
+            let st = sys::fstat(cur.as_fd())?;
+            if (st.st_dev, st.st_ino) == (root.st_dev, root.st_ino) {
+                return Ok(());
+            }
+            let up = sys::openat(cur.as_fd(), c"..", libc::O_PATH | libc::O_DIRECTORY, 0)?;
+            let ust = sys::fstat(up.as_fd())?;
+            if (ust.st_dev, ust.st_ino) == (st.st_dev, st.st_ino) {
+                break;
+            }
+            cur = up;
+        }
+        Err(err(libc::ESTALE))
+    }
+
+    /// Reach what `k` names: a folder's own fd (and no name), or a non-directory's folder fd
+    /// and its name there, checked to be the same object.
+    fn reach(&self, k: &Kept) -> io::Result<(OwnedFd, OsString)> {
+        match k {
+            Kept::Dir { key, handle } => Ok((self.open_kept_dir(handle, *key)?, OsString::new())),
+            Kept::File {
+                key,
+                folder_key,
+                folder,
+                name,
+            } => {
+                let fd = self.open_kept_dir(folder, *folder_key)?;
+                let st = sys::fstatat(fd.as_fd(), &sys::cstr(name)?)?;
+                if (Key {
+                    dev: st.st_dev,
+                    ino: st.st_ino,
+                }) != *key
+                {
+                    return Err(err(libc::ESTALE));
+                }
+                Ok((fd, name.clone()))
+            }
+        }
+    }
+
+    /// How a node found again by a handle (and not by a name since) is reached.
+    fn found_of(&self, ino: Ino) -> Option<Kept> {
+        self.export
+            .found
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&ino)
+            .cloned()
+    }
+
+    /// LOOKUP(ino, "."): the kernel lost the inode of a handle it decoded. The node if the
+    /// overlay still has it (a FORGET in flight), else found again by what was kept; the kernel
+    /// takes a reference on success.
+    fn lookup_self(&self, ino: Ino) -> io::Result<FileAttr> {
+        let node = match self.table.get(ino) {
+            Some(n) => n,
+            None => self.revive(ino)?,
+        };
+        let st = self.stat_node(&node)?;
+        node.state().nlookup += 1;
+        Ok(self.attr(node.ino, &st))
+    }
+
+    fn revive(&self, ino: Ino) -> io::Result<Arc<Node>> {
+        let kept = self
+            .export
+            .kept
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map
+            .get(&ino)
+            .map(|(_, k)| k.clone())
+            .ok_or_else(|| err(libc::ESTALE))?;
+        let is_dir = matches!(kept, Kept::Dir { .. });
+        // Reachable first, then entered with no name (the kernel reconnects folders by
+        // LOOKUP(dir, "..") and a listing of the parent, which names them again).
+        let (fd, _) = self.reach(&kept)?;
+        self.export
+            .found
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(ino, kept.clone());
+        let (node, created) = self.table.node_for(kept.key(), is_dir);
+        if is_dir {
+            self.table.cache_dirfd(&node, &Arc::new(fd));
+        }
+        if created && is_dir && self.cfg.channel.is_some() {
+            self.request_baseline(node.ino);
+        }
+        Stats::bump(&self.stats.handles_found);
+        Ok(node)
+    }
+
+    /// LOOKUP(dir, ".."): the parent of a folder the kernel holds without its path (found by a
+    /// handle); the kernel takes a reference on success.
+    fn lookup_parent(&self, ino: Ino) -> io::Result<FileAttr> {
+        let node = self.table.get(ino).ok_or_else(|| err(libc::ESTALE))?;
+        if !node.is_dir {
+            return Err(err(libc::ENOTDIR));
+        }
+        let known = match node.ino {
+            ROOT_INO => Some(node.clone()),
+            _ => node
+                .state()
+                .links
+                .first()
+                .and_then(|(p, _)| self.table.get(*p)),
+        };
+        let parent = match known {
+            Some(p) => p,
+            None => {
+                let fd = self.dir_fd(&node)?;
+                let up = sys::openat(fd.as_fd(), c"..", libc::O_PATH | libc::O_DIRECTORY, 0)?;
+                self.inside_source(&up)?;
+                let st = sys::fstat(up.as_fd())?;
+                let key = Key {
+                    dev: st.st_dev,
+                    ino: st.st_ino,
+                };
+                let (p, created) = self.table.node_for(key, true);
+                if p.ino != ROOT_INO && p.state().links.is_empty() {
+                    let handle = sys::handle::name_to_handle_at(up.as_fd(), c"")?;
+                    self.export
+                        .found
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(p.ino, Kept::Dir { key, handle });
+                    self.table.cache_dirfd(&p, &Arc::new(up));
+                }
+                if created && self.cfg.channel.is_some() {
+                    self.request_baseline(p.ino);
+                }
+                p
+            }
+        };
+        let st = self.stat_node(&parent)?;
+        parent.state().nlookup += 1;
+        Ok(self.attr(parent.ino, &st))
+    }
+
+    /// Run the system call that creates an object for a client, under the client's `umask`.
+    /// With `FUSE_DONT_MASK` the kernel leaves the umask to the server, because a default ACL on
+    /// the parent folder replaces it; so the worker thread takes a umask of its own (see
+    /// [`sys::fs_struct`]), sets the client's for this one call, and the kernel under SOURCE
+    /// applies it or the default ACL exactly as it would have for the client. Where a thread
+    /// cannot have its own umask, the mode is masked here (default ACLs then lose to the umask,
+    /// as before; counted).
+    fn as_client<T>(
+        &self,
+        umask: u32,
+        mode: u32,
+        f: impl FnOnce(u32) -> io::Result<T>,
+    ) -> io::Result<T> {
+        if !self.dont_mask.load(Ordering::Relaxed) {
+            return f(mode);
+        }
+        match sys::fs_struct::own_fs_struct() {
+            Ok(true) => sys::fs_struct::with_umask(umask, || f(mode)),
+            _ => {
+                Stats::bump(&self.stats.umask_fallbacks);
+                f(mode & !(umask & 0o777))
+            }
         }
     }
 
@@ -889,6 +1393,14 @@ impl OverlayFs {
     ) -> io::Result<Option<FileAttr>> {
         let s = &self.s;
         Stats::bump(&s.stats.lookups);
+        // Only decoding a file handle makes the kernel look these up (fuse_get_dentry,
+        // fuse_get_parent); path walks resolve them themselves.
+        if name == "." {
+            return s.lookup_self(parent.0).map(Some);
+        }
+        if name == ".." {
+            return s.lookup_parent(parent.0).map(Some);
+        }
         let pnode = s.node(parent)?;
         if s.replay.is_replay(req) {
             match s.replay.get(parent.0, name) {
@@ -1053,7 +1565,7 @@ impl OverlayFs {
             && mtime.is_none()
             && (size.is_none() || req.uid() != 0);
         if asks_kill && !is_link {
-            if let Some(m) = without_suid_sgid(st.st_mode) {
+            if let Some(m) = without_suid_sgid(st.st_mode, || in_group(req, st.st_gid)) {
                 chmod(m)?;
                 st = stat()?;
             }
@@ -1063,15 +1575,18 @@ impl OverlayFs {
     }
 
     /// mknod / mkdir / symlink: create on SOURCE (or, for the replay thread, only report the
-    /// object that already exists there) and enter it.
+    /// object that already exists there) and enter it. `make` gets the mode to create with,
+    /// under the client's `umask` (see [`Shared::as_client`]).
+    #[allow(clippy::too_many_arguments)]
     fn do_create_node(
         &self,
         req: &Request,
         parent: INodeNo,
         name: &OsStr,
         op: &str,
-        make: impl FnOnce(BorrowedFd<'_>, &CStr) -> io::Result<()>,
+        make: impl FnOnce(BorrowedFd<'_>, &CStr, u32) -> io::Result<()>,
         mode: u32,
+        umask: u32,
     ) -> io::Result<FileAttr> {
         let s = &self.s;
         let pnode = s.node(parent)?;
@@ -1101,11 +1616,22 @@ impl OverlayFs {
         s.audit(req, op, parent.0, Some(name));
         let pfd = s.dir_fd(&pnode)?;
         let cname = sys::cstr(name)?;
-        make(pfd.as_fd(), &cname)?;
+        s.as_client(umask, mode, |m| make(pfd.as_fd(), &cname, m))?;
         let pst = sys::fstat(pfd.as_fd())?;
         let st = s.own(req, pfd.as_fd(), &cname, &pst, mode)?;
         s.note_local(parent.0, name, Some(&st));
-        Ok(s.enter(parent.0, name, &st).1)
+        let (node, attr) = s.enter(parent.0, name, &st);
+        if node.is_dir {
+            // A folder made here is empty: that is its first view, at once. Left to the
+            // baseline job, what the guest made in it first would be left out of the view (as
+            // changed after the kernel learned the folder), and a host removal of it then never
+            // reported.
+            let mut ns = node.state();
+            if ns.snapshot.is_none() {
+                ns.snapshot = Some(Box::default());
+            }
+        }
+        Ok(attr)
     }
 
     fn do_remove(&self, req: &Request, parent: INodeNo, name: &OsStr, dir: bool) -> io::Result<()> {
@@ -1121,15 +1647,29 @@ impl OverlayFs {
                 Some(name),
             );
             let pfd = s.dir_fd(&pnode)?;
+            let held = child
+                .as_ref()
+                .filter(|_| dir)
+                .and_then(|c| s.dir_fd(c).ok());
             sys::unlinkat(
                 pfd.as_fd(),
                 &sys::cstr(name)?,
                 if dir { libc::AT_REMOVEDIR } else { 0 },
             )?;
             s.note_local(parent.0, name, None);
+            if let (Some(c), Some(fd)) = (&child, held) {
+                s.note_removed_dir(c, &fd);
+            }
         }
         if let Some(c) = &child {
             if dir {
+                if s.replay.is_replay(req) {
+                    // Removed by the host: the same for a client holding it open.
+                    let held = c.state().dirfd.clone();
+                    if let Some(fd) = held {
+                        s.note_removed_dir(c, &fd);
+                    }
+                }
                 s.table.drop_dirfd(c);
                 // A removed folder's attributes are served from the view under cache=always: it
                 // has no links from now on (a GETATTR after this, from a client holding it
@@ -1171,6 +1711,12 @@ impl OverlayFs {
             s.audit(req, "rename", parent.0, Some(name));
             let pfd = s.dir_fd(&pnode)?;
             let npfd = s.dir_fd(&npnode)?;
+            // A folder replaced by the rename is removed by it: its attributes change (link count
+            // 0, ctime) for whoever still holds it open.
+            let held = replaced
+                .as_ref()
+                .filter(|r| r.is_dir && !exchange)
+                .and_then(|r| s.dir_fd(r).ok());
             sys::renameat2(
                 pfd.as_fd(),
                 &sys::cstr(name)?,
@@ -1193,6 +1739,10 @@ impl OverlayFs {
                 }
             } else {
                 s.note_local(parent.0, name, None);
+            }
+            if let (Some(r), Some(fd)) = (&replaced, held) {
+                s.note_removed_dir(r, &fd);
+                s.table.drop_dirfd(r);
             }
         }
         if let Some(m) = &moved {
@@ -1255,9 +1805,9 @@ impl OverlayFs {
             | libc::O_TRUNC
             | libc::O_APPEND
             | libc::O_DIRECT;
-        let flags = (flags & !strip) | libc::O_NOFOLLOW;
+        let flags = (flags & !strip) | libc::O_NOFOLLOW | self.s.atime_flags(false);
         let (pfd, name, _) = self.s.resolve(node)?;
-        sys::openat(pfd.as_fd(), &sys::cstr(&name)?, flags, 0)
+        openat_atime(pfd.as_fd(), &sys::cstr(&name)?, flags, 0)
     }
 
     fn do_read(&self, fh: FileHandle, offset: u64, size: u32) -> io::Result<Vec<u8>> {
@@ -1495,8 +2045,18 @@ impl OverlayFs {
         let node = s.node(ino)?;
         let read = || -> io::Result<Arc<Vec<sys::RawDirent>>> {
             let pathfd = s.dir_fd(&node)?;
-            let fd = sys::openat(pathfd.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
-            Ok(Arc::new(sys::read_dir(fd.as_fd())?))
+            let flags = libc::O_RDONLY | libc::O_DIRECTORY | s.atime_flags(true);
+            let fd = openat_atime(pathfd.as_fd(), c".", flags, 0)?;
+            let entries = Arc::new(sys::read_dir(fd.as_fd())?);
+            // Reading the listing may have moved the folder's atime on SOURCE, as a local listing
+            // would; the attributes answered for it under cache=always follow (only the atime: a
+            // host change waits for its notification).
+            if let Ok(st) = sys::fstat(fd.as_fd()) {
+                if let Some(a) = node.state().attr.as_mut() {
+                    a.atime = (st.st_atime, st.st_atime_nsec);
+                }
+            }
+            Ok(entries)
         };
         if fh.0 == 0 {
             // No OPENDIR (see `opendir`): the listing lives in the node until it is read out.
@@ -1549,6 +2109,17 @@ impl OverlayFs {
     }
 }
 
+/// `openat`, dropping `O_NOATIME` where the kernel refuses it (EPERM: neither owner nor
+/// CAP_FOWNER, as in a user namespace).
+fn openat_atime(dir: BorrowedFd<'_>, name: &CStr, flags: i32, mode: u32) -> io::Result<OwnedFd> {
+    match sys::openat(dir, name, flags, mode) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) && flags & libc::O_NOATIME != 0 => {
+            sys::openat(dir, name, flags & !libc::O_NOATIME, mode)
+        }
+        r => r,
+    }
+}
+
 /// A `stat` built from a snapshot (for replies about objects SOURCE no longer has).
 pub fn snap_stat(e: &EntrySnap) -> libc::stat {
     let mut st = sys::zeroed_stat();
@@ -1570,19 +2141,34 @@ pub fn snap_stat(e: &EntrySnap) -> libc::stat {
     st
 }
 
-/// The mode a write, truncate or chown leaves behind, as the VFS computes it
-/// (`should_remove_suid`): set-user-ID goes, set-group-ID goes with group execute. `None`: no
-/// change (not a regular file, or neither bit set).
-fn without_suid_sgid(mode: u32) -> Option<u32> {
+/// The mode a write, truncate, fallocate or hole punch by a caller without CAP_FSETID leaves
+/// behind, as the VFS computes it (`setattr_should_drop_suidgid`): set-user-ID goes;
+/// set-group-ID goes with group execute, and without it too when the caller is not in the
+/// file's group (`caller_in_group`, asked only then). `None`: no change (not a regular file, or
+/// nothing to drop).
+fn without_suid_sgid(mode: u32, caller_in_group: impl FnOnce() -> bool) -> Option<u32> {
     if mode & libc::S_IFMT != libc::S_IFREG {
         return None;
     }
     let mut m = mode & 0o7777;
     m &= !libc::S_ISUID;
-    if m & libc::S_IXGRP != 0 {
+    if m & libc::S_ISGID != 0 && (m & libc::S_IXGRP != 0 || !caller_in_group()) {
         m &= !libc::S_ISGID;
     }
     (m != mode & 0o7777).then_some(m)
+}
+
+/// Whether the caller of `req` is in group `gid`: its fs group, or one of its supplementary
+/// groups (from /proc; a caller gone meanwhile counts as not in it).
+fn in_group(req: &Request, gid: u32) -> bool {
+    if req.gid() == gid {
+        return true;
+    }
+    let status = std::fs::read_to_string(format!("/proc/{}/status", req.pid())).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .is_some_and(|g| g.split_whitespace().any(|x| x.parse() == Ok(gid)))
 }
 
 impl Filesystem for OverlayFs {
@@ -1600,6 +2186,12 @@ impl Filesystem for OverlayFs {
             | InitFlags::FUSE_CACHE_SYMLINKS
             | InitFlags::FUSE_MAX_PAGES
             | InitFlags::FUSE_EXPORT_SUPPORT
+            // Creates carry the client's umask unapplied: a default ACL on the parent overrides
+            // it (`Shared::as_client`).
+            | InitFlags::FUSE_DONT_MASK
+            // The kernel checks ACLs too (as for a local filesystem), and after setting one drops
+            // the attributes it holds: the mode may have changed with it.
+            | InitFlags::FUSE_POSIX_ACL
             // The kernel then marks inodes S_NOSEC and stops asking for security.capability
             // (a GETXATTR round trip) before every write: passthrough writes never reach us
             // otherwise. In exchange set-user/group-ID clearing is ours (`do_setattr`, `write`).
@@ -1614,6 +2206,9 @@ impl Filesystem for OverlayFs {
         if let Err(missing) = config.add_capabilities(want) {
             warn!("kernel lacks FUSE capabilities {missing:?}");
         }
+        self.s
+            .dont_mask
+            .store(want.contains(InitFlags::FUSE_DONT_MASK), Ordering::SeqCst);
         if want.contains(InitFlags::FUSE_PASSTHROUGH) && config.set_max_stack_depth(1).is_ok() {
             self.s.passthrough.store(true, Ordering::SeqCst);
         }
@@ -1637,7 +2232,16 @@ impl Filesystem for OverlayFs {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        self.s.table.forget(ino.0, nlookup);
+        let s = &self.s;
+        // The last reference: keep what finds the object again by a handle (see `Export`).
+        let last = s.table.get(ino.0).filter(|n| n.state().nlookup <= nlookup);
+        let kept = last.as_deref().and_then(|n| s.keep_for_export(n));
+        s.table.forget(ino.0, nlookup);
+        if let Some(n) = last {
+            if s.table.get(ino.0).is_none_or(|m| !Arc::ptr_eq(&m, &n)) {
+                s.forgotten(ino.0, kept);
+            }
+        }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -1647,14 +2251,14 @@ impl Filesystem for OverlayFs {
                 let mut st = snap_stat(&EntrySnap::from_stat(&sys::fstat(s.root_fd.as_fd())?));
                 st.st_mode = libc::S_IFREG | 0o644;
                 st.st_size = 0;
-                return Ok(s.attr(node.ino, &st));
+                return Ok((s.attr(node.ino, &st), s.ttl()));
             }
             // With long caching, a directory's attributes change only on notification (or a
             // change made through the overlay): the kernel drops a listing's cache whenever it
             // sees a new mtime, and it refetches attributes after every read (atime).
             if node.is_dir && s.policy() == CachePolicy::Always {
                 if let Some(a) = node.state().attr {
-                    return Ok(s.attr(node.ino, &snap_stat(&a)));
+                    return Ok((s.attr(node.ino, &snap_stat(&a)), s.ttl()));
                 }
             }
             let st = match fh.and_then(|fh| s.handle(fh).ok()) {
@@ -1665,9 +2269,12 @@ impl Filesystem for OverlayFs {
                 None => s.stat_node(&node)?,
             };
             node.state().attr = Some(EntrySnap::from_stat(&st));
-            Ok(s.attr(node.ino, &st))
+            Ok((s.attr(node.ino, &st), s.attr_ttl(&node)))
         });
-        reply.answer(&self.s, res);
+        match res {
+            Ok((attr, ttl)) => reply.attr(&ttl, &attr),
+            Err(e) => reply.error(errno(&e)),
+        }
     }
 
     fn setattr(
@@ -1708,7 +2315,7 @@ impl Filesystem for OverlayFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         rdev: u32,
         reply: ReplyEntry,
     ) {
@@ -1717,8 +2324,9 @@ impl Filesystem for OverlayFs {
             parent,
             name,
             "mknod",
-            |pfd, n| sys::mknodat(pfd, n, mode, rdev as u64),
+            |pfd, n, m| sys::mknodat(pfd, n, m, rdev as u64),
             mode,
+            umask,
         );
         reply.answer(&self.s, res);
     }
@@ -1729,17 +2337,10 @@ impl Filesystem for OverlayFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         reply: ReplyEntry,
     ) {
-        let res = self.do_create_node(
-            req,
-            parent,
-            name,
-            "mkdir",
-            |pfd, n| sys::mkdirat(pfd, n, mode),
-            mode,
-        );
+        let res = self.do_create_node(req, parent, name, "mkdir", sys::mkdirat, mode, umask);
         reply.answer(&self.s, res);
     }
 
@@ -1765,7 +2366,8 @@ impl Filesystem for OverlayFs {
                 parent,
                 link_name,
                 "symlink",
-                |pfd, n| sys::symlinkat(&t, pfd, n),
+                |pfd, n, _| sys::symlinkat(&t, pfd, n),
+                0,
                 0,
             )
         });
@@ -1877,7 +2479,7 @@ impl Filesystem for OverlayFs {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -1899,7 +2501,8 @@ impl Filesystem for OverlayFs {
             // FUSE_HANDLE_KILLPRIV_V2: the writer lacks CAP_FSETID (our own write, as root,
             // keeps the bits).
             if wf.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
-                if let Some(m) = without_suid_sgid(sys::fstat(fd)?.st_mode) {
+                let st = sys::fstat(fd)?;
+                if let Some(m) = without_suid_sgid(st.st_mode, || in_group(req, st.st_gid)) {
                     sys::fchmod(fd, m)?;
                 }
             }
@@ -2233,7 +2836,7 @@ impl Filesystem for OverlayFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         flags: i32,
         reply: ReplyCreate,
     ) {
@@ -2248,16 +2851,14 @@ impl Filesystem for OverlayFs {
             let pfd = s.dir_fd(&pnode)?;
             let cname = sys::cstr(name)?;
             let strip = libc::O_NOCTTY | libc::O_APPEND | libc::O_DIRECT | libc::O_TRUNC;
-            let base = (flags & !strip) | libc::O_NOFOLLOW;
+            let base = (flags & !strip) | libc::O_NOFOLLOW | s.atime_flags(false);
             // Create exclusively: only a file made here gets the requester's ownership. The name
             // may exist on SOURCE although the kernel was told it does not (a host change not
             // notified yet): then open it as an open(2) without O_EXCL would, truncating if asked.
-            let (fd, created) = match sys::openat(
-                pfd.as_fd(),
-                &cname,
-                base | libc::O_CREAT | libc::O_EXCL,
-                mode,
-            ) {
+            let made = s.as_client(umask, mode, |m| {
+                openat_atime(pfd.as_fd(), &cname, base | libc::O_CREAT | libc::O_EXCL, m)
+            });
+            let (fd, created) = match made {
                 Ok(fd) => (fd, true),
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) && flags & libc::O_EXCL == 0 => (
                     self.open_existing(req, pfd.as_fd(), &cname, base, flags)?,
@@ -2368,6 +2969,33 @@ impl Filesystem for OverlayFs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The handles kept for forgotten objects stay within their budget, oldest out first, and
+    /// an id kept again counts as new.
+    #[test]
+    fn kept_handles_are_bounded_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = std::fs::File::open(dir.path()).unwrap();
+        let Ok(handle) = sys::handle::name_to_handle_at(d.as_fd(), c"") else {
+            return; // no export support where the temporary folder is
+        };
+        let k = |ino| Kept::Dir {
+            key: Key { dev: 1, ino },
+            handle: handle.clone(),
+        };
+        let mut kept = KeptHandles::default();
+        let mut dropped = 0;
+        for ino in 0..KEPT_HANDLES as u64 + 10 {
+            dropped += kept.insert(ino, k(ino));
+        }
+        // Id 5 kept again: now the newest.
+        dropped += kept.insert(5, k(5));
+        assert_eq!(kept.map.len(), KEPT_HANDLES);
+        assert_eq!(dropped, 11);
+        assert!(kept.map.contains_key(&5) && !kept.map.contains_key(&4));
+        assert!(kept.map.contains_key(&(KEPT_HANDLES as u64 + 9)));
+        assert!(kept.order.len() <= 2 * KEPT_HANDLES + 1);
+    }
 
     #[test]
     fn pre_epoch_times_round_trip() {

@@ -207,6 +207,27 @@ impl Table {
         name: &std::ffi::OsStr,
         snap: Option<EntrySnap>,
     ) -> (Arc<Node>, bool) {
+        let (node, created) = self.node_for(key, is_dir);
+        let ino = node.ino;
+        let mut st = node.state();
+        st.nlookup += 1;
+        if ino != ROOT_INO && !st.links.iter().any(|(p, n)| *p == parent && n == name) {
+            if node.is_dir {
+                // A directory has one name: the latest wins.
+                st.links.clear();
+            }
+            st.links.push((parent, name.to_owned()));
+        }
+        if snap.is_some() {
+            st.attr = snap;
+        }
+        drop(st);
+        (node, created)
+    }
+
+    /// The node for `key` (created without a name or a kernel reference if needed: the caller
+    /// records what the kernel is told); whether it is new.
+    pub fn node_for(&self, key: Key, is_dir: bool) -> (Arc<Node>, bool) {
         let ino = self.ino_for(key);
         let mut shard = write(self.shard(ino));
         let mut created = false;
@@ -239,20 +260,6 @@ impl Table {
                 n
             }
         };
-        drop(shard);
-        let mut st = node.state();
-        st.nlookup += 1;
-        if ino != ROOT_INO && !st.links.iter().any(|(p, n)| *p == parent && n == name) {
-            if node.is_dir {
-                // A directory has one name: the latest wins.
-                st.links.clear();
-            }
-            st.links.push((parent, name.to_owned()));
-        }
-        if snap.is_some() {
-            st.attr = snap;
-        }
-        drop(st);
         (node, created)
     }
 

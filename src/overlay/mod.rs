@@ -67,6 +67,9 @@ pub fn main(args: MountArgs) -> u8 {
             return EXIT_USAGE;
         }
     };
+    if cfg.remount {
+        return remount(&args.mountpoint, &cfg);
+    }
     match std::fs::metadata(&args.source) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => {
@@ -250,6 +253,7 @@ pub fn run(
                 source: e,
             }
         })?;
+    let (root_fd, source_atime) = private_source(&csource, root_fd);
     let shared =
         Arc::new(
             Shared::new(cfg.clone(), root_fd).map_err(|e| MountError::OpenSource {
@@ -257,6 +261,10 @@ pub fn run(
                 source: e,
             })?,
         );
+    if let Some(a) = source_atime {
+        let _ = shared.source_atime.set(a);
+        shared.apply_source_atime();
+    }
     let dev: OwnedFd = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -272,19 +280,7 @@ pub fn run(
     if cfg.allow_other {
         data.push_str(",allow_other");
     }
-    let mut flags: libc::c_ulong = 0;
-    if !cfg.suid {
-        flags |= libc::MS_NOSUID;
-    }
-    if !cfg.dev {
-        flags |= libc::MS_NODEV;
-    }
-    if !cfg.exec {
-        flags |= libc::MS_NOEXEC;
-    }
-    if cfg.noatime {
-        flags |= libc::MS_NOATIME;
-    }
+    let mut flags = per_mount_flags(&cfg);
     if cfg.sync {
         flags |= libc::MS_SYNCHRONOUS;
     }
@@ -342,20 +338,35 @@ pub fn run(
             return Err(MountError::Handshake(e));
         }
     };
-    let replay_root = match &staging {
-        None => sync::ReplayRoot::Path(mountpoint.to_path_buf()),
-        Some(dir) => match finish_read_only(dir, &cmp, flags) {
-            Ok(holder) => {
-                watch_unmount(mountpoint.to_path_buf(), holder.clone())
-                    .map_err(MountError::Spawn)?;
-                sync::ReplayRoot::Detached(holder)
+    let _ = shared.mountpoint.set(mountpoint.to_path_buf());
+    let holder = match &staging {
+        // Replays go through a private writable copy of the mount, so that they go on while
+        // MOUNTPOINT is remounted read-only (`mount -o remount,ro`).
+        None => match sys::mount_api::open_tree_clone(&cmp, false) {
+            Ok(fd) => Some(Arc::new(std::sync::Mutex::new(Some(fd)))),
+            Err(e) => {
+                warn!(
+                    "no private mount for replays ({e}): they go through MOUNTPOINT, and fail while it is remounted read-only"
+                );
+                None
             }
+        },
+        Some(dir) => match finish_read_only(dir, &cmp, flags) {
+            Ok(holder) => Some(holder),
             Err(e) => {
                 let _ = sys::umount2(&target, libc::MNT_DETACH);
                 let _ = std::fs::remove_dir(dir);
                 return Err(mount_err(e));
             }
         },
+    };
+    if let Err(e) = follow_mount(mountpoint.to_path_buf(), holder.clone(), shared.clone()) {
+        let _ = sys::umount2(&cmp, libc::MNT_DETACH);
+        return Err(MountError::Spawn(e));
+    }
+    let replay_root = match holder {
+        Some(h) => sync::ReplayRoot::Detached(h),
+        None => sync::ReplayRoot::Path(mountpoint.to_path_buf()),
     };
 
     let (tx, rx) = mpsc::channel::<Job>();
@@ -414,6 +425,40 @@ pub fn run(
     res.map_err(MountError::Session)
 }
 
+/// SOURCE as the server reaches it: a private copy of its mount (and the mounts below it), as
+/// overlayfs takes of its layers, so that `noatime`/`nodiratime` can be set on it — the kernel's
+/// passthrough reads and maps, the server's reads and listings and its own rescans then leave
+/// SOURCE's atimes alone as the guest asked — without touching the mount other users see. With
+/// the copy's original atime flags. Not for a FUSE SOURCE (virtiofs): its atimes are the host's
+/// to keep, and a detached copy could not take its submounts; nor where the kernel refuses
+/// (then `noatime` holds for the server's own reads only, through `O_NOATIME`).
+fn private_source(
+    csource: &std::ffi::CStr,
+    direct: OwnedFd,
+) -> (OwnedFd, Option<(sys::mount_api::Atime, bool)>) {
+    if sys::is_fuse(direct.as_fd()).unwrap_or(true) {
+        return (direct, None);
+    }
+    let copy = sys::mount_api::open_tree_clone(csource, true).and_then(|fd| {
+        // The same directory, now on the copy.
+        let (a, b) = (sys::fstat(fd.as_fd())?, sys::fstat(direct.as_fd())?);
+        if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino) {
+            return Err(io::Error::from_raw_os_error(libc::ESTALE));
+        }
+        let atime = sys::mount_api::atime_of(fd.as_fd())?;
+        Ok((fd, atime))
+    });
+    match copy {
+        Ok((fd, atime)) => (fd, Some(atime)),
+        Err(e) => {
+            warn!(
+                "no private copy of SOURCE's mount ({e}): noatime holds for the server's own reads only"
+            );
+            (direct, None)
+        }
+    }
+}
+
 /// `ro`: bind the writable staging mount read-only at MOUNTPOINT, keep an `O_PATH` fd of the
 /// staging mount for replays and detach it from the namespace, so only MOUNTPOINT shows.
 fn finish_read_only(
@@ -434,17 +479,81 @@ fn finish_read_only(
     Ok(Arc::new(std::sync::Mutex::new(Some(fd))))
 }
 
-/// The staging mount of an `ro` overlay, held open for replays until MOUNTPOINT is unmounted.
+/// The private writable mount replays go through (the staging mount of an `ro` overlay, or a
+/// detached copy of MOUNTPOINT's), held until MOUNTPOINT is unmounted.
 pub type ReplayHolder = Arc<std::sync::Mutex<Option<OwnedFd>>>;
 
-/// With `ro`, the session lives on through the held staging fd after `umount MOUNTPOINT`:
-/// notice the unmount and let go, so the kernel ends the session as usual. The thread sleeps in
-/// poll(2) on /proc/self/mountinfo, which wakes it on every change of the mount table (and every
-/// 5 s regardless, should polling not work).
-fn watch_unmount(mountpoint: PathBuf, holder: ReplayHolder) -> io::Result<()> {
+/// The per-mount flags of `cfg` (what `mount -o remount` may change too).
+fn per_mount_flags(cfg: &MountConfig) -> libc::c_ulong {
+    let mut flags: libc::c_ulong = 0;
+    for (on, flag) in [
+        (!cfg.suid, libc::MS_NOSUID),
+        (!cfg.dev, libc::MS_NODEV),
+        (!cfg.exec, libc::MS_NOEXEC),
+        (cfg.noatime, libc::MS_NOATIME),
+        (cfg.nodiratime, libc::MS_NODIRATIME),
+        (cfg.strictatime, libc::MS_STRICTATIME),
+    ] {
+        if on {
+            flags |= flag;
+        }
+    }
+    flags
+}
+
+/// `mount -o remount,...` (mount(8) runs the helper with the mount's current options, the new
+/// ones and `remount`): change MOUNTPOINT's per-mount flags — ro/rw, nosuid/suid, nodev/dev,
+/// noexec/exec, noatime, nodiratime, relatime/strictatime — with `MS_REMOUNT | MS_BIND`. The
+/// superblock and the server stay as they are (replays keep their own writable mount), and the
+/// server follows the flags from the mount table (`follow_mount`). The overlay's own options
+/// (channel=, cache=, ...) cannot change this way and are left as they are.
+fn remount(mountpoint: &Path, cfg: &MountConfig) -> u8 {
+    if sys::geteuid() != 0 {
+        eprintln!("vfnotify mount: remounting needs root (CAP_SYS_ADMIN)");
+        return EXIT_FAILURE;
+    }
+    let mp = match mountpoint.canonicalize() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("vfnotify mount: MOUNTPOINT {}: {e}", mountpoint.display());
+            return EXIT_USAGE;
+        }
+    };
+    if !crate::daemon::state::vfnotify_mounts().contains(&mp) {
+        eprintln!(
+            "vfnotify mount: remount: no vfnotify overlay is mounted at {}",
+            mp.display()
+        );
+        return EXIT_USAGE;
+    }
+    let mut flags = libc::MS_REMOUNT | libc::MS_BIND | per_mount_flags(cfg);
+    if cfg.read_only {
+        flags |= libc::MS_RDONLY;
+    }
+    let res = sys::cstr(mp.as_os_str()).and_then(|c| sys::mount(c"", &c, c"", flags, c""));
+    match res {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("vfnotify mount: remount of {}: {e}", mp.display());
+            EXIT_FAILURE
+        }
+    }
+}
+
+/// Follow MOUNTPOINT in the mount table: take its per-mount flags as they change (`remount`;
+/// the server then refuses or allows changes and keeps atime still accordingly), and once it is
+/// unmounted let go of the private replay mount, so the kernel ends the session as usual (it
+/// lives on through that mount otherwise). The thread sleeps in poll(2) on
+/// /proc/self/mountinfo, which wakes it on every change of the mount table (and every 5 s
+/// regardless, should polling not work).
+fn follow_mount(
+    mountpoint: PathBuf,
+    holder: Option<ReplayHolder>,
+    shared: Arc<Shared>,
+) -> io::Result<()> {
     let info = std::fs::File::open("/proc/self/mountinfo")?;
     std::thread::Builder::new()
-        .name("vfnotify-umount".into())
+        .name("vfnotify-mount".into())
         .spawn(move || {
             use std::io::{Read, Seek};
             let mut info = info;
@@ -452,13 +561,27 @@ fn watch_unmount(mountpoint: PathBuf, holder: ReplayHolder) -> io::Result<()> {
             loop {
                 text.clear();
                 let read = info.rewind().and_then(|()| info.read_to_string(&mut text));
-                let mounted = read.is_err()
-                    || crate::daemon::state::parse_mountinfo_fstype(&text, "fuse.vfnotify")
-                        .contains(&mountpoint);
-                if !mounted {
-                    info!("mountpoint unmounted: releasing the replay mount");
-                    holder.lock().unwrap_or_else(|p| p.into_inner()).take();
-                    return;
+                let opts = read.ok().map(|_| {
+                    crate::daemon::state::parse_mountinfo_options(
+                        &text,
+                        "fuse.vfnotify",
+                        &mountpoint,
+                    )
+                });
+                match opts {
+                    Some(None) => {
+                        info!("mountpoint unmounted: releasing the replay mount");
+                        if let Some(h) = &holder {
+                            h.lock().unwrap_or_else(|p| p.into_inner()).take();
+                        }
+                        return;
+                    }
+                    Some(Some(o)) if shared.flags.apply(&options::PerMount::parse(&o)) => {
+                        fs::Stats::bump(&shared.stats.remounts);
+                        shared.apply_source_atime();
+                        info!(flags = %o, "mount flags changed");
+                    }
+                    _ => {}
                 }
                 if sys::poll_pri(info.as_fd(), 5000).is_err() {
                     std::thread::sleep(Duration::from_millis(100));

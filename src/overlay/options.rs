@@ -72,6 +72,10 @@ pub struct MountConfig {
     pub dev: bool,
     pub exec: bool,
     pub noatime: bool,
+    /// `nodiratime`: listing a folder leaves its atime alone (implied by `noatime`).
+    pub nodiratime: bool,
+    /// `strictatime`: every access updates atime (the default is `relatime`).
+    pub strictatime: bool,
     pub sync: bool,
     pub dirsync: bool,
     pub fsname: Option<String>,
@@ -82,6 +86,9 @@ pub struct MountConfig {
     /// Most entries the overlay views for watch globs in folders the kernel does not hold
     /// (`reach=N`; 0: watches hear only of folders guest clients looked at).
     pub reach: usize,
+    /// `remount`: change the per-mount flags of a live overlay (`mount -o remount,...`) instead
+    /// of mounting one.
+    pub remount: bool,
 }
 
 impl Default for MountConfig {
@@ -99,6 +106,8 @@ impl Default for MountConfig {
             dev: false,
             exec: true,
             noatime: false,
+            nodiratime: false,
+            strictatime: false,
             sync: false,
             dirsync: false,
             fsname: None,
@@ -107,6 +116,7 @@ impl Default for MountConfig {
             threads: 4,
             trigger_name: crate::cli::DEFAULT_TRIGGER.to_string(),
             reach: super::sync::REACH_BUDGET,
+            remount: false,
         }
     }
 }
@@ -256,9 +266,25 @@ fn apply(
         "nodev" => flag(value).map(|_| cfg.dev = false)?,
         "exec" => flag(value).map(|_| cfg.exec = true)?,
         "noexec" => flag(value).map(|_| cfg.exec = false)?,
-        "noatime" => flag(value).map(|_| cfg.noatime = true)?,
-        "atime" | "relatime" | "strictatime" | "norelatime" => {
-            flag(value).map(|_| cfg.noatime = false)?
+        "noatime" => flag(value).map(|_| {
+            cfg.noatime = true;
+            cfg.strictatime = false;
+        })?,
+        "atime" | "relatime" | "norelatime" => flag(value).map(|_| {
+            cfg.noatime = false;
+            cfg.strictatime = false;
+        })?,
+        "strictatime" => flag(value).map(|_| {
+            cfg.noatime = false;
+            cfg.strictatime = true;
+        })?,
+        "nodiratime" => flag(value).map(|_| cfg.nodiratime = true)?,
+        "diratime" => flag(value).map(|_| cfg.nodiratime = false)?,
+        "remount" => flag(value).map(|_| cfg.remount = true)?,
+        // The FUSE options mountinfo shows (mount(8) passes them back on a remount): the overlay
+        // sets them itself.
+        "user_id" | "group_id" => {
+            need(value)?.parse::<u32>().map_err(|_| bad("a number"))?;
         }
         "sync" => flag(value).map(|_| cfg.sync = true)?,
         "async" => flag(value).map(|_| cfg.sync = false)?,
@@ -270,6 +296,31 @@ fn apply(
         _ => return Err(OptionError::Unknown(opt.to_string())),
     }
     Ok(())
+}
+
+/// The per-mount flags of a mount as mountinfo lists them (its sixth field, e.g.
+/// `rw,nosuid,nodev,noatime`), as far as the server acts on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PerMount {
+    pub read_only: bool,
+    pub noatime: bool,
+    pub nodiratime: bool,
+}
+
+impl PerMount {
+    /// Parse mountinfo's per-mount options. Pure.
+    pub fn parse(opts: &str) -> PerMount {
+        let mut f = PerMount::default();
+        for o in opts.split(',') {
+            match o {
+                "ro" => f.read_only = true,
+                "noatime" => f.noatime = true,
+                "nodiratime" => f.nodiratime = true,
+                _ => {}
+            }
+        }
+        f
+    }
 }
 
 #[cfg(test)]
@@ -321,6 +372,50 @@ mod tests {
         assert_eq!(c.events, EventMode::Both);
         assert_eq!(c.fsname.as_deref(), Some("share"));
         assert_eq!(c.threads, 8);
+    }
+
+    /// What mount(8) hands the helper for `mount -o remount,ro MOUNTPOINT`: the mount's
+    /// current options from mountinfo, the new ones, and `remount`.
+    #[test]
+    fn remount_lines_from_mount8() {
+        let c = parse(&[
+            "ro,nosuid,nodev,noatime,remount,user_id=0,group_id=0,default_permissions,allow_other",
+        ])
+        .unwrap();
+        assert!(c.remount && c.read_only && c.noatime && !c.suid && !c.dev && c.allow_other);
+        let c =
+            parse(&["rw,nosuid,nodev,relatime,remount,nodiratime,user_id=0,group_id=0"]).unwrap();
+        assert!(c.remount && !c.read_only && !c.noatime && c.nodiratime);
+        let c = parse(&["noatime,strictatime"]).unwrap();
+        assert!(!c.noatime && c.strictatime);
+        assert!(matches!(
+            parse(&["user_id=root"]),
+            Err(OptionError::BadValue { .. })
+        ));
+        assert_eq!(
+            parse(&["remount=1"]),
+            Err(OptionError::Unknown("remount=1".into()))
+        );
+    }
+
+    #[test]
+    fn per_mount_flags_from_mountinfo() {
+        assert_eq!(
+            PerMount::parse("ro,nosuid,nodev,noatime"),
+            PerMount {
+                read_only: true,
+                noatime: true,
+                nodiratime: false
+            }
+        );
+        assert_eq!(
+            PerMount::parse("rw,nodiratime,relatime"),
+            PerMount {
+                read_only: false,
+                noatime: false,
+                nodiratime: true
+            }
+        );
     }
 
     #[test]

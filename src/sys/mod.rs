@@ -10,6 +10,11 @@ use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
+pub mod fs_struct;
+pub mod handle;
+pub mod mmap;
+pub mod mount_api;
+
 /// `-1` → the thread's errno, anything else → Ok.
 fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret == -1 {

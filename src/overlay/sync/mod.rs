@@ -241,7 +241,19 @@ impl Worker {
         );
         // 5. The new views.
         for (node, view) in views {
+            let dir_st = s
+                .dir_fd(&node)
+                .and_then(|fd| sys::fstatat_fresh(fd.as_fd(), c""))
+                .ok();
             let mut st = node.state();
+            // The kernel holds what it was last told of the folder, which a lookup may have made
+            // newer than this view: attributes other than SOURCE's now go.
+            let mut stale = false;
+            if let Some(d) = dir_st {
+                let now = EntrySnap::from_stat(&d);
+                stale = st.attr.is_some_and(|t| told_differs(&t, &now));
+                st.attr = Some(now);
+            }
             let negatives: Vec<std::ffi::OsString> = st
                 .negatives
                 .iter()
@@ -253,6 +265,9 @@ impl Worker {
             }
             view.commit(&mut st.snapshot);
             drop(st);
+            if stale {
+                self.inval_inode(node.ino, -1, 0);
+            }
             for n in negatives {
                 self.inval_entry(node.ino, &n);
             }
@@ -500,4 +515,14 @@ impl Worker {
             }
         }
     }
+}
+
+/// Whether attributes the kernel was told of a folder differ from SOURCE's now in what it shows
+/// (atime aside: reading a folder moves it).
+fn told_differs(told: &EntrySnap, now: &EntrySnap) -> bool {
+    (
+        told.mode, told.uid, told.gid, told.nlink, told.size, told.mtime, told.ctime,
+    ) != (
+        now.mode, now.uid, now.gid, now.nlink, now.size, now.mtime, now.ctime,
+    )
 }
