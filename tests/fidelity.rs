@@ -184,6 +184,9 @@ fn paths(root: &Path) -> BTreeSet<String> {
     out
 }
 
+/// A rename's two events by cookie: where from, where to, whether a folder.
+type Halves = (Option<String>, Option<String>, bool);
+
 /// The events in a form both ways of making a change must agree on:
 /// - names that exist neither before nor after the change (temporary names) become `<tmp>`;
 /// - rename cookies become the order in which their pair first appears;
@@ -202,7 +205,7 @@ fn normalise(
         .map(|n| n.to_string_lossy().into_owned())
         .collect();
     let new_paths: BTreeSet<&String> = after.difference(before).collect();
-    let mut cookies: BTreeMap<u32, usize> = BTreeMap::new();
+    let mut moves: BTreeMap<(&str, u32), Halves> = BTreeMap::new();
     let mut out = BTreeSet::new();
     for e in events {
         let name = if e.name.is_empty() || known.contains(&e.name) {
@@ -230,13 +233,56 @@ fn normalise(
                 continue;
             }
         }
-        let cookie = if e.cookie != 0 {
-            let n = cookies.len();
-            format!(" #{}", cookies.entry(e.cookie).or_insert(n))
-        } else {
-            String::new()
-        };
-        out.insert(format!("{who} {} {path}{cookie}", mask_name(e.mask)));
+        if e.cookie != 0 && e.mask & (libc::IN_MOVED_FROM | libc::IN_MOVED_TO) != 0 {
+            let m = moves.entry((who, e.cookie)).or_default();
+            if e.mask & libc::IN_MOVED_FROM != 0 {
+                m.0 = Some(path);
+            } else {
+                m.1 = Some(path);
+            }
+            m.2 = e.mask & libc::IN_ISDIR != 0;
+            continue;
+        }
+        out.insert(format!("{who} {} {path}", mask_name(e.mask)));
+    }
+    // Renames paired by cookie, and chains through a temporary name (a swap is made by moving
+    // one of the two names away first, and which one is the maker's choice) taken as one move.
+    let mut paired: Vec<(&str, String, String, bool)> = Vec::new();
+    for ((who, _), (from, to, dir)) in moves {
+        match (from, to) {
+            (Some(f), Some(t)) => paired.push((who, f, t, dir)),
+            (Some(f), None) => {
+                out.insert(format!(
+                    "{who} MOVED_FROM{} {f}",
+                    if dir { "|ISDIR" } else { "" }
+                ));
+            }
+            (None, Some(t)) => {
+                out.insert(format!(
+                    "{who} MOVED_TO{} {t}",
+                    if dir { "|ISDIR" } else { "" }
+                ));
+            }
+            (None, None) => {}
+        }
+    }
+    loop {
+        let chain = paired.iter().enumerate().find_map(|(i, a)| {
+            paired
+                .iter()
+                .position(|b| b.0 == a.0 && a.2.ends_with("<tmp>") && b.1 == a.2)
+                .map(|j| (i, j))
+        });
+        let Some((i, j)) = chain else { break };
+        let b = paired[j].clone();
+        paired[i].2 = b.2;
+        paired.remove(j);
+    }
+    for (who, f, t, dir) in paired {
+        out.insert(format!(
+            "{who} MOVE{} {f} -> {t}",
+            if dir { "|ISDIR" } else { "" }
+        ));
     }
     out
 }
@@ -375,6 +421,21 @@ fn cases() -> Vec<Case> {
             scopes: &["a/f", "b/f"],
             flat: &["", "a", "b"],
             touch: &["a/f", "b/f"],
+        },
+        Case {
+            name: "swap",
+            prep: |r| {
+                write(&r.join("a"), b"one");
+                write(&r.join("b"), b"two");
+            },
+            change: |r| {
+                fs::rename(r.join("a"), r.join(".swap")).unwrap();
+                fs::rename(r.join("b"), r.join("a")).unwrap();
+                fs::rename(r.join(".swap"), r.join("b")).unwrap();
+            },
+            scopes: &["a", "b"],
+            flat: &[""],
+            touch: &["a", "b"],
         },
         Case {
             name: "atomic-save",
@@ -668,6 +729,7 @@ fidelity! {
     utimes_only => "utimes",
     rename_within_a_folder => "rename-within",
     rename_across_folders => "rename-across",
+    two_names_swapped => "swap",
     atomic_save_over_an_existing_file => "atomic-save",
     mkdir_of_a_nested_tree => "mkdir-tree",
     rm_rf_of_a_tree => "rm-tree",
@@ -721,16 +783,30 @@ fn normalising_events() {
         &before,
         &after,
     );
-    let want: BTreeSet<String> = [
-        "flat MOVED_FROM <tmp> #0",
-        "flat MOVED_TO f #0",
-        "rec SEEN d",
-        "rec SEEN d/x",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let want: BTreeSet<String> = ["flat MOVE <tmp> -> f", "rec SEEN d", "rec SEEN d/x"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     assert_eq!(n, want);
+    // A swap through a temporary name: one move each way, whichever name moved away first.
+    let ab: BTreeSet<String> = ["a".to_string(), "b".to_string()].into();
+    let swap = normalise(
+        &[
+            ev(true, "", libc::IN_MOVED_FROM, 1, "b", false),
+            ev(true, "", libc::IN_MOVED_TO, 1, ".b.tmp", false),
+            ev(true, "", libc::IN_MOVED_FROM, 2, "a", false),
+            ev(true, "", libc::IN_MOVED_TO, 2, "b", false),
+            ev(true, "", libc::IN_MOVED_FROM, 3, ".b.tmp", false),
+            ev(true, "", libc::IN_MOVED_TO, 3, "a", false),
+        ],
+        &ab,
+        &ab,
+    );
+    let want: BTreeSet<String> = ["flat MOVE a -> b", "flat MOVE b -> a"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(swap, want);
 }
 
 /// Degraded → linked: changes the host made while the overlay had no daemon (short timeouts)

@@ -170,6 +170,8 @@ pub struct Stats {
     pub epoch_bumps: AtomicU64,
     pub local_writes: AtomicU64,
     pub replay_retries: AtomicU64,
+    /// Replays skipped because the kernel had forgotten the folder (no watch can be on it).
+    pub replay_unheld: AtomicU64,
     /// Content replays whose open for writing was refused (no IN_CLOSE_WRITE).
     pub replay_no_close: AtomicU64,
     pub baselines_uncertain: AtomicU64,
@@ -232,6 +234,7 @@ impl Stats {
             epoch_bumps,
             local_writes,
             replay_retries,
+            replay_unheld,
             replay_no_close,
             baselines_uncertain,
             tree_collapsed,
@@ -1703,7 +1706,21 @@ impl OverlayFs {
             .is_replay(req)
             .then(|| s.replay.standin(parent.0, name))
             .flatten();
-        let moved = s.child_of(&pnode, standin.as_deref().unwrap_or(name));
+        let moved = match &standin {
+            // SOURCE has the object under the real name (the parent's view still has the old one
+            // there); the node is the one known by the temporary name.
+            Some(real) => sys::cstr(real)
+                .and_then(|c| sys::fstatat(s.dir_fd(&pnode)?.as_fd(), &c))
+                .ok()
+                .and_then(|st| {
+                    let key = Key {
+                        dev: st.st_dev,
+                        ino: st.st_ino,
+                    };
+                    s.table.get(s.table.ino_for(key)).filter(|n| n.key == key)
+                }),
+            None => s.child_of(&pnode, name),
+        };
         let replaced = s.child_of(&npnode, newname);
         let exchange = flags.contains(RenameFlags::RENAME_EXCHANGE);
         if !s.replay.is_replay(req) {

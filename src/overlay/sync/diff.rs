@@ -250,23 +250,35 @@ pub fn pair(changes: Vec<Change>, known_elsewhere: impl Fn(&Key) -> bool) -> Vec
         }
         used[j] = true;
         used[i] = true;
-        let replaced = deleted_at
-            .get(&(*dir, name.clone()))
-            .filter(|(_, r)| !r.same_object(new))
-            .map(|&(k, r)| {
-                used[k] = true;
-                r
-            });
         renames.push(Change::Rename {
             from: *from,
             name: oldname.clone(),
             to: *dir,
             newname: name.clone(),
             old: *old,
-            replaced,
+            replaced: None,
         });
     }
-    let mut out = renames;
+    // A rename's destination that existed goes with it — unless it moved away itself (a delete
+    // another rename took).
+    for r in &mut renames {
+        if let Change::Rename {
+            to,
+            newname,
+            old,
+            replaced,
+            ..
+        } = r
+        {
+            if let Some(&(k, d)) = deleted_at.get(&(*to, newname.clone())) {
+                if !used[k] && !d.same_object(old) {
+                    used[k] = true;
+                    *replaced = Some(d);
+                }
+            }
+        }
+    }
+    let mut out = order_renames(renames);
     for (i, c) in changes.iter().enumerate() {
         if !used[i] && matches!(c, Change::Delete { .. }) {
             // A delete that is half of a replacement is emitted with the create.
@@ -348,6 +360,49 @@ pub fn pair(changes: Vec<Change>, known_elsewhere: impl Fn(&Key) -> bool) -> Vec
         }
     }
     out
+}
+
+/// Renames in an order the kernel can take them one by one: one whose destination is another's
+/// source comes after that one (`mv d b; mv a d`). Renames in a cycle (`a` and `b` swapped) are
+/// left in their order, at the end: see `Worker::break_rename_cycles`.
+pub fn order_renames(renames: Vec<Change>) -> Vec<Change> {
+    let key = |dir: Ino, name: &OsStr| (dir, name.to_owned());
+    let sources: HashMap<(Ino, OsString), usize> = renames
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| match r {
+            Change::Rename { from, name, .. } => Some((key(*from, name), i)),
+            _ => None,
+        })
+        .collect();
+    // blocked_by[i]: the rename that must vacate i's destination first.
+    let blocked_by: Vec<Option<usize>> = renames
+        .iter()
+        .enumerate()
+        .map(|(i, r)| match r {
+            Change::Rename { to, newname, .. } => {
+                sources.get(&key(*to, newname)).copied().filter(|&j| j != i)
+            }
+            _ => None,
+        })
+        .collect();
+    let mut done = vec![false; renames.len()];
+    let mut order = Vec::with_capacity(renames.len());
+    loop {
+        let before = order.len();
+        for i in 0..renames.len() {
+            if !done[i] && blocked_by[i].is_none_or(|j| done[j]) {
+                done[i] = true;
+                order.push(i);
+            }
+        }
+        if order.len() == before {
+            break;
+        }
+    }
+    order.extend((0..renames.len()).filter(|i| !done[*i]));
+    let mut slots: Vec<Option<Change>> = renames.into_iter().map(Some).collect();
+    order.into_iter().filter_map(|i| slots[i].take()).collect()
 }
 
 /// Whether `new` under a name replaces `old` as one step (a rename over it, locally): same kind,
@@ -458,6 +513,42 @@ mod tests {
         let mut read = old;
         read.atime = (100, 5);
         assert_eq!(entry(old, read), []);
+    }
+
+    /// `mv d b; mv a d`: the folder moves first, and the file's rename replaces nothing.
+    #[test]
+    fn chained_renames_are_ordered() {
+        let mut dir = file(30, (5, 1));
+        dir.mode = libc::S_IFDIR | 0o755;
+        let a = file(31, (5, 1));
+        let old: Snapshot = [(OsString::from("a"), a), (OsString::from("d"), dir)].into();
+        let new: Snapshot = [(OsString::from("b"), dir), (OsString::from("d"), a)].into();
+        let mut out = Vec::new();
+        diff(ROOT_INO, &old, &new, &mut out);
+        let out = pair(out, |_| false);
+        let names: Vec<(String, String, bool)> = out
+            .iter()
+            .map(|c| match c {
+                Change::Rename {
+                    name,
+                    newname,
+                    replaced,
+                    ..
+                } => (
+                    name.to_string_lossy().into_owned(),
+                    newname.to_string_lossy().into_owned(),
+                    replaced.is_some(),
+                ),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("d".into(), "b".into(), false),
+                ("a".into(), "d".into(), false)
+            ]
+        );
     }
 
     /// A second name of an object the kernel knows, or that was created in the same

@@ -181,6 +181,7 @@ impl Worker {
         let (changes, tree_views) = self.expand_trees(changes, &mut views);
         let n_changes = changes.len() as u64;
         let records = self.records(&changes);
+        let changes = self.break_rename_cycles(changes);
         // Folders whose listing changed, but not those removed here: a removed folder's
         // attributes (link count 0, through the fd the overlay holds) must not reach the kernel
         // before its content's replays, or the end of its cached entry would tell its watchers
@@ -385,7 +386,121 @@ impl Worker {
                 }
             }
         }
-        (out, tree_views)
+        (self.renames_into_new_trees(out, &inside), tree_views)
+    }
+
+    /// Renames in a cycle (`a` and `b` swapped) cannot be replayed one by one: the first of
+    /// each goes through a hidden temporary name instead (`a` → tmp, …, tmp → `b`), as a local
+    /// swap is made.
+    fn break_rename_cycles(&self, changes: Vec<Change>) -> Vec<Change> {
+        let rename_at = |c: &Change| match c {
+            Change::Rename { from, name, .. } => Some((*from, name.clone())),
+            _ => None,
+        };
+        let Some(last) = changes.iter().rposition(|c| rename_at(c).is_some()) else {
+            return changes;
+        };
+        let mut out = Vec::with_capacity(changes.len() + 1);
+        let mut tail = Vec::new();
+        for (i, c) in changes.iter().enumerate() {
+            if let Change::Rename {
+                from,
+                name,
+                to,
+                newname,
+                old,
+                replaced,
+            } = c
+            {
+                let blocked = changes[i + 1..]
+                    .iter()
+                    .filter_map(rename_at)
+                    .any(|(f, n)| f == *to && n == *newname);
+                if blocked {
+                    if let Ok(tmp) = self.temporary_name(*from, name) {
+                        out.push(Change::Rename {
+                            from: *from,
+                            name: name.clone(),
+                            to: *from,
+                            newname: tmp.clone(),
+                            old: *old,
+                            replaced: None,
+                        });
+                        tail.push(Change::Rename {
+                            from: *from,
+                            name: tmp,
+                            to: *to,
+                            newname: newname.clone(),
+                            old: *old,
+                            replaced: *replaced,
+                        });
+                    } else {
+                        out.push(c.clone());
+                    }
+                    if i == last {
+                        out.append(&mut tail);
+                    }
+                    continue;
+                }
+            }
+            out.push(c.clone());
+            if i == last {
+                out.append(&mut tail);
+            }
+        }
+        out
+    }
+
+    /// A rename into a folder this notification creates (`mkdir e; mv b e/b`) comes right after
+    /// that folder's create, and stands for what the folder's expansion found at its
+    /// destination (the name, and for a folder everything below it).
+    fn renames_into_new_trees(&self, mut out: Vec<Change>, inside: &HashSet<Ino>) -> Vec<Change> {
+        let s = &self.s;
+        let into = |c: &Change| matches!(c, Change::Rename { to, .. } if inside.contains(to));
+        if !out.iter().any(into) {
+            return out;
+        }
+        let (renames, rest): (Vec<Change>, Vec<Change>) = out.drain(..).partition(into);
+        let mut dropped: HashSet<Ino> = HashSet::new();
+        let targets: HashSet<(Ino, std::ffi::OsString)> = renames
+            .iter()
+            .filter_map(|r| match r {
+                Change::Rename {
+                    to, newname, old, ..
+                } => {
+                    if old.is_dir() {
+                        dropped.insert(s.table.ino_for(old.key));
+                    }
+                    Some((*to, newname.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        for c in rest {
+            if let Change::Create { dir, name, new } = &c {
+                if targets.contains(&(*dir, name.clone())) || dropped.contains(dir) {
+                    if new.is_dir() {
+                        dropped.insert(s.table.ino_for(new.key));
+                    }
+                    continue;
+                }
+            }
+            out.push(c);
+        }
+        for r in renames {
+            let Change::Rename { to, .. } = &r else {
+                continue;
+            };
+            let at = out
+                .iter()
+                .position(|c| {
+                    matches!(c, Change::Create { new, .. }
+                        if new.is_dir() && s.table.ino_for(new.key) == *to)
+                })
+                .map_or(out.len(), |i| i + 1);
+            out.insert(at, r);
+        }
+        out
     }
 
     /// Before any replay, the previous view of every name that existed: the replays of a

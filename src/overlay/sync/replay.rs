@@ -144,6 +144,15 @@ impl Worker {
                     return true;
                 }
                 Err(Failure::Retry(e)) => last = Some(e),
+                // The kernel forgot the folder (since the change was found): it holds nothing
+                // of it, so no watch can be on it either — nothing to show, nothing to expire.
+                Err(Failure::Fail(e))
+                    if e.raw_os_error() == Some(libc::ESTALE)
+                        && c.dirs().iter().all(|d| s.table.get(*d).is_none()) =>
+                {
+                    Stats::bump(&s.stats.replay_unheld);
+                    return false;
+                }
                 Err(Failure::Fail(e)) => {
                     last = Some(e);
                     break;
@@ -265,7 +274,7 @@ impl Worker {
     ) -> io::Result<()> {
         if link {
             if let Ok(from) = self.existing_path(new.key, (dir, name)) {
-                return std::fs::hard_link(from, path);
+                return std::fs::hard_link(&from, path);
             }
         }
         match new.file_type() {
@@ -316,8 +325,9 @@ impl Worker {
         Ok(())
     }
 
-    /// A hidden name for a replacement's temporary object that SOURCE does not have in `dir`.
-    fn temporary_name(&self, dir: Ino, name: &OsStr) -> io::Result<OsString> {
+    /// A hidden name that SOURCE does not have in `dir`, for a replacement's temporary object or a
+    /// rename cycle's step.
+    pub(super) fn temporary_name(&self, dir: Ino, name: &OsStr) -> io::Result<OsString> {
         let node = self
             .s
             .table
