@@ -584,15 +584,25 @@ fn a_flood_of_short_lived_connections_leaves_the_daemon_serving() {
     for f in flood {
         f.join().unwrap();
     }
-    d.send(b"docs\n");
-    sent += 1;
-    d.wait_counter("received", sent + 500);
-    let s = d.status();
-    assert_eq!(counter(&s, "received"), sent + 500);
-    assert_eq!(counter(&s, "connections"), 1000 + sent);
-    assert_eq!(counter(&s, "unknown_channel"), 500);
     poll_until("every flood connection closed", DEADLINE, || {
         d.counter("active_connections") == 0
+    });
+    // Every connection was accepted; a line is lost only with a connection evicted before its
+    // peer wrote it (on a loaded machine the table fills faster than lines arrive).
+    let s = d.status();
+    assert_eq!(counter(&s, "connections"), 1000 + sent);
+    let docs_lines = |s: &serde_json::Value| counter(s, "received") - counter(s, "unknown_channel");
+    assert!(counter(&s, "unknown_channel") <= 500);
+    assert!(docs_lines(&s) <= sent);
+    assert!(
+        counter(&s, "received") + counter(&s, "evicted") >= sent,
+        "lines neither handled nor evicted: {s}"
+    );
+    // After the flood the daemon serves a sender at once.
+    let before = docs_lines(&s);
+    d.send(b"docs\n");
+    poll_until("the line after the flood handled", DEADLINE, || {
+        docs_lines(&d.status()) == before + 1
     });
 }
 
