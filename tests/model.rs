@@ -844,3 +844,16 @@ fn regression_chained_and_cyclic_renames() {
         ],
     );
 }
+
+/// Shrunk from a long run: `rm a; mv d a` (a file removed, a folder renamed to its name) was
+/// replayed as the folder renamed over the file, which the kernel refuses.
+#[test]
+fn regression_a_folder_renamed_to_a_removed_files_name() {
+    use Op::*;
+    regression(
+        "regression_folder_to_removed_file_name",
+        false,
+        5,
+        &[HRmRf(0), HRename(2, 0), Notify(Scope::Whole)],
+    );
+}

@@ -203,8 +203,8 @@ pub fn diff(dir: Ino, old: &Snapshot, new: &Snapshot, out: &mut Vec<Change>) {
 ///   the kernel knows it under another name; or it changed elsewhere, or was created earlier, in
 ///   this notification) is a hard link.
 ///
-/// Order: renames, deletes, creates (replacements and links among them, in diff order), then
-/// content and attribute changes. Attribute changes that only say a rename or link count moved
+/// Order: deletes of names renames go to, renames, other deletes, creates (replacements and
+/// links among them, in diff order), then content and attribute changes. Attribute changes that only say a rename or link count moved
 /// the ctime are dropped, as a local change gives no separate event for them.
 pub fn pair(changes: Vec<Change>, known_elsewhere: impl Fn(&Key) -> bool) -> Vec<Change> {
     let mut deleted: HashMap<Key, usize> = HashMap::new();
@@ -271,14 +271,34 @@ pub fn pair(changes: Vec<Change>, known_elsewhere: impl Fn(&Key) -> bool) -> Vec
         } = r
         {
             if let Some(&(k, d)) = deleted_at.get(&(*to, newname.clone())) {
-                if !used[k] && !d.same_object(old) {
+                // Only what a rename can replace: a folder an empty folder, anything else
+                // anything else (`rm a; mv d a` with a file `a` and a folder `d` is a delete,
+                // then the rename).
+                if !used[k] && !d.same_object(old) && d.is_dir() == old.is_dir() {
                     used[k] = true;
                     *replaced = Some(d);
                 }
             }
         }
     }
-    let mut out = order_renames(renames);
+    // A name a rename goes to that was deleted on its own goes first.
+    let destinations: HashSet<(Ino, OsString)> = renames
+        .iter()
+        .filter_map(|r| match r {
+            Change::Rename { to, newname, .. } => Some((*to, newname.clone())),
+            _ => None,
+        })
+        .collect();
+    let mut out = Vec::with_capacity(changes.len());
+    for (i, c) in changes.iter().enumerate() {
+        if let Change::Delete { dir, name, .. } = c {
+            if !used[i] && destinations.contains(&(*dir, name.clone())) {
+                used[i] = true;
+                out.push(c.clone());
+            }
+        }
+    }
+    out.extend(order_renames(renames));
     for (i, c) in changes.iter().enumerate() {
         if !used[i] && matches!(c, Change::Delete { .. }) {
             // A delete that is half of a replacement is emitted with the create.
