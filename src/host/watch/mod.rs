@@ -1,0 +1,343 @@
+//! Watching the channels' folders: two backends behind one [`Watcher`] enum, run on a dedicated
+//! thread, turning kernel events into changes relative to each channel's `basePath`.
+//!
+//! - [`fanotify`]: one filesystem mark (`FAN_MARK_FILESYSTEM`, `FAN_REPORT_DFID_NAME` with the
+//!   target FID, `FAN_RENAME`) per filesystem; no per-folder watch, so any tree size. Needs
+//!   CAP_SYS_ADMIN. Folder handles are resolved to paths (cached); events outside every
+//!   `basePath` are dropped after one hash lookup.
+//! - [`inotify`]: one watch per folder, added recursively (a new folder is scanned right after its
+//!   watch is added); unprivileged. Hitting the watch limit degrades that channel to periodic
+//!   whole-channel notifications, loudly.
+//!
+//! Both share the [`Emitter`] (absolute paths → per-channel changes, hostile names widened to
+//! their folder) and the [`Bases`] check (a `basePath` removed, replaced or back).
+
+pub mod fanotify;
+pub mod inotify;
+
+use std::ffi::OsStr;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+
+use super::batch::{Change, Sendable, sendable};
+use super::state::{ChannelState, Counters, Hub};
+
+/// How often each `basePath` is checked (present, the same folder).
+pub const BASE_CHECK: Duration = Duration::from_secs(1);
+/// How long one wait for events lasts before the stop flag and the periodic work are looked at.
+const TICK_MS: i32 = 100;
+
+/// Which backend to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendChoice {
+    /// fanotify where it works (privileges, filesystem), else inotify; the choice is logged.
+    Auto,
+    Fanotify,
+    Inotify,
+}
+
+impl std::str::FromStr for BackendChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(BackendChoice::Auto),
+            "fanotify" => Ok(BackendChoice::Fanotify),
+            "inotify" => Ok(BackendChoice::Inotify),
+            other => Err(format!(
+                "unknown backend {other:?}: expected auto, fanotify or inotify"
+            )),
+        }
+    }
+}
+
+/// Why watching could not start.
+#[derive(Debug, Error)]
+pub enum WatchError {
+    #[error("fanotify is not available: {0} (it needs CAP_SYS_ADMIN; use --backend inotify)")]
+    FanotifyInit(io::Error),
+    #[error("cannot place a fanotify filesystem mark on {}: {source}", path.display())]
+    FanotifyMark { path: PathBuf, source: io::Error },
+    #[error("cannot open {}: {source}", path.display())]
+    OpenBase { path: PathBuf, source: io::Error },
+    #[error("inotify is not available: {0}")]
+    InotifyInit(io::Error),
+    #[error("cannot watch {}: {source}", path.display())]
+    InotifyWatch { path: PathBuf, source: io::Error },
+    #[error("cannot start the watcher thread: {0}")]
+    Thread(io::Error),
+}
+
+/// A running backend.
+pub enum Watcher {
+    Fanotify(fanotify::FanWatcher),
+    Inotify(inotify::InoWatcher),
+}
+
+impl Watcher {
+    /// Open the backend `choice` names and watch every channel's folder (errors here are
+    /// reported before readiness).
+    pub fn open(choice: BackendChoice, hub: &Hub) -> Result<Watcher, WatchError> {
+        match choice {
+            BackendChoice::Fanotify => fanotify::FanWatcher::open(hub).map(Watcher::Fanotify),
+            BackendChoice::Inotify => inotify::InoWatcher::open(hub).map(Watcher::Inotify),
+            BackendChoice::Auto => match fanotify::FanWatcher::open(hub) {
+                Ok(w) => Ok(Watcher::Fanotify(w)),
+                Err(e) => {
+                    tracing::info!(reason = %e, "fanotify unavailable; watching with inotify");
+                    inotify::InoWatcher::open(hub).map(Watcher::Inotify)
+                }
+            },
+        }
+    }
+
+    /// `fanotify` or `inotify`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Watcher::Fanotify(_) => "fanotify",
+            Watcher::Inotify(_) => "inotify",
+        }
+    }
+
+    /// Wait up to `timeout_ms` for events and turn them into changes.
+    fn step(&mut self, em: &mut Emitter<'_>, timeout_ms: i32) {
+        match self {
+            Watcher::Fanotify(w) => w.step(em, timeout_ms),
+            Watcher::Inotify(w) => w.step(em, timeout_ms),
+        }
+    }
+
+    /// A base came back or was replaced: watch it again.
+    fn rearm(&mut self, em: &mut Emitter<'_>, ch: usize, base: &Path) {
+        match self {
+            Watcher::Fanotify(w) => w.rearm(em, ch, base),
+            Watcher::Inotify(w) => w.rearm(em, ch, base),
+        }
+    }
+
+    /// A base is gone: stop reporting from its old folder.
+    fn disarm(&mut self, base: &Path) {
+        match self {
+            Watcher::Fanotify(_) => {}
+            Watcher::Inotify(w) => w.disarm(base),
+        }
+    }
+
+    /// Periodic work of the backend (degraded channels).
+    fn tick(&mut self, em: &mut Emitter<'_>) {
+        match self {
+            Watcher::Fanotify(_) => {}
+            Watcher::Inotify(w) => w.tick(em),
+        }
+    }
+
+    /// Whether a base should be checked now (an event touched one).
+    fn take_base_hint(&mut self) -> bool {
+        match self {
+            Watcher::Fanotify(w) => std::mem::take(&mut w.base_hint),
+            Watcher::Inotify(w) => std::mem::take(&mut w.base_hint),
+        }
+    }
+
+    /// Run on a thread of its own until `stop`.
+    pub fn spawn(
+        mut self,
+        hub: Arc<Hub>,
+        stop: Arc<AtomicBool>,
+    ) -> Result<std::thread::JoinHandle<()>, WatchError> {
+        std::thread::Builder::new()
+            .name("vfnotify-host-watch".into())
+            .spawn(move || {
+                let mut bases = Bases::new(&hub);
+                let mut last_check = Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    let mut em = Emitter::new(&hub);
+                    self.step(&mut em, TICK_MS);
+                    if self.take_base_hint() || last_check.elapsed() >= BASE_CHECK {
+                        last_check = Instant::now();
+                        bases.check(&hub, &mut em, &mut self);
+                        self.tick(&mut em);
+                    }
+                    em.flush();
+                }
+            })
+            .map_err(WatchError::Thread)
+    }
+}
+
+/// Turns absolute paths into changes of the channels whose folder holds them, and publishes
+/// them per channel once a read has been handled.
+pub struct Emitter<'h> {
+    hub: &'h Hub,
+    pending: Vec<Vec<Change>>,
+}
+
+impl<'h> Emitter<'h> {
+    pub fn new(hub: &'h Hub) -> Emitter<'h> {
+        Emitter {
+            hub,
+            pending: vec![Vec::new(); hub.channels.len()],
+        }
+    }
+
+    /// The hub's counters.
+    pub fn counters(&self) -> &Counters {
+        &self.hub.counters
+    }
+
+    /// Channels whose folder holds `abs`, with the path relative to it.
+    fn locate<'p>(&self, abs: &'p Path) -> impl Iterator<Item = (usize, &'p OsStr)> + use<'p, 'h> {
+        self.hub
+            .channels
+            .iter()
+            .enumerate()
+            .filter_map(move |(i, c)| abs.strip_prefix(&c.base).ok().map(|r| (i, r.as_os_str())))
+    }
+
+    fn change(&self, ch: usize, rel: &OsStr) -> Sendable {
+        let name = &self.hub.channels[ch].name;
+        let s = sendable(name, rel);
+        if s.widened() && !rel.is_empty() {
+            Counters::bump(&self.hub.counters.unsendable_names);
+            tracing::debug!(channel = %name, path = ?rel, sent = ?s, "name cannot travel in a line; sending its folder");
+        }
+        s
+    }
+
+    /// Something at `abs` changed. Returns whether any channel holds it.
+    pub fn path(&mut self, abs: &Path) -> bool {
+        let found: Vec<(usize, Sendable)> = self
+            .locate(abs)
+            .map(|(ch, rel)| (ch, self.change(ch, rel)))
+            .collect();
+        if found.is_empty() {
+            Counters::bump(&self.hub.counters.outside);
+            return false;
+        }
+        for (ch, s) in found {
+            self.pending[ch].push(s.into_change());
+        }
+        true
+    }
+
+    /// `from` was renamed to `to`: one rename where a channel holds both, a delete or a create
+    /// where it holds one.
+    pub fn rename(&mut self, from: &Path, to: &Path) {
+        let mut any = false;
+        for ch in 0..self.hub.channels.len() {
+            let base = &self.hub.channels[ch].base;
+            let a = from
+                .strip_prefix(base)
+                .ok()
+                .map(|r| self.change(ch, r.as_os_str()));
+            let b = to
+                .strip_prefix(base)
+                .ok()
+                .map(|r| self.change(ch, r.as_os_str()));
+            let change = |s: Sendable| s.into_change();
+            match (a, b) {
+                (Some(Sendable::Path(a)), Some(Sendable::Path(b))) => {
+                    self.pending[ch].push(Change::Move(a.into(), b.into()));
+                }
+                (a, b) => {
+                    for s in [a, b].into_iter().flatten() {
+                        self.pending[ch].push(change(s));
+                    }
+                }
+            }
+            any |= from.starts_with(base) || to.starts_with(base);
+        }
+        if !any {
+            Counters::bump(&self.hub.counters.outside);
+        }
+    }
+
+    /// The whole channel `ch`.
+    pub fn whole(&mut self, ch: usize) {
+        if let Some(p) = self.pending.get_mut(ch) {
+            p.push(Change::Channel);
+        }
+    }
+
+    /// Every channel.
+    pub fn whole_all(&mut self) {
+        for p in &mut self.pending {
+            p.push(Change::Channel);
+        }
+    }
+
+    /// Publish what was gathered.
+    pub fn flush(&mut self) {
+        for (ch, changes) in self.pending.iter_mut().enumerate() {
+            if !changes.is_empty() {
+                self.hub.publish(ch, std::mem::take(changes));
+            }
+        }
+    }
+}
+
+/// The identity of a folder: device and inode.
+type Id = (u64, u64);
+
+fn folder_id(p: &Path) -> Option<Id> {
+    std::fs::symlink_metadata(p)
+        .ok()
+        .filter(|m| m.is_dir())
+        .map(|m| (m.dev(), m.ino()))
+}
+
+/// Each channel's `basePath` as last seen.
+struct Bases {
+    ids: Vec<Option<Id>>,
+}
+
+impl Bases {
+    fn new(hub: &Hub) -> Bases {
+        Bases {
+            ids: hub.channels.iter().map(|c| folder_id(&c.base)).collect(),
+        }
+    }
+
+    /// Notice a base removed, replaced or back: the whole channel, and the backend re-armed.
+    fn check(&mut self, hub: &Hub, em: &mut Emitter<'_>, w: &mut Watcher) {
+        for (ch, c) in hub.channels.iter().enumerate() {
+            let now = folder_id(&c.base);
+            let was = self.ids[ch];
+            if now == was {
+                continue;
+            }
+            self.ids[ch] = now;
+            Counters::bump(&hub.counters.base_changes);
+            em.whole(ch);
+            match now {
+                None => {
+                    tracing::warn!(channel = %c.name, base = %c.base.display(), "basePath is gone; the whole channel is sent when it is back");
+                    hub.set_state(ch, ChannelState::Missing);
+                    w.disarm(&c.base);
+                }
+                Some(_) => {
+                    tracing::info!(channel = %c.name, base = %c.base.display(), replaced = was.is_some(), "basePath is back; watching it again");
+                    w.rearm(em, ch, &c.base);
+                    if !matches!(hub.channel_state(ch), Some(ChannelState::Degraded(_))) {
+                        hub.set_state(ch, ChannelState::Watching);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `a/b` joined with `name` (which may be `.`, the folder itself).
+pub fn join(dir: &Path, name: &OsStr) -> PathBuf {
+    if name.as_bytes() == b"." || name.is_empty() {
+        dir.to_path_buf()
+    } else {
+        dir.join(name)
+    }
+}
