@@ -273,8 +273,10 @@ pub struct HostArgs {
     /// Watching backend: auto, fanotify or inotify.
     #[arg(long, value_name = "BACKEND", default_value = "auto")]
     pub backend: String,
-    /// Changes within this many milliseconds of the last send to a guest are merged into one
-    /// send (the first change of a quiet period goes at once; the last one is always sent).
+    /// Batching window, in milliseconds: a change goes to a guest at once, unless 8 changes or
+    /// more were already sent to it in the current window; then the window's later changes are
+    /// merged and sent together when it ends (trailing edge: the last change is always sent
+    /// after it happened). 0: no batching beyond what queues during a write.
     #[arg(long = "window-ms", value_name = "MS", default_value_t = crate::host::DEFAULT_WINDOW_MS)]
     pub window_ms: u64,
     /// More changed paths than this directly in one folder, in one send: send the folder.

@@ -1,8 +1,10 @@
 //! One guest: a task that owns its persistent connection (connect, reconnect with backoff), tells
 //! the guest `CHANNEL\n` for each of its channels after every (re)connection, then sends what the
-//! watcher appends to those channels' logs in batches: the first change at once, later ones
-//! merged until the window has passed since the last send (trailing edge). A guest that is down
-//! or slow only falls behind in the logs, which collapses to whole-channel lines for it; it never
+//! watcher appends to those channels' logs: a change goes at once, unless [`BURST`] changes or
+//! more were already sent within the current window; then the changes arriving are merged and
+//! sent together when the window ends (trailing edge: the last change of a burst is always sent
+//! after it happened). A guest that is down or slow only falls behind in the logs, which
+//! collapses to whole-channel lines for it; it never
 //! delays another guest.
 //!
 //! The task also reads the connection (today only to notice that the guest went away; a later
@@ -31,6 +33,9 @@ pub const BACKOFF_MIN: Duration = Duration::from_millis(50);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// One channel's part of a batch larger than this is sent as `CHANNEL\n` instead.
 pub const MAX_CHANNEL_BYTES: usize = 256 * 1024;
+/// Changes sent at once within one window before later ones wait for the window's end: changes
+/// made one after the other each reach the guest at once, a burst goes in one send per window.
+pub const BURST: u64 = 8;
 
 macro_rules! guest_stats {
     ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
@@ -229,10 +234,12 @@ impl Guest {
         })
     }
 
-    /// The lines of everything new in this guest's channels (empty when nothing is).
-    fn take_batch(&self, hub: &Hub) -> Vec<u8> {
+    /// The lines of everything new in this guest's channels (empty when nothing is), and how
+    /// many changes they carry.
+    fn take_batch(&self, hub: &Hub) -> (Vec<u8>, u64) {
         let limits = hub.config.limits;
         let mut out = Vec::new();
+        let mut count_taken = 0u64;
         let mut i = lock(&self.inner);
         for (k, ch) in self.channels.iter().enumerate() {
             let Some(c) = hub.channels.get(*ch) else {
@@ -246,6 +253,7 @@ impl Guest {
             match taken {
                 Taken::Nothing => {}
                 Taken::TooMany { lagged, count } => {
+                    count_taken += count;
                     whole(&mut out);
                     add(&self.stats.lines_sent, 1);
                     add(&self.stats.coalesced, count.saturating_sub(1));
@@ -258,6 +266,7 @@ impl Guest {
                     }
                 }
                 Taken::Changes(changes) => {
+                    count_taken += changes.len() as u64;
                     let before = out.len();
                     let st = batch::build(&c.name, &changes, limits, &mut out);
                     if out.len() - before > MAX_CHANNEL_BYTES {
@@ -281,7 +290,7 @@ impl Guest {
                 }
             }
         }
-        out
+        (out, count_taken)
     }
 }
 
@@ -418,14 +427,26 @@ async fn session(
         return e;
     }
     add(&guest.stats.lines_sent, guest.channels.len() as u64);
-    let mut last_send = Instant::now();
-    let mut last_write = last_send;
+    let mut last_write = Instant::now();
+    // The current window: when it started and how many changes were sent in it. Past BURST
+    // changes, the rest of the window's changes wait for its end.
+    let mut window_start = Instant::now();
+    let mut sent_in_window = 0u64;
     let far = Duration::from_secs(86_400 * 365);
     loop {
         let pending = guest.pending(hub);
-        let due = last_send + cfg.window;
-        if pending && Instant::now() >= due {
-            let bytes = guest.take_batch(hub);
+        let now = Instant::now();
+        if now >= window_start + cfg.window {
+            window_start = now;
+            sent_in_window = 0;
+        }
+        let due = if sent_in_window >= BURST {
+            window_start + cfg.window
+        } else {
+            now
+        };
+        if pending && now >= due {
+            let (bytes, taken) = guest.take_batch(hub);
             if !bytes.is_empty() {
                 if let Err(e) = write_all(
                     guest,
@@ -440,8 +461,8 @@ async fn session(
                 {
                     return e;
                 }
-                last_send = Instant::now();
-                last_write = last_send;
+                last_write = Instant::now();
+                sent_in_window += taken;
             }
             continue;
         }

@@ -35,7 +35,7 @@ pub use watch::BackendChoice;
 /// Default control socket of the host watcher.
 pub const DEFAULT_CONTROL: &str = "/run/vfnotify/host.sock";
 /// Default batching window, in milliseconds.
-pub const DEFAULT_WINDOW_MS: u64 = 5;
+pub const DEFAULT_WINDOW_MS: u64 = 2;
 /// Default: more paths than this in one folder in one batch are sent as the folder.
 pub const DEFAULT_FOLDER_LIMIT: usize = 256;
 /// Default: more paths than this in one batch are sent as the whole channel.
