@@ -62,7 +62,7 @@ impl std::str::FromStr for BackendChoice {
 pub enum WatchError {
     #[error("fanotify is not available: {0} (it needs CAP_SYS_ADMIN; use --backend inotify)")]
     FanotifyInit(io::Error),
-    #[error("cannot place a fanotify filesystem mark on {}: {source}", path.display())]
+    #[error("cannot place a fanotify filesystem mark on {}: {source} (it needs CAP_SYS_ADMIN, and a filesystem with file handles; use --backend inotify)", path.display())]
     FanotifyMark { path: PathBuf, source: io::Error },
     #[error("cannot open {}: {source}", path.display())]
     OpenBase { path: PathBuf, source: io::Error },
