@@ -441,7 +441,20 @@ impl FanWatcher {
                     return Ok(());
                 }
             }
-            em.path(&p);
+            // Written to and still open: told at the close (or after a moment).
+            let write_only = e.mask & (libc::FAN_MODIFY | libc::FAN_CLOSE_WRITE | libc::FAN_CREATE)
+                == libc::FAN_MODIFY
+                && e.mask
+                    & (libc::FAN_ATTRIB
+                        | libc::FAN_DELETE
+                        | libc::FAN_MOVED_FROM
+                        | libc::FAN_MOVED_TO)
+                    == 0;
+            if write_only && !e.ondir() {
+                em.modified(&p);
+            } else {
+                em.path(&p);
+            }
             return Ok(());
         }
         if let Some(c) = &e.child {

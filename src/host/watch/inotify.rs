@@ -443,6 +443,11 @@ impl InoWatcher {
             if isdir && e.mask & libc::IN_CREATE != 0 {
                 self.new_tree(em, hub, &p);
             }
+            if e.mask & libc::IN_MODIFY != 0 && !isdir {
+                // Written to and still open: told at the close (or after a moment).
+                em.modified(&p);
+                continue;
+            }
             em.path(&p);
         }
     }

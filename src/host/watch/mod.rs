@@ -15,6 +15,7 @@
 pub mod fanotify;
 pub mod inotify;
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -29,10 +30,17 @@ use thiserror::Error;
 use super::batch::{Change, Sendable, sendable};
 use super::state::{ChannelState, Counters, Hub};
 
+/// Files held at most at once (see [`Emitter::modified`]).
+const MAX_HELD: usize = 4096;
 /// How often each `basePath` is checked (present, the same folder).
 pub const BASE_CHECK: Duration = Duration::from_secs(1);
 /// How long one wait for events lasts before the stop flag and the periodic work are looked at.
 const TICK_MS: i32 = 100;
+/// A file being written (modified, not yet closed) is told to the guests when its writer closes
+/// it, or this long after the first write, whichever comes first: a guest then replays one write
+/// with the final content, as a local watcher sees one `IN_CLOSE_WRITE` after the writes — not
+/// an `IN_CLOSE_WRITE` for the empty file an `O_TRUNC` open left a moment before.
+pub const WRITE_HOLD: Duration = Duration::from_millis(100);
 
 /// Which backend to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,14 +164,20 @@ impl Watcher {
             .spawn(move || {
                 let mut bases = Bases::new(&hub);
                 let mut last_check = Instant::now();
+                let mut em = Emitter::new(&hub);
                 while !stop.load(Ordering::Relaxed) {
-                    let mut em = Emitter::new(&hub);
-                    self.step(&mut em, TICK_MS);
+                    let wait = em
+                        .next_release()
+                        .map(|t| t.saturating_duration_since(Instant::now()).as_millis() as i32 + 1)
+                        .unwrap_or(TICK_MS)
+                        .min(TICK_MS);
+                    self.step(&mut em, wait);
                     if self.take_base_hint() || last_check.elapsed() >= BASE_CHECK {
                         last_check = Instant::now();
                         bases.check(&hub, &mut em, &mut self);
                         self.tick(&mut em);
                     }
+                    em.release_due(Instant::now());
                     em.flush();
                 }
             })
@@ -176,6 +190,8 @@ impl Watcher {
 pub struct Emitter<'h> {
     hub: &'h Hub,
     pending: Vec<Vec<Change>>,
+    /// Files being written: told when closed, or at the deadline ([`WRITE_HOLD`]).
+    held: HashMap<PathBuf, Instant>,
 }
 
 impl<'h> Emitter<'h> {
@@ -183,6 +199,43 @@ impl<'h> Emitter<'h> {
         Emitter {
             hub,
             pending: vec![Vec::new(); hub.channels.len()],
+            held: HashMap::new(),
+        }
+    }
+
+    /// The file at `abs` was written to but is still open: tell the guests when it is closed
+    /// (any other change to it), or after [`WRITE_HOLD`].
+    pub fn modified(&mut self, abs: &Path) {
+        if self.held.contains_key(abs) {
+            return;
+        }
+        if self.held.len() >= MAX_HELD {
+            // Too many open writers at once: no holding, just tell.
+            self.path(abs);
+            return;
+        }
+        self.held
+            .insert(abs.to_path_buf(), Instant::now() + WRITE_HOLD);
+    }
+
+    /// When the next held file is due.
+    pub fn next_release(&self) -> Option<Instant> {
+        self.held.values().min().copied()
+    }
+
+    /// Tell the held files whose time has come.
+    pub fn release_due(&mut self, now: Instant) {
+        if self.held.is_empty() {
+            return;
+        }
+        let due: Vec<PathBuf> = self
+            .held
+            .iter()
+            .filter(|(_, t)| **t <= now)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in due {
+            self.path(&p);
         }
     }
 
@@ -212,6 +265,7 @@ impl<'h> Emitter<'h> {
 
     /// Something at `abs` changed. Returns whether any channel holds it.
     pub fn path(&mut self, abs: &Path) -> bool {
+        self.held.remove(abs);
         let found: Vec<(usize, Sendable)> = self
             .locate(abs)
             .map(|(ch, rel)| (ch, self.change(ch, rel)))
@@ -229,6 +283,8 @@ impl<'h> Emitter<'h> {
     /// `from` was renamed to `to`: one rename where a channel holds both, a delete or a create
     /// where it holds one.
     pub fn rename(&mut self, from: &Path, to: &Path) {
+        self.held.remove(from);
+        self.held.remove(to);
         let mut any = false;
         for ch in 0..self.hub.channels.len() {
             let base = &self.hub.channels[ch].base;
@@ -267,6 +323,7 @@ impl<'h> Emitter<'h> {
 
     /// Every channel.
     pub fn whole_all(&mut self) {
+        self.held.clear();
         for p in &mut self.pending {
             p.push(Change::Channel);
         }
