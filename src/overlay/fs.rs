@@ -871,13 +871,16 @@ impl OverlayFs {
             if on_self {
                 sys::ftruncate(target, size)?;
             } else {
-                let f = sys::openat(
-                    target,
-                    name,
-                    libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK,
-                    0,
-                )?;
-                sys::ftruncate(f.as_fd(), size)?;
+                // truncate(2), not a write open of its own: its close would show on SOURCE as a
+                // write session of its own (an IN_CLOSE_WRITE of the emptied file, before the
+                // client's write of an O_TRUNC open), which a host watcher would pass on.
+                let mut p = format!(
+                    "/proc/self/fd/{}/",
+                    std::os::fd::AsRawFd::as_raw_fd(&target)
+                )
+                .into_bytes();
+                p.extend_from_slice(name.to_bytes());
+                sys::truncate_nofollow(&std::ffi::CString::new(p)?, size)?;
             }
         }
         if atime.is_some() || mtime.is_some() {
