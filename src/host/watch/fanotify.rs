@@ -441,17 +441,19 @@ impl FanWatcher {
                     return Ok(());
                 }
             }
-            // Written to and still open: told at the close (or after a moment).
-            let write_only = e.mask & (libc::FAN_MODIFY | libc::FAN_CLOSE_WRITE | libc::FAN_CREATE)
-                == libc::FAN_MODIFY
-                && e.mask
-                    & (libc::FAN_ATTRIB
-                        | libc::FAN_DELETE
-                        | libc::FAN_MOVED_FROM
-                        | libc::FAN_MOVED_TO)
-                    == 0;
-            if write_only && !e.ondir() {
+            // A file being written (modified or just created, not closed yet): told at the close
+            // (or after a moment).
+            let other = libc::FAN_CLOSE_WRITE
+                | libc::FAN_ATTRIB
+                | libc::FAN_DELETE
+                | libc::FAN_MOVED_FROM
+                | libc::FAN_MOVED_TO;
+            if e.ondir() || e.mask & other != 0 {
+                em.path(&p);
+            } else if e.mask & libc::FAN_MODIFY != 0 {
                 em.modified(&p);
+            } else if e.mask & libc::FAN_CREATE != 0 {
+                em.created(&p);
             } else {
                 em.path(&p);
             }

@@ -443,12 +443,14 @@ impl InoWatcher {
             if isdir && e.mask & libc::IN_CREATE != 0 {
                 self.new_tree(em, hub, &p);
             }
-            if e.mask & libc::IN_MODIFY != 0 && !isdir {
+            if !isdir && e.mask & libc::IN_MODIFY != 0 {
                 // Written to and still open: told at the close (or after a moment).
                 em.modified(&p);
-                continue;
+            } else if !isdir && e.mask & libc::IN_CREATE != 0 {
+                em.created(&p);
+            } else {
+                em.path(&p);
             }
-            em.path(&p);
         }
     }
 }

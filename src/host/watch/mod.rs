@@ -218,6 +218,18 @@ impl<'h> Emitter<'h> {
             .insert(abs.to_path_buf(), Instant::now() + WRITE_HOLD);
     }
 
+    /// A file was created at `abs`. An empty regular file is being written by whoever created
+    /// it: held like a written one (the guest then sees it appear with its content, as a local
+    /// watcher does, not empty and closed first). Anything else is told at once.
+    pub fn created(&mut self, abs: &Path) {
+        let empty_file = std::fs::symlink_metadata(abs).is_ok_and(|m| m.is_file() && m.len() == 0);
+        if empty_file {
+            self.modified(abs);
+        } else {
+            self.path(abs);
+        }
+    }
+
     /// When the next held file is due.
     pub fn next_release(&self) -> Option<Instant> {
         self.held.values().min().copied()
