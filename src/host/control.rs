@@ -5,14 +5,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Map, Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use serde_json::Value;
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::sync::watch;
 
 use super::state::{Counters, Hub};
 use crate::cli::{EXIT_FAILURE, HostStatusArgs};
-use crate::control::request::{error, hello_result, response};
-use crate::control::{Client, ClientError, MAX_MESSAGE, PROTOCOL_VERSION};
+use crate::control::request::{check_protocol, envelope, error, hello_result, response};
+use crate::control::server::{Read, read_request};
+use crate::control::{ClientError, print_json, query};
 use crate::transport::UnixListener;
 
 /// Most concurrent control connections.
@@ -27,49 +28,16 @@ pub enum Request {
 
 /// Parse one request line: its `id` and the request or the error body to answer with.
 pub fn parse(line: &[u8]) -> (Option<Value>, Result<Request, Value>) {
-    let req: Value = match serde_json::from_slice(line) {
-        Ok(v) => v,
-        Err(e) => return (None, Err(error("parse", format!("malformed JSON: {e}")))),
-    };
-    let id = req.get("id").cloned();
-    let Some(cmd) = req.get("cmd").and_then(Value::as_str) else {
-        return (
-            id,
-            Err(error("bad-request", "a request needs a string `cmd`")),
-        );
-    };
-    let empty = Map::new();
-    let args = match req.get("args") {
-        None | Some(Value::Null) => &empty,
-        Some(Value::Object(m)) => m,
-        Some(_) => return (id, Err(error("bad-request", "`args` must be an object"))),
-    };
-    let parsed = match cmd {
-        "hello" => hello(args),
+    let (id, env) = envelope(line);
+    let parsed = env.and_then(|(cmd, args)| match cmd.as_str() {
+        "hello" => check_protocol(&args, "host").map(|()| Request::Hello),
         "status" => Ok(Request::Status),
         other => Err(error(
             "unknown-command",
             format!("unknown command {other:?} (the host knows hello and status)"),
         )),
-    };
+    });
     (id, parsed)
-}
-
-fn hello(args: &Map<String, Value>) -> Result<Request, Value> {
-    let Some(v) = args.get("protocol") else {
-        return Ok(Request::Hello);
-    };
-    let theirs = v
-        .as_str()
-        .ok_or_else(|| error("bad-request", "`protocol` must be a string like \"1.0\""))?;
-    let major = |s: &str| s.split('.').next().unwrap_or_default().trim().to_string();
-    if major(theirs) != major(PROTOCOL_VERSION) {
-        return Err(error(
-            "incompatible-version",
-            format!("client speaks control protocol {theirs}, this host speaks {PROTOCOL_VERSION}"),
-        ));
-    }
-    Ok(Request::Hello)
 }
 
 /// Accept control clients until `stop`.
@@ -109,26 +77,15 @@ async fn serve(hub: &Hub, stream: tokio::net::UnixStream) {
     let mut reader = BufReader::new(rd);
     let mut line = Vec::new();
     loop {
-        line.clear();
-        match (&mut reader)
-            .take(MAX_MESSAGE as u64 + 1)
-            .read_until(b'\n', &mut line)
-            .await
-        {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-        if line.len() > MAX_MESSAGE {
-            Counters::bump(&hub.counters.control_errors);
-            let body = error(
-                "overlong",
-                format!("request longer than {MAX_MESSAGE} bytes; closing"),
-            );
-            let _ = wr.write_all(response(&None, Err(body)).as_bytes()).await;
-            return;
-        }
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
+        match read_request(&mut reader, &mut line).await {
+            Read::End => return,
+            Read::Overlong(body) => {
+                Counters::bump(&hub.counters.control_errors);
+                let _ = wr.write_all(body.as_bytes()).await;
+                return;
+            }
+            Read::Blank => continue,
+            Read::Line => {}
         }
         let (id, req) = parse(&line);
         let body = match req {
@@ -148,18 +105,10 @@ async fn serve(hub: &Hub, stream: tokio::net::UnixStream) {
 /// `vfnotify host status`.
 pub fn status_main(args: HostStatusArgs) -> u8 {
     crate::logging::init(false);
-    let run = || -> Result<Value, ClientError> {
-        let (mut client, _) = Client::connect_hello(&args.control)?;
-        client.set_timeout(Some(Duration::from_secs(10)))?;
-        client.request("status", json!({}))
-    };
-    match run() {
+    match query(&args.control, "status") {
         Ok(status) => {
             if args.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&status).unwrap_or_else(|_| status.to_string())
-                );
+                print_json(&status);
             } else {
                 print!("{}", render(&status));
             }
@@ -247,6 +196,7 @@ pub fn render(s: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn requests() {

@@ -169,9 +169,7 @@ pub enum HostError {
     Watch(#[from] watch::WatchError),
     #[error("cannot install signal handlers: {0}")]
     Signals(io::Error),
-    #[error("cannot start the host thread: {0}")]
-    Thread(io::Error),
-    #[error("the host thread stopped unexpectedly")]
+    #[error("the watcher's setup stopped unexpectedly")]
     ThreadDied,
 }
 
@@ -292,7 +290,6 @@ impl TryFrom<HostArgs> for Config {
 
 /// The parts of a started host.
 struct Running {
-    hub: Arc<Hub>,
     stop_watch: Arc<AtomicBool>,
     watcher: Option<std::thread::JoinHandle<()>>,
     stop_tasks: tokio_watch::Sender<bool>,
@@ -351,7 +348,6 @@ async fn start(config: Config) -> Result<Running, HostError> {
         "vfnotify host ready"
     );
     Ok(Running {
-        hub,
         stop_watch,
         watcher: Some(thread),
         stop_tasks,
@@ -390,87 +386,6 @@ pub fn run(config: Config) -> Result<(), HostError> {
     });
     rt.shutdown_timeout(Duration::from_secs(2));
     result
-}
-
-/// A host running in-process on its own thread (for the demo and tests); stops on
-/// [`HostHandle::stop`] or drop.
-pub struct HostHandle {
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    hub: Arc<Hub>,
-}
-
-impl HostHandle {
-    /// The shared state (counters, `status`).
-    pub fn hub(&self) -> &Arc<Hub> {
-        &self.hub
-    }
-
-    /// Stop and wait.
-    pub fn stop(mut self) {
-        self.stop_inner();
-    }
-
-    fn stop_inner(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for HostHandle {
-    fn drop(&mut self) {
-        self.stop_inner();
-    }
-}
-
-/// Start a host in-process: returns once it watches and its control socket is bound.
-pub fn spawn(config: Config) -> Result<HostHandle, HostError> {
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let thread = std::thread::Builder::new()
-        .name("vfnotify-host".into())
-        .spawn(move || {
-            let rt = match runtime() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                    return;
-                }
-            };
-            rt.block_on(async {
-                match start(config).await {
-                    Ok(mut running) => {
-                        let _ = ready_tx.send(Ok(Arc::clone(&running.hub)));
-                        let _ = stop_rx.await;
-                        running.stop();
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                    }
-                }
-            });
-            rt.shutdown_timeout(Duration::from_secs(2));
-        })
-        .map_err(HostError::Thread)?;
-    match ready_rx.recv() {
-        Ok(Ok(hub)) => Ok(HostHandle {
-            stop: Some(stop_tx),
-            thread: Some(thread),
-            hub,
-        }),
-        Ok(Err(e)) => {
-            let _ = thread.join();
-            Err(e)
-        }
-        Err(_) => {
-            let _ = thread.join();
-            Err(HostError::ThreadDied)
-        }
-    }
 }
 
 /// `vfnotify host`.

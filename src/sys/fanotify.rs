@@ -140,45 +140,6 @@ pub fn fsid(fd: BorrowedFd<'_>) -> io::Result<Fsid> {
     Ok(raw)
 }
 
-/// A file handle: its type and opaque bytes (at most [`MAX_HANDLE`]).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Handle {
-    pub kind: i32,
-    pub bytes: Vec<u8>,
-}
-
-/// `name_to_handle_at(dir, "", AT_EMPTY_PATH)`: the handle of the object open at `fd`.
-pub fn handle_of(fd: BorrowedFd<'_>) -> io::Result<Handle> {
-    #[repr(C)]
-    struct Buf {
-        bytes: u32,
-        kind: i32,
-        f: [u8; MAX_HANDLE],
-    }
-    let mut buf = Buf {
-        bytes: MAX_HANDLE as u32,
-        kind: 0,
-        f: [0; MAX_HANDLE],
-    };
-    let mut mount_id: libc::c_int = 0;
-    // SAFETY: buf is a struct file_handle with room for MAX_HANDLE bytes (handle_bytes says so);
-    // mount_id is writable; the empty path with AT_EMPTY_PATH names fd itself.
-    cvt(unsafe {
-        libc::name_to_handle_at(
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            (&mut buf as *mut Buf).cast(),
-            &mut mount_id,
-            libc::AT_EMPTY_PATH,
-        )
-    })?;
-    let n = (buf.bytes as usize).min(MAX_HANDLE);
-    Ok(Handle {
-        kind: buf.kind,
-        bytes: buf.f[..n].to_vec(),
-    })
-}
-
 /// `open_by_handle_at(mount, handle, flags | O_CLOEXEC)` (needs CAP_DAC_READ_SEARCH). `mount` is
 /// any descriptor on the filesystem except an `O_PATH` one (EBADF).
 pub fn open_by_handle(
@@ -189,6 +150,7 @@ pub fn open_by_handle(
     if handle.bytes.len() > MAX_HANDLE {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
+    /// `struct file_handle` with room for [`MAX_HANDLE`] bytes.
     #[repr(C)]
     struct Buf {
         bytes: u32,
@@ -223,24 +185,6 @@ pub fn fd_path(fd: BorrowedFd<'_>) -> io::Result<PathBuf> {
 pub struct HandleRef<'a> {
     pub kind: i32,
     pub bytes: &'a [u8],
-}
-
-impl HandleRef<'_> {
-    pub fn to_owned(&self) -> Handle {
-        Handle {
-            kind: self.kind,
-            bytes: self.bytes.to_vec(),
-        }
-    }
-}
-
-impl Handle {
-    pub fn as_ref(&self) -> HandleRef<'_> {
-        HandleRef {
-            kind: self.kind,
-            bytes: &self.bytes,
-        }
-    }
 }
 
 /// What one info record describes.

@@ -244,15 +244,18 @@ impl InoWatcher {
         walk
     }
 
-    /// Forget (and remove) the watches of `p` and everything below it.
-    fn unwatch_tree(&mut self, p: &Path) {
-        let under: Vec<(PathBuf, i32)> = self
-            .dirs
+    /// The watched folders at and below `p`, with their watches.
+    fn subtree(&self, p: &Path) -> Vec<(PathBuf, i32)> {
+        self.dirs
             .range(p.to_path_buf()..)
             .take_while(|(k, _)| k.starts_with(p))
             .map(|(k, v)| (k.clone(), *v))
-            .collect();
-        for (k, wd) in under {
+            .collect()
+    }
+
+    /// Forget (and remove) the watches of `p` and everything below it.
+    fn unwatch_tree(&mut self, p: &Path) {
+        for (k, wd) in self.subtree(p) {
             self.dirs.remove(&k);
             self.wds.remove(&wd);
             let _ = self.ino.rm_watch(wd);
@@ -261,13 +264,7 @@ impl InoWatcher {
 
     /// A watched folder moved from `from` to `to` within the shares: rename its subtree.
     fn move_tree(&mut self, from: &Path, to: &Path) {
-        let under: Vec<(PathBuf, i32)> = self
-            .dirs
-            .range(from.to_path_buf()..)
-            .take_while(|(k, _)| k.starts_with(from))
-            .map(|(k, v)| (k.clone(), *v))
-            .collect();
-        for (k, wd) in under {
+        for (k, wd) in self.subtree(from) {
             self.dirs.remove(&k);
             let rel = k.strip_prefix(from).unwrap_or(Path::new(""));
             let new = if rel.as_os_str().is_empty() {
