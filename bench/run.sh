@@ -14,7 +14,8 @@
 # native/time for times). The table goes to stdout and to bench/RESULTS.md.
 #
 # Needs: root, /dev/fuse, cargo; installs fio and bindfs with apt-get when missing. Plain bash,
-# awk, fio and two cargo examples (examples/vfbench.rs, examples/notify_latency.rs).
+# awk, fio and three cargo examples (examples/vfbench.rs, examples/notify_latency.rs,
+# examples/host_bench.rs).
 # Cleans up every mount and process it started, also on failure or Ctrl-C.
 
 set -euo pipefail
@@ -36,9 +37,11 @@ T_START=$EPOCHREALTIME
 if [[ "$MODE" == full ]]; then
     RUNS=3 SEQ_MB=1024 WRITE_CAP=3 READ_CAP=3 RR_MS=600 META_DIRS=100 META_FILES=10000 BUILD_DIRS=100 BUILD_FILES=2000
     VIS_N=300 EV_N=1000 EV_ENTRIES=10000 RESCAN_SIZES="1000 10000 100000"
+    HEV_N=300 HB_N=20000
 else
     RUNS=1 SEQ_MB=256 WRITE_CAP=3 READ_CAP=2 RR_MS=300 META_DIRS=20 META_FILES=2000 BUILD_DIRS=25 BUILD_FILES=500
     VIS_N=100 EV_N=200 EV_ENTRIES=2000 RESCAN_SIZES="1000 10000"
+    HEV_N=100 HB_N=2000
 fi
 
 STEP="start"
@@ -83,6 +86,7 @@ log "building (cargo build --release --examples)"
 VF="$REPO/target/release/vfnotify"
 VB="$REPO/target/release/examples/vfbench"
 NL="$REPO/target/release/examples/notify_latency"
+HB="$REPO/target/release/examples/host_bench"
 T_BUILT=$EPOCHREALTIME
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 if awk -v l="${LOAD0%% *}" 'BEGIN{exit !(l > 1.0)}'; then
@@ -98,6 +102,7 @@ CTL="$W/ctl.sock"
 PEER="$W/peer.sock"
 MOUNTS=()
 DAEMON_PID=""
+HOST_PID=""
 SRC_MOUNTED=0
 
 cleanup() {
@@ -110,6 +115,10 @@ cleanup() {
         tail -n 5 "$W/daemon.log" >&2
     fi
     local i m
+    if [[ -n "$HOST_PID" ]]; then
+        kill "$HOST_PID" 2>/dev/null
+        wait "$HOST_PID" 2>/dev/null
+    fi
     for ((i = ${#MOUNTS[@]} - 1; i >= 0; i--)); do
         m=${MOUNTS[i]}
         if mountpoint -q "$m" 2>/dev/null || grep -qs " $m " /proc/mounts; then
@@ -450,6 +459,43 @@ for c in "${VFCOLS[@]}"; do
 done
 
 # ---------------------------------------------------------------------------------------------
+# 4b. The host watcher: changes made on SOURCE and nothing else (no line sent by hand); a
+#     `vfnotify host` watching SOURCE for the vfnotify column's channel tells the daemon.
+# ---------------------------------------------------------------------------------------------
+for b in fanotify inotify; do
+    row "hev_$b" lat "host change → IN_CREATE with \`vfnotify host\` ($b), p50 / p99 ($HEV_N changes)"
+    row "hb_$b" time "host burst of $HB_N new files → final guest state, every IN_CREATE ($b)"
+    row "hbcpu_$b" time "host watcher CPU (user + system) during that burst ($b)"
+done
+STEP="host watcher"
+for b in fanotify inotify; do
+    log "$STEP ($b)"
+    mkdir -p "$SRC/vf/hev_$b" "$SRC/vf/hb_$b"
+    ls "$(base vf)/hev_$b" "$(base vf)/hb_$b" >/dev/null
+    "$VF" host --watch "b_vf=$SRC" --to "unix:$PEER" --control "$W/host.sock" --backend "$b" \
+        >"$W/host-$b.log" 2>&1 &
+    HOST_PID=$!
+    for ((i = 0; i < 200; i++)); do
+        "$VF" host status --control "$W/host.sock" 2>/dev/null | grep -q '\[connected\]' && break
+        kill -0 "$HOST_PID" 2>/dev/null || die "vfnotify host exited: $(cat "$W/host-$b.log")"
+        sleep 0.05
+    done
+    to 30 "$VB" notify "$CTL" b_vf >/dev/null
+    SAMPLES["hev_$b|vf"]=$(to 120 "$HB" event "$SRC" "${ROOT[vf]}" "vf/hev_$b" "$HEV_N") ||
+        die "host_bench event ($b)"
+    EXTRA["hev_$b|vf"]=$(awk '{print $5}' <<<"${SAMPLES["hev_$b|vf"]}")
+    read -r secs cpu seen <<<"$(to 400 "$HB" burst "$SRC" "${ROOT[vf]}" "vf/hb_$b" "$HB_N" "$HOST_PID")" ||
+        die "host_bench burst ($b)"
+    [[ "$seen" == "$HB_N" ]] || die "host_bench burst ($b): $seen of $HB_N creates seen"
+    add "hb_$b" vf "$secs"
+    add "hbcpu_$b" vf "$cpu"
+    kill "$HOST_PID"
+    wait "$HOST_PID" 2>/dev/null || true
+    HOST_PID=""
+    rm -rf "$SRC/vf/hev_$b" "$SRC/vf/hb_$b"
+done
+
+# ---------------------------------------------------------------------------------------------
 # 5. Rescan + invalidation of a whole mount with one changed file, and memory per known inode.
 #    Each on a fresh overlay of a tree of N files (N/100 folders), after every entry was
 #    listed and statted through it.
@@ -583,7 +629,7 @@ HALTPOLL=$(cat /sys/module/haltpoll/parameters/guest_halt_poll_ns 2>/dev/null ||
     echo "- Random reads: ${RR_MS} ms per job; warm QD1 with psync (with io_uring, tmpfs reads go to io-wq worker threads: ≈ 13k IOPS natively instead of ≈ 600k), cold QD16 with $ENGINE_NOTE. Cold data = \`echo 3 > /proc/sys/vm/drop_caches\` before the run; cold metadata = \`echo 2\` (dentries and inodes: FUSE inodes go with their pages, the overlay gets FORGETs).$([[ $FS == tmpfs ]] && echo " tmpfs itself cannot be dropped, so native cold = warm.") Every fio run uses \`--invalidate=0\`; the columns run one after another in one fio process (\`stonewall\`)."
     echo "- Load average (1/5/15 min) at start: $LOAD0; at end: $LOAD1. Anything above ~0.5 on 2 CPUs means other work shared the machine and skews every figure."
     echo "- Each cell: figure (ratio to native). **Ratio convention: >1× means faster than native** (rate/native for rates, native time/time for times)."
-    echo "- Notification rows: percentiles over all changes of one run of \`examples/notify_latency.rs\` (host writes the file on SOURCE, then one connection to the daemon's unix listener carries \`CHANNEL\\tRELPATH\\n\`; clock from the send). Rescan rows: in-process \`notify\` request over the control socket, whole mount, median of $RUNS, on a fresh overlay after listing and statting every entry. n/a: does not apply."
+    echo "- Notification rows: percentiles over all changes of one run of \`examples/notify_latency.rs\` (host writes the file on SOURCE, then one connection to the daemon's unix listener carries \`CHANNEL\\tRELPATH\\n\`; clock from the send). Host watcher rows: \`examples/host_bench.rs\` with a \`vfnotify host\` watching SOURCE (the file is written on SOURCE and nothing else is done; clock from just before the write; the burst row ends when every IN_CREATE was read and the folder lists every file through the overlay). Rescan rows: in-process \`notify\` request over the control socket, whole mount, median of $RUNS, on a fresh overlay after listing and statting every entry. n/a: does not apply."
     echo
     table
     echo
@@ -601,6 +647,8 @@ HALTPOLL=$(cat /sys/module/haltpoll/parameters/guest_halt_poll_ns 2>/dev/null ||
     target "1,000 new files: complete listing, vfnotify" "$(awk '{print $1/1000}' <<<"${MED["burst|vf"]}")" "<=" 5 " ms"
     target "1,000 new files: last file readable, vfnotify" "$(awk '{print $2/1000}' <<<"${MED["burst|vf"]}")" "<=" 20 " ms"
     target "1,000 new files: 1,000th IN_CREATE, vfnotify" "$(awk '{print $3/1000}' <<<"${MED["burst|vf"]}")" "<=" 50 " ms"
+    target "host change → IN_CREATE p99, vfnotify host (fanotify)" "$(awk '{print $2/1000}' <<<"${MED["hev_fanotify|vf"]}")" "<=" 5 " ms"
+    target "host change → IN_CREATE p99, vfnotify host (inotify)" "$(awk '{print $2/1000}' <<<"${MED["hev_inotify|vf"]}")" "<=" 5 " ms"
     if [[ -f "$REPO/bench/NOTES.md" ]]; then
         echo
         cat "$REPO/bench/NOTES.md"

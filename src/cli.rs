@@ -65,6 +65,11 @@ pub enum Command {
     /// A self-contained tour: mounts an overlay on a temporary copy of the fixtures, plays host
     /// changes and shows what a cached reader and an inotify watcher see.
     Demo(DemoArgs),
+    /// The host side: watch each channel's folder and tell every guest exactly what changed
+    /// (`CHANNEL\tRELPATH` lines over one persistent connection per guest). `vfnotify host
+    /// status` shows a running one.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+    Host(HostCli),
 }
 
 #[derive(Debug, Clone, Args, Default)]
@@ -229,6 +234,91 @@ pub struct DemoArgs {
     pub debug: bool,
 }
 
+/// `vfnotify host [status]`.
+#[derive(Debug, Clone, Args)]
+pub struct HostCli {
+    #[command(subcommand)]
+    pub command: Option<HostCommand>,
+    #[command(flatten)]
+    pub args: HostArgs,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum HostCommand {
+    /// Show a running host's channels, guests and counters.
+    Status(HostStatusArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(
+    after_help = "Either --config FILE (the virtiofs-gate format: {\"CHANNEL\": {\"basePath\": \
+    \"/path\", \"notify\": {\"guests\": [CID, ...], \"port\": 3401}}}; unknown keys are ignored), or \
+    --watch CHANNEL=PATH with --guest CID / --to ADDR, or both. Relative paths are sent relative \
+    to each channel's folder, which must be the folder the guests see for that channel.\n\n\
+    Backends: fanotify (a filesystem mark, any tree size; needs CAP_SYS_ADMIN) or recursive inotify \
+    (unprivileged; one watch per folder). `auto` picks fanotify where it works and logs the choice."
+)]
+pub struct HostArgs {
+    /// The host configuration file (JSON, the format of virtiofs-gate).
+    #[arg(short = 'c', long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Watch PATH for CHANNEL. Repeatable; these channels go to every --guest and --to.
+    #[arg(short = 'w', long = "watch", value_name = "CHANNEL=PATH")]
+    pub watch: Vec<String>,
+    /// Notify the guest with this vsock CID (on --port). Repeatable.
+    #[arg(long = "guest", value_name = "CID")]
+    pub guest: Vec<u32>,
+    /// Notify ADDR: `unix:PATH`, `vsock:CID:PORT` or `hvsock:PATH:PORT`. Repeatable.
+    #[arg(long = "to", value_name = "ADDR")]
+    pub to: Vec<String>,
+    /// vsock port of the --guest CIDs.
+    #[arg(short = 'p', long, value_name = "PORT", default_value_t = DEFAULT_PORT)]
+    pub port: u32,
+    /// Watching backend: auto, fanotify or inotify.
+    #[arg(long, value_name = "BACKEND", default_value = "auto")]
+    pub backend: String,
+    /// Batching window, in milliseconds: a change goes to a guest at once, unless 8 changes or
+    /// more were already sent to it in the current window; then the window's later changes are
+    /// merged and sent together when it ends (trailing edge: the last change is always sent
+    /// after it happened). 0: no batching beyond what queues during a write.
+    #[arg(long = "window-ms", value_name = "MS", default_value_t = crate::host::DEFAULT_WINDOW_MS)]
+    pub window_ms: u64,
+    /// More changed paths than this directly in one folder, in one send: send the folder.
+    #[arg(long = "folder-limit", value_name = "N", default_value_t = crate::host::DEFAULT_FOLDER_LIMIT)]
+    pub folder_limit: usize,
+    /// More changed paths than this in one send: send the whole channel (`CHANNEL\n`).
+    #[arg(long = "channel-limit", value_name = "M", default_value_t = crate::host::DEFAULT_CHANNEL_LIMIT)]
+    pub channel_limit: usize,
+    /// Changes kept per channel for guests that have not been sent them yet; a guest further
+    /// behind gets the whole channel.
+    #[arg(long, value_name = "N", default_value_t = crate::host::DEFAULT_QUEUE)]
+    pub queue: usize,
+    /// The host's control socket (`vfnotify host status`).
+    #[arg(long, value_name = "PATH", default_value = crate::host::DEFAULT_CONTROL)]
+    pub control: PathBuf,
+    /// Write a keepalive line (an unknown channel to the guest) after this many quiet seconds, so
+    /// a guest daemon's idle timeout keeps the connection; 0: never.
+    #[arg(long, value_name = "SECS", default_value_t = crate::host::DEFAULT_KEEPALIVE_SECS)]
+    pub keepalive: u64,
+    /// inotify backend: use at most N watches (one per folder); past it a channel is sent whole
+    /// periodically, as when the kernel's limit is reached.
+    #[arg(long = "max-watches", value_name = "N")]
+    pub max_watches: Option<usize>,
+    /// Enable debug logging (RUST_LOG overrides).
+    #[arg(short = 'd', long)]
+    pub debug: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HostStatusArgs {
+    /// Control socket of the host.
+    #[arg(long, value_name = "PATH", default_value = crate::host::DEFAULT_CONTROL)]
+    pub control: PathBuf,
+    /// Print the raw JSON status.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Name under which mount(8) runs the helper.
 pub const MOUNT_HELPER_NAME: &str = "mount.fuse.vfnotify";
 
@@ -289,6 +379,7 @@ pub fn main() -> ExitCode {
         Some(Command::Watch(args)) => crate::control::watch_main(args),
         Some(Command::Mount(args)) => crate::overlay::main(args),
         Some(Command::Demo(args)) => crate::demo::main(args),
+        Some(Command::Host(args)) => crate::host::main(args),
     };
     ExitCode::from(code)
 }

@@ -2,10 +2,12 @@
 //!
 //! On any Linux box with /dev/fuse (no VM, no vsock): a temporary SOURCE made from the fixtures,
 //! the overlay mounted over it (`cache=always`, `events=precise`), the daemon on a Unix listener,
-//! and an inotify watcher on the overlay that behaves like a file manager (recursive). As a
-//! stand-in for the host it changes SOURCE step by step and sends the notification line; each
-//! step shows what a cached reader saw before (stale) and after (fresh), the events the watcher
-//! received and the latency from send to event. Everything lives in a temporary folder that is
+//! and an inotify watcher on the overlay that behaves like a file manager (recursive). The host
+//! side is `vfnotify host` watching SOURCE and telling the daemon; the demo only changes SOURCE,
+//! step by step, with the host watcher paused (SIGSTOP) during the change so that what a cached
+//! reader saw before the notification can be shown, then lets it go on (SIGCONT). Each step
+//! shows that stale view and the fresh one after, the events the watcher received and the
+//! latency from the host watcher's resumption to the event. Everything lives in a temporary folder that is
 //! removed on success, failure and Ctrl-C.
 
 use std::collections::HashMap;
@@ -187,8 +189,8 @@ pub fn main(args: DemoArgs) -> u8 {
                 dir.join("source").display()
             );
             eprintln!(
-                "  change SOURCE, then: vfnotify notify --control {} {CHANNEL}",
-                dir.join("control.sock").display()
+                "  change SOURCE: the host watcher tells the overlay (vfnotify host status --control {})",
+                dir.join("host.sock").display()
             );
             eprintln!(
                 "  to clean up: umount {} && kill {} && rm -rf {}",
@@ -231,6 +233,9 @@ struct Env {
     mnt: PathBuf,
     peer: PathBuf,
     control: PathBuf,
+    host_control: PathBuf,
+    /// The `vfnotify host` process (paused during each change).
+    host_pid: u32,
 }
 
 fn run(args: &DemoArgs, cleanup: &Arc<Mutex<Cleanup>>) -> Result<Vec<StepReport>, DemoError> {
@@ -252,11 +257,13 @@ fn run(args: &DemoArgs, cleanup: &Arc<Mutex<Cleanup>>) -> Result<Vec<StepReport>
     cleanup.lock().unwrap_or_else(|p| p.into_inner()).dir = Some(dir.clone());
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
         .map_err(prep("the temporary folder"))?;
-    let env = Env {
+    let mut env = Env {
         src: dir.join("source"),
         mnt: dir.join("overlay"),
         peer: dir.join("peer.sock"),
         control: dir.join("control.sock"),
+        host_control: dir.join("host.sock"),
+        host_pid: 0,
     };
     std::fs::create_dir_all(&env.src).map_err(prep("SOURCE"))?;
     std::fs::create_dir_all(&env.mnt).map_err(prep("the mountpoint"))?;
@@ -342,6 +349,37 @@ fn run(args: &DemoArgs, cleanup: &Arc<Mutex<Cleanup>>) -> Result<Vec<StepReport>
     )?;
     let _ = (daemon, overlay);
 
+    // The host side: `vfnotify host` watching SOURCE, telling the daemon. (inotify: SOURCE is a
+    // folder of this machine's own filesystem, where a fanotify filesystem mark would see the
+    // whole machine.)
+    say(
+        progress,
+        "starting the host watcher (vfnotify host --watch demo=SOURCE --backend inotify)",
+    );
+    let mut host_cmd = Command::new(&exe);
+    host_cmd
+        .arg("host")
+        .arg("--watch")
+        .arg(format!("{CHANNEL}={}", env.src.display()))
+        .arg("--to")
+        .arg(format!("unix:{}", env.peer.display()))
+        .arg("--control")
+        .arg(&env.host_control)
+        .arg("--backend")
+        .arg("inotify")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log_file(&dir, "host.log"));
+    let host = spawn(&mut host_cmd, "the host watcher", cleanup)?;
+    env.host_pid = host.id();
+    wait_for(
+        "the host watcher's connection to the daemon",
+        || host_connected(&env.host_control),
+        &dir,
+    )?;
+    // It began with the whole channel: let the overlay handle that first.
+    control_notify(&env.control, &[]).map_err(DemoError::Send)?;
+
     // A file manager opens the folder: lists it and watches it, recursively.
     let mut watcher = Watcher::new(&env.mnt)?;
     control_notify(&env.control, &[]).map_err(DemoError::Send)?;
@@ -398,7 +436,7 @@ fn wait_for(what: &'static str, mut ok: impl FnMut() -> bool, dir: &Path) -> Res
     let start = Instant::now();
     while !ok() {
         if start.elapsed() > DEADLINE {
-            let logs = ["daemon.log", "overlay.log"]
+            let logs = ["daemon.log", "overlay.log", "host.log"]
                 .iter()
                 .map(|f| std::fs::read_to_string(dir.join(f)).unwrap_or_default())
                 .collect::<Vec<_>>()
@@ -437,13 +475,29 @@ fn control_notify(control: &Path, paths: &[&str]) -> std::io::Result<()> {
     }
 }
 
-/// The host side: one line over the daemon's listener, as the host daemon sends it over vsock.
-fn host_send(peer: &Path, paths: &[&str]) -> Result<(), DemoError> {
-    let rel: Vec<String> = paths.iter().map(|p| p.to_string()).collect();
-    let bytes = crate::daemon::send::encode_lines(CHANNEL, &rel)
-        .map_err(|e| DemoError::Send(std::io::Error::other(e)))?;
-    let mut s = std::os::unix::net::UnixStream::connect(peer).map_err(DemoError::Send)?;
-    s.write_all(&bytes).map_err(DemoError::Send)
+/// Whether the host watcher answers on its control socket and is connected to the daemon.
+fn host_connected(control: &Path) -> bool {
+    let status = crate::control::Client::connect(control).and_then(|mut c| {
+        c.set_timeout(Some(DEADLINE))?;
+        c.request("status", json!({}))
+    });
+    status.is_ok_and(|s| s["guests"][0]["state"] == "connected")
+}
+
+/// Pause (`STOP`) or resume (`CONT`) the host watcher.
+fn host_signal(pid: u32, sig: &str) -> Result<(), DemoError> {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        Ok(())
+    } else {
+        Err(DemoError::Send(std::io::Error::other(format!(
+            "cannot send SIG{sig} to the host watcher (pid {pid})"
+        ))))
+    }
 }
 
 /// A recursive watcher, as a file manager keeps one.
@@ -596,8 +650,6 @@ struct Step {
     /// The path whose view is shown before and after.
     shown: &'static str,
     change: fn(&Path) -> std::io::Result<()>,
-    /// The relative paths the host sends.
-    send: &'static [&'static str],
     expected: &'static [&'static str],
 }
 
@@ -607,21 +659,18 @@ fn script() -> Vec<Step> {
             action: "create notes.txt",
             shown: "notes.txt",
             change: |s| std::fs::write(s.join("notes.txt"), "first draft\n"),
-            send: &["notes.txt"],
             expected: &["IN_CREATE notes.txt", "IN_CLOSE_WRITE notes.txt"],
         },
         Step {
             action: "rewrite notes.txt",
             shown: "notes.txt",
             change: |s| std::fs::write(s.join("notes.txt"), "second draft, longer\n"),
-            send: &["notes.txt"],
             expected: &["IN_MODIFY notes.txt", "IN_CLOSE_WRITE notes.txt"],
         },
         Step {
             action: "rename notes.txt -> docs/notes-final.txt",
             shown: "docs/notes-final.txt",
             change: |s| std::fs::rename(s.join("notes.txt"), s.join("docs/notes-final.txt")),
-            send: &["notes.txt", "docs/notes-final.txt"],
             expected: &[
                 "IN_MOVED_FROM notes.txt",
                 "IN_MOVED_TO docs/notes-final.txt",
@@ -635,7 +684,6 @@ fn script() -> Vec<Step> {
                 std::fs::write(s.join("projects/2026/plan.md"), "# plan\n")?;
                 std::fs::write(s.join("projects/2026/budget.csv"), "item,cost\n")
             },
-            send: &["projects"],
             expected: &[
                 "IN_CREATE|IN_ISDIR projects",
                 "IN_CREATE projects/2026/plan.md",
@@ -651,14 +699,12 @@ fn script() -> Vec<Step> {
                     std::fs::Permissions::from_mode(0o600),
                 )
             },
-            send: &["docs/notes-final.txt"],
             expected: &["IN_ATTRIB docs/notes-final.txt"],
         },
         Step {
             action: "delete docs/notes-final.txt",
             shown: "docs/notes-final.txt",
             change: |s| std::fs::remove_file(s.join("docs/notes-final.txt")),
-            send: &["docs/notes-final.txt"],
             expected: &["IN_DELETE docs/notes-final.txt"],
         },
     ]
@@ -668,14 +714,17 @@ fn play(n: usize, step: &Step, env: &Env, watcher: &mut Watcher) -> Result<StepR
     let shown = env.mnt.join(step.shown);
     // The reader looks first (so the kernel caches what it saw, including "no such file").
     let _ = look(&shown);
-    (step.change)(&env.src).map_err(|e| DemoError::Prepare {
+    // The host watcher waits while SOURCE changes, so the reader's stale view can be shown.
+    host_signal(env.host_pid, "STOP")?;
+    let changed = (step.change)(&env.src).map_err(|e| DemoError::Prepare {
         what: step.action.into(),
         source: e,
-    })?;
+    });
     let before = look(&shown);
     let truth = look(&env.src.join(step.shown));
     let sent = Instant::now();
-    host_send(&env.peer, step.send)?;
+    host_signal(env.host_pid, "CONT")?;
+    changed?;
     let expected: Vec<String> = step.expected.iter().map(|s| s.to_string()).collect();
     let events = watcher.collect(&env.mnt, &expected, Duration::from_secs(5));
     let latency = expected

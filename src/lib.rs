@@ -8,6 +8,8 @@
 //! - [`channels`]: the channel → folder map from `--map`.
 //! - [`trigger`]: the toggle-file trigger (`.virtiofs-refresh`) and its trailing-edge coalescer.
 //! - [`daemon`]: the guest daemon: accepts peers, parses lines, dispatches to triggers and overlays.
+//! - [`host`]: `vfnotify host`, the host side: watches the shared folders (fanotify or inotify) and
+//!   sends each guest the changed paths over one persistent connection per guest.
 //! - [`control`]: the local JSON control socket (server, client, `notify`/`status`/`watch`).
 //! - [`link`]: the overlay's side of the daemon link (subscribe, receive, acknowledge, reconnect).
 //! - [`overlay`]: the passthrough FUSE overlay: mount options, inode table, operations,
@@ -23,6 +25,7 @@ pub mod control;
 pub mod daemon;
 pub mod demo;
 pub mod fixtures;
+pub mod host;
 pub mod link;
 pub mod logging;
 pub mod overlay;

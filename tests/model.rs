@@ -857,3 +857,22 @@ fn regression_a_folder_renamed_to_a_removed_files_name() {
         &[HRmRf(0), HRename(2, 0), Notify(Scope::Whole)],
     );
 }
+
+/// Shrunk from a long run: the host renames file `a` away and makes a folder `a`; before the
+/// notification, the guest renames `a` (which it was told is the file) to `e`, and moves the
+/// host's folder: its watcher saw a file go to `e`. The notification must tell it `e` is a folder.
+#[test]
+fn regression_a_guest_rename_of_a_name_the_host_replaced() {
+    use Op::*;
+    regression(
+        "regression_guest_rename_of_replaced_name",
+        false,
+        5,
+        &[
+            HRename(0, 1),
+            HMkdir(0),
+            GRename(0, 3),
+            Notify(Scope::Whole),
+        ],
+    );
+}

@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # vfnotify end-to-end VM test: a Debian 6.1 guest under QEMU with a virtiofs share (virtiofsd)
 # and vsock (vhost-device-vsock, hybrid vsock on a Unix socket). The guest runs the vfnotify
-# daemon and the overlay over the share; this script changes files in the shared folder, notifies
-# the guest with `vfnotify send --to hvsock:...:3401`, and reads the guest's verdicts from its
-# serial console. See vm/README.md.
+# daemon and the overlay over the share; on the host, `vfnotify host --to hvsock:...:3401` watches
+# the shared folder (a private tmpfs) and tells the guest; this script only changes files there,
+# and reads the guest's verdicts from its serial console. See vm/README.md.
 #
 # Environment: VFNOTIFY_VM_CACHE (default ~/.cache/vfnotify-vm), VFNOTIFY_VM_TIMEOUT (whole guest
 # run, seconds, default 480), VFNOTIFY_VM_ACCEL (kvm|tcg, default: kvm when /dev/kvm works, else
 # tcg), VFNOTIFY_VM_STEP_DEADLINE (per-check guest deadline, seconds, default 30),
 # VFNOTIFY_VM_VERBOSE=1 (guest dumps its logs even when every check passes), VFNOTIFY_VM_VIRTIOFS_CACHE
-# (virtiofsd --cache: never (default: the overlay is the cache), auto, metadata, always).
+# (virtiofsd --cache: never (default: the overlay is the cache), auto, metadata, always),
+# VFNOTIFY_VM_HOST_BACKEND (`vfnotify host --backend`: auto (default), fanotify, inotify).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -17,6 +18,7 @@ CACHE=${VFNOTIFY_VM_CACHE:-$HOME/.cache/vfnotify-vm}
 TIMEOUT=${VFNOTIFY_VM_TIMEOUT:-480}
 STEP_DEADLINE=${VFNOTIFY_VM_STEP_DEADLINE:-30}
 VIRTIOFS_CACHE=${VFNOTIFY_VM_VIRTIOFS_CACHE:-never}
+HOST_BACKEND=${VFNOTIFY_VM_HOST_BACKEND:-auto}
 T0=$(date +%s)
 
 say() { echo "vm-test: $*" >&2; }
@@ -28,6 +30,7 @@ fatal() {
 # ---------------------------------------------------------------- temp dir and cleanup
 WORK=$(mktemp -d /tmp/vfnotify-vm.XXXXXX)
 PIDS=()
+SHARE_MOUNTED=0
 cleanup() {
     local rc=$?
     local p
@@ -39,6 +42,9 @@ cleanup() {
         kill -9 "$p" 2>/dev/null || true
         wait "$p" 2>/dev/null || true
     done
+    if [ "$SHARE_MOUNTED" = 1 ]; then
+        umount "$WORK/share" 2>/dev/null || umount -l "$WORK/share" 2>/dev/null || true
+    fi
     rm -rf "$WORK"
     exit "$rc"
 }
@@ -161,8 +167,13 @@ chmod 755 "$ROOT/init"
 (cd "$ROOT" && find . | cpio -o -H newc --quiet | gzip -1) >"$WORK/initrd.gz"
 
 # ---------------------------------------------------------------- host daemons
+# The shared folder is a private tmpfs: the host watcher's fanotify filesystem mark then sees
+# this test's changes only (on this machine's own filesystem it would see the whole machine).
 SHARE=$WORK/share
 mkdir -p "$SHARE"
+[ "$(id -u)" = 0 ] || fatal "run as root (the shared folder is a private tmpfs mount)"
+mount -t tmpfs -o size=64m,mode=0755 vfnotify-vm-share "$SHARE" || fatal "mount tmpfs at $SHARE"
+SHARE_MOUNTED=1
 echo "vfnotify vm test" >"$SHARE/.vm-share"
 FS_SOCK=$WORK/virtiofs.sock
 VS_SOCK=$WORK/vhost-vsock.sock
@@ -185,6 +196,18 @@ wait_socket "$FS_SOCK" $! virtiofsd "$WORK/virtiofsd.log"
 "$VSOCKD" --vm "guest-cid=3,uds-path=$HV_SOCK,socket=$VS_SOCK" >"$WORK/vsock.log" 2>&1 &
 PIDS+=($!)
 wait_socket "$VS_SOCK" $! vhost-device-vsock "$WORK/vsock.log"
+# The host side: watches SHARE, connects to the guest daemon over hybrid vsock (retrying with
+# backoff until the guest is up), tells it each change.
+HOST_CTL=$WORK/host.sock
+start_host() {
+    "$VFN" host --watch "docs=$SHARE" --to "hvsock:$HV_SOCK:3401" --control "$HOST_CTL" \
+        --backend "$HOST_BACKEND" -d >>"$WORK/host.log" 2>&1 &
+    HOST_PID=$!
+    PIDS+=("$HOST_PID")
+    wait_socket "$HOST_CTL" "$HOST_PID" "vfnotify host" "$WORK/host.log"
+}
+start_host
+say "host watcher: $(grep -m1 -o 'watching with [a-z]*' "$WORK/host.log" || echo started) (pid $HOST_PID)"
 
 # KVM only when it really runs this kernel: /dev/kvm may exist and still not run a normal guest
 # (a nested or paravirtual KVM such as kvm-pvm hangs as the kernel starts). Probe: the kernel's
@@ -228,26 +251,41 @@ QEMU=$!
 PIDS+=("$QEMU")
 
 # ---------------------------------------------------------------- the host's scripted changes
-send() {
-    local err
-    if ! err=$("$VFN" send --to "hvsock:$HV_SOCK:3401" docs "$@" 2>&1); then
-        say "HOST send docs $* failed: $err"
-        HOST_ERRORS+=("send docs $*: $err")
-    fi
-}
+# Only changes: the host watcher notifies the guest. Step 8 is made while the watcher is stopped:
+# it reaches the guest as the whole channel the watcher sends after it reconnects.
 HOST_ERRORS=()
+HOST_STATUS=""
+host_connected() { "$VFN" host status --control "$HOST_CTL" 2>/dev/null | grep -q '\[connected\]'; }
+wait_host_connected() {
+    for _ in $(seq 600); do
+        host_connected && return 0
+        kill -0 "$HOST_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    say "HOST the watcher is not connected to the guest: $(tail -3 "$WORK/host.log")"
+    HOST_ERRORS+=("host watcher not connected")
+    return 1
+}
+stop_host() {
+    kill "$HOST_PID" 2>/dev/null || true
+    wait "$HOST_PID" 2>/dev/null || true
+    rm -f "$HOST_CTL"
+}
 host_step() {
+    if [ "$1" = 1 ]; then wait_host_connected || true; fi
+    kill -0 "$HOST_PID" 2>/dev/null || HOST_ERRORS+=("vfnotify host exited before step $1")
     cd "$SHARE"
     case $1 in
-    1) printf 'hello\n' >new.txt && send new.txt ;;
-    2) printf 'hello, world: version 2\n' >new.txt && send new.txt ;;
-    3) printf 'HELLO, WORLD: VERSION 3\n' >new.txt && send new.txt ;;
-    4) mv new.txt renamed.txt && send new.txt renamed.txt ;;
-    5) chmod 600 renamed.txt && send renamed.txt ;;
-    6) rm renamed.txt && send renamed.txt ;;
-    7) mkdir sub && printf 'inner\n' >sub/inner.txt && send sub ;;
-    8) printf 'whole\n' >whole.txt && send ;;
-    9) rm -r sub && send sub ;;
+    1) printf 'hello\n' >new.txt ;;
+    2) printf 'hello, world: version 2\n' >new.txt ;;
+    3) printf 'HELLO, WORLD: VERSION 3\n' >new.txt ;;
+    4) mv new.txt renamed.txt ;;
+    5) chmod 600 renamed.txt ;;
+    6) rm renamed.txt ;;
+    7) mkdir sub && printf 'inner\n' >sub/inner.txt ;;
+    8) stop_host && printf 'whole\n' >whole.txt && start_host && { wait_host_connected || true; } ;;
+    9) rm -r sub ;;
+    10) HOST_STATUS=$("$VFN" host status --control "$HOST_CTL" 2>&1 | sed -n '/^guests:/,/^counters:/p' | tr '\n' ' ' | sed 's/  */ /g') ;;
     *) ;;
     esac
     cd - >/dev/null
@@ -289,12 +327,13 @@ lines | grep -v '^VFNOTIFY-VM STEP '
 echo
 pass=$(lines | grep -c '^VFNOTIFY-VM CHECK .* ok$' || true)
 fail=$(lines | grep -c '^VFNOTIFY-VM CHECK .* FAIL' || true)
+[ -n "$HOST_STATUS" ] && say "host watcher: $HOST_STATUS"
 say "guest serial log: $CACHE/last-serial.log"
 say "runtime: $((T1 - T0)) s in all, guest $((T1 - BOOT0)) s (accel=$ACCEL)"
 if [ "$result" != done ]; then
     say "FAILED: $result"
     tail -n 40 "$CACHE/last-serial.log" >&2
-    tail -n 5 "$WORK/qemu.log" "$WORK/virtiofsd.log" "$WORK/vsock.log" >&2 || true
+    tail -n 5 "$WORK/qemu.log" "$WORK/virtiofsd.log" "$WORK/vsock.log" "$WORK/host.log" >&2 || true
     exit 1
 fi
 echo "vm-test: $pass passed, $fail failed"

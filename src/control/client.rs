@@ -97,10 +97,44 @@ impl Client {
             return Err(ClientError::RequestTooLong);
         }
         line.push('\n');
-        self.stream
-            .write_all(line.as_bytes())
-            .map_err(ClientError::Send)?;
+        self.write_reading(line.as_bytes())?;
         Ok(id)
+    }
+
+    /// Write `bytes` while reading whatever the daemon sends meanwhile (kept for [`recv`]):
+    /// the daemon streams events on this connection and stops reading requests while they back
+    /// up, so a client that only wrote could wait on it for ever while it waits on the client.
+    ///
+    /// [`recv`]: Client::recv
+    fn write_reading(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        let mut off = 0;
+        while off < bytes.len() {
+            self.stream
+                .set_nonblocking(true)
+                .map_err(ClientError::Send)?;
+            let wrote = self.stream.write(bytes.get(off..).unwrap_or_default());
+            let read = match &wrote {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Some(self.fill()),
+                _ => None,
+            };
+            self.stream
+                .set_nonblocking(false)
+                .map_err(ClientError::Send)?;
+            match wrote {
+                Ok(n) => off += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => match read {
+                    // Nothing to read either: the daemon is busy; try again shortly.
+                    Some(Err(ClientError::Receive(e))) if e.kind() == io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Some(Err(e)) => return Err(e),
+                    _ => {}
+                },
+                Err(e) => return Err(ClientError::Send(e)),
+            }
+        }
+        Ok(())
     }
 
     /// Send a request and wait for its response, queueing events that arrive meanwhile (see
@@ -271,6 +305,58 @@ pub fn into_result(msg: Value) -> Result<Value, ClientError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The daemon writes events until its side of the socket is full and only then reads; a
+    /// client sending a large report meanwhile must not wait for it for ever (it did: both sides
+    /// blocked in write, the overlay's link stuck during a burst of host notifications).
+    #[test]
+    fn a_large_send_while_the_peer_writes_does_not_deadlock() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let peer = std::thread::spawn(move || {
+            let ev = format!(
+                "{}\n",
+                json!({"event": {"type": "notify", "paths": ["x".repeat(200)]}})
+            );
+            for _ in 0..20_000 {
+                b.write_all(ev.as_bytes()).unwrap();
+            }
+            let (mut got, mut lines) = (0usize, 0);
+            let mut buf = [0u8; 65536];
+            while lines < 5 {
+                let n = b.read(&mut buf).unwrap();
+                assert!(n > 0);
+                got += n;
+                lines += buf[..n].iter().filter(|&&c| c == b'\n').count();
+            }
+            got
+        });
+        let mut c = Client {
+            stream: a,
+            buf: Vec::new(),
+            next_id: 1,
+            events: VecDeque::new(),
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for _ in 0..5 {
+                c.send("status", json!({"pad": "p".repeat(60_000)}))
+                    .unwrap();
+            }
+            let mut events = 0;
+            while events < 20_000 {
+                let m = c.recv().unwrap();
+                assert!(m.get("event").is_some());
+                events += 1;
+            }
+            tx.send(events).unwrap();
+        });
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(20))
+                .expect("client and peer deadlocked"),
+            20_000
+        );
+        assert!(peer.join().unwrap() >= 300_000);
+    }
 
     #[test]
     fn small_reports_are_sent_whole() {

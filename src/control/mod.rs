@@ -97,21 +97,28 @@ pub fn notify_main(args: NotifyArgs) -> u8 {
     }
 }
 
+/// One request without arguments to the control socket at `control` (after `hello`), with a
+/// 10 s timeout: what `status` commands ask.
+pub fn query(control: &std::path::Path, cmd: &str) -> Result<Value, ClientError> {
+    let (mut client, _) = Client::connect_hello(control)?;
+    client.set_timeout(Some(Duration::from_secs(10)))?;
+    client.request(cmd, json!({}))
+}
+
+/// A JSON value as printed: pretty, one final newline.
+pub fn json_text(v: &Value) -> String {
+    let mut t = serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string());
+    t.push('\n');
+    t
+}
+
 /// `vfnotify status`.
 pub fn status_main(args: StatusArgs) -> u8 {
     crate::logging::init(false);
-    let run = || -> Result<Value, ClientError> {
-        let (mut client, _) = Client::connect_hello(&args.control)?;
-        client.set_timeout(Some(Duration::from_secs(10)))?;
-        client.request("status", json!({}))
-    };
-    match run() {
+    match query(&args.control, "status") {
         Ok(status) => {
             let text = if args.json {
-                let mut t =
-                    serde_json::to_string_pretty(&status).unwrap_or_else(|_| status.to_string());
-                t.push('\n');
-                t
+                json_text(&status)
             } else {
                 render_status(&status)
             };

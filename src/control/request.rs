@@ -73,9 +73,10 @@ pub fn hello_result() -> Value {
     json!({"protocol": PROTOCOL_VERSION, "program": crate::daemon::PROGRAM})
 }
 
-/// Parse one request line: its `id` (echoed in the response, even for a bad request) and the
-/// request or the error body to answer with.
-pub fn parse_request(line: &[u8]) -> (Option<Value>, Result<Request, Value>) {
+/// The envelope of one request line: its `id` (echoed in the response, even for a bad request)
+/// and its `cmd` with its `args` (an empty object when absent), or the error body to answer with.
+/// Shared by every control socket (the daemon's, the host watcher's).
+pub fn envelope(line: &[u8]) -> (Option<Value>, Result<(String, Args), Value>) {
     let req: Value = match serde_json::from_slice(line) {
         Ok(v) => v,
         Err(e) => return (None, Err(error("parse", format!("malformed JSON: {e}")))),
@@ -87,13 +88,24 @@ pub fn parse_request(line: &[u8]) -> (Option<Value>, Result<Request, Value>) {
             Err(error("bad-request", "a request needs a string `cmd`")),
         );
     };
-    let empty = Map::new();
     let args = match req.get("args") {
-        None | Some(Value::Null) => &empty,
-        Some(Value::Object(m)) => m,
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(m)) => m.clone(),
         Some(_) => return (id, Err(error("bad-request", "`args` must be an object"))),
     };
-    let parsed = match cmd {
+    (id, Ok((cmd.to_string(), args)))
+}
+
+/// Parse one request line: its `id` (echoed in the response, even for a bad request) and the
+/// request or the error body to answer with.
+pub fn parse_request(line: &[u8]) -> (Option<Value>, Result<Request, Value>) {
+    let (id, env) = envelope(line);
+    let (cmd, args) = match env {
+        Ok(x) => x,
+        Err(e) => return (id, Err(e)),
+    };
+    let args = &args;
+    let parsed = match cmd.as_str() {
         "hello" => hello(args),
         "status" => Ok(Request::Status),
         "notify" => notify(args),
@@ -113,7 +125,8 @@ pub fn parse_request(line: &[u8]) -> (Option<Value>, Result<Request, Value>) {
     (id, parsed)
 }
 
-type Args = Map<String, Value>;
+/// A request's `args`.
+pub type Args = Map<String, Value>;
 
 fn channel_arg(args: &Args, cmd: &str) -> Result<String, Value> {
     let channel = args
@@ -125,6 +138,13 @@ fn channel_arg(args: &Args, cmd: &str) -> Result<String, Value> {
 }
 
 fn hello(args: &Args) -> Result<Request, Value> {
+    check_protocol(args, "daemon")?;
+    Ok(Request::Hello)
+}
+
+/// `hello`'s check: an optional `protocol` whose major version is ours (`incompatible-version`
+/// otherwise). `who` names the server in the message.
+pub fn check_protocol(args: &Args, who: &str) -> Result<(), Value> {
     if let Some(v) = args.get("protocol") {
         let theirs = v
             .as_str()
@@ -134,12 +154,12 @@ fn hello(args: &Args) -> Result<Request, Value> {
             return Err(error(
                 "incompatible-version",
                 format!(
-                    "client speaks control protocol {theirs}, this daemon speaks {PROTOCOL_VERSION}; major versions differ"
+                    "client speaks control protocol {theirs}, this {who} speaks {PROTOCOL_VERSION}; major versions differ"
                 ),
             ));
         }
     }
-    Ok(Request::Hello)
+    Ok(())
 }
 
 fn notify(args: &Args) -> Result<Request, Value> {

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::sync::{Semaphore, mpsc};
 
@@ -108,26 +108,15 @@ async fn serve(shared: Arc<Shared>, stream: UnixStream) {
     let mut reader = BufReader::new(rd);
     let mut line = Vec::new();
     loop {
-        line.clear();
-        match (&mut reader)
-            .take(MAX_MESSAGE as u64 + 1)
-            .read_until(b'\n', &mut line)
-            .await
-        {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-        if line.len() > MAX_MESSAGE {
-            Counters::bump(&shared.counters.control_errors);
-            let body = error(
-                "overlong",
-                format!("request longer than {MAX_MESSAGE} bytes; closing"),
-            );
-            let _ = conn.tx.send(response(&None, Err(body))).await;
-            break;
-        }
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
+        match read_request(&mut reader, &mut line).await {
+            Read::End => break,
+            Read::Overlong(body) => {
+                Counters::bump(&shared.counters.control_errors);
+                let _ = conn.tx.send(body).await;
+                break;
+            }
+            Read::Blank => continue,
+            Read::Line => {}
         }
         if !conn.handle(&line).await {
             break;
@@ -141,6 +130,43 @@ async fn serve(shared: Arc<Shared>, stream: UnixStream) {
     }
     drop(conn);
     let _ = writer.await;
+}
+
+/// What [`read_request`] found.
+pub enum Read {
+    /// The connection ended (or failed).
+    End,
+    /// A line longer than [`MAX_MESSAGE`]: answer with this `overlong` error and close.
+    Overlong(String),
+    /// A blank line: skip it.
+    Blank,
+    /// A request line, in the buffer.
+    Line,
+}
+
+/// Read the next request line (at most [`MAX_MESSAGE`] bytes) into `line`. Shared by every
+/// control socket (the daemon's, the host watcher's).
+pub async fn read_request<R: AsyncBufRead + Unpin>(reader: &mut R, line: &mut Vec<u8>) -> Read {
+    line.clear();
+    match reader
+        .take(MAX_MESSAGE as u64 + 1)
+        .read_until(b'\n', line)
+        .await
+    {
+        Ok(0) | Err(_) => return Read::End,
+        Ok(_) => {}
+    }
+    if line.len() > MAX_MESSAGE {
+        let body = error(
+            "overlong",
+            format!("request longer than {MAX_MESSAGE} bytes; closing"),
+        );
+        return Read::Overlong(response(&None, Err(body)));
+    }
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return Read::Blank;
+    }
+    Read::Line
 }
 
 impl Conn {

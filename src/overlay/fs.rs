@@ -763,6 +763,17 @@ impl Shared {
         }
     }
 
+    /// Record `entry` for `(parent, name)` in the parent's view as it is.
+    fn note_local_entry(&self, parent: Ino, name: &OsStr, entry: EntrySnap) {
+        if let Some(pnode) = self.table.get(parent) {
+            let mut ps = pnode.state();
+            ps.negatives.remove(name);
+            if let Some(snap) = ps.snapshot.as_mut() {
+                snap.insert(name.to_owned(), entry);
+            }
+        }
+    }
+
     /// After a local change to a node's attributes or data, refresh its snapshot entries.
     fn note_local_node(&self, node: &Node, st: &libc::stat) {
         let links = node.state().links.clone();
@@ -1536,13 +1547,16 @@ impl OverlayFs {
             if on_self {
                 sys::ftruncate(target, size)?;
             } else {
-                let f = sys::openat(
-                    target,
-                    name,
-                    libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK,
-                    0,
-                )?;
-                sys::ftruncate(f.as_fd(), size)?;
+                // truncate(2), not a write open of its own: its close would show on SOURCE as a
+                // write session of its own (an IN_CLOSE_WRITE of the emptied file, before the
+                // client's write of an O_TRUNC open), which a host watcher would pass on.
+                let mut p = format!(
+                    "/proc/self/fd/{}/",
+                    std::os::fd::AsRawFd::as_raw_fd(&target)
+                )
+                .into_bytes();
+                p.extend_from_slice(name.to_bytes());
+                sys::truncate_nofollow(&std::ffi::CString::new(p)?, size)?;
             }
         }
         if atime.is_some() || mtime.is_some() {
@@ -1734,6 +1748,13 @@ impl OverlayFs {
                 .as_ref()
                 .filter(|r| r.is_dir && !exchange)
                 .and_then(|r| s.dir_fd(r).ok());
+            // What the guest was told `name` is (a host change not notified yet may have put
+            // another object there).
+            let believed = pnode
+                .state()
+                .snapshot
+                .as_ref()
+                .and_then(|v| v.get(name).copied());
             sys::renameat2(
                 pfd.as_fd(),
                 &sys::cstr(name)?,
@@ -1742,11 +1763,23 @@ impl OverlayFs {
                 flags.bits(),
             )?;
             let st_new = sys::fstatat(npfd.as_fd(), &sys::cstr(newname)?).ok();
-            s.note_local(newparent.0, newname, st_new.as_ref());
-            // A rename changes the ctime of what moved (a directory's attributes are served
-            // from the overlay's view under cache=always, so refresh it).
-            if let (Some(m), Some(st)) = (&moved, &st_new) {
-                s.note_local_node(m, st);
+            let other = believed.filter(|b| {
+                st_new
+                    .as_ref()
+                    .is_some_and(|st| (b.key.dev, b.key.ino) != (st.st_dev, st.st_ino))
+            });
+            if let Some(b) = other {
+                // The guest moved another object than it believed (and its watchers saw move):
+                // the view keeps what they saw there, so the next rescan tells them of the host's
+                // object in its place.
+                s.note_local_entry(newparent.0, newname, b);
+            } else {
+                s.note_local(newparent.0, newname, st_new.as_ref());
+                // A rename changes the ctime of what moved (a directory's attributes are served
+                // from the overlay's view under cache=always, so refresh it).
+                if let (Some(m), Some(st)) = (&moved, &st_new) {
+                    s.note_local_node(m, st);
+                }
             }
             if exchange {
                 let st_old = sys::fstatat(pfd.as_fd(), &sys::cstr(name)?).ok();
