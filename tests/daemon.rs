@@ -578,8 +578,10 @@ fn a_flood_of_short_lived_connections_leaves_the_daemon_serving() {
     let mut sent = 0;
     while flood.iter().any(|f| !f.is_finished()) && sent < 20 {
         let mut s = d.connect();
-        s.write_all(b"docs\n").expect("write");
-        sent += 1;
+        // Evicted before it wrote (the table fills faster than lines arrive here): not sent.
+        if s.write_all(b"docs\n").is_ok() {
+            sent += 1;
+        }
     }
     for f in flood {
         f.join().unwrap();

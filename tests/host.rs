@@ -94,34 +94,6 @@ enum Check {
     /// A tree removal: the same events, siblings in any order (`rm -rf` removes them in its
     /// readdir order, the overlay in its own), each folder's delete after everything inside it.
     Removal,
-    /// KNOWN DEFECT, to tighten after the merge of issue 14 (overlay event fidelity, fixed in
-    /// parallel): the events are not yet those of the local change. Only what must already hold
-    /// is asserted: the state is fresh (always checked) and `must` holds for the host events.
-    /// Replace with `Exact` once issue 14 is merged.
-    Known {
-        why: &'static str,
-        must: fn(&[String]) -> bool,
-    },
-}
-
-/// Whether the last event that creates or removes `name` creates it (a watcher ends up
-/// believing it exists).
-fn ends_present(ev: &[String], name: &str) -> bool {
-    let kind = |t: &String| t.split(' ').next().unwrap_or_default().to_string();
-    ev.iter()
-        .rev()
-        .filter(|t| t.split(' ').nth(1) == Some(name))
-        .map(kind)
-        .find(|k| ["CREATE", "MOVED_TO", "DELETE", "MOVED_FROM"].contains(&k.as_str()))
-        .is_some_and(|k| k == "CREATE" || k == "MOVED_TO")
-}
-
-/// Every event names one of `names`.
-fn only_names(ev: &[String], names: &[&str]) -> bool {
-    ev.iter().all(|t| {
-        let n = t.split(' ').nth(1).unwrap_or_default();
-        names.contains(&n)
-    })
 }
 
 fn w(p: &Path, rel: &str, data: &[u8]) {
@@ -242,17 +214,12 @@ const CASES: &[Case] = &[
         op: |p| {
             let t = fs::FileTimes::new()
                 .set_modified(std::time::UNIX_EPOCH + Duration::from_secs(1_000_000));
-            fs::File::options()
-                .write(true)
-                .open(p.join("utimes/f"))
+            fs::File::open(p.join("utimes/f"))
                 .unwrap()
                 .set_times(t)
                 .unwrap();
         },
-        check: Check::Known {
-            why: "issue 14: utimes is replayed as IN_MODIFY + IN_CLOSE_WRITE, not IN_ATTRIB",
-            must: |ev| !ev.is_empty() && only_names(ev, &["utimes/f"]),
-        },
+        check: Check::Exact,
     },
     Case {
         name: "rename within a folder",
@@ -270,12 +237,7 @@ const CASES: &[Case] = &[
             w(p, "atomic/.f.tmp", b"new content!");
             fs::rename(p.join("atomic/.f.tmp"), p.join("atomic/f")).unwrap();
         },
-        check: Check::Known {
-            why: "issue 14: a replaced name is replayed as delete + create, not as the rename over it",
-            must: |ev| {
-                ends_present(ev, "atomic/f") && only_names(ev, &["atomic/f", "atomic/.f.tmp"])
-            },
-        },
+        check: Check::Exact,
     },
     Case {
         name: "nested mkdir",
@@ -297,23 +259,12 @@ const CASES: &[Case] = &[
             std::os::unix::fs::symlink("two", p.join("symlink/.l.tmp")).unwrap();
             fs::rename(p.join("symlink/.l.tmp"), p.join("symlink/l")).unwrap();
         },
-        check: Check::Known {
-            why: "issue 14: a replaced name is replayed as delete + create, not as the rename over it",
-            must: |ev| {
-                ends_present(ev, "symlink/l") && only_names(ev, &["symlink/l", "symlink/.l.tmp"])
-            },
-        },
+        check: Check::Exact,
     },
     Case {
         name: "hard link",
         op: |p| fs::hard_link(p.join("link1/f"), p.join("link2/h")).unwrap(),
-        check: Check::Known {
-            why: "issue 14: a hard link is replayed with IN_MODIFY + IN_CLOSE_WRITE on the new name and IN_ATTRIB on the old one",
-            must: |ev| {
-                ev.first().map(String::as_str) == Some("CREATE link2/h")
-                    && only_names(ev, &["link2/h", "link1/f"])
-            },
-        },
+        check: Check::Exact,
     },
     Case {
         name: "xattr",
@@ -330,7 +281,16 @@ fn normalise(events: &[Event], root: &Path) -> Vec<String> {
     let mut cookies: Vec<u32> = Vec::new();
     let mut out: Vec<String> = Vec::new();
     for e in events {
-        let rel = e.dir.strip_prefix(root).unwrap_or(&e.dir).join(&e.name);
+        // A temporary name (an atomic save's, or the overlay's for a replacement it replays)
+        // is the maker's choice.
+        let name = if e.name.starts_with('.')
+            && (e.name.ends_with(".tmp") || e.name.contains(".vfnotify-"))
+        {
+            "<tmp>"
+        } else {
+            e.name.as_str()
+        };
+        let rel = e.dir.strip_prefix(root).unwrap_or(&e.dir).join(name);
         let rel = rel.display().to_string();
         if e.mask == libc::IN_MODIFY {
             let tok = format!("MODIFY {rel}");
@@ -450,19 +410,6 @@ fn exact_events(test: &str, backend: &str) {
                 });
                 if a != b || !ordered {
                     failures.push(format!("{}:\n  local {want:?}\n  host  {got:?}", case.name));
-                }
-            }
-            Check::Known { why, must } => {
-                assert!(
-                    must(&got),
-                    "{}: even what must hold does not: {got:?} (local {want:?})",
-                    case.name
-                );
-                if got != want {
-                    eprintln!(
-                        "KNOWN ({why}) {}:\n  local {want:?}\n  host  {got:?}",
-                        case.name
-                    );
                 }
             }
         }
@@ -985,13 +932,6 @@ impl Drop for OverlayOn {
 /// One change made through a mount.
 type Step = Box<dyn Fn(&Path)>;
 
-/// Tokens with their cookie numbers dropped (a repeated rename has new cookies).
-fn normalise_cookies(v: &[String]) -> Vec<String> {
-    v.iter()
-        .map(|t| t.split(" #").next().unwrap_or(t).to_string())
-        .collect()
-}
-
 /// A change a guest makes through its overlay reaches SOURCE; the host watcher sees it and tells
 /// both guests: the other one's watchers get exactly the events the originating one's got
 /// locally, and the originating one's watchers get nothing more.
@@ -1079,24 +1019,9 @@ fn a_change_through_one_guest_reaches_the_other_exactly_and_does_not_echo() {
             );
             // The originating guest: its watcher got the local events, and nothing more.
             let at_a = normalise(&wa.events(Duration::from_millis(100)), &a.mnt);
-            if at_a != want {
-                // KNOWN RACE (overlay, to fix with issue 14's suppression rule): when the host's
-                // notification is handled between the client's change on SOURCE and the
-                // overlay's note of it in its view (a preempted request handler), the overlay
-                // replays its own client's change once more (seen in about 1 run in 5 here, for
-                // a rename and a chmod). Tolerated only as that exact repetition; replace with
-                // `assert_eq!(at_a, want)` once the overlay notes its own changes atomically.
-                let twice: Vec<String> = want.iter().chain(want.iter()).cloned().collect();
-                let twice = normalise_cookies(&twice);
-                assert_eq!(
-                    normalise_cookies(&at_a),
-                    twice,
-                    "{backend} {name}: the originating guest saw more than its own change"
-                );
-                eprintln!(
-                    "KNOWN RACE {backend} {name}: the originating overlay replayed its own change once more: {at_a:?}"
-                );
-            }
+            // (Also when the host's notification is handled while the client's change is
+            // under way: between its change on SOURCE and its note in the overlay's view.)
+            assert_eq!(at_a, want, "{backend} {name}: the originating guest");
             assert_eq!(
                 tree_digest(&b.mnt),
                 tree_digest(&s.src),

@@ -170,6 +170,8 @@ pub struct Stats {
     pub epoch_bumps: AtomicU64,
     pub local_writes: AtomicU64,
     pub replay_retries: AtomicU64,
+    /// Changes a rescan found on names a client was changing at that moment (the client's).
+    pub local_raced: AtomicU64,
     /// Replays skipped because the kernel had forgotten the folder (no watch can be on it).
     pub replay_unheld: AtomicU64,
     /// Content replays whose open for writing was refused (no IN_CLOSE_WRITE).
@@ -234,6 +236,7 @@ impl Stats {
             epoch_bumps,
             local_writes,
             replay_retries,
+            local_raced,
             replay_unheld,
             replay_no_close,
             baselines_uncertain,
@@ -305,6 +308,8 @@ pub struct Shared {
     next_fh: AtomicU64,
     /// Directory nodes that need a baseline snapshot (drained by the sync worker).
     pub baseline_tx: Mutex<Option<std::sync::mpsc::Sender<super::sync::Job>>>,
+    /// Client operations under way (see [`super::local_ops`]).
+    pub local: super::local_ops::LocalOps,
     /// Rescans asked for by opens that found a file changed (see [`super::access`]).
     pub revalidating: super::access::Pending,
     /// Their reports, in order: the changes they found go to watch subscribers with the next
@@ -455,6 +460,7 @@ impl Shared {
                 .collect(),
             next_fh: AtomicU64::new(1),
             baseline_tx: Mutex::new(None),
+            local: Default::default(),
             revalidating: super::access::Pending::default(),
             revalidation_reports: Mutex::default(),
             flags: MountFlagsNow {
@@ -761,6 +767,13 @@ impl Shared {
                 }
             }
         }
+    }
+
+    /// A client operation on a node's names (attributes, xattrs) begins.
+    fn local_node(&self, node: &Node) -> super::local_ops::LocalGuard<'_> {
+        let links = node.state().links.clone();
+        let names: Vec<(Ino, &OsStr)> = links.iter().map(|(p, n)| (*p, n.as_os_str())).collect();
+        self.local.begin(&names)
     }
 
     /// Record `entry` for `(parent, name)` in the parent's view as it is.
@@ -1483,6 +1496,7 @@ impl OverlayFs {
         }
         s.check_writable(req)?;
         s.audit(req, "setattr", ino.0, None);
+        let _local = s.local_node(&node);
         // Where to act: an open file, the directory itself, or the name in its parent — and for
         // an open file whose last name is gone, any open handle of it.
         let handle_fd: Option<OwnedFd> =
@@ -1631,6 +1645,7 @@ impl OverlayFs {
         }
         s.check_writable(req)?;
         s.audit(req, op, parent.0, Some(name));
+        let _local = s.local.begin(&[(parent.0, name)]);
         let pfd = s.dir_fd(&pnode)?;
         let cname = sys::cstr(name)?;
         s.as_client(umask, mode, |m| make(pfd.as_fd(), &cname, m))?;
@@ -1655,6 +1670,7 @@ impl OverlayFs {
         let s = &self.s;
         let pnode = s.node(parent)?;
         let child = s.child_of(&pnode, name);
+        let _local = (!s.replay.is_replay(req)).then(|| s.local.begin(&[(parent.0, name)]));
         if !s.replay.is_replay(req) {
             s.check_writable(req)?;
             s.audit(
@@ -1737,6 +1753,8 @@ impl OverlayFs {
         };
         let replaced = s.child_of(&npnode, newname);
         let exchange = flags.contains(RenameFlags::RENAME_EXCHANGE);
+        let _local = (!s.replay.is_replay(req))
+            .then(|| s.local.begin(&[(parent.0, name), (newparent.0, newname)]));
         if !s.replay.is_replay(req) {
             s.check_writable(req)?;
             s.audit(req, "rename", parent.0, Some(name));
@@ -1828,6 +1846,7 @@ impl OverlayFs {
         let node = s.node(ino)?;
         let npnode = s.node(newparent)?;
         let npfd = s.dir_fd(&npnode)?;
+        let _local = (!s.replay.is_replay(req)).then(|| s.local.begin(&[(newparent.0, newname)]));
         if !s.replay.is_replay(req) {
             s.check_writable(req)?;
             s.audit(req, "link", newparent.0, Some(newname));
@@ -2810,6 +2829,7 @@ impl Filesystem for OverlayFs {
             .and_then(|_| s.node(ino))
             .and_then(|node| {
                 s.audit(req, "setxattr", ino.0, None);
+                let _local = s.local_node(&node);
                 let (fd, n) = self.xattr_target(&node)?;
                 sys::setxattr(fd.as_fd(), &sys::cstr(&n)?, &sys::cstr(name)?, value, flags)?;
                 if let Ok(st) = s.stat_node(&node) {
@@ -2865,6 +2885,7 @@ impl Filesystem for OverlayFs {
             .check_writable(req)
             .and_then(|_| s.node(ino))
             .and_then(|node| {
+                let _local = s.local_node(&node);
                 let (fd, n) = self.xattr_target(&node)?;
                 sys::removexattr(fd.as_fd(), &sys::cstr(&n)?, &sys::cstr(name)?)?;
                 if let Ok(st) = s.stat_node(&node) {
@@ -2897,6 +2918,7 @@ impl Filesystem for OverlayFs {
         let res = (|| -> io::Result<(Arc<Node>, FileAttr, OwnedFd)> {
             s.check_writable(req)?;
             s.audit(req, "create", parent.0, Some(name));
+            let _local = s.local.begin(&[(parent.0, name)]);
             let pnode = s.node(parent)?;
             let pfd = s.dir_fd(&pnode)?;
             let cname = sys::cstr(name)?;

@@ -14,6 +14,7 @@ pub mod access;
 pub mod fs;
 pub mod inode;
 pub mod kernel_notify;
+pub mod local_ops;
 pub mod options;
 pub mod sync;
 

@@ -159,6 +159,8 @@ impl Worker {
         let before_entries = s.stats.entries_scanned.load(Ordering::Relaxed);
         let events_before = s.stats.events_replayed.load(Ordering::Relaxed);
         let precise = s.cfg.events.precise();
+        // Client operations from here on are theirs (see `local_ops`).
+        let since = s.local.now();
 
         // 1. Re-read what is in scope and diff it with the last view.
         let Rescan {
@@ -177,6 +179,14 @@ impl Worker {
         s.stats
             .local_writes
             .fetch_add(local.len() as u64, Ordering::Relaxed);
+        // A client changing these names right now made what the rescan may have read: not the
+        // host's change (its view is the client's operation to record).
+        let (changes, raced): (Vec<Change>, Vec<Change>) = changes
+            .into_iter()
+            .partition(|c| !c.names().iter().any(|(d, n)| s.local.touched(*d, n, since)));
+        s.stats
+            .local_raced
+            .fetch_add(raced.len() as u64, Ordering::Relaxed);
         // 2. Folders new or removed as a whole, entry by entry.
         let (changes, tree_views) = self.expand_trees(changes, &mut views);
         let n_changes = changes.len() as u64;
@@ -264,7 +274,25 @@ impl Worker {
             for n in &negatives {
                 st.negatives.remove(n);
             }
+            // What client operations recorded meanwhile stays.
+            let keep: Vec<(std::ffi::OsString, Option<EntrySnap>)> = s
+                .local
+                .touched_in(node.ino, since)
+                .into_iter()
+                .map(|n| {
+                    let e = st.snapshot.as_ref().and_then(|v| v.get(&n).copied());
+                    (n, e)
+                })
+                .collect();
             view.commit(&mut st.snapshot);
+            if let Some(snap) = st.snapshot.as_mut() {
+                for (n, e) in keep {
+                    match e {
+                        Some(e) => snap.insert(n, e),
+                        None => snap.remove(&n),
+                    };
+                }
+            }
             drop(st);
             if stale {
                 self.inval_inode(node.ino, -1, 0);
@@ -297,6 +325,7 @@ impl Worker {
         }
         s.replay.clear();
         s.replay.unmark_all();
+        s.local.forget_before(since);
         let mut records = records;
         records.extend(self.reach_records(paths));
         let report = NotifyReport {

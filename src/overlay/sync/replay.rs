@@ -250,12 +250,30 @@ impl Worker {
                 } else if old.uid != new.uid || old.gid != new.gid {
                     sys::fchownat(sys::cwd(), &p, new.uid, new.gid)
                 } else {
-                    sys::utimensat(
-                        sys::cwd(),
-                        &p,
-                        sys::SetTime::At(new.atime.0, new.atime.1),
-                        sys::SetTime::At(new.mtime.0, new.mtime.1),
-                    )
+                    // Only the times that moved, as the host set them: the kernel tells
+                    // watchers IN_ATTRIB for both, IN_MODIFY for mtime alone (`touch -m`).
+                    let time = |moved: bool, t: (i64, i64)| {
+                        if moved {
+                            sys::SetTime::At(t.0, t.1)
+                        } else {
+                            sys::SetTime::Omit
+                        }
+                    };
+                    // An atime that moved by itself is a read on the host; one set with mtime
+                    // to the same value is utimes' (touch's) doing.
+                    let m = old.mtime != new.mtime;
+                    let a = old.atime != new.atime && new.atime == new.mtime;
+                    if !a && !m {
+                        // ctime alone (an xattr): any time set gives IN_ATTRIB.
+                        sys::utimensat(
+                            sys::cwd(),
+                            &p,
+                            sys::SetTime::At(new.atime.0, new.atime.1),
+                            sys::SetTime::At(new.mtime.0, new.mtime.1),
+                        )
+                    } else {
+                        sys::utimensat(sys::cwd(), &p, time(a, new.atime), time(m, new.mtime))
+                    }
                 };
                 Ok(r?)
             }

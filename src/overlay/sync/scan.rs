@@ -256,7 +256,9 @@ impl Worker {
                 }
                 Scope::Entry(dir, name) => {
                     // Gathered per folder: one view per folder per notification.
+                    // (Paths below one name name it once each: `x` for `x/y` and `x/z`.)
                     match entries.iter_mut().find(|(d, _)| *d == dir) {
+                        Some((_, names)) if names.contains(&name) => {}
                         Some((_, names)) => names.push(name),
                         None => entries.push((dir, vec![name])),
                     }
