@@ -390,6 +390,21 @@ fn cases() -> Vec<Case> {
             touch: &["f"],
         },
         Case {
+            // `touch -m -d 2001-02-03 f`: mtime alone, IN_MODIFY locally.
+            name: "mtime-only",
+            prep: |r| write(&r.join("f"), b"hello"),
+            change: |r| {
+                let t = UNIX_EPOCH + Duration::from_secs(981_158_400);
+                let f = fs::File::open(r.join("f")).unwrap();
+                f.set_times(fs::FileTimes::new().set_modified(t)).unwrap();
+            },
+            scopes: &["f"],
+            flat: &[""],
+            // Looked up and stat'ed, not read: a read after the change moves atime (relatime),
+            // and mtime with atime is utimes' IN_ATTRIB (the documented price, README).
+            touch: &[""],
+        },
+        Case {
             name: "utimes",
             prep: |r| write(&r.join("f"), b"hello"),
             change: |r| {
@@ -727,6 +742,7 @@ fidelity! {
     chmod => "chmod",
     chown => "chown",
     utimes_only => "utimes",
+    mtime_only => "mtime-only",
     rename_within_a_folder => "rename-within",
     rename_across_folders => "rename-across",
     two_names_swapped => "swap",

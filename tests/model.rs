@@ -876,3 +876,24 @@ fn regression_a_guest_rename_of_a_name_the_host_replaced() {
         ],
     );
 }
+
+/// Shrunk from a long run: the host makes two folders, then moves an existing folder into one of
+/// them and another into the other's place. A folder moved into a new tree is a rename (its
+/// watchers hear `IN_MOVED_FROM`/`IN_MOVED_TO`), not a delete of the old tree plus a create
+/// inside the new one, and the new tree is described without it.
+#[test]
+fn regression_a_folder_moved_into_a_new_tree() {
+    use Op::*;
+    regression(
+        "regression_folder_into_new_tree",
+        false,
+        5,
+        &[
+            HMkdir(0),
+            HMkdir(3),
+            HRename(0, 4),
+            HRename(2, 7),
+            Notify(Scope::Whole),
+        ],
+    );
+}

@@ -168,6 +168,9 @@ impl Worker {
             mut views,
             unseen,
         } = self.rescan(paths);
+        // 2. Folders new as a whole, entry by entry (before pairing: a folder moved into one is
+        //    a rename).
+        let (changes, tree_views, inside) = self.expand_new_trees(changes, &mut views);
         let changes = diff::pair(changes, |k| self.known_elsewhere(k));
         // New content in a file a client has open for writing through the overlay is that
         // client's doing, not the host's: no event, no record (the view catches up at release).
@@ -188,7 +191,8 @@ impl Worker {
             .local_raced
             .fetch_add(raced.len() as u64, Ordering::Relaxed);
         // 2. Folders new or removed as a whole, entry by entry.
-        let (changes, tree_views) = self.expand_trees(changes, &mut views);
+        let changes = self.expand_removed_trees(changes, &mut views);
+        let changes = self.renames_into_new_trees(changes, &inside);
         let n_changes = changes.len() as u64;
         let records = self.records(&changes);
         let changes = self.break_rename_cycles(changes);
@@ -342,14 +346,22 @@ impl Worker {
 
     /// A folder that is new in this notification is described whole, from SOURCE, as creates
     /// after its own (what a rescan of it as a known folder found is dropped: a client's
-    /// listing told no watcher anything); a removed folder's known content goes before it, as
-    /// deletes, deepest first. Returns the changes and the new folders' views.
-    fn expand_trees(
+    /// listing told no watcher anything) — except the folders in it that were elsewhere before
+    /// (their deletes are in `changes`: moved in, they pair into renames). Run before pairing.
+    /// Returns the changes, the new folders' views and their node ids.
+    fn expand_new_trees(
         &self,
         changes: Vec<Change>,
         views: &mut Vec<(Arc<Node>, View)>,
-    ) -> (Vec<Change>, Vec<(Ino, Snapshot)>) {
+    ) -> (Vec<Change>, Vec<(Ino, Snapshot)>, HashSet<Ino>) {
         let s = &self.s;
+        let moved: HashSet<Key> = changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Delete { old, .. } => Some(old.key),
+                _ => None,
+            })
+            .collect();
         let created: HashSet<Ino> = changes
             .iter()
             .filter_map(|c| match c {
@@ -359,39 +371,32 @@ impl Worker {
             .collect();
         let mut budget = TREE_BUDGET;
         let mut tree_views = Vec::new();
-        let mut removed_dirs = Vec::new();
         let mut expanded: Vec<(usize, Vec<Change>)> = Vec::new();
         for (i, c) in changes.iter().enumerate() {
-            let mut nested = Vec::new();
-            match c {
-                // A folder inside another new one is described by that one.
-                Change::Create { dir, name, new } if new.is_dir() && !created.contains(dir) => {
+            // A folder inside another new one is described by that one.
+            if let Change::Create { dir, name, new } = c {
+                if new.is_dir() && !created.contains(dir) && !moved.contains(&new.key) {
+                    let mut nested = Vec::new();
                     if let Ok(fd) = self.open_child_dir(*dir, name, new.key) {
                         let ino = s.table.ino_for(new.key);
                         self.scan_new_tree(
                             fd.as_fd(),
                             ino,
+                            &moved,
                             &mut budget,
                             &mut nested,
                             &mut tree_views,
                         );
                     }
+                    expanded.push((i, nested));
                 }
-                Change::Delete { old, .. } if old.is_dir() => {
-                    self.removed_tree(old, &mut budget, &mut nested, &mut removed_dirs)
-                }
-                _ => continue,
             }
-            expanded.push((i, nested));
-        }
-        if expanded.is_empty() {
-            return (changes, tree_views);
         }
         let inside: HashSet<Ino> = tree_views.iter().map(|(ino, _)| *ino).collect();
-        // A removed folder is still readable through the fd the overlay holds: its own rescan
-        // found it empty. Its content's deletes are the expansion's, in post-order.
-        let removed: HashSet<Ino> = removed_dirs.into_iter().collect();
-        views.retain(|(n, _)| !inside.contains(&n.ino) && !removed.contains(&n.ino));
+        if expanded.is_empty() {
+            return (changes, tree_views, inside);
+        }
+        views.retain(|(n, _)| !inside.contains(&n.ino));
         let mut out = Vec::with_capacity(changes.len());
         let mut next = expanded.into_iter().peekable();
         for (i, c) in changes.into_iter().enumerate() {
@@ -399,23 +404,67 @@ impl Worker {
                 Some((j, _)) if *j == i => next.next().map(|(_, n)| n).unwrap_or_default(),
                 _ => Vec::new(),
             };
-            let in_new_tree = c.names().iter().any(|(d, _)| inside.contains(d))
-                && !matches!(c, Change::Delete { .. } | Change::Rename { .. });
-            if in_new_tree || c.names().iter().any(|(d, _)| removed.contains(d)) {
+            // (A name the kernel may hold that is gone stays a delete: it must be expired.)
+            if c.names().iter().any(|(d, _)| inside.contains(d))
+                && !matches!(c, Change::Delete { .. })
+            {
                 continue;
             }
-            match &c {
-                Change::Delete { .. } => {
-                    out.extend(nested);
-                    out.push(c);
-                }
-                _ => {
-                    out.push(c);
-                    out.extend(nested);
+            out.push(c);
+            out.extend(nested);
+        }
+        (out, tree_views, inside)
+    }
+
+    /// A removed folder's known content goes before it, as deletes, deepest first — but for
+    /// what was moved out of it (a rename). Run after pairing.
+    fn expand_removed_trees(
+        &self,
+        changes: Vec<Change>,
+        views: &mut Vec<(Arc<Node>, View)>,
+    ) -> Vec<Change> {
+        let moved: HashSet<Key> = changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Rename { old, .. } => Some(old.key),
+                _ => None,
+            })
+            .collect();
+        let mut budget = TREE_BUDGET;
+        let mut removed_dirs = Vec::new();
+        let mut expanded: Vec<(usize, Vec<Change>)> = Vec::new();
+        for (i, c) in changes.iter().enumerate() {
+            if let Change::Delete { old, .. } = c {
+                if old.is_dir() {
+                    let mut nested = Vec::new();
+                    self.removed_tree(old, &moved, &mut budget, &mut nested, &mut removed_dirs);
+                    expanded.push((i, nested));
                 }
             }
         }
-        (self.renames_into_new_trees(out, &inside), tree_views)
+        if expanded.is_empty() {
+            return changes;
+        }
+        // A removed folder is still readable through the fd the overlay holds: its own rescan
+        // found it empty. Its content's deletes are the expansion's, in post-order.
+        let removed: HashSet<Ino> = removed_dirs.into_iter().collect();
+        views.retain(|(n, _)| !removed.contains(&n.ino));
+        let mut out = Vec::with_capacity(changes.len());
+        let mut next = expanded.into_iter().peekable();
+        for (i, c) in changes.into_iter().enumerate() {
+            let nested = match next.peek() {
+                Some((j, _)) if *j == i => next.next().map(|(_, n)| n).unwrap_or_default(),
+                _ => Vec::new(),
+            };
+            if !matches!(c, Change::Rename { .. })
+                && c.names().iter().any(|(d, _)| removed.contains(d))
+            {
+                continue;
+            }
+            out.extend(nested);
+            out.push(c);
+        }
+        out
     }
 
     /// Renames in a cycle (`a` and `b` swapped) cannot be replayed one by one: the first of

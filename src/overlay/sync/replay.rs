@@ -259,12 +259,19 @@ impl Worker {
                             sys::SetTime::Omit
                         }
                     };
-                    // An atime that moved by itself is a read on the host; one set with mtime
-                    // to the same value is utimes' (touch's) doing.
+                    // An atime that moved with an explicit mtime is utimes' doing (tar, cp -p,
+                    // touch -d) — unless it looks like a read between the last look and this
+                    // change (relatime updates an atime not newer than mtime or ctime): a "now"
+                    // inside that window, not the mtime. A read after the change moves it too;
+                    // that is taken as utimes (the commoner), so `touch -m` then a read before
+                    // the notification is IN_ATTRIB rather than IN_MODIFY (README).
                     let m = old.mtime != new.mtime;
-                    let a = old.atime != new.atime && new.atime == new.mtime;
-                    if !a && !m {
-                        // ctime alone (an xattr): any time set gives IN_ATTRIB.
+                    let read_since =
+                        new.atime != new.mtime && old.ctime <= new.atime && new.atime <= new.ctime;
+                    let a = m && old.atime != new.atime && !read_since;
+                    if !m {
+                        // ctime alone (an xattr; an atime moved with it is a read since): any
+                        // time set with both gives IN_ATTRIB.
                         sys::utimensat(
                             sys::cwd(),
                             &p,

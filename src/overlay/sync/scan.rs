@@ -351,6 +351,7 @@ impl Worker {
         &self,
         fd: BorrowedFd<'_>,
         dir: Ino,
+        moved: &HashSet<Key>,
         budget: &mut usize,
         changes: &mut Vec<Change>,
         views: &mut Vec<(Ino, Snapshot)>,
@@ -370,7 +371,8 @@ impl Worker {
                 name: name.clone(),
                 new: *e,
             });
-            if e.is_dir() {
+            // A folder that was elsewhere before keeps its own view: it pairs into a rename.
+            if e.is_dir() && !moved.contains(&e.key) {
                 let sub = sys::cstr(name).and_then(|n| {
                     sys::openat(
                         fd,
@@ -381,7 +383,7 @@ impl Worker {
                 });
                 if let Ok(sub) = sub {
                     let child = self.s.table.ino_for(e.key);
-                    self.scan_new_tree(sub.as_fd(), child, budget, changes, views);
+                    self.scan_new_tree(sub.as_fd(), child, moved, budget, changes, views);
                 }
             }
         }
@@ -422,9 +424,11 @@ impl Worker {
     /// What the overlay last saw inside a folder that is removed as a whole, as deletes in
     /// post-order (deepest first), within `budget`.
     /// `dirs` gets every folder visited.
+    /// What was moved out (`moved`: a rename's object) is left out.
     pub(super) fn removed_tree(
         &self,
         old: &EntrySnap,
+        moved: &HashSet<Key>,
         budget: &mut usize,
         out: &mut Vec<Change>,
         dirs: &mut Vec<Ino>,
@@ -449,8 +453,11 @@ impl Worker {
         }
         *budget -= snap.len();
         for (name, e) in snap {
+            if moved.contains(&e.key) {
+                continue;
+            }
             if e.is_dir() {
-                self.removed_tree(&e, budget, out, dirs);
+                self.removed_tree(&e, moved, budget, out, dirs);
             }
             out.push(Change::Delete {
                 dir: ino,
