@@ -566,9 +566,10 @@ impl Worker {
             out.push(c);
         }
         for r in renames {
-            let Change::Rename { to, .. } = &r else {
+            let Change::Rename { from, name, to, .. } = &r else {
                 continue;
             };
+            let (from, name) = (*from, name.clone());
             let at = out
                 .iter()
                 .position(|c| {
@@ -577,6 +578,43 @@ impl Worker {
                 })
                 .map_or(out.len(), |i| i + 1);
             out.insert(at, r);
+            // A new object under the name the rename leaves (`mv d e/a; mkdir d`), created
+            // earlier in the list, goes after it, with what is inside it.
+            let Some(p) = out[..at].iter().position(
+                |c| matches!(c, Change::Create { dir, name: n, .. } if *dir == from && *n == name),
+            ) else {
+                continue;
+            };
+            let mut tree: HashSet<Ino> = HashSet::new();
+            let mut moved = vec![out.remove(p)];
+            if let Change::Create { new, .. } = &moved[0] {
+                if new.is_dir() {
+                    tree.insert(s.table.ino_for(new.key));
+                }
+            }
+            // The rename is now at `at - 1`; what lies inside the new object sits before it.
+            let mut i = p;
+            while i < at - 1 {
+                let inside = match &out[i] {
+                    Change::Create { dir, new, .. } if tree.contains(dir) => {
+                        if new.is_dir() {
+                            tree.insert(s.table.ino_for(new.key));
+                        }
+                        true
+                    }
+                    c => c.names().iter().any(|(d, _)| tree.contains(d)),
+                };
+                if inside {
+                    moved.push(out.remove(i));
+                } else {
+                    i += 1;
+                }
+            }
+            let after = out
+                .iter()
+                .position(|c| matches!(c, Change::Rename { from: f, name: n, .. } if *f == from && *n == name))
+                .map_or(out.len(), |i| i + 1);
+            out.splice(after..after, moved);
         }
         out
     }
