@@ -20,7 +20,8 @@
 # them while unread); read-side events (inotify's OPEN, ACCESS, CLOSE_NOWRITE, watchdog's opened
 # and closed_no_write) are left out: they come from whoever reads (the tool making a local
 # change, the watcher itself listing a new folder), not from the change. Verdicts: `same` (identical sequences), `same set` (the same distinct lines
-# in another order or count), `differs`. Sequences of more than 24 lines are shown as counts,
+# in another order or count), `differs`. For `vfnotify watch` (no local reference) a host cell starts
+# with `N lines repeated` when a change was reported more than once. Sequences of more than 24 lines are shown as counts,
 # with digits in names replaced by `#`.
 #
 # Needs: root, /dev/fuse, cargo, jq; installs inotify-tools, libglib2.0-bin (gio), watchman
@@ -491,6 +492,11 @@ cell() {
         echo
     fi
 }
+dups() { # dups SEQ: "**N lines repeated**: " when a change was reported more than once (a structured watch reports each once)
+    local n
+    n=$(sort "$1" | uniq -d | wc -l)
+    ((n == 0)) || printf '**%d lines repeated**: ' "$n"
+}
 verdict() { # verdict LOCAL HOST
     if cmp -s "$1" "$2"; then
         echo same
@@ -608,8 +614,8 @@ report() { # report NAME NATIVE: the markdown table of one watcher
             if [[ "$vs" != same && "$vw" != same ]] && cmp -s "$d/$c.scoped" "$d/$c.whole"; then w="$vw, as scoped"; fi
             echo "| $(case_title "$c") | ${l//|/\\|} | ${n//|/\\|} | ${s//|/\\|} | ${w//|/\\|} |"
         else
-            s=$(cell "$d/$c.scoped")
-            w=$(cell "$d/$c.whole")
+            s="$(dups "$d/$c.scoped")$(cell "$d/$c.scoped")"
+            w="$(dups "$d/$c.whole")$(cell "$d/$c.whole")"
             cmp -s "$d/$c.scoped" "$d/$c.whole" && w="as scoped"
             echo "| $(case_title "$c") | ${l//|/\\|} | ${s//|/\\|} | ${w//|/\\|} |"
         fi
