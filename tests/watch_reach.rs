@@ -116,6 +116,39 @@ fn new_and_removed_trees_are_reported_entry_by_entry() {
     assert!(pos(&got, "delete t/a/b") < pos(&got, "delete t/a"));
 }
 
+/// A tree the guest made and the watch's reach views as well: removed on the host, each entry is
+/// reported once (the kernel's view and the reach's view of its folders both found them).
+#[test]
+fn a_removed_tree_both_views_hold_is_reported_once_per_entry() {
+    let Some(l) = Linked::new("watch_removed_once", "") else {
+        return;
+    };
+    for glob in [None, Some("**/*.txt")] {
+        // Made through the overlay: the kernel holds every folder of it.
+        fs::create_dir_all(l.m("a/b/c")).unwrap();
+        for f in ["a/x.txt", "a/b/y.txt", "a/b/c/z.txt"] {
+            fs::write(l.m(f), b"v").unwrap();
+        }
+        let args = match glob {
+            None => json!({"channel": l.channel}),
+            Some(g) => json!({"channel": l.channel, "glob": g}),
+        };
+        let mut w = W::open(&l, args);
+        wait_reach(&l);
+        fs::remove_dir_all(l.s("a")).unwrap();
+        l.notify(&["a"]);
+        let got = w.lines();
+        let want: &[&str] = match glob {
+            None => &["a", "a/b", "a/b/c", "a/x.txt", "a/b/y.txt", "a/b/c/z.txt"],
+            Some(_) => &["a/x.txt", "a/b/y.txt", "a/b/c/z.txt"],
+        };
+        assert_eq!(got.len(), want.len(), "{glob:?}: {got:#?}");
+        for p in want {
+            assert!(got.contains(&format!("delete {p}")), "{glob:?}: delete {p}: {got:#?}");
+        }
+    }
+}
+
 /// The overlay's view of the folders the watch globs reach, once taken.
 fn wait_reach(l: &Linked) {
     poll_until("watch reach taken", DEADLINE, || {

@@ -331,7 +331,17 @@ impl Worker {
         s.replay.unmark_all();
         s.local.forget_before(since);
         let mut records = records;
-        records.extend(self.reach_records(paths));
+        // A folder of a removed tree the kernel held and the watch's reach viewed too: its
+        // entries' deletes are in `records` already.
+        let told: HashSet<(&'static str, String, Option<String>)> = records
+            .iter()
+            .map(|r| (r.kind, r.path.clone(), r.to.clone()))
+            .collect();
+        records.extend(
+            self.reach_records(paths)
+                .into_iter()
+                .filter(|r| !told.contains(&(r.kind, r.path.clone(), r.to.clone()))),
+        );
         let report = NotifyReport {
             dirs_scanned: s.stats.dirs_scanned.load(Ordering::Relaxed) - before_dirs,
             entries_scanned: s.stats.entries_scanned.load(Ordering::Relaxed) - before_entries,
