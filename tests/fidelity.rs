@@ -873,3 +873,61 @@ fn nothing_stale_remains_once_linked_after_a_degraded_spell() {
         }
     }
 }
+
+/// `rm -rf` of a tree whose files a watcher holds but whose folders nobody does (an editor
+/// watching its open files): locally each watched file gets `IN_ATTRIB` and `IN_DELETE_SELF`.
+/// The kernel forgets the unwatched folders once the tree's names expire, so the replay must
+/// still find its way down to the files (found by the watcher survey, docs/watchers.md).
+#[test]
+fn a_removed_tree_whose_files_alone_are_watched() {
+    let Some(l) = Linked::new("fidelity_rm_tree_files", "") else {
+        return;
+    };
+    let files = ["x.txt", "b/y.txt", "b/c/z.txt"];
+    let run = |host: bool| -> BTreeSet<String> {
+        let top = if host { "t-host" } else { "t-local" };
+        fs::create_dir_all(l.m(&format!("{top}/b/c"))).unwrap();
+        for f in files {
+            fs::write(l.m(&format!("{top}/{f}")), b"v").unwrap();
+        }
+        let ino = Inotify::new().unwrap();
+        let mut wds = HashMap::new();
+        let mask = libc::IN_ATTRIB | libc::IN_DELETE_SELF | libc::IN_DELETE | libc::IN_MODIFY;
+        wds.insert(ino.add_watch(&l.m(""), mask).unwrap(), String::new());
+        for f in files {
+            let wd = ino.add_watch(&l.m(&format!("{top}/{f}")), mask).unwrap();
+            wds.insert(wd, f.to_string());
+        }
+        settle(&l);
+        if host {
+            fs::remove_dir_all(l.s(top)).unwrap();
+            l.notify(&[top]);
+        } else {
+            fs::remove_dir_all(l.m(top)).unwrap();
+        }
+        let mut got = BTreeSet::new();
+        loop {
+            let evs = ino.read(300).unwrap();
+            if evs.is_empty() {
+                break;
+            }
+            for e in evs {
+                if e.mask & libc::IN_IGNORED != 0 {
+                    continue;
+                }
+                let on = wds.get(&e.wd).cloned().unwrap_or_default();
+                let name = if e.name.is_empty() {
+                    on
+                } else {
+                    "t".to_string()
+                };
+                got.insert(format!("{} {name}", mask_name(e.mask)));
+            }
+        }
+        got
+    };
+    let local = run(false);
+    assert!(local.contains("DELETE_SELF b/c/z.txt"), "{local:?}");
+    let host = run(true);
+    assert_eq!(host, local);
+}

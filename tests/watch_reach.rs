@@ -144,7 +144,10 @@ fn a_removed_tree_both_views_hold_is_reported_once_per_entry() {
         };
         assert_eq!(got.len(), want.len(), "{glob:?}: {got:#?}");
         for p in want {
-            assert!(got.contains(&format!("delete {p}")), "{glob:?}: delete {p}: {got:#?}");
+            assert!(
+                got.contains(&format!("delete {p}")),
+                "{glob:?}: delete {p}: {got:#?}"
+            );
         }
     }
 }

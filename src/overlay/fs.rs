@@ -1412,6 +1412,38 @@ const GEN: Generation = Generation(0);
 const NOFLUSH: FopenFlags = FopenFlags::FOPEN_NOFLUSH;
 
 impl OverlayFs {
+    /// GETATTR's answer for a node: a virtual file's, a long-cached folder's, or SOURCE's.
+    fn getattr_node(
+        &self,
+        node: &Arc<Node>,
+        fh: Option<FileHandle>,
+    ) -> io::Result<(FileAttr, Duration)> {
+        let s = &self.s;
+        if node.is_virtual {
+            let mut st = snap_stat(&EntrySnap::from_stat(&sys::fstat(s.root_fd.as_fd())?));
+            st.st_mode = libc::S_IFREG | 0o644;
+            st.st_size = 0;
+            return Ok((s.attr(node.ino, &st), s.ttl()));
+        }
+        // With long caching, a directory's attributes change only on notification (or a
+        // change made through the overlay): the kernel drops a listing's cache whenever it
+        // sees a new mtime, and it refetches attributes after every read (atime).
+        if node.is_dir && s.policy() == CachePolicy::Always {
+            if let Some(a) = node.state().attr {
+                return Ok((s.attr(node.ino, &snap_stat(&a)), s.ttl()));
+            }
+        }
+        let st = match fh.and_then(|fh| s.handle(fh).ok()) {
+            Some(h) => match &*h {
+                Handle::File(OpenFile { fd: Some(fd), .. }) => sys::fstat(fd.as_fd())?,
+                _ => s.stat_node(node)?,
+            },
+            None => s.stat_node(node)?,
+        };
+        node.state().attr = Some(EntrySnap::from_stat(&st));
+        Ok((s.attr(node.ino, &st), s.attr_ttl(node)))
+    }
+
     fn do_lookup(
         &self,
         req: &Request,
@@ -2313,32 +2345,25 @@ impl Filesystem for OverlayFs {
         }
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+    fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         let s = &self.s;
         let res = s.node(ino).and_then(|node| {
-            if node.is_virtual {
-                let mut st = snap_stat(&EntrySnap::from_stat(&sys::fstat(s.root_fd.as_fd())?));
-                st.st_mode = libc::S_IFREG | 0o644;
-                st.st_size = 0;
-                return Ok((s.attr(node.ino, &st), s.ttl()));
-            }
-            // With long caching, a directory's attributes change only on notification (or a
-            // change made through the overlay): the kernel drops a listing's cache whenever it
-            // sees a new mtime, and it refetches attributes after every read (atime).
-            if node.is_dir && s.policy() == CachePolicy::Always {
-                if let Some(a) = node.state().attr {
-                    return Ok((s.attr(node.ino, &snap_stat(&a)), s.ttl()));
+            let st = self.getattr_node(&node, fh);
+            // A replay walking down a removed tree (to the files inside that watches hold) asks
+            // for the attributes of folders SOURCE no longer has: the replay view's.
+            if let Err(e) = &st {
+                if e.raw_os_error() == Some(libc::ENOENT) && s.replay.is_replay(req) {
+                    let links = node.state().links.clone();
+                    for (p, n) in links {
+                        if let Some(ViewEntry::Present(snap)) = s.replay.get(p, &n) {
+                            if snap.key == node.key {
+                                return Ok((s.attr(node.ino, &snap_stat(&snap)), Duration::ZERO));
+                            }
+                        }
+                    }
                 }
             }
-            let st = match fh.and_then(|fh| s.handle(fh).ok()) {
-                Some(h) => match &*h {
-                    Handle::File(OpenFile { fd: Some(fd), .. }) => sys::fstat(fd.as_fd())?,
-                    _ => s.stat_node(&node)?,
-                },
-                None => s.stat_node(&node)?,
-            };
-            node.state().attr = Some(EntrySnap::from_stat(&st));
-            Ok((s.attr(node.ino, &st), s.attr_ttl(&node)))
+            st
         });
         match res {
             Ok((attr, ttl)) => reply.attr(&ttl, &attr),

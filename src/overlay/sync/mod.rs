@@ -101,6 +101,10 @@ pub struct Worker {
     prefix: std::cell::RefCell<Option<PathBuf>>,
     /// The views of the folders watch globs reach.
     reach: std::cell::RefCell<reach::Reach>,
+    /// The paths of the folders of removed trees during one notification, taken before their
+    /// names are expired: the kernel may forget a folder nobody holds once its entry goes, while
+    /// watches on files inside still hold those (see [`Worker::path`]).
+    removed_paths: std::cell::RefCell<std::collections::HashMap<Ino, PathBuf>>,
 }
 
 /// Start the worker thread.
@@ -118,6 +122,7 @@ pub fn spawn(
         root,
         prefix: std::cell::RefCell::new(None),
         reach: Default::default(),
+        removed_paths: Default::default(),
     };
     std::thread::Builder::new()
         .name("vfnotify-sync".into())
@@ -229,6 +234,9 @@ impl Worker {
                 self.preset(c);
             }
         }
+        if precise {
+            self.note_removed_paths(&changes);
+        }
         for (dir, name) in &unseen {
             self.inval_entry(*dir, name);
         }
@@ -329,6 +337,7 @@ impl Worker {
         }
         s.replay.clear();
         s.replay.unmark_all();
+        self.removed_paths.borrow_mut().clear();
         s.local.forget_before(since);
         let mut records = records;
         // A folder of a removed tree the kernel held and the watch's reach viewed too: its
@@ -537,6 +546,29 @@ impl Worker {
             }
         }
         out
+    }
+
+    /// The path of every removed folder, parents first, while the kernel still holds them.
+    fn note_removed_paths(&self, changes: &[Change]) {
+        let mut paths = self.removed_paths.borrow_mut();
+        paths.clear();
+        // Deletes are deepest first: reversed, a folder's parent comes before it.
+        for c in changes.iter().rev() {
+            let Change::Delete { dir, name, old } = c else {
+                continue;
+            };
+            if !old.is_dir() {
+                continue;
+            }
+            let p = match self.s.try_path_of(*dir, Some(name)) {
+                Ok(p) => p,
+                Err(_) => match paths.get(dir) {
+                    Some(parent) => parent.join(name),
+                    None => continue,
+                },
+            };
+            paths.insert(self.s.table.ino_for(old.key), p);
+        }
     }
 
     /// A rename into a folder this notification creates (`mkdir e; mv b e/b`) comes right after

@@ -440,16 +440,27 @@ impl Worker {
     /// The path through the mount of `name` in `dir`. `ESTALE` when a folder on the way is no
     /// longer known (the kernel forgot it since the change was found): a replay there would act
     /// on the wrong folder, so the change is invalidated instead.
+    ///
+    /// Within a removed tree, the path noted before its names were expired: the kernel forgets
+    /// the folders of it that nobody holds, but a watch on a file inside still holds that file,
+    /// and its watcher must get `IN_DELETE_SELF` as a local `rm -rf` gives it; the replay's
+    /// lookups on the way are answered from the replay view.
     pub(super) fn path(&self, dir: Ino, name: &OsStr) -> io::Result<PathBuf> {
-        let rel = self.s.try_path_of(dir, Some(name)).map_err(|partial| {
-            debug!(
-                dir,
-                ?name,
-                ?partial,
-                "no path: a folder on the way is not known"
-            );
-            io::Error::from_raw_os_error(libc::ESTALE)
-        })?;
+        let rel = match self.s.try_path_of(dir, Some(name)) {
+            Ok(rel) => rel,
+            Err(partial) => match self.removed_paths.borrow().get(&dir) {
+                Some(d) => d.join(name),
+                None => {
+                    debug!(
+                        dir,
+                        ?name,
+                        ?partial,
+                        "no path: a folder on the way is not known"
+                    );
+                    return Err(io::Error::from_raw_os_error(libc::ESTALE));
+                }
+            },
+        };
         Ok(match &*self.prefix.borrow() {
             Some(p) => p.join(rel),
             // No way in (the mount is going away): a path that fails, so the change is
