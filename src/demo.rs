@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::cli::{DemoArgs, EXIT_FAILURE};
 use crate::sys::{self, Inotify};
 
 const CHANNEL: &str = "demo";
@@ -61,10 +60,24 @@ pub enum DemoError {
     },
     #[error("sending the notification: {0}")]
     Send(std::io::Error),
-    /// stdout could not be written: the exit code of [`crate::control::stdout_failed`] (0 when
-    /// its reader went away), which has already said what it had to.
-    #[error("cannot write to stdout")]
-    Stdout(u8),
+    #[error("cannot write to stdout: {0}")]
+    Stdout(std::io::Error),
+    #[error(
+        "cannot run here: {0}\nIt needs Linux with /dev/fuse (modprobe fuse) and root (sudo): try `sudo -E cargo run --release -- demo`."
+    )]
+    Preflight(String),
+    /// Some step did not show what it should (the summary says which).
+    #[error("some steps failed")]
+    StepsFailed,
+}
+
+/// How the tour runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Config {
+    /// The results as JSON.
+    pub json: bool,
+    /// Leave the overlay mounted and the daemon running at the end, for exploring.
+    pub keep: bool,
 }
 
 /// One step of the tour, as shown and as `--json` reports it.
@@ -127,14 +140,9 @@ impl Drop for CleanupGuard {
 }
 
 /// `vfnotify demo`.
-pub fn main(args: DemoArgs) -> u8 {
-    crate::logging::init(args.debug);
+pub fn run(args: Config) -> Result<(), DemoError> {
     if let Some(missing) = preflight() {
-        eprintln!("vfnotify demo cannot run here: {missing}");
-        eprintln!(
-            "It needs Linux with /dev/fuse (modprobe fuse) and root (sudo): try `sudo -E cargo run --release -- demo`."
-        );
-        return EXIT_FAILURE;
+        return Err(DemoError::Preflight(missing));
     }
     let cleanup = Arc::new(Mutex::new(Cleanup::default()));
     // Ctrl-C and SIGTERM: unmount, stop what was started, remove the temporary folder.
@@ -155,8 +163,8 @@ pub fn main(args: DemoArgs) -> u8 {
         cleanup: cleanup.clone(),
         keep: args.keep,
     };
-    let result = run(&args, &cleanup);
-    let code = match result {
+    let result = tour(&args, &cleanup);
+    let outcome = match result {
         Ok(reports) => {
             let all_ok = reports.iter().all(|r| r.ok);
             let text = if args.json {
@@ -168,17 +176,13 @@ pub fn main(args: DemoArgs) -> u8 {
             } else {
                 summary(&reports)
             };
-            match crate::control::print_stdout("demo", &text) {
-                Err(code) => code,
-                Ok(()) if all_ok => 0,
-                Ok(()) => EXIT_FAILURE,
+            match crate::control::print_stdout(&text) {
+                Err(e) => Err(DemoError::Stdout(e)),
+                Ok(()) if all_ok => Ok(()),
+                Ok(()) => Err(DemoError::StepsFailed),
             }
         }
-        Err(DemoError::Stdout(code)) => code,
-        Err(e) => {
-            eprintln!("vfnotify demo: {e}");
-            EXIT_FAILURE
-        }
+        Err(e) => Err(e),
     };
     let c = cleanup.lock().unwrap_or_else(|p| p.into_inner());
     if args.keep {
@@ -206,7 +210,7 @@ pub fn main(args: DemoArgs) -> u8 {
     }
     drop(c);
     drop(guard);
-    code
+    outcome
 }
 
 /// What is missing for the demo, if anything.
@@ -238,7 +242,7 @@ struct Env {
     host_pid: u32,
 }
 
-fn run(args: &DemoArgs, cleanup: &Arc<Mutex<Cleanup>>) -> Result<Vec<StepReport>, DemoError> {
+fn tour(args: &Config, cleanup: &Arc<Mutex<Cleanup>>) -> Result<Vec<StepReport>, DemoError> {
     use std::io::IsTerminal as _;
     let progress = !args.json;
     // The `[i/n] action` line redrawn in place is for a terminal showing both streams: written
@@ -397,7 +401,7 @@ fn run(args: &DemoArgs, cleanup: &Arc<Mutex<Cleanup>>) -> Result<Vec<StepReport>
             eprint!("\r{:60}\r", "");
         }
         if progress {
-            crate::control::print_stdout("demo", &step_text(&report)).map_err(DemoError::Stdout)?;
+            crate::control::print_stdout(&step_text(&report)).map_err(DemoError::Stdout)?;
         }
         reports.push(report);
     }
