@@ -134,7 +134,7 @@ struct CleanupGuard {
 impl Drop for CleanupGuard {
     fn drop(&mut self) {
         if !self.keep {
-            self.cleanup.lock().unwrap_or_else(|p| p.into_inner()).run();
+            crate::util::lock(&self.cleanup).run();
         }
     }
 }
@@ -153,7 +153,7 @@ pub fn run(args: Config) -> Result<(), DemoError> {
             .spawn(move || {
                 if sys::wait_signal().is_ok() {
                     eprintln!("\ninterrupted: cleaning up");
-                    c.lock().unwrap_or_else(|p| p.into_inner()).run();
+                    crate::util::lock(&c).run();
                     std::process::exit(130);
                 }
             });
@@ -184,7 +184,7 @@ pub fn run(args: Config) -> Result<(), DemoError> {
         }
         Err(e) => Err(e),
     };
-    let c = cleanup.lock().unwrap_or_else(|p| p.into_inner());
+    let c = crate::util::lock(&cleanup);
     if args.keep {
         if let (Some(mp), Some(dir)) = (&c.mountpoint, &c.dir) {
             eprintln!(
@@ -258,7 +258,7 @@ fn tour(args: &Config, cleanup: &Arc<Mutex<Cleanup>>) -> Result<Vec<StepReport>,
         move |source| DemoError::Prepare { what, source }
     };
     std::fs::create_dir_all(&dir).map_err(prep("the temporary folder"))?;
-    cleanup.lock().unwrap_or_else(|p| p.into_inner()).dir = Some(dir.clone());
+    crate::util::lock(cleanup).dir = Some(dir.clone());
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
         .map_err(prep("the temporary folder"))?;
     let mut env = Env {
@@ -345,7 +345,7 @@ fn tour(args: &Config, cleanup: &Arc<Mutex<Cleanup>>) -> Result<Vec<StepReport>,
         .stderr(log_file(&dir, "overlay.log"));
     let overlay = spawn(&mut mount_cmd, "the overlay", cleanup)?;
     wait_for("the overlay mount", || is_mounted(&env.mnt), &dir)?;
-    cleanup.lock().unwrap_or_else(|p| p.into_inner()).mountpoint = Some(env.mnt.clone());
+    crate::util::lock(cleanup).mountpoint = Some(env.mnt.clone());
     wait_for(
         "the overlay's link to the daemon",
         || control_notify(&env.control, &[]).is_ok(),
@@ -428,11 +428,7 @@ fn spawn(
     let child = cmd
         .spawn()
         .map_err(|e| DemoError::Start { what, source: e })?;
-    cleanup
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .children
-        .push(child.id());
+    crate::util::lock(cleanup).children.push(child.id());
     Ok(child)
 }
 
@@ -460,9 +456,7 @@ fn wait_for(what: &'static str, mut ok: impl FnMut() -> bool, dir: &Path) -> Res
 }
 
 fn is_mounted(mp: &Path) -> bool {
-    crate::daemon::state::vfnotify_mounts()
-        .iter()
-        .any(|m| m == mp)
+    crate::mountinfo::vfnotify_mounts().iter().any(|m| m == mp)
 }
 
 /// A notification through the control socket; returns once the overlay has handled it.

@@ -1,7 +1,7 @@
 //! The JSON control protocol (local Unix socket, mode 0600).
 //!
 //! Drives the server's own request parsing (`control::request::parse_request`, which
-//! `control::server` calls for every line) in the order the server and its clients use it:
+//! `daemon::server` calls for every line) in the order the server and its clients use it:
 //!
 //! 1. framing: the input is split at `\n` like the server's `read_until` loop (lines over
 //!    `MAX_MESSAGE` are refused, all-whitespace lines skipped);

@@ -2,29 +2,33 @@
 //!
 //! Requests `{"cmd": ..., "args": {...}, "id": ...}`; responses `{"result": ..., "id": ...}` or
 //! `{"error": {"class": ..., "desc": ...}, "id": ...}`; unsolicited `{"event": {...}}` messages
-//! to subscribed overlays and watches. See README.md for the commands. [`server`] runs inside the
-//! daemon, [`client`] is the blocking client behind `notify`, `status`, `watch` and the overlay's
-//! link; [`glob`] is the path matcher of watches; [`request`] parses and validates requests
-//! (pure, fuzzed).
+//! to subscribed overlays and watches. See README.md for the commands. The server runs inside the
+//! daemon, beside the state it serves (`daemon::server`); this module is what both ends share:
+//! [`request`] parses and validates requests (pure, fuzzed), [`wire`] the types both ends name,
+//! [`lines`] reads request lines for every control server; [`client`] is the blocking client
+//! behind [`notify`], [`status`], [`watch`] and the overlay's link.
 
 pub mod client;
-pub mod glob;
+pub mod lines;
 pub mod notify;
 pub mod request;
-pub mod server;
 pub mod status;
 pub mod watch;
+pub mod wire;
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 pub use client::{Client, ClientError};
+pub use lines::{Read, read_request};
 
 /// Default control socket path of the guest daemon.
 pub const DEFAULT_CONTROL: &str = "/run/vfnotify/control.sock";
 /// The control protocol version (major.minor; a different major is incompatible).
 pub const PROTOCOL_VERSION: &str = "1.0";
+/// How long the daemon lets a `notify` request wait for overlays and triggers.
+pub const NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest request or message line, in bytes.
 pub const MAX_MESSAGE: usize = 64 * 1024;
 

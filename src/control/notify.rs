@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use thiserror::Error;
 
-use super::{Client, ClientError, print_stdout, server};
+use super::{Client, ClientError, NOTIFY_TIMEOUT, print_stdout};
 use crate::protocol::{ChannelError, RelpathError, validate_channel, validate_relpath};
 
 /// A validated `notify` request.
@@ -65,7 +65,7 @@ impl Config {
 pub fn run(config: Config) -> Result<(), NotifyError> {
     let (mut client, _) = Client::connect_hello(&config.control)?;
     // The daemon answers within its own 10 s timeout; leave it some slack.
-    client.set_timeout(Some(server::NOTIFY_TIMEOUT + Duration::from_secs(5)))?;
+    client.set_timeout(Some(NOTIFY_TIMEOUT + Duration::from_secs(5)))?;
     let r = client.request(
         "notify",
         json!({"channel": config.channel, "paths": config.relpaths}),

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use serde_json::{Map, Value, json};
 
 use super::PROTOCOL_VERSION;
-use super::glob::Glob;
-use crate::daemon::watch::{Change, Target};
+use super::wire::{Change, Target};
+use crate::glob::Glob;
 use crate::protocol::{validate_channel, validate_relpath};
 
 /// One request, its arguments checked.
@@ -70,7 +70,7 @@ pub fn response(id: &Option<Value>, body: Result<Value, Value>) -> String {
 
 /// The result of a successful `hello`.
 pub fn hello_result() -> Value {
-    json!({"protocol": PROTOCOL_VERSION, "program": crate::daemon::PROGRAM})
+    json!({"protocol": PROTOCOL_VERSION, "program": crate::PROGRAM})
 }
 
 /// The envelope of one request line: its `id` (echoed in the response, even for a bad request)

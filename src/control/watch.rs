@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use thiserror::Error;
 
-use super::glob::{Glob, GlobError};
 use super::{Client, ClientError, render_event};
+use crate::glob::{Glob, GlobError};
 use crate::protocol::{ChannelError, validate_channel};
 
 /// What a watch follows.

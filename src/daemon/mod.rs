@@ -6,6 +6,7 @@
 
 pub mod peer;
 pub mod send;
+pub mod server;
 pub mod state;
 pub mod systemd;
 pub mod watch;
@@ -23,8 +24,7 @@ use crate::transport::{self, CidPolicy, ListenAddr, TransportError};
 use crate::trigger::TriggerNameError;
 pub use state::Shared;
 
-/// `vfnotify X.Y.Z`.
-pub const PROGRAM: &str = concat!("vfnotify ", env!("CARGO_PKG_VERSION"));
+pub use crate::PROGRAM;
 
 /// Default for [`DaemonConfig::max_connections`].
 pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
@@ -155,10 +155,7 @@ pub async fn start(config: DaemonConfig) -> Result<Arc<Shared>, DaemonError> {
     for l in vsock {
         tokio::spawn(peer::accept_loop(Arc::clone(&shared), l));
     }
-    tokio::spawn(crate::control::server::accept_loop(
-        Arc::clone(&shared),
-        control,
-    ));
+    tokio::spawn(server::accept_loop(Arc::clone(&shared), control));
     tracing::info!(
         control = %control_path.display(),
         listeners = ?*state::lock(&shared.listeners),

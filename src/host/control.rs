@@ -12,8 +12,8 @@ use tokio::sync::watch;
 
 use super::state::{Counters, Hub};
 use crate::control::request::{check_protocol, envelope, error, hello_result, response};
-use crate::control::server::{Read, read_request};
 use crate::control::{ClientError, json_text, print_stdout, query};
+use crate::control::{Read, read_request};
 use crate::transport::UnixListener;
 
 /// Most concurrent control connections.

@@ -143,10 +143,7 @@ impl Drop for HelperGuard<'_> {
     }
 }
 
-/// Lock a mutex, ignoring poisoning (every critical section here leaves the data consistent).
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+use crate::util::lock;
 
 /// Counters, reported by `vfnotify status` and the benchmark.
 #[derive(Default)]
@@ -478,10 +475,7 @@ impl Shared {
     /// (for watch subscribers: the link reports them with the next notification's; a rescan
     /// queued after that notification's is reported with the following one).
     pub fn take_revalidation_records(&self) -> Vec<super::sync::ChangeRecord> {
-        let mut q = self
-            .revalidation_reports
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut q = lock(&self.revalidation_reports);
         let mut out = Vec::new();
         while let Some(rx) = q.front() {
             match rx.try_recv() {
@@ -530,25 +524,17 @@ impl Shared {
 
     fn add_handle(&self, h: Handle) -> u64 {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.handles[fh as usize % HANDLE_SHARDS]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(fh, Arc::new(h));
+        lock(&self.handles[fh as usize % HANDLE_SHARDS]).insert(fh, Arc::new(h));
         fh
     }
     fn handle(&self, fh: FileHandle) -> io::Result<Arc<Handle>> {
-        self.handles[fh.0 as usize % HANDLE_SHARDS]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        lock(&self.handles[fh.0 as usize % HANDLE_SHARDS])
             .get(&fh.0)
             .cloned()
             .ok_or_else(|| err(libc::EBADF))
     }
     fn take_handle(&self, fh: FileHandle) -> Option<Arc<Handle>> {
-        self.handles[fh.0 as usize % HANDLE_SHARDS]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&fh.0)
+        lock(&self.handles[fh.0 as usize % HANDLE_SHARDS]).remove(&fh.0)
     }
 
     fn node(&self, ino: INodeNo) -> io::Result<Arc<Node>> {
@@ -665,7 +651,7 @@ impl Shared {
     /// Whether a client holds `ino` open for writing (its writes are not host changes).
     pub fn has_writer(&self, ino: Ino) -> bool {
         self.handles.iter().any(|shard| {
-            let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            let shard = lock(shard);
             shard
                 .values()
                 .any(|h| matches!(&**h, Handle::File(f) if f.writable && f.node.ino == ino))
@@ -675,7 +661,7 @@ impl Shared {
     /// A duplicate of the fd of any open handle of `node` (for files whose names are gone).
     fn open_fd_of(&self, node: &Node) -> Option<OwnedFd> {
         self.handles.iter().find_map(|shard| {
-            let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            let shard = lock(shard);
             shard.values().find_map(|h| match &**h {
                 Handle::File(OpenFile {
                     node: n,
@@ -724,12 +710,7 @@ impl Shared {
     }
 
     fn request_baseline(&self, ino: Ino) {
-        if let Some(tx) = self
-            .baseline_tx
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-        {
+        if let Some(tx) = lock(&self.baseline_tx).as_ref() {
             let _ = tx.send(super::sync::Job::Baseline(ino));
         }
     }
@@ -933,7 +914,7 @@ impl Shared {
     pub fn per_mount_now(&self) -> Option<super::options::PerMount> {
         let mp = self.mountpoint.get()?;
         let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-        crate::daemon::state::parse_mountinfo_options(&info, "fuse.vfnotify", mp)
+        crate::mountinfo::parse_mountinfo_options(&info, "fuse.vfnotify", mp)
             .map(|o| super::options::PerMount::parse(&o))
     }
 
@@ -994,18 +975,9 @@ impl Shared {
 
     /// The kernel forgot `ino` (the node is gone from the table): keep `kept` for it.
     fn forgotten(&self, ino: Ino, kept: Option<Kept>) {
-        self.export
-            .found
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&ino);
+        lock(&self.export.found).remove(&ino);
         if let Some(k) = kept {
-            let dropped = self
-                .export
-                .kept
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(ino, k);
+            let dropped = lock(&self.export.kept).insert(ino, k);
             Stats::bump(&self.stats.handles_kept);
             self.stats
                 .handles_dropped
@@ -1092,12 +1064,7 @@ impl Shared {
 
     /// How a node found again by a handle (and not by a name since) is reached.
     fn found_of(&self, ino: Ino) -> Option<Kept> {
-        self.export
-            .found
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&ino)
-            .cloned()
+        lock(&self.export.found).get(&ino).cloned()
     }
 
     /// LOOKUP(ino, "."): the kernel lost the inode of a handle it decoded. The node if the
@@ -1114,11 +1081,7 @@ impl Shared {
     }
 
     fn revive(&self, ino: Ino) -> io::Result<Arc<Node>> {
-        let kept = self
-            .export
-            .kept
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        let kept = lock(&self.export.kept)
             .map
             .get(&ino)
             .map(|(_, k)| k.clone())
@@ -1127,11 +1090,7 @@ impl Shared {
         // Reachable first, then entered with no name (the kernel reconnects folders by
         // LOOKUP(dir, "..") and a listing of the parent, which names them again).
         let (fd, _) = self.reach(&kept)?;
-        self.export
-            .found
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(ino, kept.clone());
+        lock(&self.export.found).insert(ino, kept.clone());
         let (node, created) = self.table.node_for(kept.key(), is_dir);
         if is_dir {
             self.table.cache_dirfd(&node, &Arc::new(fd));
@@ -1172,11 +1131,7 @@ impl Shared {
                 let (p, created) = self.table.node_for(key, true);
                 if p.ino != ROOT_INO && p.state().links.is_empty() {
                     let handle = sys::handle::name_to_handle_at(up.as_fd(), c"")?;
-                    self.export
-                        .found
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(p.ino, Kept::Dir { key, handle });
+                    lock(&self.export.found).insert(p.ino, Kept::Dir { key, handle });
                     self.table.cache_dirfd(&p, &Arc::new(up));
                 }
                 if created && self.cfg.channel.is_some() {
@@ -1284,13 +1239,7 @@ impl Shared {
     }
 }
 
-/// Seconds since the epoch.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+pub use crate::util::unix_now;
 
 fn time(s: i64, ns: i64) -> SystemTime {
     if s >= 0 {
@@ -1957,7 +1906,7 @@ impl OverlayFs {
             Stats::bump(&s.stats.revalidate_unqueued);
             return;
         };
-        let tx = s.baseline_tx.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = lock(&s.baseline_tx);
         if let Some(tx) = tx.as_ref() {
             // Nobody waits for this one; its changes go to watch subscribers later.
             let (done, report) = std::sync::mpsc::channel();
@@ -1965,10 +1914,7 @@ impl OverlayFs {
                 paths: vec![path.to_string()],
                 done,
             };
-            let mut q = s
-                .revalidation_reports
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut q = lock(&s.revalidation_reports);
             if tx.send(job).is_ok() {
                 if q.len() >= REVALIDATION_REPORTS {
                     q.pop_front();
@@ -2144,7 +2090,7 @@ impl OverlayFs {
         let Handle::Dir(d) = &*h else {
             return Err(err(libc::ENOTDIR));
         };
-        let mut slot = d.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = lock(&d.entries);
         if slot.is_none() || offset == 0 {
             *slot = Some(read()?);
         }

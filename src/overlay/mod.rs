@@ -379,7 +379,7 @@ pub fn serve(
     };
 
     let (tx, rx) = mpsc::channel::<Job>();
-    *shared.baseline_tx.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx.clone());
+    *crate::util::lock(&shared.baseline_tx) = Some(tx.clone());
     let spawned = (|| -> io::Result<()> {
         let minor = shared.kernel_minor.load(Ordering::Relaxed);
         let raw = kernel_notify::KernelNotifier::new(raw_fd, minor);
@@ -526,7 +526,7 @@ fn remount(mountpoint: &Path, cfg: &MountConfig) -> Result<(), MountError> {
             path: mountpoint.to_path_buf(),
             source,
         })?;
-    if !crate::daemon::state::vfnotify_mounts().contains(&mp) {
+    if !crate::mountinfo::vfnotify_mounts().contains(&mp) {
         return Err(MountError::NotAnOverlay { path: mp });
     }
     let mut flags = libc::MS_REMOUNT | libc::MS_BIND | per_mount_flags(cfg);
@@ -560,17 +560,13 @@ fn follow_mount(
                 text.clear();
                 let read = info.rewind().and_then(|()| info.read_to_string(&mut text));
                 let opts = read.ok().map(|_| {
-                    crate::daemon::state::parse_mountinfo_options(
-                        &text,
-                        "fuse.vfnotify",
-                        &mountpoint,
-                    )
+                    crate::mountinfo::parse_mountinfo_options(&text, "fuse.vfnotify", &mountpoint)
                 });
                 match opts {
                     Some(None) => {
                         info!("mountpoint unmounted: releasing the replay mount");
                         if let Some(h) = &holder {
-                            h.lock().unwrap_or_else(|p| p.into_inner()).take();
+                            crate::util::lock(h).take();
                         }
                         return;
                     }
@@ -597,11 +593,7 @@ struct LinkTarget {
 
 impl LinkTarget {
     fn send(&self, job: Job) -> bool {
-        self.tx
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .send(job)
-            .is_ok()
+        crate::util::lock(&self.tx).send(job).is_ok()
     }
 }
 

@@ -694,7 +694,7 @@ impl Worker {
                 f()
             }
             ReplayRoot::Detached(holder) => {
-                let guard = holder.lock().unwrap_or_else(|p| p.into_inner());
+                let guard = crate::util::lock(holder);
                 *self.prefix.borrow_mut() = guard.as_ref().map(|fd| {
                     PathBuf::from(format!(
                         "/proc/self/fd/{}",

@@ -19,7 +19,7 @@ use tracing::{debug, info};
 
 use super::diff::{self, Change};
 use super::{ChangeRecord, Worker};
-use crate::control::glob::Glob;
+use crate::glob::Glob;
 use crate::overlay::fs::Stats;
 use crate::overlay::inode::{Ino, Key, Snapshot};
 use crate::sys;
