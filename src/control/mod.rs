@@ -18,6 +18,7 @@ pub mod wire;
 
 use std::time::Duration;
 
+use serde::Deserialize as _;
 use serde_json::{Value, json};
 
 pub use client::{Client, ClientError};
@@ -61,8 +62,10 @@ pub fn render_event(ev: &Value) -> String {
     let s = |k: &str| ev.get(k).and_then(Value::as_str).unwrap_or_default();
     match s("type") {
         "overflow" => "OVERFLOW: rescan".to_string(),
-        "rename" => format!("rename {} -> {}", s("path"), s("to")),
-        t => format!("{t} {}", s("path")),
+        t => match wire::ChangeKind::deserialize(&ev["type"]).ok() {
+            Some(k) if k.has_target() => format!("{k} {} -> {}", s("path"), s("to")),
+            _ => format!("{t} {}", s("path")),
+        },
     }
 }
 

@@ -28,7 +28,7 @@ pub const REPORT_WAIT: Duration = Duration::from_secs(2);
 /// Most watches per control connection.
 pub const MAX_WATCHES_PER_CONNECTION: usize = 64;
 
-pub use crate::control::wire::{CHANGE_TYPES, Change, Target};
+pub use crate::control::wire::{Change, ChangeKind, Target};
 
 #[derive(Debug)]
 enum Item {
@@ -309,7 +309,7 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
-    fn ch(kind: &'static str, path: &str) -> Change {
+    fn ch(kind: ChangeKind, path: &str) -> Change {
         Change {
             kind,
             path: path.into(),
@@ -341,7 +341,7 @@ mod tests {
             Target::Channel("c".into()),
             Some(Glob::new("*.pdf").unwrap()),
         );
-        let mut r = ch("rename", "a.txt");
+        let mut r = ch(ChangeKind::Rename, "a.txt");
         assert!(!w.wants(&r));
         r.to = Some("a.pdf".into());
         assert!(w.wants(&r));
@@ -354,7 +354,7 @@ mod tests {
     async fn a_stuck_watch_overflows_once_and_resumes_after_draining() {
         let w = Arc::new(Watch::new(7, Target::Channel("c".into()), None));
         let changes: Vec<Change> = (0..WATCH_QUEUE + 10)
-            .map(|i| ch("create", &i.to_string()))
+            .map(|i| ch(ChangeKind::Create, &i.to_string()))
             .collect();
         let p = publish(std::slice::from_ref(&w), &changes).await;
         assert_eq!(p.queued, WATCH_QUEUE as u64);
@@ -405,7 +405,7 @@ mod tests {
             })
         };
         let changes: Vec<Change> = (0..3 * WATCH_QUEUE)
-            .map(|i| ch("modify", &i.to_string()))
+            .map(|i| ch(ChangeKind::Modify, &i.to_string()))
             .collect();
         let p = publish(std::slice::from_ref(&w), &changes).await;
         assert_eq!((p.queued, p.dropped), (3 * WATCH_QUEUE as u64, 0));

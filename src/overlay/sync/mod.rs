@@ -72,16 +72,9 @@ pub struct NotifyReport {
     pub records: Vec<ChangeRecord>,
 }
 
-/// One change as reported to watch subscribers: `type` is create, delete, modify, attrib or
-/// rename; paths are relative to the mount.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct ChangeRecord {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub path: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub to: Option<String>,
-}
+/// One change as reported to watch subscribers (the control socket's wire type).
+pub use crate::control::wire::Change as ChangeRecord;
+use crate::control::wire::ChangeKind;
 
 /// Where replays reach the overlay.
 pub enum ReplayRoot {
@@ -666,21 +659,25 @@ impl Worker {
         let rel = |dir: Ino, name: &OsStr| path(dir, name).to_string_lossy().into_owned();
         let (kind, path, to) = match c {
             Change::Create { dir, name, .. } | Change::Link { dir, name, .. } => {
-                ("create", rel(*dir, name), None)
+                (ChangeKind::Create, rel(*dir, name), None)
             }
-            Change::Delete { dir, name, .. } => ("delete", rel(*dir, name), None),
+            Change::Delete { dir, name, .. } => (ChangeKind::Delete, rel(*dir, name), None),
             // The same path, another object: what a reader cares about is the new content.
             Change::Replace { dir, name, .. } | Change::Content { dir, name, .. } => {
-                ("modify", rel(*dir, name), None)
+                (ChangeKind::Modify, rel(*dir, name), None)
             }
-            Change::Attr { dir, name, .. } => ("attrib", rel(*dir, name), None),
+            Change::Attr { dir, name, .. } => (ChangeKind::Attrib, rel(*dir, name), None),
             Change::Rename {
                 from,
                 name,
                 to,
                 newname,
                 ..
-            } => ("rename", rel(*from, name), Some(rel(*to, newname))),
+            } => (
+                ChangeKind::Rename,
+                rel(*from, name),
+                Some(rel(*to, newname)),
+            ),
         };
         ChangeRecord { kind, path, to }
     }
