@@ -77,6 +77,49 @@ impl Change {
     }
 }
 
+/// What a notification covers. On the wire (a `notify` request's and event's `paths`) it is a
+/// list of relative paths, the whole being the empty list; in the code it is this enum, so no
+/// one has to remember what an empty list means.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Scope {
+    /// The whole channel (or mount).
+    #[default]
+    Whole,
+    /// These relative paths (validated; never empty).
+    Paths(Vec<String>),
+}
+
+impl Scope {
+    /// From the wire form: the empty list is the whole.
+    pub fn from_paths(paths: Vec<String>) -> Scope {
+        if paths.is_empty() {
+            Scope::Whole
+        } else {
+            Scope::Paths(paths)
+        }
+    }
+
+    /// The wire form: the whole is the empty list.
+    pub fn paths(&self) -> &[String] {
+        match self {
+            Scope::Whole => &[],
+            Scope::Paths(p) => p,
+        }
+    }
+}
+
+impl Serialize for Scope {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.paths().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Scope {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Vec::<String>::deserialize(d).map(Scope::from_paths)
+    }
+}
+
 /// What a watch follows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
@@ -119,5 +162,10 @@ mod tests {
             r#"{"type":"rename","path":"a","to":"b"}"#
         );
         assert!(Change::from_json(&json!({"type": "truncate", "path": "a"})).is_none());
+        assert_eq!(serde_json::to_string(&Scope::Whole).unwrap(), "[]");
+        let some = Scope::from_paths(vec!["a".into()]);
+        assert_eq!(serde_json::to_string(&some).unwrap(), r#"["a"]"#);
+        assert_eq!(serde_json::from_str::<Scope>("[]").unwrap(), Scope::Whole);
+        assert_eq!(serde_json::from_str::<Scope>(r#"["a"]"#).unwrap(), some);
     }
 }

@@ -15,6 +15,7 @@ use tokio::sync::{Semaphore, mpsc};
 use super::state::{Counters, Popped, Shared, Subscriber};
 use super::watch::{self, Change, Taken, Target, Watch};
 use crate::control::request::{Request, error, hello_result, parse_request, response};
+use crate::control::wire::Scope;
 use crate::control::{Read, read_request};
 use crate::glob::Glob;
 use crate::transport::UnixListener;
@@ -139,8 +140,8 @@ impl Conn {
             Err(e) => Err(e),
             Ok(Request::Hello) => Ok(hello_result()),
             Ok(Request::Status) => Ok(self.shared.status()),
-            Ok(Request::Notify { channel, paths }) => {
-                return self.notify(id, channel, paths).await;
+            Ok(Request::Notify { channel, scope }) => {
+                return self.notify(id, channel, scope).await;
             }
             Ok(Request::Subscribe {
                 channel,
@@ -166,12 +167,12 @@ impl Conn {
         self.tx.send(response(id, body)).await.is_ok()
     }
 
-    async fn notify(&mut self, id: Option<Value>, channel: String, paths: Vec<String>) -> bool {
+    async fn notify(&mut self, id: Option<Value>, channel: String, scope: Scope) -> bool {
         // Bound the waiting tasks a client can start: past the limit, stop reading its requests.
         let Ok(permit) = Arc::clone(&self.pending).acquire_owned().await else {
             return false;
         };
-        let wait = self.shared.dispatch(&channel, paths, true);
+        let wait = self.shared.dispatch(&channel, scope, true);
         if !wait.known {
             return self
                 .reply(

@@ -12,6 +12,7 @@ use tokio::sync::{Notify, oneshot};
 
 use super::DaemonConfig;
 use super::watch::{self, Change, Target, Watch};
+use crate::control::wire::Scope;
 use crate::glob::Glob;
 use crate::trigger::{self, Coalescer};
 
@@ -107,13 +108,13 @@ impl Counters {
 pub struct Event {
     pub seq: u64,
     pub channel: String,
-    pub paths: Vec<String>,
+    pub scope: Scope,
 }
 
 impl Event {
     /// The wire form: `{"event":{"type":"notify","channel":..,"paths":[..],"seq":N}}`.
     pub fn to_json(&self) -> Value {
-        json!({"event": {"type": "notify", "channel": self.channel, "paths": self.paths, "seq": self.seq}})
+        json!({"event": {"type": "notify", "channel": self.channel, "paths": self.scope, "seq": self.seq}})
     }
 }
 
@@ -159,12 +160,7 @@ pub struct Subscriber {
 
 impl Subscriber {
     /// Queue a notification; returns whether the queue overflowed (and collapsed).
-    fn deliver(
-        &self,
-        channel: &str,
-        paths: Vec<String>,
-        waiter: Option<oneshot::Sender<()>>,
-    ) -> bool {
+    fn deliver(&self, channel: &str, scope: Scope, waiter: Option<oneshot::Sender<()>>) -> bool {
         let overflow = {
             let mut st = lock(&self.state);
             if st.closed {
@@ -178,13 +174,13 @@ impl Subscriber {
                 Event {
                     seq,
                     channel: channel.to_string(),
-                    paths: Vec::new(),
+                    scope: Scope::Whole,
                 }
             } else {
                 Event {
                     seq,
                     channel: channel.to_string(),
-                    paths,
+                    scope,
                 }
             };
             st.queue.push_back(event);
@@ -537,7 +533,7 @@ impl Shared {
     /// Act on one notification: deliver it to every overlay following `channel` or mounted at
     /// one of its folders, and toggle the trigger files of its other folders (coalesced). With
     /// `wait`, returns receivers completed once each overlay acknowledged and the triggers ran.
-    pub fn dispatch(&self, channel: &str, paths: Vec<String>, wait: bool) -> DispatchWait {
+    pub fn dispatch(&self, channel: &str, scope: Scope, wait: bool) -> DispatchWait {
         Counters::bump(&self.counters.received);
         let folders = self.config.channels.paths(channel);
         let targets: Vec<Arc<Subscriber>> = self
@@ -562,7 +558,7 @@ impl Shared {
             } else {
                 None
             };
-            if sub.deliver(channel, paths.clone(), waiter) {
+            if sub.deliver(channel, scope.clone(), waiter) {
                 Counters::bump(&self.counters.overlay_overflow);
                 tracing::warn!(id = sub.id, mountpoint = %sub.mountpoint.display(), "overlay queue full; collapsed into a whole-mount notification");
             }
@@ -693,16 +689,16 @@ mod tests {
             globs: Mutex::new(None),
         };
         let (tx1, mut rx1) = oneshot::channel();
-        assert!(!sub.deliver("c", vec!["a".into()], Some(tx1)));
+        assert!(!sub.deliver("c", Scope::Paths(vec!["a".into()]), Some(tx1)));
         for _ in 1..SUBSCRIBER_QUEUE {
-            assert!(!sub.deliver("c", vec!["b".into()], None));
+            assert!(!sub.deliver("c", Scope::Paths(vec!["b".into()]), None));
         }
         let (tx2, mut rx2) = oneshot::channel();
-        assert!(sub.deliver("c", vec!["z".into()], Some(tx2)));
+        assert!(sub.deliver("c", Scope::Paths(vec!["z".into()]), Some(tx2)));
         let Popped::Event(ev) = sub.pop() else {
             panic!("expected an event")
         };
-        assert!(ev.paths.is_empty());
+        assert_eq!(ev.scope, Scope::Whole);
         assert_eq!(ev.seq, SUBSCRIBER_QUEUE as u64 + 1);
         assert!(matches!(sub.pop(), Popped::Empty));
         sub.ack(&[ev.seq], Some(json!({"x": 1})));

@@ -1911,7 +1911,7 @@ impl OverlayFs {
             // Nobody waits for this one; its changes go to watch subscribers later.
             let (done, report) = std::sync::mpsc::channel();
             let job = super::sync::Job::Notify {
-                paths: vec![path.to_string()],
+                scope: crate::control::wire::Scope::Paths(vec![path.to_string()]),
                 done,
             };
             let mut q = lock(&s.revalidation_reports);

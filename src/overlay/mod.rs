@@ -598,10 +598,10 @@ impl LinkTarget {
 }
 
 impl crate::link::NotifyTarget for LinkTarget {
-    fn handle(&self, paths: &[String]) -> Vec<serde_json::Value> {
+    fn handle(&self, scope: &crate::link::Scope) -> Vec<serde_json::Value> {
         let (done_tx, done_rx) = mpsc::channel();
         if !self.send(Job::Notify {
-            paths: paths.to_vec(),
+            scope: scope.clone(),
             done: done_tx,
         }) {
             return Vec::new();

@@ -47,9 +47,9 @@ use scan::{Rescan, TREE_BUDGET, View};
 pub enum Job {
     /// Take the first view of a folder the kernel just learned about.
     Baseline(Ino),
-    /// Handle a notification; `paths` empty means the whole mount. `done` is signalled after.
+    /// Handle a notification. `done` is signalled after.
     Notify {
-        paths: Vec<String>,
+        scope: NotifyScope,
         done: Sender<NotifyReport>,
     },
     /// The daemon link went down: expire everything the kernel caches for long.
@@ -75,6 +75,7 @@ pub struct NotifyReport {
 /// One change as reported to watch subscribers (the control socket's wire type).
 pub use crate::control::wire::Change as ChangeRecord;
 use crate::control::wire::ChangeKind;
+use crate::control::wire::Scope as NotifyScope;
 
 /// Where replays reach the overlay.
 pub enum ReplayRoot {
@@ -124,8 +125,8 @@ impl Worker {
         while let Ok(job) = rx.recv() {
             match job {
                 Job::Baseline(ino) => self.baseline(ino),
-                Job::Notify { paths, done } => {
-                    let r = self.with_root(|| self.notify(&paths));
+                Job::Notify { scope, done } => {
+                    let r = self.with_root(|| self.notify(&scope));
                     let _ = done.send(r);
                 }
                 Job::Degrade => self.degrade(),
@@ -143,7 +144,7 @@ impl Worker {
             .is_some_and(|n| n.key == *key && !n.state().links.is_empty())
     }
 
-    fn notify(&self, paths: &[String]) -> NotifyReport {
+    fn notify(&self, scope: &NotifyScope) -> NotifyReport {
         let start = Instant::now();
         let s = &self.s;
         Stats::bump(&s.stats.notifications);
@@ -160,7 +161,7 @@ impl Worker {
             changes,
             mut views,
             unseen,
-        } = self.rescan(paths);
+        } = self.rescan(scope);
         // 2. Folders new as a whole, entry by entry (before pairing: a folder moved into one is
         //    a rename).
         let (changes, tree_views, inside) = self.expand_new_trees(changes, &mut views);
@@ -324,7 +325,7 @@ impl Worker {
         s.replay.unmark_all();
         s.local.forget_before(since);
         let mut records = records;
-        records.extend(self.reach_records(paths));
+        records.extend(self.reach_records(scope));
         let report = NotifyReport {
             dirs_scanned: s.stats.dirs_scanned.load(Ordering::Relaxed) - before_dirs,
             entries_scanned: s.stats.entries_scanned.load(Ordering::Relaxed) - before_entries,
@@ -333,7 +334,7 @@ impl Worker {
             micros: start.elapsed().as_micros() as u64,
             records,
         };
-        debug!(?report, ?paths, "notification handled");
+        debug!(?report, ?scope, "notification handled");
         report
     }
 

@@ -19,7 +19,7 @@ use tracing::{debug, info};
 
 use super::diff::{self, Change};
 use super::{ChangeRecord, Worker};
-use crate::control::wire::ChangeKind;
+use crate::control::wire::{ChangeKind, Scope as NotifyScope};
 use crate::glob::Glob;
 use crate::overlay::fs::Stats;
 use crate::overlay::inode::{Ino, Key, Snapshot};
@@ -116,16 +116,14 @@ impl Worker {
 
     /// Rescan the reach views a notification's scope covers; the records of what changed in
     /// folders the kernel does not hold a view of.
-    pub(super) fn reach_records(&self, paths: &[String]) -> Vec<ChangeRecord> {
+    pub(super) fn reach_records(&self, scope: &NotifyScope) -> Vec<ChangeRecord> {
         let mut reach = self.reach.borrow_mut();
         if reach.folders.is_empty() {
             return Vec::new();
         }
         // The folders in scope: every viewed folder for a whole notification, else for each
         // path its deepest viewed folder and every viewed folder below the path.
-        let dirs: Vec<PathBuf> = if paths.is_empty() {
-            reach.folders.keys().cloned().collect()
-        } else {
+        let dirs: Vec<PathBuf> = if let NotifyScope::Paths(paths) = scope {
             let mut set: HashSet<PathBuf> = HashSet::new();
             for p in paths {
                 let p = Path::new(p);
@@ -137,6 +135,8 @@ impl Worker {
                 }
             }
             set.into_iter().collect()
+        } else {
+            reach.folders.keys().cloned().collect()
         };
         let mut changes = Vec::new();
         let mut ids: HashMap<Ino, PathBuf> = HashMap::new();
