@@ -26,6 +26,8 @@
 //! - [`util`]: the poison-tolerant `lock` and `unix_now`, defined once.
 //! - [`sys`]: the only home of `unsafe`: thin wrappers over Linux system calls.
 
+#![deny(unsafe_code)]
+
 /// `vfnotify X.Y.Z`.
 pub const PROGRAM: &str = concat!("vfnotify ", env!("CARGO_PKG_VERSION"));
 
@@ -42,6 +44,7 @@ pub mod logging;
 pub mod mountinfo;
 pub mod overlay;
 pub mod protocol;
+#[allow(unsafe_code)]
 pub mod sys;
 pub mod transport;
 pub mod trigger;

@@ -450,8 +450,8 @@ fn chmod_chown_truncate_reach_source_and_show_at_once() {
     assert_eq!(fs::metadata(&f).unwrap().len(), 3);
     // truncate a directory: EISDIR.
     let c = cpath(&fx.o("docs"));
-    // SAFETY: c is a valid C string.
     assert_eq!(
+        // SAFETY: c is a valid C string.
         eno(cvt(unsafe { libc::truncate(c.as_ptr(), 0) })),
         libc::EISDIR
     );
@@ -637,8 +637,8 @@ fn mknod_fifo_socket_and_char_device() {
     // Default mount is nodev: opening the device through the overlay is refused.
     assert_eq!(eno(File::open(fx.o("null"))), libc::EACCES);
     // An existing name: EEXIST.
-    // SAFETY: c is a valid C string.
     assert_eq!(
+        // SAFETY: c is a valid C string.
         eno(cvt(unsafe {
             libc::mknod(c.as_ptr(), libc::S_IFIFO | 0o600, 0)
         })),

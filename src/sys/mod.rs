@@ -748,9 +748,8 @@ impl Inotify {
         // SAFETY: inotify_init1 takes flags only; a non-negative result is a new fd we own.
         let fd = cvt(unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) })?;
         // SAFETY: fd is fresh and owned by no one else.
-        Ok(Inotify {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Inotify { fd })
     }
 
     /// Watch `path` for `mask`; returns the watch descriptor.
