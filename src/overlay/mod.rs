@@ -5,7 +5,7 @@
 //! - [`fs`]: the FUSE operations and the replay view.
 //! - [`sync`]: the worker that rescans on notifications, invalidates the kernel's caches and
 //!   replays changes as inotify events.
-//! - [`kernel_notify`]: the notifications fuser lacks (INC_EPOCH, PRUNE), written directly.
+//! - [`kernel_notify`]: the notification fuser lacks (INC_EPOCH), written directly.
 //!
 //! This module mounts (mount(2) directly, type `fuse.vfnotify`), returns once the mount is live
 //! (daemonising unless `-f`), wires the daemon link and ends on unmount or SIGTERM.

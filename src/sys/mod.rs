@@ -235,8 +235,8 @@ pub fn fchownat(dir: BorrowedFd<'_>, name: &CStr, uid: u32, gid: u32) -> io::Res
     cvt(unsafe { libc::fchownat(dir.as_raw_fd(), name.as_ptr(), uid, gid, flags) }).map(drop)
 }
 
-/// `fchmod` through `/proc/self/fd` is avoided: this is `fchmodat(dirfd, name, mode, 0)`, which
-/// follows a final symlink, so callers must not use it on symlinks.
+/// `fchmodat(dirfd, name, mode, 0)`, which follows a final symlink: callers must not use it on
+/// symlinks; [`fchmodat_nofollow`] is the form that never follows one (through `/proc/self/fd`).
 pub fn fchmodat(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()> {
     // SAFETY: name is a valid C string.
     cvt(unsafe { libc::fchmodat(dir.as_raw_fd(), name.as_ptr(), mode, 0) }).map(drop)
