@@ -16,7 +16,7 @@ const MAX_LINES: usize = 700;
 
 /// Files still over [`MAX_LINES`], with the most lines each may have until it is split (the
 /// `impl Filesystem` is still thick: its bodies are to move into the inherent operations).
-const OVERSIZED: &[(&str, usize)] = &[("src/overlay/fs/filesystem.rs", 802), ("src/demo.rs", 816)];
+const OVERSIZED: &[(&str, usize)] = &[("src/overlay/fs/filesystem.rs", 802)];
 
 fn sources() -> Vec<(PathBuf, String)> {
     fn walk(dir: &Path, out: &mut Vec<(PathBuf, String)>) {
