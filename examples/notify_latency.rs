@@ -44,9 +44,7 @@ fn cpath(p: &Path) -> CString {
 }
 
 fn exists(p: &CString) -> bool {
-    // SAFETY: plain C struct filled by stat; `p` is NUL-terminated.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    unsafe { libc::stat(p.as_ptr(), &mut st) == 0 }
+    vfnotify::sys::fstatat(vfnotify::sys::cwd(), p).is_ok()
 }
 
 struct Setup {

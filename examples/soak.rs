@@ -311,6 +311,7 @@ fn watcher(sh: Arc<Shared>, ready: std::sync::mpsc::Sender<()>) {
     let mut wds: std::collections::HashMap<i32, PathBuf> = Default::default();
     let add = |wds: &mut std::collections::HashMap<i32, PathBuf>, p: &Path| {
         let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: fd is this function's inotify fd; c is a NUL-terminated path.
         let wd = unsafe { libc::inotify_add_watch(fd, c.as_ptr(), WATCH_MASK) };
         if wd < 0 {
             eprintln!(
@@ -335,10 +336,12 @@ fn watcher(sh: Arc<Shared>, ready: std::sync::mpsc::Sender<()>) {
         revents: 0,
     };
     while !sh.stop_watch.load(Ordering::Relaxed) {
+        // SAFETY: pfd is one valid pollfd, borrowed for the call.
         let r = unsafe { libc::poll(&mut pfd, 1, 100) };
         if r <= 0 {
             continue;
         }
+        // SAFETY: buf is writable for buf.len() bytes.
         let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
         if n <= 0 {
             continue;
@@ -395,6 +398,7 @@ fn watcher(sh: Arc<Shared>, ready: std::sync::mpsc::Sender<()>) {
             }
         }
     }
+    // SAFETY: fd is ours and not used after this.
     unsafe { libc::close(fd) };
 }
 

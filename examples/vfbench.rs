@@ -109,6 +109,7 @@ fn stat_files(root: &Path, ndirs: usize, nfiles: usize, passes: usize) -> io::Re
         for p in &paths {
             // SAFETY: `st` is a plain C struct that lstat fills; `p` is NUL-terminated.
             let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            // SAFETY: as above: `st` is writable and of the right type, `p` NUL-terminated.
             if unsafe { libc::lstat(p.as_ptr(), &mut st) } != 0 {
                 return Err(io::Error::last_os_error());
             }

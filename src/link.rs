@@ -13,16 +13,16 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use thiserror::Error;
 
+pub use crate::control::wire::Scope;
 use crate::control::{Client, ClientError};
 use crate::protocol::validate_relpath;
 
 /// What the link asks of an overlay.
 pub trait NotifyTarget: Send + Sync + 'static {
-    /// Handle one (possibly coalesced) notification: `paths` are validated relative paths under
-    /// the mount; empty means the whole mount. Returns once caches are invalidated and events
-    /// replayed.
+    /// Handle one (possibly coalesced) notification: the whole mount, or validated relative
+    /// paths under it. Returns once caches are invalidated and events replayed.
     /// Returns the changes found, in order (`{"type", "path", "to"?}` objects), for watchers.
-    fn handle(&self, paths: &[String]) -> Vec<serde_json::Value>;
+    fn handle(&self, scope: &Scope) -> Vec<serde_json::Value>;
     /// The link went up (`true`) or down (`false`). Called on every transition.
     fn set_linked(&self, linked: bool);
     /// The globs of the watch subscriptions that follow this overlay now (empty: none), so the
@@ -132,7 +132,7 @@ fn session(
     *linked = true;
     // Notifications may have been missed while unlinked: rescan, and report what that found
     // (and the fresh state) with an acknowledgement of nothing.
-    let changes = target.handle(&[]);
+    let changes = target.handle(&Scope::Whole);
     let mut reported = target.stats();
     client
         .send(
@@ -171,7 +171,7 @@ fn session(
         let Some(merged) = merge_events(&batch) else {
             continue;
         };
-        let changes = target.handle(&merged.paths);
+        let changes = target.handle(&merged.scope);
         reported = target.stats();
         client
             .send(
@@ -202,8 +202,8 @@ pub fn watch_globs(messages: &[Value]) -> Option<Vec<String>> {
 /// Notify events of one batch, merged.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Merged {
-    /// The union of their paths (deduplicated, in order); empty means the whole mount.
-    pub paths: Vec<String>,
+    /// The union of their paths (deduplicated, in order), or the whole mount.
+    pub scope: Scope,
     /// Their sequence numbers.
     pub seqs: Vec<u64>,
 }
@@ -243,10 +243,12 @@ pub fn merge_events(messages: &[Value]) -> Option<Merged> {
     if seqs.is_empty() {
         return None;
     }
-    if whole {
-        paths.clear();
-    }
-    Some(Merged { paths, seqs })
+    let scope = if whole {
+        Scope::Whole
+    } else {
+        Scope::from_paths(paths)
+    };
+    Some(Merged { scope, seqs })
 }
 
 #[cfg(test)]
@@ -269,7 +271,7 @@ mod tests {
         assert_eq!(
             m,
             Merged {
-                paths: vec!["a".into(), "b".into(), "c/d".into()],
+                scope: Scope::Paths(vec!["a".into(), "b".into(), "c/d".into()]),
                 seqs: vec![1, 2]
             }
         );
@@ -277,11 +279,11 @@ mod tests {
         assert_eq!(
             m,
             Merged {
-                paths: vec![],
+                scope: Scope::Whole,
                 seqs: vec![3, 4]
             }
         );
         let m = merge_events(&[ev(5, &["../x"])]).unwrap();
-        assert!(m.paths.is_empty());
+        assert_eq!(m.scope, Scope::Whole);
     }
 }

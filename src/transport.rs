@@ -17,6 +17,8 @@ use crate::sys;
 
 /// The host's CID.
 pub const HOST_CID: u32 = 2;
+/// Default vsock port of the guest daemon, as in the original virtiofs-notify.
+pub const DEFAULT_PORT: u32 = 3401;
 
 /// Errors of this module, named for the step that failed.
 #[derive(Debug, Error)]

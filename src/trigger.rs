@@ -15,6 +15,9 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::{Notify, oneshot};
 
+/// Default trigger file name, as in the original virtiofs-notify.
+pub const DEFAULT_TRIGGER_NAME: &str = ".virtiofs-refresh";
+
 /// Errors of one toggle, named for the step that failed.
 #[derive(Debug, Error)]
 pub enum TriggerError {

@@ -13,7 +13,7 @@ use common::tempdir;
 use daemon_support::{DEADLINE, Daemon, poll_until};
 use serde_json::{Value, json};
 use vfnotify::daemon::{DaemonConfig, spawn as spawn_daemon};
-use vfnotify::link::{LinkConfig, NotifyTarget, spawn};
+use vfnotify::link::{LinkConfig, NotifyTarget, Scope, spawn};
 
 /// A fake overlay: records calls; `handle` takes `work` to let notifications pile up.
 #[derive(Default)]
@@ -26,9 +26,9 @@ struct Fake {
 }
 
 impl NotifyTarget for Fake {
-    fn handle(&self, paths: &[String]) -> Vec<Value> {
+    fn handle(&self, scope: &Scope) -> Vec<Value> {
         std::thread::sleep(self.work);
-        self.calls.lock().unwrap().push(paths.to_vec());
+        self.calls.lock().unwrap().push(scope.paths().to_vec());
         Vec::new()
     }
     fn set_linked(&self, linked: bool) {

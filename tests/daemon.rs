@@ -587,9 +587,11 @@ fn a_flood_of_short_lived_connections_leaves_the_daemon_serving() {
         f.join().unwrap();
     }
     // Connections still in the listen backlog are accepted later: none active is not enough.
-    poll_until("every flood connection accepted and closed", DEADLINE, || {
-        d.counter("active_connections") == 0 && d.counter("connections") == 1000 + sent
-    });
+    poll_until(
+        "every flood connection accepted and closed",
+        DEADLINE,
+        || d.counter("active_connections") == 0 && d.counter("connections") == 1000 + sent,
+    );
     // Every connection was accepted; a line is lost only with a connection evicted before its
     // peer wrote it (on a loaded machine the table fills faster than lines arrive).
     let s = d.status();

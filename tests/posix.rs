@@ -321,7 +321,7 @@ fn helper(dir: &Path) -> PathBuf {
 
 fn per_mount_options(mnt: &Path) -> String {
     let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
-    vfnotify::daemon::state::parse_mountinfo_options(&info, "fuse.vfnotify", mnt).expect("mounted")
+    vfnotify::mountinfo::parse_mountinfo_options(&info, "fuse.vfnotify", mnt).expect("mounted")
 }
 
 /// `mount -o remount,ro` and `remount,rw,noatime,nodiratime` through mount(8), which runs the

@@ -1,7 +1,7 @@
 //! The JSON control protocol (local Unix socket, mode 0600).
 //!
 //! Drives the server's own request parsing (`control::request::parse_request`, which
-//! `control::server` calls for every line) in the order the server and its clients use it:
+//! `daemon::server` calls for every line) in the order the server and its clients use it:
 //!
 //! 1. framing: the input is split at `\n` like the server's `read_until` loop (lines over
 //!    `MAX_MESSAGE` are refused, all-whitespace lines skipped);
@@ -25,17 +25,23 @@ use vfnotify::protocol::validate_relpath;
 fn answer(req: Result<Request, Value>) -> Result<Value, Value> {
     match req? {
         Request::Hello => Ok(hello_result()),
-        Request::Notify { channel, paths } => {
+        Request::Notify { channel, scope } => {
+            let paths = scope.paths();
             for (i, p) in paths.iter().enumerate() {
                 assert_eq!(validate_relpath(p).as_ref(), Ok(p));
                 assert!(!p.split('/').any(|c| c == ".." || c == "." || c.is_empty()));
                 assert!(!paths[..i].contains(p), "duplicate path {p:?}");
             }
             // What dispatch queues for an overlay: the wire form an overlay parses back.
-            let ev = json!({"event": {"type": "notify", "channel": channel, "paths": paths, "seq": 1}});
+            let ev =
+                json!({"event": {"type": "notify", "channel": channel, "paths": paths, "seq": 1}});
             let m = merge_events(&[ev]).expect("a notify event merges");
             assert_eq!(m.seqs, vec![1]);
-            assert_eq!(m.paths, paths, "overlay re-validation changed the daemon's paths");
+            assert_eq!(
+                m.scope.paths(),
+                paths,
+                "overlay re-validation changed the daemon's paths"
+            );
             Ok(json!({"channel": channel, "overlays": 0, "handled": 0, "triggers": 0}))
         }
         Request::Subscribe { mountpoint, .. } => {
@@ -77,14 +83,15 @@ fn overlay_side(v: &Value) {
     };
     if let Some(m) = merge_events(&msgs) {
         assert!(!m.seqs.is_empty());
-        for p in &m.paths {
+        for p in m.scope.paths() {
             assert_eq!(validate_relpath(p).as_ref(), Ok(p));
         }
         assert!(
-            m.paths
+            m.scope
+                .paths()
                 .iter()
                 .enumerate()
-                .all(|(i, p)| !m.paths[..i].contains(p))
+                .all(|(i, p)| !m.scope.paths()[..i].contains(p))
         );
     }
     let _ = render_status(v);

@@ -1,7 +1,7 @@
 //! The real control server, end to end, in-process.
 //!
 //! `control_json` fuzzes the pure pieces; this target runs the daemon's actual
-//! `control::server::accept_loop` on a private Unix socket (one daemon per fuzzing process,
+//! `daemon::server::accept_loop` on a private Unix socket (one daemon per fuzzing process,
 //! no mapped channel, so nothing touches the file system) and sends each input as the bytes of
 //! one control connection. A writer thread sends the input and shuts the write side; the
 //! fuzzing thread reads every response until the server closes.
@@ -44,7 +44,7 @@ fn server() -> &'static PathBuf {
             let _g = rt.enter();
             UnixListener::bind(&sock, 0o600).expect("bind control socket")
         };
-        rt.spawn(vfnotify::control::server::accept_loop(shared, listener));
+        rt.spawn(vfnotify::daemon::server::accept_loop(shared, listener));
         // The daemon lives as long as the fuzzing process.
         std::mem::forget(rt);
         sock

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use serde_json::{Map, Value, json};
 
 use super::PROTOCOL_VERSION;
-use super::glob::Glob;
-use crate::daemon::watch::{Change, Target};
+use super::wire::{Change, Scope, Target};
+use crate::glob::Glob;
 use crate::protocol::{validate_channel, validate_relpath};
 
 /// One request, its arguments checked.
@@ -20,7 +20,7 @@ pub enum Request {
     /// `notify {channel, paths?}`: paths validated, normalised and deduplicated.
     Notify {
         channel: String,
-        paths: Vec<String>,
+        scope: Scope,
     },
     /// `subscribe {channel, mountpoint, pid?}` (overlays).
     Subscribe {
@@ -70,7 +70,7 @@ pub fn response(id: &Option<Value>, body: Result<Value, Value>) -> String {
 
 /// The result of a successful `hello`.
 pub fn hello_result() -> Value {
-    json!({"protocol": PROTOCOL_VERSION, "program": crate::daemon::PROGRAM})
+    json!({"protocol": PROTOCOL_VERSION, "program": crate::PROGRAM})
 }
 
 /// The envelope of one request line: its `id` (echoed in the response, even for a bad request)
@@ -181,7 +181,10 @@ fn notify(args: &Args) -> Result<Request, Value> {
         }
         Some(_) => return Err(error("bad-path", "`paths` must be an array of strings")),
     }
-    Ok(Request::Notify { channel, paths })
+    Ok(Request::Notify {
+        channel,
+        scope: Scope::from_paths(paths),
+    })
 }
 
 fn subscribe(args: &Args) -> Result<Request, Value> {
@@ -318,8 +321,11 @@ mod tests {
         let (_, r) =
             parse(r#"{"cmd": "notify", "args": {"channel": "docs", "paths": ["a//b", "a/b/"]}}"#);
         match r {
-            Ok(Request::Notify { channel, paths }) => {
-                assert_eq!((channel.as_str(), paths), ("docs", vec!["a/b".to_string()]));
+            Ok(Request::Notify { channel, scope }) => {
+                assert_eq!(
+                    (channel.as_str(), scope.paths()),
+                    ("docs", &["a/b".to_string()][..])
+                );
             }
             other => panic!("{other:?}"),
         }

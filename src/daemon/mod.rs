@@ -1,11 +1,13 @@
 //! The guest daemon: binds its listeners and control socket, accepts peers, parses their lines
 //! and dispatches each notification to the overlays and trigger files of its channel.
 //!
-//! [`main`] is `vfnotify [daemon]`; [`spawn`] runs the same daemon in-process (for the demo and
+//! [`run`] is `vfnotify [daemon]`; [`spawn`] runs the same daemon in-process (for the demo and
 //! tests).
 
+pub mod connections;
 pub mod peer;
 pub mod send;
+pub mod server;
 pub mod state;
 pub mod systemd;
 pub mod watch;
@@ -19,13 +21,18 @@ use thiserror::Error;
 use tokio::sync::oneshot;
 
 use crate::channels::{ChannelMap, ChannelsError};
-use crate::cli::{DaemonArgs, EXIT_FAILURE, EXIT_USAGE};
 use crate::transport::{self, CidPolicy, ListenAddr, TransportError};
-use crate::trigger::{TriggerNameError, validate_trigger_name};
+use crate::trigger::TriggerNameError;
 pub use state::Shared;
 
-/// `vfnotify X.Y.Z`.
-pub const PROGRAM: &str = concat!("vfnotify ", env!("CARGO_PKG_VERSION"));
+pub use crate::PROGRAM;
+
+/// Default for [`DaemonConfig::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
+/// Default for [`DaemonConfig::idle_timeout`], in seconds.
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 30;
+/// Default for [`DaemonConfig::coalesce`], in milliseconds.
+pub const DEFAULT_COALESCE_MS: u64 = 50;
 
 /// Mode of the daemon's Unix sockets (control and `unix:` listeners).
 const SOCKET_MODE: u32 = 0o600;
@@ -52,47 +59,11 @@ impl DaemonConfig {
             listen: Vec::new(),
             cid_policy: CidPolicy::default(),
             control,
-            trigger_name: crate::cli::DEFAULT_TRIGGER.to_string(),
-            max_connections: 64,
-            idle_timeout: Duration::from_secs(30),
-            coalesce: Duration::from_millis(50),
+            trigger_name: crate::trigger::DEFAULT_TRIGGER_NAME.to_string(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            idle_timeout: Duration::from_secs(DEFAULT_IDLE_TIMEOUT_SECS),
+            coalesce: Duration::from_millis(DEFAULT_COALESCE_MS),
         }
-    }
-
-    /// Validate the command line.
-    pub fn from_args(args: &DaemonArgs) -> Result<Self, ConfigError> {
-        let channels = ChannelMap::from_args(&args.map)?;
-        let listen = if args.listen.is_empty() {
-            vec![ListenAddr::Vsock { port: args.port }]
-        } else {
-            args.listen
-                .iter()
-                .map(|l| transport::parse_listen(l))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(ConfigError::Listen)?
-        };
-        let cid_policy =
-            transport::parse_allow_cid(&args.allow_cid).map_err(ConfigError::AllowCid)?;
-        validate_trigger_name(&args.trigger_name)?;
-        if args.max_connections == 0 {
-            return Err(ConfigError::MaxConnections);
-        }
-        if args.idle_timeout == 0 {
-            return Err(ConfigError::IdleTimeout);
-        }
-        if args.control.as_os_str().is_empty() {
-            return Err(ConfigError::Control);
-        }
-        Ok(DaemonConfig {
-            channels,
-            listen,
-            cid_policy,
-            control: args.control.clone(),
-            trigger_name: args.trigger_name.clone(),
-            max_connections: args.max_connections,
-            idle_timeout: Duration::from_secs(args.idle_timeout),
-            coalesce: Duration::from_millis(args.coalesce_ms),
-        })
     }
 }
 
@@ -185,10 +156,7 @@ pub async fn start(config: DaemonConfig) -> Result<Arc<Shared>, DaemonError> {
     for l in vsock {
         tokio::spawn(peer::accept_loop(Arc::clone(&shared), l));
     }
-    tokio::spawn(crate::control::server::accept_loop(
-        Arc::clone(&shared),
-        control,
-    ));
+    tokio::spawn(server::accept_loop(Arc::clone(&shared), control));
     tracing::info!(
         control = %control_path.display(),
         listeners = ?*state::lock(&shared.listeners),
@@ -207,9 +175,14 @@ fn runtime() -> Result<tokio::runtime::Runtime, DaemonError> {
         .map_err(DaemonError::Runtime)
 }
 
-/// Run until SIGTERM or SIGINT.
-fn run(config: DaemonConfig) -> Result<(), DaemonError> {
+/// `vfnotify [daemon]`: run until SIGTERM or SIGINT.
+pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
     use tokio::signal::unix::{SignalKind, signal};
+    // A parent may have started us with SIGTERM/SIGINT blocked (the mask is inherited across
+    // exec); the daemon must still stop on them.
+    if let Err(e) = crate::sys::unblock_termination_signals() {
+        tracing::warn!("could not unblock SIGTERM/SIGINT: {e}");
+    }
     let rt = runtime()?;
     let result = rt.block_on(async {
         let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
@@ -230,35 +203,6 @@ fn run(config: DaemonConfig) -> Result<(), DaemonError> {
     // Dropping the runtime drops the listener tasks, whose listeners remove their socket files.
     rt.shutdown_timeout(Duration::from_secs(2));
     result
-}
-
-/// `vfnotify [daemon]`.
-pub fn main(args: DaemonArgs) -> u8 {
-    crate::logging::init(args.debug);
-    // A parent may have started us with SIGTERM/SIGINT blocked (the mask is inherited across
-    // exec); the daemon must still stop on them.
-    if let Err(e) = crate::sys::unblock_termination_signals() {
-        tracing::warn!("could not unblock SIGTERM/SIGINT: {e}");
-    }
-    let config = match DaemonConfig::from_args(&args) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("vfnotify: {e}");
-            return EXIT_USAGE;
-        }
-    };
-    match run(config) {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("vfnotify: {e}");
-            EXIT_FAILURE
-        }
-    }
-}
-
-/// `vfnotify send`.
-pub fn send_main(args: crate::cli::SendArgs) -> u8 {
-    send::main(args)
 }
 
 /// A daemon running in-process on its own thread (and runtime). Stops on [`DaemonHandle::stop`]

@@ -183,7 +183,8 @@ impl Batch {
         for (channel, paths, count) in self.groups {
             let extra = count.saturating_sub(1);
             shared.counters.received.fetch_add(extra, Ordering::Relaxed);
-            let r = shared.dispatch(&channel, paths.unwrap_or_default(), false);
+            let scope = crate::control::wire::Scope::from_paths(paths.unwrap_or_default());
+            let r = shared.dispatch(&channel, scope, false);
             if r.known {
                 // Merged into one notification: coalesced, as a burst within the window is.
                 shared

@@ -5,9 +5,18 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::io::AsyncWriteExt;
 
-use crate::cli::{EXIT_FAILURE, EXIT_USAGE, SendArgs};
 use crate::protocol::{ChannelError, RelpathError, validate_channel, validate_relpath};
-use crate::transport::{ConnectAddr, TransportError, connect, parse_connect};
+use crate::transport::{ConnectAddr, TransportError, connect};
+
+/// Default destination vsock CID (the first guest's).
+pub const DEFAULT_CID: u32 = 3;
+
+/// What `send` writes where: the encoded lines (see [`encode_lines`]) and the destination.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub addr: ConnectAddr,
+    pub lines: Vec<u8>,
+}
 
 /// How long `send` waits to connect and write.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,17 +44,6 @@ pub enum SendError {
     },
     #[error("timed out after {secs} s sending to {addr}")]
     Timeout { addr: String, secs: u64 },
-}
-
-impl SendError {
-    fn exit_code(&self) -> u8 {
-        match self {
-            SendError::Channel { .. } | SendError::Relpath { .. } | SendError::Address(_) => {
-                EXIT_USAGE
-            }
-            _ => EXIT_FAILURE,
-        }
-    }
 }
 
 /// The bytes `send` writes: one line per relative path, or `CHANNEL\n`.
@@ -92,15 +90,9 @@ pub async fn send_bytes(addr: &ConnectAddr, bytes: &[u8]) -> Result<(), SendErro
     }
 }
 
-fn run(args: &SendArgs) -> Result<(), SendError> {
-    let bytes = encode_lines(&args.channel, &args.relpaths)?;
-    let addr = match &args.to {
-        Some(to) => parse_connect(to).map_err(SendError::Address)?,
-        None => ConnectAddr::Vsock {
-            cid: args.cid,
-            port: args.port,
-        },
-    };
+/// `vfnotify send`: write the lines to the destination.
+pub fn run(config: Config) -> Result<(), SendError> {
+    let Config { addr, lines: bytes } = config;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -108,18 +100,6 @@ fn run(args: &SendArgs) -> Result<(), SendError> {
     rt.block_on(send_bytes(&addr, &bytes))?;
     tracing::debug!(%addr, bytes = bytes.len(), "sent");
     Ok(())
-}
-
-/// `vfnotify send`.
-pub fn main(args: SendArgs) -> u8 {
-    crate::logging::init(args.debug);
-    match run(&args) {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("vfnotify send: {e}");
-            e.exit_code()
-        }
-    }
 }
 
 #[cfg(test)]

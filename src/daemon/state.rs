@@ -1,31 +1,27 @@
 //! The daemon's shared state: configuration, counters, subscribed overlays, and dispatch of one
 //! notification to its overlays and trigger files.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::sync::{Notify, oneshot};
 
 use super::DaemonConfig;
 use super::watch::{self, Change, Target, Watch};
-use crate::control::glob::Glob;
+use crate::control::wire::Scope;
+use crate::glob::Glob;
 use crate::trigger::{self, Coalescer};
 
 /// Most queued events per subscribed overlay; on overflow the queue collapses into one
 /// whole-mount notification.
 pub const SUBSCRIBER_QUEUE: usize = 1024;
 
-/// Lock a mutex, recovering from poisoning (state stays usable; every update is a few fields).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    }
-}
+pub use super::connections::{ConnSlot, Connections};
+pub(crate) use crate::util::lock;
 
 macro_rules! counters {
     ($($name:ident),* $(,)?) => {
@@ -113,13 +109,13 @@ impl Counters {
 pub struct Event {
     pub seq: u64,
     pub channel: String,
-    pub paths: Vec<String>,
+    pub scope: Scope,
 }
 
 impl Event {
     /// The wire form: `{"event":{"type":"notify","channel":..,"paths":[..],"seq":N}}`.
     pub fn to_json(&self) -> Value {
-        json!({"event": {"type": "notify", "channel": self.channel, "paths": self.paths, "seq": self.seq}})
+        json!({"event": {"type": "notify", "channel": self.channel, "paths": self.scope, "seq": self.seq}})
     }
 }
 
@@ -165,12 +161,7 @@ pub struct Subscriber {
 
 impl Subscriber {
     /// Queue a notification; returns whether the queue overflowed (and collapsed).
-    fn deliver(
-        &self,
-        channel: &str,
-        paths: Vec<String>,
-        waiter: Option<oneshot::Sender<()>>,
-    ) -> bool {
+    fn deliver(&self, channel: &str, scope: Scope, waiter: Option<oneshot::Sender<()>>) -> bool {
         let overflow = {
             let mut st = lock(&self.state);
             if st.closed {
@@ -184,13 +175,13 @@ impl Subscriber {
                 Event {
                     seq,
                     channel: channel.to_string(),
-                    paths: Vec::new(),
+                    scope: Scope::Whole,
                 }
             } else {
                 Event {
                     seq,
                     channel: channel.to_string(),
-                    paths,
+                    scope,
                 }
             };
             st.queue.push_back(event);
@@ -269,105 +260,6 @@ impl Subscriber {
     }
 }
 
-/// The open peer connections and when each last made progress (connected, or completed a line).
-///
-/// `--max-connections` is enforced by making room, not by refusing: when the table is full, the
-/// connection that has gone longest without completing a line is told to close (counted as
-/// `evicted`) and the newcomer takes its place. So no set of slow, stuck or leaked connections can
-/// lock out a sender that is working: a newcomer is the freshest entry, and keeps its place as
-/// long as it finishes lines.
-#[derive(Debug, Default)]
-pub struct Connections {
-    table: Arc<Mutex<ConnTable>>,
-}
-
-#[derive(Debug, Default)]
-struct ConnTable {
-    next_id: u64,
-    open: HashMap<u64, ConnEntry>,
-}
-
-#[derive(Debug)]
-struct ConnEntry {
-    progress: Instant,
-    /// Fired (or dropped) to close the connection.
-    evict: oneshot::Sender<()>,
-}
-
-/// A connection's place in [`Connections`]: released on drop.
-pub struct ConnSlot {
-    id: u64,
-    table: Arc<Mutex<ConnTable>>,
-    /// Completes when the connection is evicted to make room for a newer one.
-    pub evicted: oneshot::Receiver<()>,
-}
-
-impl Connections {
-    /// Admit a connection, evicting the one with the least progress when `max` are open already.
-    /// Returns the slot and whether a connection was evicted.
-    pub fn admit(&self, max: usize) -> (ConnSlot, bool) {
-        let (tx, rx) = oneshot::channel();
-        let mut t = lock(&self.table);
-        let mut evicted = false;
-        while t.open.len() >= max.max(1) {
-            let Some(victim) = t
-                .open
-                .iter()
-                .min_by_key(|(id, e)| (e.progress, **id))
-                .map(|(id, _)| *id)
-            else {
-                break;
-            };
-            if let Some(e) = t.open.remove(&victim) {
-                let _ = e.evict.send(());
-                evicted = true;
-            }
-        }
-        t.next_id += 1;
-        let id = t.next_id;
-        t.open.insert(
-            id,
-            ConnEntry {
-                progress: Instant::now(),
-                evict: tx,
-            },
-        );
-        (
-            ConnSlot {
-                id,
-                table: Arc::clone(&self.table),
-                evicted: rx,
-            },
-            evicted,
-        )
-    }
-
-    /// How many connections are open.
-    pub fn len(&self) -> usize {
-        lock(&self.table).open.len()
-    }
-
-    /// Whether no connection is open.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-impl ConnSlot {
-    /// The connection completed a line: it moves to the back of the eviction order.
-    pub fn progressed(&self) {
-        if let Some(e) = lock(&self.table).open.get_mut(&self.id) {
-            e.progress = Instant::now();
-        }
-    }
-}
-
-impl Drop for ConnSlot {
-    fn drop(&mut self) {
-        lock(&self.table).open.remove(&self.id);
-    }
-}
-
 /// What a caller of [`Shared::dispatch`] can wait on.
 #[derive(Debug, Default)]
 pub struct DispatchWait {
@@ -395,12 +287,7 @@ pub struct Shared {
     coalescer: Arc<Coalescer>,
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+use crate::util::unix_now;
 
 impl Shared {
     /// New state; the coalescer's action toggles the channel's trigger files.
@@ -548,7 +435,7 @@ impl Shared {
     /// Act on one notification: deliver it to every overlay following `channel` or mounted at
     /// one of its folders, and toggle the trigger files of its other folders (coalesced). With
     /// `wait`, returns receivers completed once each overlay acknowledged and the triggers ran.
-    pub fn dispatch(&self, channel: &str, paths: Vec<String>, wait: bool) -> DispatchWait {
+    pub fn dispatch(&self, channel: &str, scope: Scope, wait: bool) -> DispatchWait {
         Counters::bump(&self.counters.received);
         let folders = self.config.channels.paths(channel);
         let targets: Vec<Arc<Subscriber>> = self
@@ -573,7 +460,7 @@ impl Shared {
             } else {
                 None
             };
-            if sub.deliver(channel, paths.clone(), waiter) {
+            if sub.deliver(channel, scope.clone(), waiter) {
                 Counters::bump(&self.counters.overlay_overflow);
                 tracing::warn!(id = sub.id, mountpoint = %sub.mountpoint.display(), "overlay queue full; collapsed into a whole-mount notification");
             }
@@ -605,7 +492,7 @@ impl Shared {
             .iter()
             .map(|s| s.mountpoint.clone())
             .collect();
-        let overlay_mounts = vfnotify_mounts();
+        let overlay_mounts = crate::mountinfo::vfnotify_mounts();
         let mut ok = 0;
         for folder in folders {
             if subscribed.contains(folder) {
@@ -663,133 +550,9 @@ impl Shared {
     }
 }
 
-/// Mountpoints of `fuse.vfnotify` filesystems in /proc/self/mountinfo (empty when unreadable).
-pub fn vfnotify_mounts() -> Vec<PathBuf> {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
-    parse_mountinfo_fstype(&info, "fuse.vfnotify")
-}
-
-/// Mountpoints whose filesystem type is `fstype`, from mountinfo text. Pure.
-pub fn parse_mountinfo_fstype(info: &str, fstype: &str) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for line in info.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let Some(sep) = fields.iter().position(|f| *f == "-") else {
-            continue;
-        };
-        if fields.get(sep + 1) == Some(&fstype) {
-            if let Some(mp) = fields.get(4) {
-                out.push(unescape_mountinfo(mp));
-            }
-        }
-    }
-    out
-}
-
-/// The per-mount options (mountinfo's sixth field, e.g. `rw,nosuid,noatime`) of the last mount
-/// of type `fstype` at `mountpoint`; `None` when nothing of that type is mounted there. Pure.
-pub fn parse_mountinfo_options(info: &str, fstype: &str, mountpoint: &Path) -> Option<String> {
-    let mut found = None;
-    for line in info.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let Some(sep) = fields.iter().position(|f| *f == "-") else {
-            continue;
-        };
-        if fields.get(sep + 1) == Some(&fstype)
-            && fields
-                .get(4)
-                .is_some_and(|mp| unescape_mountinfo(mp) == mountpoint)
-        {
-            found = fields.get(5).map(|o| o.to_string());
-        }
-    }
-    found
-}
-
-fn unescape_mountinfo(field: &str) -> PathBuf {
-    use std::os::unix::ffi::OsStringExt;
-    let b = field.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' {
-            if let Some(v) = field
-                .get(i + 1..i + 4)
-                .and_then(|o| u8::from_str_radix(o, 8).ok())
-            {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    PathBuf::from(std::ffi::OsString::from_vec(out))
-}
-
-/// Whether `path` is in `mounts`.
-pub fn is_mount(mounts: &[PathBuf], path: &Path) -> bool {
-    mounts.iter().any(|m| m == path)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mount_options_of_one_mountpoint() {
-        let info = "40 27 0:41 / /m\\040n rw,nosuid - fuse.vfnotify s rw,user_id=0\n\
-                    41 27 0:41 / /m\\040n ro,nosuid,noatime - fuse.vfnotify s rw,user_id=0\n\
-                    42 27 0:42 / /other ro - tmpfs tmpfs rw\n";
-        assert_eq!(
-            parse_mountinfo_options(info, "fuse.vfnotify", Path::new("/m n")).as_deref(),
-            Some("ro,nosuid,noatime")
-        );
-        assert_eq!(
-            parse_mountinfo_options(info, "fuse.vfnotify", Path::new("/other")),
-            None
-        );
-    }
-
-    #[test]
-    fn mountinfo_parsing() {
-        let info = "36 35 98:0 / /mnt/a\\040b rw,noatime master:1 - fuse.vfnotify vf rw\n\
-                    37 35 98:0 / /mnt/c rw - ext4 /dev/sda rw\n\
-                    garbage line\n\
-                    38 35 0:1 / /x\\777 rw shared:2 - fuse.vfnotify vf rw\n";
-        let m = parse_mountinfo_fstype(info, "fuse.vfnotify");
-        assert_eq!(m[0], PathBuf::from("/mnt/a b"));
-        assert_eq!(m.len(), 2);
-        assert!(is_mount(&m, Path::new("/mnt/a b")));
-        assert!(!is_mount(&m, Path::new("/mnt/c")));
-    }
-
-    /// A full table makes room by evicting the connection that went longest without a line.
-    #[test]
-    fn a_full_connection_table_evicts_the_least_progress() {
-        let c = Connections::default();
-        let (a, e) = c.admit(2);
-        assert!(!e);
-        std::thread::sleep(Duration::from_millis(2));
-        let (mut b, e) = c.admit(2);
-        assert!(!e);
-        std::thread::sleep(Duration::from_millis(2));
-        // `a` finishes a line: `b` (older progress now) is the one to go.
-        a.progressed();
-        let (mut n, e) = c.admit(2);
-        assert!(e);
-        assert_eq!(c.len(), 2);
-        assert!(b.evicted.try_recv().is_ok(), "b evicted");
-        assert!(n.evicted.try_recv().is_err(), "the newcomer stays");
-        drop(b);
-        assert_eq!(c.len(), 2, "an evicted slot was already released");
-        drop(a);
-        drop(n);
-        assert!(c.is_empty());
-    }
 
     #[test]
     fn subscriber_queue_collapses_and_acks_are_cumulative() {
@@ -804,16 +567,16 @@ mod tests {
             globs: Mutex::new(None),
         };
         let (tx1, mut rx1) = oneshot::channel();
-        assert!(!sub.deliver("c", vec!["a".into()], Some(tx1)));
+        assert!(!sub.deliver("c", Scope::Paths(vec!["a".into()]), Some(tx1)));
         for _ in 1..SUBSCRIBER_QUEUE {
-            assert!(!sub.deliver("c", vec!["b".into()], None));
+            assert!(!sub.deliver("c", Scope::Paths(vec!["b".into()]), None));
         }
         let (tx2, mut rx2) = oneshot::channel();
-        assert!(sub.deliver("c", vec!["z".into()], Some(tx2)));
+        assert!(sub.deliver("c", Scope::Paths(vec!["z".into()]), Some(tx2)));
         let Popped::Event(ev) = sub.pop() else {
             panic!("expected an event")
         };
-        assert!(ev.paths.is_empty());
+        assert_eq!(ev.scope, Scope::Whole);
         assert_eq!(ev.seq, SUBSCRIBER_QUEUE as u64 + 1);
         assert!(matches!(sub.pop(), Popped::Empty));
         sub.ack(&[ev.seq], Some(json!({"x": 1})));

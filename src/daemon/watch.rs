@@ -8,7 +8,6 @@
 //! (and counted) until its queue has drained, after which events resume.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -16,7 +15,7 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 
 use super::state::lock;
-use crate::control::glob::Glob;
+use crate::glob::Glob;
 
 /// Most events queued per watch (the overflow event comes on top).
 pub const WATCH_QUEUE: usize = 1024;
@@ -29,42 +28,7 @@ pub const REPORT_WAIT: Duration = Duration::from_secs(2);
 /// Most watches per control connection.
 pub const MAX_WATCHES_PER_CONNECTION: usize = 64;
 
-/// The kinds of change an overlay reports.
-pub const CHANGE_TYPES: &[&str] = &["create", "delete", "modify", "attrib", "rename"];
-
-/// One change reported by an overlay (`handled.changes`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Change {
-    pub kind: &'static str,
-    pub path: String,
-    pub to: Option<String>,
-}
-
-impl Change {
-    /// Parse one `{"type", "path", "to"?}` object; `None` when malformed.
-    pub fn from_json(v: &Value) -> Option<Change> {
-        let t = v.get("type")?.as_str()?;
-        let kind = CHANGE_TYPES.iter().copied().find(|k| *k == t)?;
-        let path = v.get("path")?.as_str()?.to_string();
-        let to = match v.get("to") {
-            None | Some(Value::Null) => None,
-            Some(t) => Some(t.as_str()?.to_string()),
-        };
-        if kind == "rename" && to.is_none() {
-            return None;
-        }
-        Some(Change { kind, path, to })
-    }
-}
-
-/// What a watch follows.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    /// Every overlay of a channel (following it, or mounted on one of its `--map` folders).
-    Channel(String),
-    /// The overlay mounted there (across its reconnections).
-    Mountpoint(PathBuf),
-}
+pub use crate::control::wire::{Change, ChangeKind, Target};
 
 #[derive(Debug)]
 enum Item {
@@ -345,7 +309,7 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
-    fn ch(kind: &'static str, path: &str) -> Change {
+    fn ch(kind: ChangeKind, path: &str) -> Change {
         Change {
             kind,
             path: path.into(),
@@ -377,7 +341,7 @@ mod tests {
             Target::Channel("c".into()),
             Some(Glob::new("*.pdf").unwrap()),
         );
-        let mut r = ch("rename", "a.txt");
+        let mut r = ch(ChangeKind::Rename, "a.txt");
         assert!(!w.wants(&r));
         r.to = Some("a.pdf".into());
         assert!(w.wants(&r));
@@ -390,7 +354,7 @@ mod tests {
     async fn a_stuck_watch_overflows_once_and_resumes_after_draining() {
         let w = Arc::new(Watch::new(7, Target::Channel("c".into()), None));
         let changes: Vec<Change> = (0..WATCH_QUEUE + 10)
-            .map(|i| ch("create", &i.to_string()))
+            .map(|i| ch(ChangeKind::Create, &i.to_string()))
             .collect();
         let p = publish(std::slice::from_ref(&w), &changes).await;
         assert_eq!(p.queued, WATCH_QUEUE as u64);
@@ -441,7 +405,7 @@ mod tests {
             })
         };
         let changes: Vec<Change> = (0..3 * WATCH_QUEUE)
-            .map(|i| ch("modify", &i.to_string()))
+            .map(|i| ch(ChangeKind::Modify, &i.to_string()))
             .collect();
         let p = publish(std::slice::from_ref(&w), &changes).await;
         assert_eq!((p.queued, p.dropped), (3 * WATCH_QUEUE as u64, 0));

@@ -101,7 +101,7 @@ pub fn parse(text: &[u8]) -> Result<Vec<FileChannel>, ConfigError> {
         let base: PathBuf = required(ch, "basePath", name)?;
         let notify: Map<String, Value> = required(ch, "notify", name)?;
         let at = format!("{name}.notify");
-        let port: u32 = get(&notify, "port", &at)?.unwrap_or(crate::cli::DEFAULT_PORT);
+        let port: u32 = get(&notify, "port", &at)?.unwrap_or(crate::transport::DEFAULT_PORT);
         let guests: Vec<Value> = required(&notify, "guests", &at)?;
         let mut addrs = Vec::new();
         for (i, g) in guests.iter().enumerate() {

@@ -2,6 +2,7 @@
 //! `{"cmd", "args", "id"}` → `{"result"}` or `{"error": {"class", "desc"}}`, `id` echoed), with
 //! the commands `hello` and `status`. `vfnotify host status` is its client.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,10 +11,9 @@ use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::sync::watch;
 
 use super::state::{Counters, Hub};
-use crate::cli::{EXIT_FAILURE, HostStatusArgs};
 use crate::control::request::{check_protocol, envelope, error, hello_result, response};
-use crate::control::server::{Read, read_request};
 use crate::control::{ClientError, json_text, print_stdout, query};
+use crate::control::{Read, read_request};
 use crate::transport::UnixListener;
 
 /// Most concurrent control connections.
@@ -102,30 +102,40 @@ async fn serve(hub: &Hub, stream: tokio::net::UnixStream) {
     }
 }
 
+/// What `vfnotify host status` asks and how it prints it.
+#[derive(Debug, Clone)]
+pub struct StatusConfig {
+    pub control: PathBuf,
+    /// The raw JSON status instead of the readable form.
+    pub json: bool,
+}
+
+/// Errors of `vfnotify host status`, named for the step that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error("no vfnotify host at {}: {source}", path.display())]
+    NoHost {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Query(ClientError),
+    #[error("cannot write to stdout: {0}")]
+    Stdout(std::io::Error),
+}
+
 /// `vfnotify host status`.
-pub fn status_main(args: HostStatusArgs) -> u8 {
-    crate::logging::init(false);
-    match query(&args.control, "status") {
-        Ok(status) => {
-            let text = if args.json {
-                json_text(&status)
-            } else {
-                render(&status)
-            };
-            print_stdout("host status", &text).err().unwrap_or(0)
-        }
-        Err(ClientError::Connect { path, source }) => {
-            eprintln!(
-                "vfnotify host status: no vfnotify host at {}: {source}",
-                path.display()
-            );
-            EXIT_FAILURE
-        }
-        Err(e) => {
-            eprintln!("vfnotify host status: {e}");
-            EXIT_FAILURE
-        }
-    }
+pub fn status(config: StatusConfig) -> Result<(), StatusError> {
+    let status = query(&config.control, "status").map_err(|e| match e {
+        ClientError::Connect { path, source } => StatusError::NoHost { path, source },
+        e => StatusError::Query(e),
+    })?;
+    let text = if config.json {
+        json_text(&status)
+    } else {
+        render(&status)
+    };
+    print_stdout(&text).map_err(StatusError::Stdout)
 }
 
 /// The readable form of a host `status`.

@@ -25,9 +25,8 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::watch as tokio_watch;
 
-use crate::cli::{EXIT_FAILURE, EXIT_USAGE, HostArgs, HostCli, HostCommand};
 use crate::protocol::{ChannelError, validate_channel};
-use crate::transport::{ConnectAddr, TransportError, parse_connect};
+use crate::transport::{ConnectAddr, TransportError};
 pub use batch::Limits;
 pub use state::Hub;
 pub use watch::BackendChoice;
@@ -175,7 +174,7 @@ pub enum HostError {
 
 /// Check a channel name for the host: a valid protocol channel, not reserved, no white space at
 /// its ends (the guest trims lines).
-fn check_channel(name: &str) -> Result<(), ConfigError> {
+pub fn check_channel(name: &str) -> Result<(), ConfigError> {
     validate_channel(name).map_err(|source| ConfigError::Channel {
         name: name.to_string(),
         source,
@@ -194,7 +193,7 @@ fn check_channel(name: &str) -> Result<(), ConfigError> {
 }
 
 /// The canonical form of a channel's folder, which must exist and be a directory.
-fn check_base(name: &str, path: &Path) -> Result<PathBuf, ConfigError> {
+pub fn check_base(name: &str, path: &Path) -> Result<PathBuf, ConfigError> {
     let err = |source| ConfigError::BasePath {
         name: name.to_string(),
         path: path.to_path_buf(),
@@ -208,84 +207,6 @@ fn check_base(name: &str, path: &Path) -> Result<PathBuf, ConfigError> {
         });
     }
     Ok(canon)
-}
-
-impl TryFrom<HostArgs> for Config {
-    type Error = ConfigError;
-
-    fn try_from(args: HostArgs) -> Result<Config, ConfigError> {
-        let mut raw: Vec<(String, PathBuf, Vec<ConnectAddr>)> = Vec::new();
-        if let Some(file) = &args.config {
-            for c in config::load(file)? {
-                if c.guests.is_empty() {
-                    tracing::info!(channel = %c.name, "channel has no guests to notify; skipped");
-                    continue;
-                }
-                raw.push((c.name, c.base, c.guests));
-            }
-        }
-        let mut guests: Vec<ConnectAddr> = args
-            .guest
-            .iter()
-            .map(|cid| ConnectAddr::Vsock {
-                cid: *cid,
-                port: args.port,
-            })
-            .collect();
-        for to in &args.to {
-            guests.push(parse_connect(to).map_err(ConfigError::To)?);
-        }
-        if !args.watch.is_empty() && guests.is_empty() {
-            return Err(ConfigError::NoGuests);
-        }
-        if args.watch.is_empty() && !guests.is_empty() {
-            return Err(ConfigError::GuestsWithoutWatch);
-        }
-        for w in &args.watch {
-            let (name, path) = w
-                .split_once('=')
-                .filter(|(_, p)| !p.is_empty())
-                .ok_or_else(|| ConfigError::ParseWatch { arg: w.clone() })?;
-            raw.push((name.to_string(), PathBuf::from(path), guests.clone()));
-        }
-        if raw.is_empty() {
-            return Err(ConfigError::NothingToWatch);
-        }
-        let mut channels: Vec<ChannelConfig> = Vec::new();
-        for (name, base, guests) in raw {
-            check_channel(&name)?;
-            if channels.iter().any(|c| c.name == name) {
-                return Err(ConfigError::DuplicateChannel { name });
-            }
-            let base = check_base(&name, &base)?;
-            channels.push(ChannelConfig { name, base, guests });
-        }
-        if args.control.as_os_str().is_empty() {
-            return Err(ConfigError::Control);
-        }
-        let backend = args.backend.parse().map_err(ConfigError::Backend)?;
-        let nonzero = |v: usize, flag| {
-            if v == 0 {
-                Err(ConfigError::Zero { flag })
-            } else {
-                Ok(v)
-            }
-        };
-        let mut c = Config::new(channels, args.control.clone());
-        c.backend = backend;
-        c.window = Duration::from_millis(args.window_ms);
-        c.limits = Limits {
-            folder: nonzero(args.folder_limit, "folder-limit")?,
-            channel: nonzero(args.channel_limit, "channel-limit")?,
-        };
-        c.queue = nonzero(args.queue, "queue")?;
-        c.keepalive = (args.keepalive > 0).then(|| Duration::from_secs(args.keepalive));
-        c.max_watches = match args.max_watches {
-            Some(n) => Some(nonzero(n, "max-watches")?),
-            None => None,
-        };
-        Ok(c)
-    }
 }
 
 /// The parts of a started host.
@@ -366,6 +287,9 @@ fn runtime() -> Result<tokio::runtime::Runtime, HostError> {
 /// Run until SIGTERM or SIGINT (readiness sent to systemd once watching).
 pub fn run(config: Config) -> Result<(), HostError> {
     use tokio::signal::unix::{SignalKind, signal};
+    if let Err(e) = crate::sys::unblock_termination_signals() {
+        tracing::warn!("could not unblock SIGTERM/SIGINT: {e}");
+    }
     let rt = runtime()?;
     let result = rt.block_on(async {
         let mut term = signal(SignalKind::terminate()).map_err(HostError::Signals)?;
@@ -386,33 +310,4 @@ pub fn run(config: Config) -> Result<(), HostError> {
     });
     rt.shutdown_timeout(Duration::from_secs(2));
     result
-}
-
-/// `vfnotify host`.
-pub fn main(cli: HostCli) -> u8 {
-    match cli.command {
-        Some(HostCommand::Status(args)) => control::status_main(args),
-        None => run_main(cli.args),
-    }
-}
-
-fn run_main(args: HostArgs) -> u8 {
-    crate::logging::init(args.debug);
-    if let Err(e) = crate::sys::unblock_termination_signals() {
-        tracing::warn!("could not unblock SIGTERM/SIGINT: {e}");
-    }
-    let config = match Config::try_from(args) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("vfnotify host: {e}");
-            return EXIT_USAGE;
-        }
-    };
-    match run(config) {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("vfnotify host: {e}");
-            EXIT_FAILURE
-        }
-    }
 }

@@ -4,8 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 
@@ -13,13 +12,7 @@ use super::Config;
 use super::batch::{Change, Log};
 use super::guest::Guest;
 
-/// Lock a mutex, recovering from poisoning (every update is a few fields).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    }
-}
+pub(crate) use crate::util::lock;
 
 macro_rules! counters {
     ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
@@ -123,12 +116,7 @@ pub struct Hub {
     pub started: u64,
 }
 
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+use crate::util::unix_now as now_secs;
 
 impl Hub {
     /// Channels and guests from `config` (one guest per distinct address, with every channel

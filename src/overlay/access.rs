@@ -116,7 +116,7 @@ impl Pending {
     /// Whether a rescan of `ino` with attributes `fresh` is still to be asked for (and note that
     /// it is asked for now).
     pub fn first(&self, ino: Ino, fresh: &EntrySnap) -> bool {
-        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut m = crate::util::lock(&self.0);
         if m.get(&ino) == Some(fresh) {
             return false;
         }

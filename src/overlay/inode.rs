@@ -127,7 +127,7 @@ pub struct Node {
 impl Node {
     /// Lock the node's state (poisoning is ignored: the state stays usable).
     pub fn state(&self) -> MutexGuard<'_, NodeState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        crate::util::lock(&self.state)
     }
 }
 
@@ -187,7 +187,7 @@ impl Table {
         if key.dev == self.root_key.dev && key.ino > 1 && key.ino < ALLOC_BASE {
             return key.ino;
         }
-        let mut f = self.foreign.lock().unwrap_or_else(|p| p.into_inner());
+        let mut f = crate::util::lock(&self.foreign);
         *f.entry(key)
             .or_insert_with(|| self.next_alloc.fetch_add(1, Ordering::Relaxed))
     }
@@ -330,7 +330,7 @@ impl Table {
         shard.remove(&ino);
         drop(shard);
         if ino >= ALLOC_BASE && !node.is_virtual {
-            let mut f = self.foreign.lock().unwrap_or_else(|p| p.into_inner());
+            let mut f = crate::util::lock(&self.foreign);
             if f.get(&node.key) == Some(&ino) {
                 f.remove(&node.key);
             }

@@ -39,9 +39,7 @@ impl Drop for LocalGuard<'_> {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+use crate::util::lock;
 
 impl LocalOps {
     /// A client operation on these names begins (before it touches SOURCE).

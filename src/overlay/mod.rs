@@ -5,7 +5,7 @@
 //! - [`fs`]: the FUSE operations and the replay view.
 //! - [`sync`]: the worker that rescans on notifications, invalidates the kernel's caches and
 //!   replays changes as inotify events.
-//! - [`kernel_notify`]: the notifications fuser lacks (INC_EPOCH, PRUNE), written directly.
+//! - [`kernel_notify`]: the notification fuser lacks (INC_EPOCH), written directly.
 //!
 //! This module mounts (mount(2) directly, type `fuse.vfnotify`), returns once the mount is live
 //! (daemonising unless `-f`), wires the daemon link and ends on unmount or SIGTERM.
@@ -30,7 +30,6 @@ use std::time::Duration;
 
 use tracing::{error, info, warn};
 
-use crate::cli::{EXIT_FAILURE, EXIT_USAGE, MountArgs};
 use crate::sys;
 use fs::{OverlayFs, Shared};
 use options::MountConfig;
@@ -57,66 +56,84 @@ pub enum MountError {
     Signals(io::Error),
     #[error("FUSE session ended with an error: {0}")]
     Session(io::Error),
+    #[error("SOURCE {} is not a directory", path.display())]
+    SourceNotADirectory { path: PathBuf },
+    #[error("SOURCE {}: {source}", path.display())]
+    CheckSource { path: PathBuf, source: io::Error },
+    #[error("{0}")]
+    Mountpoint(String),
+    #[error("{0}")]
+    Canonicalize(io::Error),
+    #[error("mounting needs root (CAP_SYS_ADMIN) for mount(2) and kernel passthrough")]
+    NotRoot,
+    #[error("pipe: {0}")]
+    Pipe(io::Error),
+    #[error("fork: {0}")]
+    Fork(io::Error),
+    /// The forked server's own report (or its silence) before the mount was live.
+    #[error("{0}")]
+    Server(String),
+    #[error("remounting needs root (CAP_SYS_ADMIN)")]
+    RemountNotRoot,
+    #[error("MOUNTPOINT {}: {source}", path.display())]
+    RemountMountpoint { path: PathBuf, source: io::Error },
+    #[error("remount: no vfnotify overlay is mounted at {}", path.display())]
+    NotAnOverlay { path: PathBuf },
+    #[error("remount of {}: {source}", path.display())]
+    Remount { path: PathBuf, source: io::Error },
 }
 
-/// `vfnotify mount` / `mount.fuse.vfnotify`.
-pub fn main(args: MountArgs) -> u8 {
-    let cfg = match options::parse(&args.options) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("vfnotify mount: {e}");
-            return EXIT_USAGE;
-        }
-    };
+/// What `vfnotify mount` does: the `-o` options and where.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub options: MountConfig,
+    pub source: PathBuf,
+    pub mountpoint: PathBuf,
+    /// Serve in the foreground instead of returning once the mount is live.
+    pub foreground: bool,
+    /// Debug logging (set up here: after stderr goes to `log=`, or after daemonising).
+    pub debug: bool,
+}
+
+/// `vfnotify mount` / `mount.fuse.vfnotify`: check SOURCE and MOUNTPOINT, mount, and serve
+/// (`foreground`) or return once the mount is live.
+pub fn run(config: Config) -> Result<(), MountError> {
+    let Config {
+        options: cfg,
+        source,
+        mountpoint,
+        foreground,
+        debug,
+    } = config;
     if cfg.remount {
-        return remount(&args.mountpoint, &cfg);
+        return remount(&mountpoint, &cfg);
     }
-    match std::fs::metadata(&args.source) {
+    match std::fs::metadata(&source) {
         Ok(m) if m.is_dir() => {}
-        Ok(_) => {
-            eprintln!(
-                "vfnotify mount: SOURCE {} is not a directory",
-                args.source.display()
-            );
-            return EXIT_USAGE;
-        }
+        Ok(_) => return Err(MountError::SourceNotADirectory { path: source }),
         Err(e) => {
-            eprintln!("vfnotify mount: SOURCE {}: {e}", args.source.display());
-            return EXIT_USAGE;
+            return Err(MountError::CheckSource {
+                path: source,
+                source: e,
+            });
         }
     }
-    if let Err(msg) = prepare_mountpoint(&args.mountpoint) {
-        eprintln!("vfnotify mount: {msg}");
-        return EXIT_USAGE;
-    }
-    let (source, mountpoint) = match (args.source.canonicalize(), args.mountpoint.canonicalize()) {
+    prepare_mountpoint(&mountpoint).map_err(MountError::Mountpoint)?;
+    let (source, mountpoint) = match (source.canonicalize(), mountpoint.canonicalize()) {
         (Ok(s), Ok(m)) => (s, m),
-        (Err(e), _) | (_, Err(e)) => {
-            eprintln!("vfnotify mount: {e}");
-            return EXIT_USAGE;
-        }
+        (Err(e), _) | (_, Err(e)) => return Err(MountError::Canonicalize(e)),
     };
     if sys::geteuid() != 0 {
-        eprintln!(
-            "vfnotify mount: mounting needs root (CAP_SYS_ADMIN) for mount(2) and kernel passthrough"
-        );
-        return EXIT_FAILURE;
+        return Err(MountError::NotRoot);
     }
-    if args.foreground {
+    if foreground {
         if let Some(log) = &cfg.log {
             redirect_stderr(log);
         }
-        crate::logging::init(args.debug);
-        return match run(cfg, &source, &mountpoint, None) {
-            Ok(()) => 0,
-            Err(e) => {
-                error!("{e}");
-                eprintln!("vfnotify mount: {e}");
-                EXIT_FAILURE
-            }
-        };
+        crate::logging::init(debug);
+        return serve(cfg, &source, &mountpoint, None).inspect_err(|e| error!("{e}"));
     }
-    daemonize(cfg, &source, &mountpoint, args.debug)
+    daemonize(cfg, &source, &mountpoint, debug)
 }
 
 /// A mountpoint must be a directory; a stale mount left by a killed server (ENOTCONN) is
@@ -142,56 +159,47 @@ fn prepare_mountpoint(mp: &Path) -> Result<(), String> {
 
 /// Fork: the child mounts and serves; the parent returns once the mount is live (mount(8)
 /// relies on that), with the child's error if it failed.
-fn daemonize(cfg: MountConfig, source: &Path, mountpoint: &Path, debug: bool) -> u8 {
-    let (mut rd, wr) = match std::io::pipe() {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("vfnotify mount: pipe: {e}");
-            return EXIT_FAILURE;
-        }
-    };
-    match sys::fork() {
-        Err(e) => {
-            eprintln!("vfnotify mount: fork: {e}");
-            EXIT_FAILURE
-        }
-        Ok(sys::Fork::Parent(_)) => {
+fn daemonize(
+    cfg: MountConfig,
+    source: &Path,
+    mountpoint: &Path,
+    debug: bool,
+) -> Result<(), MountError> {
+    let (mut rd, wr) = std::io::pipe().map_err(MountError::Pipe)?;
+    match sys::fork().map_err(MountError::Fork)? {
+        sys::Fork::Parent(_) => {
             drop(wr);
             // One line: "ok" once the mount is live, else the error. The child keeps the pipe.
             let mut msg = String::new();
             let _ = io::BufReader::new(&mut rd).read_line(&mut msg);
             if msg.starts_with("ok") {
-                0
+                Ok(())
             } else {
                 let m = msg.trim();
-                eprintln!(
-                    "vfnotify mount: {}",
-                    if m.is_empty() {
-                        "server exited before the mount was live"
-                    } else {
-                        m
-                    }
-                );
-                EXIT_FAILURE
+                Err(MountError::Server(if m.is_empty() {
+                    "server exited before the mount was live".to_string()
+                } else {
+                    m.to_string()
+                }))
             }
         }
-        Ok(sys::Fork::Child) => {
+        sys::Fork::Child => {
             drop(rd);
             let _ = sys::setsid();
             redirect_stdio(cfg.log.as_deref());
             crate::logging::init(debug);
             let mut wr = Some(wr);
-            let code = match run(cfg, source, mountpoint, wr.as_mut()) {
+            let code = match serve(cfg, source, mountpoint, wr.as_mut()) {
                 Ok(()) => 0,
                 Err(e) => {
                     error!("{e}");
                     if let Some(w) = wr.as_mut() {
                         let _ = writeln!(w, "{e}");
                     }
-                    EXIT_FAILURE
+                    1
                 }
             };
-            std::process::exit(code as i32);
+            std::process::exit(code);
         }
     }
 }
@@ -230,7 +238,7 @@ fn redirect_stdio(log: Option<&Path>) {
 }
 
 /// Mount, serve until unmounted, clean up.
-pub fn run(
+pub fn serve(
     cfg: MountConfig,
     source: &Path,
     mountpoint: &Path,
@@ -371,7 +379,7 @@ pub fn run(
     };
 
     let (tx, rx) = mpsc::channel::<Job>();
-    *shared.baseline_tx.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx.clone());
+    *crate::util::lock(&shared.baseline_tx) = Some(tx.clone());
     let spawned = (|| -> io::Result<()> {
         let minor = shared.kernel_minor.load(Ordering::Relaxed);
         let raw = kernel_notify::KernelNotifier::new(raw_fd, minor);
@@ -508,37 +516,26 @@ fn per_mount_flags(cfg: &MountConfig) -> libc::c_ulong {
 /// superblock and the server stay as they are (replays keep their own writable mount), and the
 /// server follows the flags from the mount table (`follow_mount`). The overlay's own options
 /// (channel=, cache=, ...) cannot change this way and are left as they are.
-fn remount(mountpoint: &Path, cfg: &MountConfig) -> u8 {
+fn remount(mountpoint: &Path, cfg: &MountConfig) -> Result<(), MountError> {
     if sys::geteuid() != 0 {
-        eprintln!("vfnotify mount: remounting needs root (CAP_SYS_ADMIN)");
-        return EXIT_FAILURE;
+        return Err(MountError::RemountNotRoot);
     }
-    let mp = match mountpoint.canonicalize() {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("vfnotify mount: MOUNTPOINT {}: {e}", mountpoint.display());
-            return EXIT_USAGE;
-        }
-    };
-    if !crate::daemon::state::vfnotify_mounts().contains(&mp) {
-        eprintln!(
-            "vfnotify mount: remount: no vfnotify overlay is mounted at {}",
-            mp.display()
-        );
-        return EXIT_USAGE;
+    let mp = mountpoint
+        .canonicalize()
+        .map_err(|source| MountError::RemountMountpoint {
+            path: mountpoint.to_path_buf(),
+            source,
+        })?;
+    if !crate::mountinfo::vfnotify_mounts().contains(&mp) {
+        return Err(MountError::NotAnOverlay { path: mp });
     }
     let mut flags = libc::MS_REMOUNT | libc::MS_BIND | per_mount_flags(cfg);
     if cfg.read_only {
         flags |= libc::MS_RDONLY;
     }
-    let res = sys::cstr(mp.as_os_str()).and_then(|c| sys::mount(c"", &c, c"", flags, c""));
-    match res {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("vfnotify mount: remount of {}: {e}", mp.display());
-            EXIT_FAILURE
-        }
-    }
+    sys::cstr(mp.as_os_str())
+        .and_then(|c| sys::mount(c"", &c, c"", flags, c""))
+        .map_err(|source| MountError::Remount { path: mp, source })
 }
 
 /// Follow MOUNTPOINT in the mount table: take its per-mount flags as they change (`remount`;
@@ -563,17 +560,13 @@ fn follow_mount(
                 text.clear();
                 let read = info.rewind().and_then(|()| info.read_to_string(&mut text));
                 let opts = read.ok().map(|_| {
-                    crate::daemon::state::parse_mountinfo_options(
-                        &text,
-                        "fuse.vfnotify",
-                        &mountpoint,
-                    )
+                    crate::mountinfo::parse_mountinfo_options(&text, "fuse.vfnotify", &mountpoint)
                 });
                 match opts {
                     Some(None) => {
                         info!("mountpoint unmounted: releasing the replay mount");
                         if let Some(h) = &holder {
-                            h.lock().unwrap_or_else(|p| p.into_inner()).take();
+                            crate::util::lock(h).take();
                         }
                         return;
                     }
@@ -600,19 +593,15 @@ struct LinkTarget {
 
 impl LinkTarget {
     fn send(&self, job: Job) -> bool {
-        self.tx
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .send(job)
-            .is_ok()
+        crate::util::lock(&self.tx).send(job).is_ok()
     }
 }
 
 impl crate::link::NotifyTarget for LinkTarget {
-    fn handle(&self, paths: &[String]) -> Vec<serde_json::Value> {
+    fn handle(&self, scope: &crate::link::Scope) -> Vec<serde_json::Value> {
         let (done_tx, done_rx) = mpsc::channel();
         if !self.send(Job::Notify {
-            paths: paths.to_vec(),
+            scope: scope.clone(),
             done: done_tx,
         }) {
             return Vec::new();

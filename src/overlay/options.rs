@@ -96,7 +96,7 @@ impl Default for MountConfig {
     fn default() -> Self {
         MountConfig {
             channel: None,
-            control: PathBuf::from(crate::cli::DEFAULT_CONTROL),
+            control: PathBuf::from(crate::control::DEFAULT_CONTROL),
             cache: CachePolicy::Auto,
             events: EventMode::Precise,
             passthrough: true,
@@ -114,7 +114,7 @@ impl Default for MountConfig {
             audit: false,
             log: None,
             threads: 4,
-            trigger_name: crate::cli::DEFAULT_TRIGGER.to_string(),
+            trigger_name: crate::trigger::DEFAULT_TRIGGER_NAME.to_string(),
             reach: super::sync::REACH_BUDGET,
             remount: false,
         }

@@ -40,9 +40,8 @@ impl Fanotify {
             )
         })?;
         // SAFETY: fd is fresh and owned by no one else.
-        Ok(Fanotify {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Fanotify { fd })
     }
 
     /// `fanotify_mark(FAN_MARK_ADD | FAN_MARK_FILESYSTEM, mask, AT_FDCWD, path)`: watch the whole

@@ -2,6 +2,8 @@
 //! through /proc/self/mountinfo with a deadline, and RAII guards that unmount and kill.
 #![allow(dead_code)]
 
+pub mod ops;
+
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};

@@ -179,8 +179,9 @@ impl Watcher {
             std::io::Error::last_os_error()
         );
         // SAFETY: fd is a fresh descriptor owned by no one else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         Watcher {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            fd,
             wds: HashMap::new(),
             mask,
         }

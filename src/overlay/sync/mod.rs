@@ -7,6 +7,8 @@
 //!
 //! - [`scan`]: folder views, scopes, the rescan, new and removed trees.
 //! - [`diff`]: the pure comparison of views into changes, and their pairing.
+//! - [`arrange`]: new and removed trees expanded, renames into new trees and rename cycles
+//!   ordered, before the changes are expired and replayed.
 //! - [`invalidate`]: the FUSE invalidation messages.
 //! - [`replay`]: the replays.
 //!
@@ -16,14 +18,15 @@
 //! change is left out only when a guest client made it through the overlay itself (its watchers
 //! saw it happen; the overlay's view was updated by the operation).
 
+mod arrange;
 mod diff;
 mod invalidate;
 mod reach;
+mod records;
 mod replay;
 mod scan;
 
 use std::collections::HashSet;
-use std::ffi::OsStr;
 use std::io;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
@@ -47,9 +50,9 @@ use scan::{Rescan, TREE_BUDGET, View};
 pub enum Job {
     /// Take the first view of a folder the kernel just learned about.
     Baseline(Ino),
-    /// Handle a notification; `paths` empty means the whole mount. `done` is signalled after.
+    /// Handle a notification. `done` is signalled after.
     Notify {
-        paths: Vec<String>,
+        scope: NotifyScope,
         done: Sender<NotifyReport>,
     },
     /// The daemon link went down: expire everything the kernel caches for long.
@@ -72,16 +75,10 @@ pub struct NotifyReport {
     pub records: Vec<ChangeRecord>,
 }
 
-/// One change as reported to watch subscribers: `type` is create, delete, modify, attrib or
-/// rename; paths are relative to the mount.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct ChangeRecord {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub path: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub to: Option<String>,
-}
+/// One change as reported to watch subscribers (the control socket's wire type).
+pub use crate::control::wire::Change as ChangeRecord;
+use crate::control::wire::ChangeKind;
+use crate::control::wire::Scope as NotifyScope;
 
 /// Where replays reach the overlay.
 pub enum ReplayRoot {
@@ -136,8 +133,8 @@ impl Worker {
         while let Ok(job) = rx.recv() {
             match job {
                 Job::Baseline(ino) => self.baseline(ino),
-                Job::Notify { paths, done } => {
-                    let r = self.with_root(|| self.notify(&paths));
+                Job::Notify { scope, done } => {
+                    let r = self.with_root(|| self.notify(&scope));
                     let _ = done.send(r);
                 }
                 Job::Degrade => self.degrade(),
@@ -155,7 +152,7 @@ impl Worker {
             .is_some_and(|n| n.key == *key && !n.state().links.is_empty())
     }
 
-    fn notify(&self, paths: &[String]) -> NotifyReport {
+    fn notify(&self, scope: &NotifyScope) -> NotifyReport {
         let start = Instant::now();
         let s = &self.s;
         Stats::bump(&s.stats.notifications);
@@ -172,7 +169,7 @@ impl Worker {
             changes,
             mut views,
             unseen,
-        } = self.rescan(paths);
+        } = self.rescan(scope);
         // 2. Folders new as a whole, entry by entry (before pairing: a folder moved into one is
         //    a rename).
         let (changes, tree_views, inside) = self.expand_new_trees(changes, &mut views);
@@ -342,14 +339,11 @@ impl Worker {
         let mut records = records;
         // A folder of a removed tree the kernel held and the watch's reach viewed too: its
         // entries' deletes are in `records` already.
-        let told: HashSet<(&'static str, String, Option<String>)> = records
-            .iter()
-            .map(|r| (r.kind, r.path.clone(), r.to.clone()))
-            .collect();
+        let told: HashSet<_> = records.iter().cloned().collect();
         records.extend(
-            self.reach_records(paths)
+            self.reach_records(scope)
                 .into_iter()
-                .filter(|r| !told.contains(&(r.kind, r.path.clone(), r.to.clone()))),
+                .filter(|r| !told.contains(r)),
         );
         let report = NotifyReport {
             dirs_scanned: s.stats.dirs_scanned.load(Ordering::Relaxed) - before_dirs,
@@ -359,306 +353,8 @@ impl Worker {
             micros: start.elapsed().as_micros() as u64,
             records,
         };
-        debug!(?report, ?paths, "notification handled");
+        debug!(?report, ?scope, "notification handled");
         report
-    }
-
-    /// A folder that is new in this notification is described whole, from SOURCE, as creates
-    /// after its own (what a rescan of it as a known folder found is dropped: a client's
-    /// listing told no watcher anything) — except the folders in it that were elsewhere before
-    /// (their deletes are in `changes`: moved in, they pair into renames). Run before pairing.
-    /// Returns the changes, the new folders' views and their node ids.
-    fn expand_new_trees(
-        &self,
-        changes: Vec<Change>,
-        views: &mut Vec<(Arc<Node>, View)>,
-    ) -> (Vec<Change>, Vec<(Ino, Snapshot)>, HashSet<Ino>) {
-        let s = &self.s;
-        let moved: HashSet<Key> = changes
-            .iter()
-            .filter_map(|c| match c {
-                Change::Delete { old, .. } => Some(old.key),
-                _ => None,
-            })
-            .collect();
-        let created: HashSet<Ino> = changes
-            .iter()
-            .filter_map(|c| match c {
-                Change::Create { new, .. } if new.is_dir() => Some(s.table.ino_for(new.key)),
-                _ => None,
-            })
-            .collect();
-        let mut budget = TREE_BUDGET;
-        let mut tree_views = Vec::new();
-        let mut expanded: Vec<(usize, Vec<Change>)> = Vec::new();
-        for (i, c) in changes.iter().enumerate() {
-            // A folder inside another new one is described by that one.
-            if let Change::Create { dir, name, new } = c {
-                if new.is_dir() && !created.contains(dir) && !moved.contains(&new.key) {
-                    let mut nested = Vec::new();
-                    if let Ok(fd) = self.open_child_dir(*dir, name, new.key) {
-                        let ino = s.table.ino_for(new.key);
-                        self.scan_new_tree(
-                            fd.as_fd(),
-                            ino,
-                            &moved,
-                            &mut budget,
-                            &mut nested,
-                            &mut tree_views,
-                        );
-                    }
-                    expanded.push((i, nested));
-                }
-            }
-        }
-        let inside: HashSet<Ino> = tree_views.iter().map(|(ino, _)| *ino).collect();
-        if expanded.is_empty() {
-            return (changes, tree_views, inside);
-        }
-        views.retain(|(n, _)| !inside.contains(&n.ino));
-        let mut out = Vec::with_capacity(changes.len());
-        let mut next = expanded.into_iter().peekable();
-        for (i, c) in changes.into_iter().enumerate() {
-            let nested = match next.peek() {
-                Some((j, _)) if *j == i => next.next().map(|(_, n)| n).unwrap_or_default(),
-                _ => Vec::new(),
-            };
-            // (A name the kernel may hold that is gone stays a delete: it must be expired.)
-            if c.names().iter().any(|(d, _)| inside.contains(d))
-                && !matches!(c, Change::Delete { .. })
-            {
-                continue;
-            }
-            out.push(c);
-            out.extend(nested);
-        }
-        (out, tree_views, inside)
-    }
-
-    /// A removed folder's known content goes before it, as deletes, deepest first — but for
-    /// what was moved out of it (a rename). Run after pairing.
-    fn expand_removed_trees(
-        &self,
-        changes: Vec<Change>,
-        views: &mut Vec<(Arc<Node>, View)>,
-    ) -> Vec<Change> {
-        let moved: HashSet<Key> = changes
-            .iter()
-            .filter_map(|c| match c {
-                Change::Rename { old, .. } => Some(old.key),
-                _ => None,
-            })
-            .collect();
-        let mut budget = TREE_BUDGET;
-        let mut removed_dirs = Vec::new();
-        let mut expanded: Vec<(usize, Vec<Change>)> = Vec::new();
-        for (i, c) in changes.iter().enumerate() {
-            if let Change::Delete { old, .. } = c {
-                if old.is_dir() {
-                    let mut nested = Vec::new();
-                    self.removed_tree(old, &moved, &mut budget, &mut nested, &mut removed_dirs);
-                    expanded.push((i, nested));
-                }
-            }
-        }
-        if expanded.is_empty() {
-            return changes;
-        }
-        // A removed folder is still readable through the fd the overlay holds: its own rescan
-        // found it empty. Its content's deletes are the expansion's, in post-order.
-        let removed: HashSet<Ino> = removed_dirs.into_iter().collect();
-        views.retain(|(n, _)| !removed.contains(&n.ino));
-        let mut out = Vec::with_capacity(changes.len());
-        let mut next = expanded.into_iter().peekable();
-        for (i, c) in changes.into_iter().enumerate() {
-            let nested = match next.peek() {
-                Some((j, _)) if *j == i => next.next().map(|(_, n)| n).unwrap_or_default(),
-                _ => Vec::new(),
-            };
-            if !matches!(c, Change::Rename { .. })
-                && c.names().iter().any(|(d, _)| removed.contains(d))
-            {
-                continue;
-            }
-            out.extend(nested);
-            out.push(c);
-        }
-        out
-    }
-
-    /// Renames in a cycle (`a` and `b` swapped) cannot be replayed one by one: the first of
-    /// each goes through a hidden temporary name instead (`a` → tmp, …, tmp → `b`), as a local
-    /// swap is made.
-    fn break_rename_cycles(&self, changes: Vec<Change>) -> Vec<Change> {
-        let rename_at = |c: &Change| match c {
-            Change::Rename { from, name, .. } => Some((*from, name.clone())),
-            _ => None,
-        };
-        let Some(last) = changes.iter().rposition(|c| rename_at(c).is_some()) else {
-            return changes;
-        };
-        let mut out = Vec::with_capacity(changes.len() + 1);
-        let mut tail = Vec::new();
-        for (i, c) in changes.iter().enumerate() {
-            if let Change::Rename {
-                from,
-                name,
-                to,
-                newname,
-                old,
-                replaced,
-            } = c
-            {
-                let blocked = changes[i + 1..]
-                    .iter()
-                    .filter_map(rename_at)
-                    .any(|(f, n)| f == *to && n == *newname);
-                if blocked {
-                    if let Ok(tmp) = self.temporary_name(*from, name) {
-                        out.push(Change::Rename {
-                            from: *from,
-                            name: name.clone(),
-                            to: *from,
-                            newname: tmp.clone(),
-                            old: *old,
-                            replaced: None,
-                        });
-                        tail.push(Change::Rename {
-                            from: *from,
-                            name: tmp,
-                            to: *to,
-                            newname: newname.clone(),
-                            old: *old,
-                            replaced: *replaced,
-                        });
-                    } else {
-                        out.push(c.clone());
-                    }
-                    if i == last {
-                        out.append(&mut tail);
-                    }
-                    continue;
-                }
-            }
-            out.push(c.clone());
-            if i == last {
-                out.append(&mut tail);
-            }
-        }
-        out
-    }
-
-    /// The path of every removed folder, parents first, while the kernel still holds them.
-    fn note_removed_paths(&self, changes: &[Change]) {
-        let mut paths = self.removed_paths.borrow_mut();
-        paths.clear();
-        // Deletes are deepest first: reversed, a folder's parent comes before it.
-        for c in changes.iter().rev() {
-            let Change::Delete { dir, name, old } = c else {
-                continue;
-            };
-            if !old.is_dir() {
-                continue;
-            }
-            let p = match self.s.try_path_of(*dir, Some(name)) {
-                Ok(p) => p,
-                Err(_) => match paths.get(dir) {
-                    Some(parent) => parent.join(name),
-                    None => continue,
-                },
-            };
-            paths.insert(self.s.table.ino_for(old.key), p);
-        }
-    }
-
-    /// A rename into a folder this notification creates (`mkdir e; mv b e/b`) comes right after
-    /// that folder's create, and stands for what the folder's expansion found at its
-    /// destination (the name, and for a folder everything below it).
-    fn renames_into_new_trees(&self, mut out: Vec<Change>, inside: &HashSet<Ino>) -> Vec<Change> {
-        let s = &self.s;
-        let into = |c: &Change| matches!(c, Change::Rename { to, .. } if inside.contains(to));
-        if !out.iter().any(into) {
-            return out;
-        }
-        let (renames, rest): (Vec<Change>, Vec<Change>) = out.drain(..).partition(into);
-        let mut dropped: HashSet<Ino> = HashSet::new();
-        let targets: HashSet<(Ino, std::ffi::OsString)> = renames
-            .iter()
-            .filter_map(|r| match r {
-                Change::Rename {
-                    to, newname, old, ..
-                } => {
-                    if old.is_dir() {
-                        dropped.insert(s.table.ino_for(old.key));
-                    }
-                    Some((*to, newname.clone()))
-                }
-                _ => None,
-            })
-            .collect();
-        for c in rest {
-            if let Change::Create { dir, name, new } = &c {
-                if targets.contains(&(*dir, name.clone())) || dropped.contains(dir) {
-                    if new.is_dir() {
-                        dropped.insert(s.table.ino_for(new.key));
-                    }
-                    continue;
-                }
-            }
-            out.push(c);
-        }
-        for r in renames {
-            let Change::Rename { from, name, to, .. } = &r else {
-                continue;
-            };
-            let (from, name) = (*from, name.clone());
-            let at = out
-                .iter()
-                .position(|c| {
-                    matches!(c, Change::Create { new, .. }
-                        if new.is_dir() && s.table.ino_for(new.key) == *to)
-                })
-                .map_or(out.len(), |i| i + 1);
-            out.insert(at, r);
-            // A new object under the name the rename leaves (`mv d e/a; mkdir d`), created
-            // earlier in the list, goes after it, with what is inside it.
-            let Some(p) = out[..at].iter().position(
-                |c| matches!(c, Change::Create { dir, name: n, .. } if *dir == from && *n == name),
-            ) else {
-                continue;
-            };
-            let mut tree: HashSet<Ino> = HashSet::new();
-            let mut moved = vec![out.remove(p)];
-            if let Change::Create { new, .. } = &moved[0] {
-                if new.is_dir() {
-                    tree.insert(s.table.ino_for(new.key));
-                }
-            }
-            // The rename is now at `at - 1`; what lies inside the new object sits before it.
-            let mut i = p;
-            while i < at - 1 {
-                let inside = match &out[i] {
-                    Change::Create { dir, new, .. } if tree.contains(dir) => {
-                        if new.is_dir() {
-                            tree.insert(s.table.ino_for(new.key));
-                        }
-                        true
-                    }
-                    c => c.names().iter().any(|(d, _)| tree.contains(d)),
-                };
-                if inside {
-                    moved.push(out.remove(i));
-                } else {
-                    i += 1;
-                }
-            }
-            let after = out
-                .iter()
-                .position(|c| matches!(c, Change::Rename { from: f, name: n, .. } if *f == from && *n == name))
-                .map_or(out.len(), |i| i + 1);
-            out.splice(after..after, moved);
-        }
-        out
     }
 
     /// Before any replay, the previous view of every name that existed: the replays of a
@@ -717,54 +413,6 @@ impl Worker {
         self.inval_inode(dir, 0, 0);
     }
 
-    /// The watch-stream records of the changes, in order. Folders created in this notification
-    /// are not known to the kernel yet: their paths come from the creates before them.
-    fn records(&self, changes: &[Change]) -> Vec<ChangeRecord> {
-        let mut new_dirs: std::collections::HashMap<Ino, PathBuf> = Default::default();
-        let mut out = Vec::with_capacity(changes.len());
-        let rel =
-            |known: &std::collections::HashMap<Ino, PathBuf>, dir: Ino, name: &OsStr| match known
-                .get(&dir)
-            {
-                Some(p) => p.join(name),
-                None => self.s.path_of(dir, Some(name)),
-            };
-        for c in changes {
-            out.push(self.record(c, |d, n| rel(&new_dirs, d, n)));
-            if let Change::Create { dir, name, new } = c {
-                if new.is_dir() {
-                    let p = rel(&new_dirs, *dir, name);
-                    new_dirs.insert(self.s.table.ino_for(new.key), p);
-                }
-            }
-        }
-        out
-    }
-
-    /// The watch-stream record of a change.
-    fn record(&self, c: &Change, path: impl Fn(Ino, &OsStr) -> PathBuf) -> ChangeRecord {
-        let rel = |dir: Ino, name: &OsStr| path(dir, name).to_string_lossy().into_owned();
-        let (kind, path, to) = match c {
-            Change::Create { dir, name, .. } | Change::Link { dir, name, .. } => {
-                ("create", rel(*dir, name), None)
-            }
-            Change::Delete { dir, name, .. } => ("delete", rel(*dir, name), None),
-            // The same path, another object: what a reader cares about is the new content.
-            Change::Replace { dir, name, .. } | Change::Content { dir, name, .. } => {
-                ("modify", rel(*dir, name), None)
-            }
-            Change::Attr { dir, name, .. } => ("attrib", rel(*dir, name), None),
-            Change::Rename {
-                from,
-                name,
-                to,
-                newname,
-                ..
-            } => ("rename", rel(*from, name), Some(rel(*to, newname))),
-        };
-        ChangeRecord { kind, path, to }
-    }
-
     /// Run `f` with the replay path prefix set; for a detached root the holder stays locked, so
     /// its fd (and number) cannot go away under a replay.
     fn with_root<T>(&self, f: impl FnOnce() -> T) -> T {
@@ -774,7 +422,7 @@ impl Worker {
                 f()
             }
             ReplayRoot::Detached(holder) => {
-                let guard = holder.lock().unwrap_or_else(|p| p.into_inner());
+                let guard = crate::util::lock(holder);
                 *self.prefix.borrow_mut() = guard.as_ref().map(|fd| {
                     PathBuf::from(format!(
                         "/proc/self/fd/{}",

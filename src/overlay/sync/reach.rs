@@ -19,7 +19,8 @@ use tracing::{debug, info};
 
 use super::diff::{self, Change};
 use super::{ChangeRecord, Worker};
-use crate::control::glob::Glob;
+use crate::control::wire::{ChangeKind, Scope as NotifyScope};
+use crate::glob::Glob;
 use crate::overlay::fs::Stats;
 use crate::overlay::inode::{Ino, Key, Snapshot};
 use crate::sys;
@@ -115,16 +116,14 @@ impl Worker {
 
     /// Rescan the reach views a notification's scope covers; the records of what changed in
     /// folders the kernel does not hold a view of.
-    pub(super) fn reach_records(&self, paths: &[String]) -> Vec<ChangeRecord> {
+    pub(super) fn reach_records(&self, scope: &NotifyScope) -> Vec<ChangeRecord> {
         let mut reach = self.reach.borrow_mut();
         if reach.folders.is_empty() {
             return Vec::new();
         }
         // The folders in scope: every viewed folder for a whole notification, else for each
         // path its deepest viewed folder and every viewed folder below the path.
-        let dirs: Vec<PathBuf> = if paths.is_empty() {
-            reach.folders.keys().cloned().collect()
-        } else {
+        let dirs: Vec<PathBuf> = if let NotifyScope::Paths(paths) = scope {
             let mut set: HashSet<PathBuf> = HashSet::new();
             for p in paths {
                 let p = Path::new(p);
@@ -136,6 +135,8 @@ impl Worker {
                 }
             }
             set.into_iter().collect()
+        } else {
+            reach.folders.keys().cloned().collect()
         };
         let mut changes = Vec::new();
         let mut ids: HashMap<Ino, PathBuf> = HashMap::new();
@@ -172,7 +173,7 @@ impl Worker {
                     let Some(p) = path_of(*dir, name) else {
                         continue;
                     };
-                    out.push(record("create", &p, None));
+                    out.push(record(ChangeKind::Create, &p, None));
                     if new.is_dir() && reach.allows(&p) {
                         self.reach_new_tree(&mut reach, &p, &mut out);
                     }
@@ -185,7 +186,7 @@ impl Worker {
                         reach_removed_tree(&reach, &p, &mut out);
                         removed.push(p.clone());
                     }
-                    out.push(record("delete", &p, None));
+                    out.push(record(ChangeKind::Delete, &p, None));
                 }
                 Change::Rename {
                     from,
@@ -195,7 +196,7 @@ impl Worker {
                     ..
                 } => {
                     if let (Some(a), Some(b)) = (path_of(*from, name), path_of(*to, newname)) {
-                        out.push(record("rename", &a, Some(&b)));
+                        out.push(record(ChangeKind::Rename, &a, Some(&b)));
                         if reach.folders.contains_key(&a) {
                             moved.push(b.clone());
                         }
@@ -204,17 +205,17 @@ impl Worker {
                 }
                 Change::Replace { dir, name, .. } | Change::Content { dir, name, .. } => {
                     if let Some(p) = path_of(*dir, name) {
-                        out.push(record("modify", &p, None));
+                        out.push(record(ChangeKind::Modify, &p, None));
                     }
                 }
                 Change::Link { dir, name, .. } => {
                     if let Some(p) = path_of(*dir, name) {
-                        out.push(record("create", &p, None));
+                        out.push(record(ChangeKind::Create, &p, None));
                     }
                 }
                 Change::Attr { dir, name, .. } => {
                     if let Some(p) = path_of(*dir, name) {
-                        out.push(record("attrib", &p, None));
+                        out.push(record(ChangeKind::Attrib, &p, None));
                     }
                 }
             }
@@ -269,7 +270,7 @@ impl Worker {
             .iter()
             .map(|(name, e)| {
                 let p = dir.join(name);
-                out.push(record("create", &p, None));
+                out.push(record(ChangeKind::Create, &p, None));
                 (p, e.is_dir())
             })
             .filter(|(p, is_dir)| *is_dir && reach.allows(p))
@@ -340,11 +341,11 @@ fn reach_removed_tree(reach: &Reach, dir: &Path, out: &mut Vec<ChangeRecord>) {
         if e.is_dir() {
             reach_removed_tree(reach, &p, out);
         }
-        out.push(record("delete", &p, None));
+        out.push(record(ChangeKind::Delete, &p, None));
     }
 }
 
-fn record(kind: &'static str, path: &Path, to: Option<&Path>) -> ChangeRecord {
+fn record(kind: ChangeKind, path: &Path, to: Option<&Path>) -> ChangeRecord {
     let s = |p: &Path| String::from_utf8_lossy(p.as_os_str().as_bytes()).into_owned();
     ChangeRecord {
         kind,

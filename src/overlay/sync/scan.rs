@@ -12,6 +12,7 @@ use tracing::debug;
 
 use super::Worker;
 use super::diff::{Change, diff, diff_entry};
+use crate::control::wire::Scope as NotifyScope;
 use crate::overlay::fs::Stats;
 use crate::overlay::inode::{EntrySnap, Ino, Key, Node, ROOT_INO, Snapshot};
 use crate::sys;
@@ -140,10 +141,11 @@ impl Worker {
 
     /// Turn validated relative paths into scopes, walking only folders the kernel holds and
     /// never following a symlink.
-    pub(super) fn scopes(&self, paths: &[String]) -> Vec<Scope> {
-        if paths.is_empty() {
-            return vec![Scope::Subtree(ROOT_INO)];
-        }
+    pub(super) fn scopes(&self, scope: &NotifyScope) -> Vec<Scope> {
+        let paths = match scope {
+            NotifyScope::Whole => return vec![Scope::Subtree(ROOT_INO)],
+            NotifyScope::Paths(paths) => paths,
+        };
         let mut out = Vec::new();
         'paths: for p in paths {
             let mut cur = ROOT_INO;
@@ -241,11 +243,11 @@ impl Worker {
     }
 
     /// Re-read what the scope covers and diff it with the last view.
-    pub(super) fn rescan(&self, paths: &[String]) -> Rescan {
+    pub(super) fn rescan(&self, scope: &NotifyScope) -> Rescan {
         let mut r = Rescan::default();
         let mut scanned: HashSet<Ino> = HashSet::new();
         let mut entries: Vec<(Ino, Vec<OsString>)> = Vec::new();
-        for scope in self.scopes(paths) {
+        for scope in self.scopes(scope) {
             match scope {
                 Scope::Subtree(root) => {
                     for node in self.subtree(root) {

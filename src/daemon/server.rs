@@ -8,21 +8,21 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::sync::{Semaphore, mpsc};
 
-use super::MAX_MESSAGE;
-use super::glob::Glob;
-use super::request::{Request, error, hello_result, parse_request, response};
-use crate::daemon::state::{Counters, Popped, Shared, Subscriber};
-use crate::daemon::watch::{self, Change, Taken, Target, Watch};
+use super::state::{Counters, Popped, Shared, Subscriber};
+use super::watch::{self, Change, Taken, Target, Watch};
+use crate::control::request::{Request, error, hello_result, parse_request, response};
+use crate::control::wire::Scope;
+use crate::control::{Read, read_request};
+use crate::glob::Glob;
 use crate::transport::UnixListener;
 
 /// Most concurrent control connections.
 pub const MAX_CONTROL_CONNECTIONS: usize = 256;
-/// How long a `notify` request waits for overlays and triggers.
-pub const NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
+pub use crate::control::NOTIFY_TIMEOUT;
 /// Outgoing messages buffered per connection (beyond that, the connection's reader waits).
 const OUTGOING: usize = 64;
 /// `notify` requests in flight per connection (beyond that, the connection's reader waits).
@@ -132,43 +132,6 @@ async fn serve(shared: Arc<Shared>, stream: UnixStream) {
     let _ = writer.await;
 }
 
-/// What [`read_request`] found.
-pub enum Read {
-    /// The connection ended (or failed).
-    End,
-    /// A line longer than [`MAX_MESSAGE`]: answer with this `overlong` error and close.
-    Overlong(String),
-    /// A blank line: skip it.
-    Blank,
-    /// A request line, in the buffer.
-    Line,
-}
-
-/// Read the next request line (at most [`MAX_MESSAGE`] bytes) into `line`. Shared by every
-/// control socket (the daemon's, the host watcher's).
-pub async fn read_request<R: AsyncBufRead + Unpin>(reader: &mut R, line: &mut Vec<u8>) -> Read {
-    line.clear();
-    match reader
-        .take(MAX_MESSAGE as u64 + 1)
-        .read_until(b'\n', line)
-        .await
-    {
-        Ok(0) | Err(_) => return Read::End,
-        Ok(_) => {}
-    }
-    if line.len() > MAX_MESSAGE {
-        let body = error(
-            "overlong",
-            format!("request longer than {MAX_MESSAGE} bytes; closing"),
-        );
-        return Read::Overlong(response(&None, Err(body)));
-    }
-    if line.iter().all(u8::is_ascii_whitespace) {
-        return Read::Blank;
-    }
-    Read::Line
-}
-
 impl Conn {
     /// Handle one request; returns false when the connection should close.
     async fn handle(&mut self, line: &[u8]) -> bool {
@@ -177,8 +140,8 @@ impl Conn {
             Err(e) => Err(e),
             Ok(Request::Hello) => Ok(hello_result()),
             Ok(Request::Status) => Ok(self.shared.status()),
-            Ok(Request::Notify { channel, paths }) => {
-                return self.notify(id, channel, paths).await;
+            Ok(Request::Notify { channel, scope }) => {
+                return self.notify(id, channel, scope).await;
             }
             Ok(Request::Subscribe {
                 channel,
@@ -204,12 +167,12 @@ impl Conn {
         self.tx.send(response(id, body)).await.is_ok()
     }
 
-    async fn notify(&mut self, id: Option<Value>, channel: String, paths: Vec<String>) -> bool {
+    async fn notify(&mut self, id: Option<Value>, channel: String, scope: Scope) -> bool {
         // Bound the waiting tasks a client can start: past the limit, stop reading its requests.
         let Ok(permit) = Arc::clone(&self.pending).acquire_owned().await else {
             return false;
         };
-        let wait = self.shared.dispatch(&channel, paths, true);
+        let wait = self.shared.dispatch(&channel, scope, true);
         if !wait.known {
             return self
                 .reply(

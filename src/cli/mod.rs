@@ -1,7 +1,13 @@
 //! Command-line interface: argument definitions (the user-facing contract) and dispatch.
 //!
-//! `main.rs` calls [`main`]; each subcommand validates its arguments into a config and runs it.
-//! Exit codes: 0 ok, 1 runtime failure, 2 bad usage or configuration.
+//! `main.rs` calls [`main`]; each subcommand's arguments become its subsystem's `Config`
+//! ([`config`]: `TryFrom<Args>`), the subsystem's `run(Config)` does the work, and [`exit`] turns
+//! its error into the message and the exit code: 0 ok, 1 runtime failure, 2 bad usage or
+//! configuration. Nothing below this module imports it; the defaults shown here are the
+//! subsystems' own.
+
+pub mod config;
+pub mod exit;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -9,17 +15,10 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-/// Default vsock port, as in the original virtiofs-notify.
-pub const DEFAULT_PORT: u32 = 3401;
-/// Default control socket path.
-pub const DEFAULT_CONTROL: &str = "/run/vfnotify/control.sock";
-/// Default trigger file name, as in the original virtiofs-notify.
-pub const DEFAULT_TRIGGER: &str = ".virtiofs-refresh";
-
-/// Exit code for bad usage or configuration.
-pub const EXIT_USAGE: u8 = 2;
-/// Exit code for a runtime failure.
-pub const EXIT_FAILURE: u8 = 1;
+use crate::control::DEFAULT_CONTROL;
+use crate::transport::DEFAULT_PORT;
+use crate::trigger::DEFAULT_TRIGGER_NAME as DEFAULT_TRIGGER;
+pub use exit::{EXIT_FAILURE, EXIT_USAGE};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -109,24 +108,24 @@ pub struct DaemonArgs {
 
     /// Most concurrent peer connections. When all are taken, the one that has gone longest
     /// without completing a line is closed to make room for the newcomer (counted as `evicted`).
-    #[arg(long = "max-connections", value_name = "N", default_value_t = 64)]
+    #[arg(long = "max-connections", value_name = "N", default_value_t = crate::daemon::DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
 
     /// Close a peer connection that completes no line for this many seconds (at least 1): an idle
     /// one, or one that sends a line too slowly.
-    #[arg(long = "idle-timeout", value_name = "SECS", default_value_t = 30)]
+    #[arg(long = "idle-timeout", value_name = "SECS", default_value_t = crate::daemon::DEFAULT_IDLE_TIMEOUT_SECS)]
     pub idle_timeout: u64,
 
     /// Coalescing window for trigger-file toggles, in milliseconds (trailing edge: the last
     /// notification of a burst is always acted on).
-    #[arg(long = "coalesce-ms", value_name = "MS", default_value_t = 50)]
+    #[arg(long = "coalesce-ms", value_name = "MS", default_value_t = crate::daemon::DEFAULT_COALESCE_MS)]
     pub coalesce_ms: u64,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct SendArgs {
     /// Destination vsock CID (the guest).
-    #[arg(long, value_name = "CID", default_value_t = 3)]
+    #[arg(long, value_name = "CID", default_value_t = crate::daemon::send::DEFAULT_CID)]
     pub cid: u32,
     /// Destination vsock port.
     #[arg(short = 'p', long, value_name = "PORT", default_value_t = DEFAULT_PORT)]
@@ -370,18 +369,82 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    let code = match cli.command {
-        None => crate::daemon::main(cli.daemon),
-        Some(Command::Daemon(args)) => crate::daemon::main(args),
-        Some(Command::Send(args)) => crate::daemon::send_main(args),
-        Some(Command::Notify(args)) => crate::control::notify_main(args),
-        Some(Command::Status(args)) => crate::control::status_main(args),
-        Some(Command::Watch(args)) => crate::control::watch_main(args),
-        Some(Command::Mount(args)) => crate::overlay::main(args),
-        Some(Command::Demo(args)) => crate::demo::main(args),
-        Some(Command::Host(args)) => crate::host::main(args),
-    };
-    ExitCode::from(code)
+    ExitCode::from(dispatch(cli.command.unwrap_or(Command::Daemon(cli.daemon))))
+}
+
+/// Run one subcommand: logging, `Config::try_from(args)`, `run(config)`, the exit code.
+fn dispatch(command: Command) -> u8 {
+    use crate::{control, daemon, demo, host, overlay};
+    use exit::{Infallible, run};
+    match command {
+        Command::Daemon(args) => {
+            crate::logging::init(args.debug);
+            run(
+                "vfnotify",
+                daemon::DaemonConfig::try_from(&args),
+                daemon::run,
+            )
+        }
+        Command::Send(args) => {
+            crate::logging::init(args.debug);
+            run(
+                "vfnotify send",
+                daemon::send::Config::try_from(args),
+                daemon::send::run,
+            )
+        }
+        Command::Notify(args) => {
+            crate::logging::init(false);
+            run(
+                "vfnotify notify",
+                control::notify::Config::try_from(args),
+                control::notify::run,
+            )
+        }
+        Command::Status(args) => {
+            crate::logging::init(false);
+            let config = Ok::<_, Infallible>(control::status::Config::from(args));
+            run("vfnotify status", config, control::status::run)
+        }
+        Command::Watch(args) => {
+            crate::logging::init(false);
+            run(
+                "vfnotify watch",
+                control::watch::Config::try_from(args),
+                control::watch::run,
+            )
+        }
+        // Logging starts in the overlay, once stderr is where `log=` or daemonising puts it.
+        Command::Mount(args) => run(
+            "vfnotify mount",
+            overlay::Config::try_from(args),
+            overlay::run,
+        ),
+        Command::Demo(args) => {
+            crate::logging::init(args.debug);
+            let config = Ok::<_, Infallible>(demo::Config::from(args));
+            run("vfnotify demo", config, demo::run)
+        }
+        Command::Host(HostCli {
+            command: Some(HostCommand::Status(args)),
+            ..
+        }) => {
+            crate::logging::init(false);
+            let config = host::control::StatusConfig::from(args);
+            run(
+                "vfnotify host status",
+                Ok::<_, Infallible>(config),
+                host::control::status,
+            )
+        }
+        Command::Host(HostCli {
+            command: None,
+            args,
+        }) => {
+            crate::logging::init(args.debug);
+            run("vfnotify host", host::Config::try_from(args), host::run)
+        }
+    }
 }
 
 #[cfg(test)]

@@ -22,8 +22,13 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::cli::{DemoArgs, EXIT_FAILURE};
 use crate::sys::{self, Inotify};
+
+mod report;
+mod watcher;
+
+use report::*;
+use watcher::*;
 
 const CHANNEL: &str = "demo";
 /// The demo daemon's vsock port, away from a real daemon's 3401.
@@ -61,10 +66,24 @@ pub enum DemoError {
     },
     #[error("sending the notification: {0}")]
     Send(std::io::Error),
-    /// stdout could not be written: the exit code of [`crate::control::stdout_failed`] (0 when
-    /// its reader went away), which has already said what it had to.
-    #[error("cannot write to stdout")]
-    Stdout(u8),
+    #[error("cannot write to stdout: {0}")]
+    Stdout(std::io::Error),
+    #[error(
+        "cannot run here: {0}\nIt needs Linux with /dev/fuse (modprobe fuse) and root (sudo): try `sudo -E cargo run --release -- demo`."
+    )]
+    Preflight(String),
+    /// Some step did not show what it should (the summary says which).
+    #[error("some steps failed")]
+    StepsFailed,
+}
+
+/// How the tour runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Config {
+    /// The results as JSON.
+    pub json: bool,
+    /// Leave the overlay mounted and the daemon running at the end, for exploring.
+    pub keep: bool,
 }
 
 /// One step of the tour, as shown and as `--json` reports it.
@@ -121,20 +140,15 @@ struct CleanupGuard {
 impl Drop for CleanupGuard {
     fn drop(&mut self) {
         if !self.keep {
-            self.cleanup.lock().unwrap_or_else(|p| p.into_inner()).run();
+            crate::util::lock(&self.cleanup).run();
         }
     }
 }
 
 /// `vfnotify demo`.
-pub fn main(args: DemoArgs) -> u8 {
-    crate::logging::init(args.debug);
+pub fn run(args: Config) -> Result<(), DemoError> {
     if let Some(missing) = preflight() {
-        eprintln!("vfnotify demo cannot run here: {missing}");
-        eprintln!(
-            "It needs Linux with /dev/fuse (modprobe fuse) and root (sudo): try `sudo -E cargo run --release -- demo`."
-        );
-        return EXIT_FAILURE;
+        return Err(DemoError::Preflight(missing));
     }
     let cleanup = Arc::new(Mutex::new(Cleanup::default()));
     // Ctrl-C and SIGTERM: unmount, stop what was started, remove the temporary folder.
@@ -145,7 +159,7 @@ pub fn main(args: DemoArgs) -> u8 {
             .spawn(move || {
                 if sys::wait_signal().is_ok() {
                     eprintln!("\ninterrupted: cleaning up");
-                    c.lock().unwrap_or_else(|p| p.into_inner()).run();
+                    crate::util::lock(&c).run();
                     std::process::exit(130);
                 }
             });
@@ -155,8 +169,8 @@ pub fn main(args: DemoArgs) -> u8 {
         cleanup: cleanup.clone(),
         keep: args.keep,
     };
-    let result = run(&args, &cleanup);
-    let code = match result {
+    let result = tour(&args, &cleanup);
+    let outcome = match result {
         Ok(reports) => {
             let all_ok = reports.iter().all(|r| r.ok);
             let text = if args.json {
@@ -168,19 +182,15 @@ pub fn main(args: DemoArgs) -> u8 {
             } else {
                 summary(&reports)
             };
-            match crate::control::print_stdout("demo", &text) {
-                Err(code) => code,
-                Ok(()) if all_ok => 0,
-                Ok(()) => EXIT_FAILURE,
+            match crate::control::print_stdout(&text) {
+                Err(e) => Err(DemoError::Stdout(e)),
+                Ok(()) if all_ok => Ok(()),
+                Ok(()) => Err(DemoError::StepsFailed),
             }
         }
-        Err(DemoError::Stdout(code)) => code,
-        Err(e) => {
-            eprintln!("vfnotify demo: {e}");
-            EXIT_FAILURE
-        }
+        Err(e) => Err(e),
     };
-    let c = cleanup.lock().unwrap_or_else(|p| p.into_inner());
+    let c = crate::util::lock(&cleanup);
     if args.keep {
         if let (Some(mp), Some(dir)) = (&c.mountpoint, &c.dir) {
             eprintln!(
@@ -206,7 +216,7 @@ pub fn main(args: DemoArgs) -> u8 {
     }
     drop(c);
     drop(guard);
-    code
+    outcome
 }
 
 /// What is missing for the demo, if anything.
@@ -238,7 +248,7 @@ struct Env {
     host_pid: u32,
 }
 
-fn run(args: &DemoArgs, cleanup: &Arc<Mutex<Cleanup>>) -> Result<Vec<StepReport>, DemoError> {
+fn tour(args: &Config, cleanup: &Arc<Mutex<Cleanup>>) -> Result<Vec<StepReport>, DemoError> {
     use std::io::IsTerminal as _;
     let progress = !args.json;
     // The `[i/n] action` line redrawn in place is for a terminal showing both streams: written
@@ -254,7 +264,7 @@ fn run(args: &DemoArgs, cleanup: &Arc<Mutex<Cleanup>>) -> Result<Vec<StepReport>
         move |source| DemoError::Prepare { what, source }
     };
     std::fs::create_dir_all(&dir).map_err(prep("the temporary folder"))?;
-    cleanup.lock().unwrap_or_else(|p| p.into_inner()).dir = Some(dir.clone());
+    crate::util::lock(cleanup).dir = Some(dir.clone());
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
         .map_err(prep("the temporary folder"))?;
     let mut env = Env {
@@ -341,7 +351,7 @@ fn run(args: &DemoArgs, cleanup: &Arc<Mutex<Cleanup>>) -> Result<Vec<StepReport>
         .stderr(log_file(&dir, "overlay.log"));
     let overlay = spawn(&mut mount_cmd, "the overlay", cleanup)?;
     wait_for("the overlay mount", || is_mounted(&env.mnt), &dir)?;
-    cleanup.lock().unwrap_or_else(|p| p.into_inner()).mountpoint = Some(env.mnt.clone());
+    crate::util::lock(cleanup).mountpoint = Some(env.mnt.clone());
     wait_for(
         "the overlay's link to the daemon",
         || control_notify(&env.control, &[]).is_ok(),
@@ -397,7 +407,7 @@ fn run(args: &DemoArgs, cleanup: &Arc<Mutex<Cleanup>>) -> Result<Vec<StepReport>
             eprint!("\r{:60}\r", "");
         }
         if progress {
-            crate::control::print_stdout("demo", &step_text(&report)).map_err(DemoError::Stdout)?;
+            crate::control::print_stdout(&step_text(&report)).map_err(DemoError::Stdout)?;
         }
         reports.push(report);
     }
@@ -424,11 +434,7 @@ fn spawn(
     let child = cmd
         .spawn()
         .map_err(|e| DemoError::Start { what, source: e })?;
-    cleanup
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .children
-        .push(child.id());
+    crate::util::lock(cleanup).children.push(child.id());
     Ok(child)
 }
 
@@ -456,9 +462,7 @@ fn wait_for(what: &'static str, mut ok: impl FnMut() -> bool, dir: &Path) -> Res
 }
 
 fn is_mounted(mp: &Path) -> bool {
-    crate::daemon::state::vfnotify_mounts()
-        .iter()
-        .any(|m| m == mp)
+    crate::mountinfo::vfnotify_mounts().iter().any(|m| m == mp)
 }
 
 /// A notification through the control socket; returns once the overlay has handled it.
@@ -498,123 +502,6 @@ fn host_signal(pid: u32, sig: &str) -> Result<(), DemoError> {
             "cannot send SIG{sig} to the host watcher (pid {pid})"
         ))))
     }
-}
-
-/// A recursive watcher, as a file manager keeps one.
-struct Watcher {
-    ino: Inotify,
-    dirs: HashMap<i32, PathBuf>,
-}
-
-impl Watcher {
-    fn new(root: &Path) -> Result<Watcher, DemoError> {
-        let ino = Inotify::new().map_err(|e| DemoError::Watch {
-            path: root.into(),
-            source: e,
-        })?;
-        let mut w = Watcher {
-            ino,
-            dirs: HashMap::new(),
-        };
-        w.watch_tree(root)?;
-        Ok(w)
-    }
-
-    /// Watch a folder and everything below it; returns what the listing found (a recursive
-    /// watcher lists a new folder after watching it, since its content may predate the watch).
-    fn watch_tree(&mut self, dir: &Path) -> Result<Vec<PathBuf>, DemoError> {
-        let err = |e| DemoError::Watch {
-            path: dir.into(),
-            source: e,
-        };
-        let wd = self.ino.add_watch(dir, WATCH_MASK).map_err(err)?;
-        self.dirs.insert(wd, dir.to_path_buf());
-        let mut found = Vec::new();
-        for e in std::fs::read_dir(dir).map_err(err)?.flatten() {
-            found.push(e.path());
-            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                found.extend(self.watch_tree(&e.path())?);
-            }
-        }
-        Ok(found)
-    }
-
-    /// Events until `want` are all seen or the deadline passes, then whatever follows within
-    /// 30 ms. New folders are watched as they appear. Returns `(event, when)` pairs.
-    fn collect(
-        &mut self,
-        root: &Path,
-        want: &[String],
-        deadline: Duration,
-    ) -> Vec<(String, Instant)> {
-        let start = Instant::now();
-        let mut out: Vec<(String, Instant)> = Vec::new();
-        let mut quiet_since: Option<Instant> = None;
-        loop {
-            let evs = self.ino.read(5).unwrap_or_default();
-            let now = Instant::now();
-            for e in evs {
-                let dir = self.dirs.get(&e.wd).cloned().unwrap_or_default();
-                let path = dir.join(&e.name);
-                let rel = |p: &Path| {
-                    p.strip_prefix(root)
-                        .unwrap_or(p)
-                        .to_string_lossy()
-                        .into_owned()
-                };
-                out.push((format!("{} {}", mask_name(e.mask), rel(&path)), now));
-                if e.mask & (libc::IN_CREATE | libc::IN_ISDIR) == libc::IN_CREATE | libc::IN_ISDIR {
-                    for p in self.watch_tree(&path).unwrap_or_default() {
-                        out.push((format!("listed {}", rel(&p)), now));
-                    }
-                }
-            }
-            let all = want.iter().all(|w| out.iter().any(|(e, _)| seen_as(e, w)));
-            if all {
-                let q = *quiet_since.get_or_insert(now);
-                if now.duration_since(q) > Duration::from_millis(30) {
-                    return out;
-                }
-            }
-            if start.elapsed() > deadline {
-                return out;
-            }
-        }
-    }
-
-    fn drain(&mut self, root: &Path) {
-        let _ = self.collect(root, &[], Duration::from_millis(50));
-    }
-}
-
-/// Whether event `e` shows what `want` expects: the event itself, or for a creation inside a new
-/// folder, the folder's listing taken when the watcher started watching it.
-fn seen_as(e: &str, want: &str) -> bool {
-    e == want
-        || want
-            .strip_prefix("IN_CREATE ")
-            .is_some_and(|p| e.strip_prefix("listed ") == Some(p))
-}
-
-fn mask_name(mask: u32) -> String {
-    let names = [
-        (libc::IN_CREATE, "IN_CREATE"),
-        (libc::IN_DELETE, "IN_DELETE"),
-        (libc::IN_MODIFY, "IN_MODIFY"),
-        (libc::IN_CLOSE_WRITE, "IN_CLOSE_WRITE"),
-        (libc::IN_MOVED_FROM, "IN_MOVED_FROM"),
-        (libc::IN_MOVED_TO, "IN_MOVED_TO"),
-        (libc::IN_ATTRIB, "IN_ATTRIB"),
-    ];
-    let mut v: Vec<&str> = names
-        .iter()
-        .filter(|(m, _)| mask & m != 0)
-        .map(|(_, n)| *n)
-        .collect();
-    if mask & libc::IN_ISDIR != 0 {
-        v.push("IN_ISDIR");
-    }
-    v.join("|")
 }
 
 /// What a cached reader such as `ls -l` sees at a path: kind, size and mode (no data is read, so
@@ -751,68 +638,4 @@ fn play(n: usize, step: &Step, env: &Env, watcher: &mut Watcher) -> Result<StepR
         events_ok,
         ok: stale_before && fresh_after && events_ok,
     })
-}
-
-fn mark(ok: bool) -> &'static str {
-    if ok { "ok " } else { "BAD" }
-}
-
-/// The lines that show one step's result.
-fn step_text(r: &StepReport) -> String {
-    format!(
-        "{} step {}: host {}\n      cached reader before: {}   {}\n      after the notification: {}   {}\n      watcher: {}\n      send → event: {}\n",
-        mark(r.ok),
-        r.step,
-        r.host_action,
-        r.before,
-        if r.stale_before {
-            "(stale, as cached)"
-        } else {
-            "(already fresh: the cache was not in play)"
-        },
-        r.after,
-        if r.fresh_after { "(fresh)" } else { "(STALE)" },
-        if r.events.is_empty() {
-            "(no events)".to_string()
-        } else {
-            r.events.join(", ")
-        },
-        r.latency_ms
-            .map(|l| format!("{l:.2} ms"))
-            .unwrap_or_else(|| "(missing)".into()),
-    )
-}
-
-/// The closing table.
-fn summary(reports: &[StepReport]) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::from(
-        "\n| step | host action | stale before | fresh after | events | send → event |\n",
-    );
-    out.push_str("| --- | --- | --- | --- | --- | --- |\n");
-    for r in reports {
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} | {} | {} |",
-            r.step,
-            r.host_action,
-            yes(r.stale_before),
-            yes(r.fresh_after),
-            if r.events_ok {
-                "as expected"
-            } else {
-                "MISSING"
-            },
-            r.latency_ms
-                .map(|l| format!("{l:.2} ms"))
-                .unwrap_or_else(|| "-".into())
-        );
-    }
-    let ok = reports.iter().filter(|r| r.ok).count();
-    let _ = writeln!(out, "\n{ok} of {} steps behaved as shown.", reports.len());
-    out
-}
-
-fn yes(b: bool) -> &'static str {
-    if b { "yes" } else { "NO" }
 }

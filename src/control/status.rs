@@ -1,0 +1,35 @@
+//! `vfnotify status`: print the local daemon's status.
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+use super::{ClientError, json_text, print_stdout, query, render_status};
+
+/// What `status` asks and how it prints it.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub control: PathBuf,
+    /// The raw JSON status instead of the readable form.
+    pub json: bool,
+}
+
+/// Errors of `status`, named for the step that failed.
+#[derive(Debug, Error)]
+pub enum StatusError {
+    #[error(transparent)]
+    Query(#[from] ClientError),
+    #[error("cannot write to stdout: {0}")]
+    Stdout(std::io::Error),
+}
+
+/// `vfnotify status`.
+pub fn run(config: Config) -> Result<(), StatusError> {
+    let status = query(&config.control, "status")?;
+    let text = if config.json {
+        json_text(&status)
+    } else {
+        render_status(&status)
+    };
+    print_stdout(&text).map_err(StatusError::Stdout)
+}

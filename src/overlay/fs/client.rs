@@ -1,0 +1,99 @@
+//! Acting as the client (its ids), backing files for passthrough, and ownership of what a
+//! client creates.
+
+use super::*;
+
+impl Shared {
+    /// Run the system call that creates an object for a client, under the client's `umask`.
+    /// With `FUSE_DONT_MASK` the kernel leaves the umask to the server, because a default ACL on
+    /// the parent folder replaces it; so the worker thread takes a umask of its own (see
+    /// [`sys::fs_struct`]), sets the client's for this one call, and the kernel under SOURCE
+    /// applies it or the default ACL exactly as it would have for the client. Where a thread
+    /// cannot have its own umask, the mode is masked here (default ACLs then lose to the umask,
+    /// as before; counted).
+    pub(super) fn as_client<T>(
+        &self,
+        umask: u32,
+        mode: u32,
+        f: impl FnOnce(u32) -> io::Result<T>,
+    ) -> io::Result<T> {
+        if !self.dont_mask.load(Ordering::Relaxed) {
+            return f(mode);
+        }
+        match sys::fs_struct::own_fs_struct() {
+            Ok(true) => sys::fs_struct::with_umask(umask, || f(mode)),
+            _ => {
+                Stats::bump(&self.stats.umask_fallbacks);
+                f(mode & !(umask & 0o777))
+            }
+        }
+    }
+
+    /// Kernel passthrough for an open of `node`: the backing id every open handle of the inode
+    /// shares (registered from `fd` by the first open), counted per handle. `None`: serve the
+    /// data here (passthrough off or refused; a refusal is counted).
+    pub(super) fn attach_backing(
+        &self,
+        node: &Node,
+        fd: Option<&OwnedFd>,
+        register: impl FnOnce(&OwnedFd) -> io::Result<fuser::BackingId>,
+    ) -> Option<Arc<fuser::BackingId>> {
+        if !self.passthrough.load(Ordering::Relaxed) {
+            return None;
+        }
+        let existing = node.state().backing.as_ref().map(|(b, _)| b.clone());
+        let b = match existing {
+            Some(b) => b,
+            None => match register(fd?) {
+                Ok(b) => Arc::new(b),
+                Err(e) => {
+                    Stats::bump(&self.stats.passthrough_failed);
+                    debug!("passthrough unavailable for {}: {e}", node.ino);
+                    return None;
+                }
+            },
+        };
+        let mut st = node.state();
+        let b = match st.backing.as_mut() {
+            // A concurrent open registered first: every handle must use the same id.
+            Some((shared, n)) => {
+                *n += 1;
+                shared.clone()
+            }
+            None => {
+                st.backing = Some((b.clone(), 1));
+                b
+            }
+        };
+        drop(st);
+        Stats::bump(&self.stats.passthrough_opens);
+        Some(b)
+    }
+
+    /// Give a newly created object the requester's ownership (as the kernel would for a local
+    /// filesystem): uid of the caller; gid of the caller unless the parent is set-group-ID.
+    pub(super) fn own(
+        &self,
+        req: &Request,
+        pfd: BorrowedFd<'_>,
+        name: &CStr,
+        parent_st: &libc::stat,
+        mode: u32,
+    ) -> io::Result<libc::stat> {
+        let gid = if parent_st.st_mode & libc::S_ISGID != 0 {
+            u32::MAX
+        } else {
+            req.gid()
+        };
+        let st = sys::fstatat(pfd, name)?;
+        if (req.uid() != st.st_uid) || (gid != u32::MAX && gid != st.st_gid) {
+            sys::fchownat(pfd, name, req.uid(), gid)?;
+            // chown clears set-user/group-ID bits: restore what was asked for.
+            if mode & 0o6000 != 0 && st.st_mode & libc::S_IFMT != libc::S_IFLNK {
+                sys::fchmodat_nofollow(pfd, name, st.st_mode & 0o7777)?;
+            }
+            return sys::fstatat(pfd, name);
+        }
+        Ok(st)
+    }
+}

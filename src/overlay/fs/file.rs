@@ -1,0 +1,240 @@
+//! Open files: backing fds, reads, revalidation on open, the replay thread's creates.
+
+use super::*;
+
+impl OverlayFs {
+    /// Open the backing file for a client.
+    pub(super) fn open_backing(&self, node: &Node, flags: i32) -> io::Result<OwnedFd> {
+        let strip = libc::O_CREAT
+            | libc::O_EXCL
+            | libc::O_NOCTTY
+            | libc::O_TRUNC
+            | libc::O_APPEND
+            | libc::O_DIRECT;
+        let flags = (flags & !strip) | libc::O_NOFOLLOW | self.s.atime_flags(false);
+        let (pfd, name, _) = self.s.resolve(node)?;
+        openat_atime(pfd.as_fd(), &sys::cstr(&name)?, flags, 0)
+    }
+
+    pub(super) fn do_read(&self, fh: FileHandle, offset: u64, size: u32) -> io::Result<Vec<u8>> {
+        let h = self.s.handle(fh)?;
+        let Handle::File(f) = &*h else {
+            return Err(err(libc::EISDIR));
+        };
+        let fd = f.fd.as_ref().ok_or_else(|| err(libc::EBADF))?;
+        let mut buf = vec![0u8; size as usize];
+        let mut done = 0;
+        while done < buf.len() {
+            let n = sys::pread(fd.as_fd(), &mut buf[done..], offset + done as u64)?;
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
+        buf.truncate(done);
+        Ok(buf)
+    }
+
+    /// Revalidate an open (see [`crate::overlay::access`]): compare the attributes of the backing file
+    /// just opened with those the kernel was told, and checked permissions against. When they
+    /// differ (a host change not notified yet), refuse the open with EACCES if the fresh ones
+    /// deny the caller, and ask the sync worker to rescan the file, which tells the kernel (and
+    /// replays the event). Returns whether they differed.
+    pub(super) fn revalidate_open(
+        &self,
+        req: &Request,
+        node: &Node,
+        fd: &OwnedFd,
+        flags: i32,
+    ) -> io::Result<bool> {
+        let s = &self.s;
+        let st = sys::fstat(fd.as_fd())?;
+        let fresh = EntrySnap::from_stat(&st);
+        if fresh.key != node.key {
+            // Replaced on SOURCE between the name's lookup and the open.
+            return Err(err(libc::ESTALE));
+        }
+        let told = node.state().attr;
+        if !crate::overlay::access::attrs_differ(told.as_ref(), &fresh) {
+            return Ok(false);
+        }
+        Stats::bump(&s.stats.open_revalidated);
+        self.queue_revalidation(node, &fresh);
+        let groups = crate::overlay::access::caller_groups(req.pid());
+        let caller = crate::overlay::access::Caller {
+            uid: req.uid(),
+            gid: req.gid(),
+            groups: groups.as_deref().unwrap_or_default(),
+        };
+        let want = crate::overlay::access::Want::of_open(flags);
+        if !crate::overlay::access::permits(fresh.mode, fresh.uid, fresh.gid, &caller, want) {
+            Stats::bump(&s.stats.open_refused);
+            debug!(
+                ino = node.ino,
+                uid = req.uid(),
+                mode = format!("{:o}", fresh.mode),
+                "open refused: SOURCE's attributes changed and deny the caller"
+            );
+            return Err(err(libc::EACCES));
+        }
+        Ok(true)
+    }
+
+    /// Ask the sync worker to rescan `node`'s name (once per change): the rescan finds the
+    /// change in the folder's view, invalidates it and replays its event. Only with `channel=`:
+    /// without one there are no views to compare with, and the kernel's attribute timeout
+    /// (1 s with the default `cache=auto`) refreshes it.
+    pub(super) fn queue_revalidation(&self, node: &Node, fresh: &EntrySnap) {
+        let s = &self.s;
+        if s.cfg.channel.is_none() || !s.revalidating.first(node.ino, fresh) {
+            return;
+        }
+        let path = s.try_path_of(node.ino, None).ok();
+        let Some(path) = path.as_ref().and_then(|p| p.to_str()) else {
+            Stats::bump(&s.stats.revalidate_unqueued);
+            return;
+        };
+        let tx = lock(&s.baseline_tx);
+        if let Some(tx) = tx.as_ref() {
+            // Nobody waits for this one; its changes go to watch subscribers later.
+            let (done, report) = std::sync::mpsc::channel();
+            let job = crate::overlay::sync::Job::Notify {
+                scope: crate::control::wire::Scope::Paths(vec![path.to_string()]),
+                done,
+            };
+            let mut q = lock(&s.revalidation_reports);
+            if tx.send(job).is_ok() {
+                if q.len() >= REVALIDATION_REPORTS {
+                    q.pop_front();
+                    Stats::bump(&s.stats.revalidate_unreported);
+                }
+                q.push_back(report);
+            }
+        }
+    }
+
+    /// How a replay's open reaches SOURCE. It does no I/O through it. With kernel passthrough
+    /// the kernel accepts only passthrough opens of an inode that clients have open that way (a
+    /// cached one next to them fails with EIO), so the replay's open is one too, with the backing
+    /// file registered from a read-only fd — but the kernel opens the backing file itself with
+    /// the replay's flags, which a read-only SOURCE refuses: there the replay's open is direct
+    /// I/O (no backing; `true`), which takes no part in the inode's I/O mode and gives
+    /// IN_CLOSE_WRITE too, unless a client holds the file open meanwhile.
+    pub(super) fn replay_backing(&self, node: &Node) -> (Option<OwnedFd>, bool) {
+        let s = &self.s;
+        let source_ro =
+            sys::fstatvfs(s.root_fd.as_fd()).is_ok_and(|v| v.f_flag & libc::ST_RDONLY != 0);
+        if s.passthrough.load(Ordering::Relaxed) && !source_ro {
+            (self.open_backing(node, libc::O_RDONLY).ok(), false)
+        } else {
+            (None, true)
+        }
+    }
+
+    /// A replay's create-and-open (`open(O_CREAT|O_EXCL)` of a name SOURCE already has, or the
+    /// temporary name standing for it): IN_CREATE, then IN_OPEN, and IN_CLOSE_WRITE at the close,
+    /// in one request fewer than mknod and open. SOURCE is not touched.
+    pub(super) fn replay_create(&self, parent: INodeNo, name: &OsStr, reply: ReplyCreate) {
+        let s = &self.s;
+        let res = (|| -> io::Result<(Arc<Node>, FileAttr)> {
+            let pnode = s.node(parent)?;
+            let pfd = s.dir_fd(&pnode)?;
+            let real = s.replay.standin(parent.0, name);
+            let st = sys::fstatat(pfd.as_fd(), &sys::cstr(real.as_deref().unwrap_or(name))?)?;
+            let (node, attr) = s.enter(parent.0, name, &st);
+            if let Some(real) = real {
+                let mut ns = node.state();
+                if !ns.links.iter().any(|(p, n)| *p == parent.0 && *n == real) {
+                    ns.links.push((parent.0, real));
+                }
+            }
+            Ok((node, attr))
+        })();
+        let (node, attr) = match res {
+            Ok(x) => x,
+            Err(e) => return reply.error(errno(&e)),
+        };
+        Stats::bump(&s.stats.opens);
+        let ttl = s.ttl();
+        let (fd, direct) = self.replay_backing(&node);
+        if !direct {
+            if let Some(b) = s.attach_backing(&node, fd.as_ref(), |fd| reply.open_backing(fd)) {
+                let fh = s.add_handle(Handle::File(OpenFile {
+                    node,
+                    fd,
+                    backing: true,
+                    writable: false,
+                }));
+                return reply.created_passthrough(&ttl, &attr, GEN, FileHandle(fh), NOFLUSH, &b);
+            }
+        }
+        let fh = s.add_handle(Handle::File(OpenFile {
+            node,
+            fd,
+            backing: false,
+            writable: false,
+        }));
+        reply.created(
+            &ttl,
+            &attr,
+            GEN,
+            FileHandle(fh),
+            FopenFlags::FOPEN_DIRECT_IO | NOFLUSH,
+        );
+    }
+
+    /// `create` found the name on SOURCE although the kernel was told it does not exist (a host
+    /// change not notified yet): open it as open(2) without O_EXCL would, but the kernel checked
+    /// only the folder, so check the caller against the file's own attributes first (EACCES),
+    /// and truncate only then if asked.
+    pub(super) fn open_existing(
+        &self,
+        req: &Request,
+        pfd: BorrowedFd<'_>,
+        name: &CStr,
+        base: i32,
+        flags: i32,
+    ) -> io::Result<OwnedFd> {
+        let fd = sys::openat(pfd, name, base, 0)?;
+        let st = sys::fstat(fd.as_fd())?;
+        let groups = crate::overlay::access::caller_groups(req.pid());
+        let caller = crate::overlay::access::Caller {
+            uid: req.uid(),
+            gid: req.gid(),
+            groups: groups.as_deref().unwrap_or_default(),
+        };
+        let want = crate::overlay::access::Want::of_open(flags);
+        if !crate::overlay::access::permits(st.st_mode, st.st_uid, st.st_gid, &caller, want) {
+            Stats::bump(&self.s.stats.open_refused);
+            return Err(err(libc::EACCES));
+        }
+        if flags & libc::O_TRUNC == 0 {
+            return Ok(fd);
+        }
+        if flags & libc::O_ACCMODE != libc::O_RDONLY {
+            sys::ftruncate(fd.as_fd(), 0)?;
+            return Ok(fd);
+        }
+        sys::openat(pfd, name, base | libc::O_TRUNC, 0)
+    }
+
+    pub(super) fn file_fd(&self, fh: FileHandle) -> io::Result<(Arc<Handle>, ())> {
+        let h = self.s.handle(fh)?;
+        match &*h {
+            Handle::File(f) if f.fd.is_some() => Ok((h.clone(), ())),
+            _ => Err(err(libc::EBADF)),
+        }
+    }
+
+    pub(super) fn with_fd<T>(
+        &self,
+        fh: FileHandle,
+        f: impl FnOnce(BorrowedFd<'_>) -> io::Result<T>,
+    ) -> io::Result<T> {
+        let (h, ()) = self.file_fd(fh)?;
+        match &*h {
+            Handle::File(OpenFile { fd: Some(fd), .. }) => f(fd.as_fd()),
+            _ => Err(err(libc::EBADF)),
+        }
+    }
+}
