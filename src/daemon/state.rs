@@ -71,6 +71,11 @@ counters!(
     watch_events,
     watch_overflow,
     watch_dropped,
+    barrier_hellos,
+    barrier_syncs,
+    barrier_acks,
+    barrier_coalesced,
+    barrier_bad,
 );
 
 const DROPPED: &[&str] = &[
@@ -89,6 +94,7 @@ const DROPPED: &[&str] = &[
     "control_refused",
     "watch_overflow",
     "watch_dropped",
+    "barrier_bad",
 ];
 
 impl Counters {
@@ -134,6 +140,10 @@ struct SubState {
     /// every seq ≤ N, since events are delivered in order).
     waiters: BTreeMap<u64, Vec<oneshot::Sender<()>>>,
     closed: bool,
+    /// The highest seq acknowledged, and whether the overlay reported its first rescan (its
+    /// first `handled`, sent once the rescan after subscribing is done).
+    acked: u64,
+    ready: bool,
 }
 
 /// What [`Subscriber::pop`] found.
@@ -231,15 +241,33 @@ impl Subscriber {
         if let Some(s) = stats {
             st.stats = s;
         }
-        let Some(&max) = seqs.iter().max() else {
+        let first = !st.ready;
+        st.ready = true;
+        let max = seqs.iter().max().copied().unwrap_or(0);
+        if seqs.is_empty() && !first {
             return;
-        };
+        }
         st.handled += seqs.len() as u64;
-        let rest = st.waiters.split_off(&max.saturating_add(1));
+        st.acked = st.acked.max(max);
+        let upto = st.acked.saturating_add(1);
+        let rest = st.waiters.split_off(&upto);
         let done = std::mem::replace(&mut st.waiters, rest);
         for w in done.into_values().flatten() {
             let _ = w.send(());
         }
+    }
+
+    /// A receiver completed once everything delivered so far is handled (and the rescan after
+    /// subscribing is done); `None` when it already is, or the subscriber is closed.
+    pub fn barrier(&self) -> Option<oneshot::Receiver<()>> {
+        let mut st = lock(&self.state);
+        if st.closed || (st.ready && st.acked >= st.next_seq) {
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        let at = st.next_seq;
+        st.waiters.entry(at).or_default().push(tx);
+        Some(rx)
     }
 
     /// Close: queued events and pending waiters are dropped (waiters see a closed channel).
@@ -393,6 +421,8 @@ pub struct Shared {
     watches: Mutex<BTreeMap<u64, Arc<Watch>>>,
     next_watch: AtomicU64,
     coalescer: Arc<Coalescer>,
+    /// When the daemon started (overlays linked to a previous instance relink soon after).
+    pub started: Instant,
 }
 
 fn unix_now() -> u64 {
@@ -423,6 +453,7 @@ impl Shared {
                 watches: Mutex::new(BTreeMap::new()),
                 next_watch: AtomicU64::new(1),
                 coalescer: Coalescer::new(window, action),
+                started: Instant::now(),
             }
         })
     }
@@ -591,6 +622,38 @@ impl Shared {
             }
         }
         out
+    }
+
+    /// What to wait for so that every notification already dispatched for `channel` is handled:
+    /// each overlay's acknowledgement of what it was delivered (and its first rescan), and the
+    /// trigger run covering what was submitted (see [`super::ack`]).
+    pub fn settled(&self, channel: &str) -> DispatchWait {
+        let folders = self.config.channels.paths(channel);
+        let overlays = self
+            .subscribers()
+            .into_iter()
+            .filter(|s| s.channel == channel || folders.contains(&s.mountpoint))
+            .filter_map(|s| s.barrier())
+            .collect();
+        DispatchWait {
+            known: true,
+            overlays,
+            triggers: self.coalescer.barrier(channel),
+        }
+    }
+
+    /// Mounted `fuse.vfnotify` overlays no subscriber reports (not linked to this daemon, or
+    /// not yet).
+    pub fn unlinked_mounts(&self) -> usize {
+        let linked: Vec<PathBuf> = self
+            .subscribers()
+            .iter()
+            .map(|s| s.mountpoint.clone())
+            .collect();
+        vfnotify_mounts()
+            .iter()
+            .filter(|m| !linked.contains(m))
+            .count()
     }
 
     /// Blocking: toggle the trigger file of every folder of `channel` that is not an overlay.

@@ -9,6 +9,7 @@
 //! the status socket (`vfnotify host status`), [`config`] the configuration file, [`state`] the
 //! shared state and counters.
 
+pub mod barrier;
 pub mod batch;
 pub mod config;
 pub mod control;
@@ -392,6 +393,7 @@ pub fn run(config: Config) -> Result<(), HostError> {
 pub fn main(cli: HostCli) -> u8 {
     match cli.command {
         Some(HostCommand::Status(args)) => control::status_main(args),
+        Some(HostCommand::Sync(args)) => barrier::sync_main(args),
         None => run_main(cli.args),
     }
 }

@@ -121,6 +121,8 @@ pub struct Hub {
     /// The backend in use, once chosen.
     pub backend: Mutex<&'static str>,
     pub started: u64,
+    /// Drain requests of `vfnotify host sync` to the watcher thread.
+    pub drain: super::barrier::DrainQueue,
 }
 
 fn now_secs() -> u64 {
@@ -179,6 +181,7 @@ impl Hub {
             counters: Counters::default(),
             backend: Mutex::new("none"),
             started: now_secs(),
+            drain: Default::default(),
         }
     }
 

@@ -15,6 +15,7 @@ pub mod fs_struct;
 pub mod handle;
 pub mod mmap;
 pub mod mount_api;
+pub mod queue;
 
 /// `-1` → the thread's errno, anything else → Ok.
 fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
