@@ -15,7 +15,7 @@
 #
 # Needs: root, /dev/fuse, cargo; installs fio and bindfs with apt-get when missing. Plain bash,
 # awk, fio and three cargo examples (examples/vfbench.rs, examples/notify_latency.rs,
-# examples/host_bench.rs).
+# examples/host_bench.rs, examples/sync_bench.rs).
 # Cleans up every mount and process it started, also on failure or Ctrl-C.
 
 set -euo pipefail
@@ -37,11 +37,11 @@ T_START=$EPOCHREALTIME
 if [[ "$MODE" == full ]]; then
     RUNS=3 SEQ_MB=1024 WRITE_CAP=3 READ_CAP=3 RR_MS=600 META_DIRS=100 META_FILES=10000 BUILD_DIRS=100 BUILD_FILES=2000
     VIS_N=300 EV_N=1000 EV_ENTRIES=10000 RESCAN_SIZES="1000 10000 100000"
-    HEV_N=300 HB_N=20000
+    HEV_N=300 HB_N=20000 SYNC_N=300
 else
     RUNS=1 SEQ_MB=256 WRITE_CAP=3 READ_CAP=2 RR_MS=300 META_DIRS=20 META_FILES=2000 BUILD_DIRS=25 BUILD_FILES=500
     VIS_N=100 EV_N=200 EV_ENTRIES=2000 RESCAN_SIZES="1000 10000"
-    HEV_N=100 HB_N=2000
+    HEV_N=100 HB_N=2000 SYNC_N=100
 fi
 
 STEP="start"
@@ -87,6 +87,7 @@ VF="$REPO/target/release/vfnotify"
 VB="$REPO/target/release/examples/vfbench"
 NL="$REPO/target/release/examples/notify_latency"
 HB="$REPO/target/release/examples/host_bench"
+SB="$REPO/target/release/examples/sync_bench"
 T_BUILT=$EPOCHREALTIME
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 if awk -v l="${LOAD0%% *}" 'BEGIN{exit !(l > 1.0)}'; then
@@ -493,6 +494,22 @@ for b in fanotify inotify; do
     wait "$HOST_PID" 2>/dev/null || true
     HOST_PID=""
     rm -rf "$SRC/vf/hev_$b" "$SRC/vf/hb_$b"
+done
+
+# ---------------------------------------------------------------------------------------------
+# 4c. The barrier: `vfnotify host sync` round trips (a file written on SOURCE, then the watcher's
+#     drain, the lines and the sync line to every guest daemon, every ack), 1 and 20 guests.
+# ---------------------------------------------------------------------------------------------
+for g in 1 20; do
+    row "sync_$g" lat "\`vfnotify host sync\` round trip, $g guest daemon(s), p50 / p99 ($SYNC_N syncs)"
+done
+STEP="host sync"
+for g in 1 20; do
+    log "$STEP ($g guests)"
+    mkdir -p "$SRC/sync_$g"
+    SAMPLES["sync_$g|vf"]=$(to 300 "$SB" "$SRC/sync_$g" "$SYNC_N" "$g") || die "sync_bench ($g guests)"
+    EXTRA["sync_$g|vf"]=$(awk '{print $5}' <<<"${SAMPLES["sync_$g|vf"]}")
+    rm -rf "$SRC/sync_$g"
 done
 
 # ---------------------------------------------------------------------------------------------

@@ -224,6 +224,28 @@ impl LineDecoder {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Lines of the tool itself, under a reserved channel prefix (no channel may use it).
+
+/// Channel names with this prefix are reserved for lines of the tool's own (keepalives, the
+/// barrier's hello, sync and ack): a guest that does not know them reads an unknown channel.
+pub const RESERVED_PREFIX: &str = "vfnotify.";
+/// The keepalive line.
+pub const KEEPALIVE_LINE: &str = "vfnotify.keepalive\n";
+/// The barrier protocol version the host offers and the guest answers.
+pub const VERSION: u32 = 1;
+/// The host's hello, first on every connection.
+pub const HELLO_LINE: &str = "vfnotify.hello\t1\n";
+/// Channel names of the barrier's lines (under the reserved `vfnotify.` prefix).
+pub const HELLO: &str = "vfnotify.hello";
+pub const SYNC: &str = "vfnotify.sync";
+pub const ACK: &str = "vfnotify.ack";
+
+/// The line asking a guest to acknowledge everything before it.
+pub fn sync_line(id: u64) -> String {
+    format!("{SYNC}\t{id}\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -125,6 +125,9 @@ pub type Action = Arc<dyn Fn(&str) -> u64 + Send + Sync>;
 struct SlotState {
     pending: bool,
     waiters: Vec<oneshot::Sender<u64>>,
+    /// A run is under way; `after_run` is told when it ends.
+    running: bool,
+    after_run: Vec<oneshot::Sender<u64>>,
 }
 
 #[derive(Default)]
@@ -186,6 +189,31 @@ impl Coalescer {
         coalesced
     }
 
+    /// A receiver told once every request submitted so far for `key` was acted on (the pending
+    /// run, or the one under way); `None` when none is outstanding. Asks for no run itself.
+    pub fn barrier(&self, key: &str) -> Option<oneshot::Receiver<u64>> {
+        let slot = {
+            let slots = match self.slots.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            Arc::clone(slots.get(key)?)
+        };
+        let mut st = match slot.state.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let (tx, rx) = oneshot::channel();
+        if st.pending {
+            st.waiters.push(tx);
+        } else if st.running {
+            st.after_run.push(tx);
+        } else {
+            return None;
+        }
+        Some(rx)
+    }
+
     async fn run(self: Arc<Self>, key: String, slot: Arc<Slot>) {
         loop {
             slot.wake.notified().await;
@@ -199,6 +227,7 @@ impl Coalescer {
                         break;
                     }
                     st.pending = false;
+                    st.running = true;
                     std::mem::take(&mut st.waiters)
                 };
                 let action = Arc::clone(&self.action);
@@ -206,7 +235,15 @@ impl Coalescer {
                 let result = tokio::task::spawn_blocking(move || action(&k))
                     .await
                     .unwrap_or(0);
-                for w in waiters {
+                let after = {
+                    let mut st = match slot.state.lock() {
+                        Ok(g) => g,
+                        Err(p) => p.into_inner(),
+                    };
+                    st.running = false;
+                    std::mem::take(&mut st.after_run)
+                };
+                for w in waiters.into_iter().chain(after) {
                     let _ = w.send(result);
                 }
                 // The window: anything arriving now is acted on once, at its end.

@@ -271,6 +271,19 @@ stop_host() {
     wait "$HOST_PID" 2>/dev/null || true
     rm -f "$HOST_CTL"
 }
+# After each change, `vfnotify host sync` (the cross-VM barrier): it must return 0, i.e. the
+# guest daemon answered the hello over hybrid vsock and acknowledged once its overlay had handled
+# the change (step 8: once it had handled the whole channel sent after the reconnection).
+SYNCS=0
+host_sync() {
+    local out
+    if out=$("$VFN" host sync --control "$HOST_CTL" --timeout "${STEP_DEADLINE}s" 2>&1); then
+        SYNCS=$((SYNCS + 1))
+    else
+        say "HOST sync after step $1 failed: $(tr '\n' ' ' <<<"$out")"
+        HOST_ERRORS+=("vfnotify host sync after step $1")
+    fi
+}
 host_step() {
     if [ "$1" = 1 ]; then wait_host_connected || true; fi
     kill -0 "$HOST_PID" 2>/dev/null || HOST_ERRORS+=("vfnotify host exited before step $1")
@@ -288,6 +301,7 @@ host_step() {
     10) HOST_STATUS=$("$VFN" host status --control "$HOST_CTL" 2>&1 | sed -n '/^guests:/,/^counters:/p' | tr '\n' ' ' | sed 's/  */ /g') ;;
     *) ;;
     esac
+    case $1 in [1-9]) host_sync "$1" ;; esac
     cd - >/dev/null
 }
 lines() { tr -d '\r' <"$SERIAL" | grep -a '^VFNOTIFY-VM ' || true; }
@@ -328,6 +342,7 @@ echo
 pass=$(lines | grep -c '^VFNOTIFY-VM CHECK .* ok$' || true)
 fail=$(lines | grep -c '^VFNOTIFY-VM CHECK .* FAIL' || true)
 [ -n "$HOST_STATUS" ] && say "host watcher: $HOST_STATUS"
+say "host syncs acknowledged: $SYNCS of 9"
 say "guest serial log: $CACHE/last-serial.log"
 say "runtime: $((T1 - T0)) s in all, guest $((T1 - BOOT0)) s (accel=$ACCEL)"
 if [ "$result" != done ]; then

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{
-    DaemonArgs, DemoArgs, HostArgs, HostStatusArgs, MountArgs, NotifyArgs, SendArgs, StatusArgs,
-    WatchArgs,
+    DaemonArgs, DemoArgs, HostArgs, HostStatusArgs, HostSyncArgs, MountArgs, NotifyArgs, SendArgs,
+    StatusArgs, WatchArgs,
 };
 use crate::channels::ChannelMap;
 use crate::control::{notify, status, watch};
@@ -116,6 +116,17 @@ impl From<DemoArgs> for crate::demo::Config {
         crate::demo::Config {
             json: args.json,
             keep: args.keep,
+        }
+    }
+}
+
+impl From<HostSyncArgs> for host::sync::SyncConfig {
+    fn from(args: HostSyncArgs) -> Self {
+        host::sync::SyncConfig {
+            channels: args.channels,
+            timeout: args.timeout,
+            json: args.json,
+            control: args.control,
         }
     }
 }

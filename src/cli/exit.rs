@@ -8,6 +8,7 @@ use crate::daemon::{ConfigError as DaemonConfigError, DaemonError, send::SendErr
 use crate::demo::DemoError;
 use crate::host::{
     ConfigError as HostConfigError, HostError, control::StatusError as HostStatusError,
+    sync::SyncError,
 };
 use crate::overlay::{MountError, options::OptionError};
 
@@ -208,6 +209,20 @@ impl Failure for HostStatusError {
         match self {
             HostStatusError::Stdout(e) => stdout(e),
             HostStatusError::NoHost { .. } | HostStatusError::Query(_) => Exit::Runtime,
+        }
+    }
+}
+
+impl Failure for SyncError {
+    fn exit(&self) -> Exit {
+        match self {
+            SyncError::Channel { .. } | SyncError::UnknownChannel(_) => Exit::Usage,
+            SyncError::Stdout(e) => stdout(e),
+            // The report named every guest that did not acknowledge.
+            SyncError::NotAcknowledged => Exit::Silent(EXIT_FAILURE),
+            SyncError::NoHost { .. } | SyncError::Request(_) | SyncError::Answer(_) => {
+                Exit::Runtime
+            }
         }
     }
 }

@@ -246,6 +246,16 @@ pub struct HostCli {
 pub enum HostCommand {
     /// Show a running host's channels, guests and counters.
     Status(HostStatusArgs),
+    /// Wait until every guest of the channels has handled every change seen so far.
+    ///
+    /// A cross-VM barrier: returns once every guest of the CHANNELs (default: every channel) has
+    /// handled every change the running `vfnotify host` saw before the call. The watcher
+    /// publishes what the kernel had queued, each guest is sent what is pending and then asked to
+    /// acknowledge, and its daemon answers once its overlays have invalidated their caches and
+    /// replayed the events and its trigger files were toggled. A build step can write files on
+    /// the host, run `vfnotify host sync`, and start the guest's step knowing the guest sees
+    /// exactly what the host sees: no polling, no sleeps.
+    Sync(HostSyncArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -316,6 +326,31 @@ pub struct HostStatusArgs {
     /// Print the raw JSON status.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `vfnotify host sync`.
+#[derive(Debug, Clone, Args)]
+#[command(
+    after_help = "Per guest: acknowledged; does not acknowledge (connected, but it never answered \
+    the hello: a guest running a tool that reads lines only; decided 2 s after it connected); \
+    timed out; not connected (a guest that is down is waited for until the timeout: it rescans \
+    when it reconnects, and the sync covers that rescan).\n\nExit status: 0 when every guest \
+    acknowledged, 1 otherwise or when no host answers, 2 for a bad command line or a channel the \
+    host does not watch."
+)]
+pub struct HostSyncArgs {
+    /// Channels to sync (default: every channel of the host).
+    #[arg(value_name = "CHANNEL")]
+    pub channels: Vec<String>,
+    /// How long to wait for the guests: `10s`, `500ms`, `2m`, or seconds.
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = crate::host::sync::parse_timeout)]
+    pub timeout: std::time::Duration,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Control socket of the host.
+    #[arg(long, value_name = "PATH", default_value = crate::host::DEFAULT_CONTROL)]
+    pub control: PathBuf,
 }
 
 /// Name under which mount(8) runs the helper.
@@ -435,6 +470,18 @@ fn dispatch(command: Command) -> u8 {
                 "vfnotify host status",
                 Ok::<_, Infallible>(config),
                 host::control::status,
+            )
+        }
+        Command::Host(HostCli {
+            command: Some(HostCommand::Sync(args)),
+            ..
+        }) => {
+            crate::logging::init(false);
+            let config = host::sync::SyncConfig::from(args);
+            run(
+                "vfnotify host sync",
+                Ok::<_, Infallible>(config),
+                host::sync::sync,
             )
         }
         Command::Host(HostCli {

@@ -4,6 +4,7 @@
 //! [`run`] is `vfnotify [daemon]`; [`spawn`] runs the same daemon in-process (for the demo and
 //! tests).
 
+pub mod ack;
 pub mod connections;
 pub mod peer;
 pub mod send;

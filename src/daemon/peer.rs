@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
 use super::state::{ConnSlot, Counters, Shared};
 use crate::protocol::{Dropped, LineDecoder, LineError};
@@ -58,7 +58,14 @@ pub async fn accept_loop<L: Listener>(shared: Arc<Shared>, listener: L) {
 /// to make room for a newer one (counted by the accept loop): what the peer had already sent is
 /// still read, one chunk at most, so a sender evicted before its first read loses nothing; a
 /// partial line is dropped with the connection.
-pub async fn serve_peer<S: AsyncRead + Unpin>(shared: &Shared, mut stream: S, mut slot: ConnSlot) {
+pub async fn serve_peer<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    shared: &Arc<Shared>,
+    stream: S,
+    mut slot: ConnSlot,
+) {
+    // The write half answers a host's barrier (`vfnotify host sync`): see [`super::ack`].
+    let (mut stream, wr) = tokio::io::split(stream);
+    let mut acks = super::ack::PeerAcks::new(Arc::clone(shared), wr);
     let mut decoder = LineDecoder::new();
     let mut buf = vec![0u8; READ_CHUNK];
     let idle = shared.idle_timeout();
@@ -114,6 +121,13 @@ pub async fn serve_peer<S: AsyncRead + Unpin>(shared: &Shared, mut stream: S, mu
             lines = true;
             match item {
                 Ok(n) => {
+                    if let Some(line) = super::ack::reserved(&n) {
+                        // Everything before a sync is dispatched before it is looked at.
+                        std::mem::take(&mut batch).dispatch(shared);
+                        acks.line(line);
+                        continue;
+                    }
+                    acks.saw(&n.channel);
                     tracing::debug!(channel = %n.channel, path = ?n.path, "notification");
                     batch.add(n.channel, n.path);
                 }

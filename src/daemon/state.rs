@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokio::sync::{Notify, oneshot};
@@ -14,6 +14,7 @@ use super::DaemonConfig;
 use super::watch::{self, Change, Target, Watch};
 use crate::control::wire::Scope;
 use crate::glob::Glob;
+use crate::mountinfo::vfnotify_mounts;
 use crate::trigger::{self, Coalescer};
 
 /// Most queued events per subscribed overlay; on overflow the queue collapses into one
@@ -67,6 +68,11 @@ counters!(
     watch_events,
     watch_overflow,
     watch_dropped,
+    barrier_hellos,
+    barrier_syncs,
+    barrier_acks,
+    barrier_coalesced,
+    barrier_bad,
 );
 
 const DROPPED: &[&str] = &[
@@ -85,6 +91,7 @@ const DROPPED: &[&str] = &[
     "control_refused",
     "watch_overflow",
     "watch_dropped",
+    "barrier_bad",
 ];
 
 impl Counters {
@@ -130,6 +137,10 @@ struct SubState {
     /// every seq ≤ N, since events are delivered in order).
     waiters: BTreeMap<u64, Vec<oneshot::Sender<()>>>,
     closed: bool,
+    /// The highest seq acknowledged, and whether the overlay reported its first rescan (its
+    /// first `handled`, sent once the rescan after subscribing is done).
+    acked: u64,
+    ready: bool,
 }
 
 /// What [`Subscriber::pop`] found.
@@ -222,15 +233,33 @@ impl Subscriber {
         if let Some(s) = stats {
             st.stats = s;
         }
-        let Some(&max) = seqs.iter().max() else {
+        let first = !st.ready;
+        st.ready = true;
+        let max = seqs.iter().max().copied().unwrap_or(0);
+        if seqs.is_empty() && !first {
             return;
-        };
+        }
         st.handled += seqs.len() as u64;
-        let rest = st.waiters.split_off(&max.saturating_add(1));
+        st.acked = st.acked.max(max);
+        let upto = st.acked.saturating_add(1);
+        let rest = st.waiters.split_off(&upto);
         let done = std::mem::replace(&mut st.waiters, rest);
         for w in done.into_values().flatten() {
             let _ = w.send(());
         }
+    }
+
+    /// A receiver completed once everything delivered so far is handled (and the rescan after
+    /// subscribing is done); `None` when it already is, or the subscriber is closed.
+    pub fn barrier(&self) -> Option<oneshot::Receiver<()>> {
+        let mut st = lock(&self.state);
+        if st.closed || (st.ready && st.acked >= st.next_seq) {
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        let at = st.next_seq;
+        st.waiters.entry(at).or_default().push(tx);
+        Some(rx)
     }
 
     /// Close: queued events and pending waiters are dropped (waiters see a closed channel).
@@ -285,6 +314,8 @@ pub struct Shared {
     watches: Mutex<BTreeMap<u64, Arc<Watch>>>,
     next_watch: AtomicU64,
     coalescer: Arc<Coalescer>,
+    /// When the daemon started (overlays linked to a previous instance relink soon after).
+    pub started: Instant,
 }
 
 use crate::util::unix_now;
@@ -310,6 +341,7 @@ impl Shared {
                 watches: Mutex::new(BTreeMap::new()),
                 next_watch: AtomicU64::new(1),
                 coalescer: Coalescer::new(window, action),
+                started: Instant::now(),
             }
         })
     }
@@ -478,6 +510,38 @@ impl Shared {
             }
         }
         out
+    }
+
+    /// What to wait for so that every notification already dispatched for `channel` is handled:
+    /// each overlay's acknowledgement of what it was delivered (and its first rescan), and the
+    /// trigger run covering what was submitted (see [`super::ack`]).
+    pub fn settled(&self, channel: &str) -> DispatchWait {
+        let folders = self.config.channels.paths(channel);
+        let overlays = self
+            .subscribers()
+            .into_iter()
+            .filter(|s| s.channel == channel || folders.contains(&s.mountpoint))
+            .filter_map(|s| s.barrier())
+            .collect();
+        DispatchWait {
+            known: true,
+            overlays,
+            triggers: self.coalescer.barrier(channel),
+        }
+    }
+
+    /// Mounted `fuse.vfnotify` overlays no subscriber reports (not linked to this daemon, or
+    /// not yet).
+    pub fn unlinked_mounts(&self) -> usize {
+        let linked: Vec<PathBuf> = self
+            .subscribers()
+            .iter()
+            .map(|s| s.mountpoint.clone())
+            .collect();
+        vfnotify_mounts()
+            .iter()
+            .filter(|m| !linked.contains(m))
+            .count()
     }
 
     /// Blocking: toggle the trigger file of every folder of `channel` that is not an overlay.

@@ -599,6 +599,17 @@ fn script() -> Vec<Step> {
 
 fn play(n: usize, step: &Step, env: &Env, watcher: &mut Watcher) -> Result<StepReport, DemoError> {
     let shown = env.mnt.join(step.shown);
+    // Every earlier change handled by the guest (a trailing batch of the last step would
+    // otherwise rescan this step's change and leave nothing stale to show).
+    let barrier = crate::host::sync::SyncConfig {
+        channels: vec![CHANNEL.to_string()],
+        timeout: Duration::from_secs(5),
+        json: false,
+        control: env.host_control.clone(),
+    };
+    if let Err(e) = crate::host::sync::request(&barrier) {
+        tracing::warn!(error = %e, "host sync before the step failed");
+    }
     // The reader looks first (so the kernel caches what it saw, including "no such file").
     let _ = look(&shown);
     // The host watcher waits while SOURCE changes, so the reader's stale view can be shown.

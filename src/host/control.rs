@@ -24,6 +24,8 @@ const MAX_CONNECTIONS: usize = 64;
 pub enum Request {
     Hello,
     Status,
+    /// `sync {channels?, timeout_ms?}` (see [`super::barrier`]).
+    Sync(serde_json::Map<String, Value>),
 }
 
 /// Parse one request line: its `id` and the request or the error body to answer with.
@@ -32,9 +34,10 @@ pub fn parse(line: &[u8]) -> (Option<Value>, Result<Request, Value>) {
     let parsed = env.and_then(|(cmd, args)| match cmd.as_str() {
         "hello" => check_protocol(&args, "host").map(|()| Request::Hello),
         "status" => Ok(Request::Status),
+        "sync" => Ok(Request::Sync(args)),
         other => Err(error(
             "unknown-command",
-            format!("unknown command {other:?} (the host knows hello and status)"),
+            format!("unknown command {other:?} (the host knows hello, status and sync)"),
         )),
     });
     (id, parsed)
@@ -91,6 +94,7 @@ async fn serve(hub: &Hub, stream: tokio::net::UnixStream) {
         let body = match req {
             Ok(Request::Hello) => Ok(hello_result()),
             Ok(Request::Status) => Ok(hub.status()),
+            Ok(Request::Sync(args)) => super::barrier::serve(hub, args).await,
             Err(e) => {
                 Counters::bump(&hub.counters.control_errors);
                 Err(e)

@@ -106,6 +106,8 @@ pub struct Guest {
     /// Woken when one of its channels has new changes.
     pub wake: Notify,
     pub stats: GuestStats,
+    /// The barrier (`vfnotify host sync`): negotiation, IDs sent and acknowledged.
+    pub sync: super::barrier::GuestSync,
     inner: Mutex<Inner>,
 }
 
@@ -133,6 +135,7 @@ impl Guest {
             channels,
             wake: Notify::new(),
             stats: GuestStats::default(),
+            sync: Default::default(),
             inner: Mutex::new(Inner {
                 conn: Conn::Connecting,
                 since: now_secs(),
@@ -200,6 +203,7 @@ impl Guest {
         m.insert("last_error".into(), json!(i.last_error));
         m.insert("queue_depth".into(), json!(depth));
         self.stats.to_json(&mut m);
+        m.insert("barrier".into(), self.sync.status());
         Value::Object(m)
     }
 
@@ -334,7 +338,9 @@ pub async fn run(guest: Arc<Guest>, hub: Arc<Hub>, mut stop: watch::Receiver<boo
         warned = false;
         backoff = BACKOFF_MIN;
         tracing::info!(guest = %guest.name, "guest connected");
-        match session(&guest, &hub, stream, &mut stop).await {
+        let end = session(&guest, &hub, stream, &mut stop).await;
+        guest.sync.on_disconnect();
+        match end {
             End::Stop => return,
             End::Lost(why) => {
                 bump(&guest.stats.disconnects);
@@ -374,7 +380,7 @@ where
                     Err(e) => Err(End::Lost(format!("write failed: {e}"))),
                 };
             }
-            r = rd.read(rbuf) => received(guest, r)?,
+            r = rd.read(rbuf) => received(guest, r, rbuf)?,
             _ = tokio::time::sleep_until(deadline) => {
                 bump(&guest.stats.stalls);
                 tracing::warn!(guest = %guest.name, secs = stall.as_secs(), "guest has not read for too long; dropping the connection");
@@ -385,14 +391,17 @@ where
     }
 }
 
-/// What reading the connection found: bytes are counted and ignored; EOF or an error ends it.
-fn received(guest: &Guest, r: io::Result<usize>) -> Result<(), End> {
+/// What reading the connection found: the guest's replies (its hello, acknowledgements of
+/// syncs); EOF, an error or an endless line ends it.
+fn received(guest: &Guest, r: io::Result<usize>, buf: &[u8]) -> Result<(), End> {
     match r {
         Ok(0) => Err(End::Lost("closed by the guest".into())),
         Ok(n) => {
             add(&guest.stats.bytes_received, n as u64);
-            tracing::debug!(guest = %guest.name, bytes = n, "guest sent bytes; ignored");
-            Ok(())
+            guest
+                .sync
+                .replies(&guest.name, buf.get(..n).unwrap_or_default())
+                .map_err(End::Lost)
         }
         Err(e) => Err(End::Lost(format!("read failed: {e}"))),
     }
@@ -407,7 +416,10 @@ async fn session(
     let cfg = &hub.config;
     let (mut rd, mut wr) = tokio::io::split(stream);
     let mut rbuf = vec![0u8; 4096];
-    let hello = guest.restart(hub);
+    // The barrier's hello first (a guest that reads lines only ignores it), then every channel.
+    guest.sync.on_connect();
+    let mut hello = super::barrier::HELLO_LINE.as_bytes().to_vec();
+    hello.extend_from_slice(&guest.restart(hub));
     if let Err(e) = write_all(
         guest,
         &mut rd,
@@ -429,6 +441,26 @@ async fn session(
     let mut sent_in_window = 0u64;
     let far = Duration::from_secs(86_400 * 365);
     loop {
+        // A sync: what is pending goes now, whatever the window, then the sync line.
+        if let Some(id) = guest.sync.take_due() {
+            let (mut bytes, _) = guest.take_batch(hub);
+            bytes.extend_from_slice(super::barrier::sync_line(id).as_bytes());
+            if let Err(e) = write_all(
+                guest,
+                &mut rd,
+                &mut wr,
+                &bytes,
+                cfg.stall_timeout,
+                &mut rbuf,
+                stop,
+            )
+            .await
+            {
+                return e;
+            }
+            last_write = Instant::now();
+            continue;
+        }
         let pending = guest.pending(hub);
         let now = Instant::now();
         if now >= window_start + cfg.window {
@@ -473,7 +505,7 @@ async fn session(
                 last_write = Instant::now();
             }
             r = rd.read(&mut rbuf) => {
-                if let Err(e) = received(guest, r) {
+                if let Err(e) = received(guest, r, &rbuf) {
                     return e;
                 }
             }

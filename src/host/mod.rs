@@ -9,11 +9,13 @@
 //! the status socket (`vfnotify host status`), [`config`] the configuration file, [`state`] the
 //! shared state and counters.
 
+pub mod barrier;
 pub mod batch;
 pub mod config;
 pub mod control;
 pub mod guest;
 pub mod state;
+pub mod sync;
 pub mod watch;
 
 use std::io;
@@ -47,11 +49,7 @@ pub const DEFAULT_KEEPALIVE_SECS: u64 = 10;
 pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// A write a guest does not take for this long drops the connection.
 pub const DEFAULT_STALL: Duration = Duration::from_secs(30);
-/// Channel names with this prefix are reserved for lines of the host's own (keepalives, and
-/// later a negotiated hello): a guest reads them as an unknown channel and ignores them.
-pub const RESERVED_PREFIX: &str = "vfnotify.";
-/// The keepalive line.
-pub const KEEPALIVE_LINE: &str = "vfnotify.keepalive\n";
+pub use crate::protocol::{KEEPALIVE_LINE, RESERVED_PREFIX};
 /// Mode of the control socket.
 const SOCKET_MODE: u32 = 0o600;
 

@@ -114,6 +114,8 @@ pub struct Hub {
     /// The backend in use, once chosen.
     pub backend: Mutex<&'static str>,
     pub started: u64,
+    /// Drain requests of `vfnotify host sync` to the watcher thread.
+    pub drain: super::barrier::DrainQueue,
 }
 
 use crate::util::unix_now as now_secs;
@@ -167,6 +169,7 @@ impl Hub {
             counters: Counters::default(),
             backend: Mutex::new("none"),
             started: now_secs(),
+            drain: Default::default(),
         }
     }
 

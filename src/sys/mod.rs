@@ -26,6 +26,7 @@ pub mod mmap;
 pub mod mount;
 pub mod mount_api;
 pub mod process;
+pub mod queue;
 pub mod statx;
 pub mod xattr;
 

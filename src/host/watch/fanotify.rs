@@ -129,7 +129,7 @@ enum Resolved {
 }
 
 pub struct FanWatcher {
-    fan: Fanotify,
+    pub(super) fan: Fanotify,
     /// Descriptors on each filesystem to open handles with (one per channel folder there).
     mounts: HashMap<Fsid, Vec<OwnedFd>>,
     /// Folder handle → its path (live folders).
@@ -146,6 +146,8 @@ pub struct FanWatcher {
     /// The filesystem of each channel's folder.
     channel_fs: Vec<Option<Fsid>>,
     buf: Vec<u8>,
+    /// Bytes of events read so far (the barrier's measure of the queue: see `drain.rs`).
+    pub consumed: u64,
 }
 
 impl FanWatcher {
@@ -172,6 +174,7 @@ impl FanWatcher {
             base_hint: false,
             channel_fs: Vec::new(),
             buf: vec![0u8; BUF],
+            consumed: 0,
         };
         for c in &hub.channels {
             let fsid = w.mark(&c.base)?;
@@ -255,7 +258,10 @@ impl FanWatcher {
         while out.len() < MAX_DRAIN {
             let n = match self.fan.read(&mut self.buf) {
                 Ok(0) => return,
-                Ok(n) => n,
+                Ok(n) => {
+                    self.consumed += n as u64;
+                    n
+                }
                 Err(e) => {
                     Counters::bump(&em.counters().watch_errors);
                     tracing::warn!(error = %e, "fanotify read failed");

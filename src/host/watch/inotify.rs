@@ -43,7 +43,7 @@ struct Walk {
 }
 
 pub struct InoWatcher {
-    ino: Inotify,
+    pub(super) ino: Inotify,
     /// Watch descriptor → folder path.
     wds: HashMap<i32, PathBuf>,
     /// Folder path → watch descriptor (ordered: a folder's subtree is one range).
@@ -53,6 +53,8 @@ pub struct InoWatcher {
     degraded: Vec<bool>,
     last_retry: Instant,
     pub base_hint: bool,
+    /// Bytes of events read so far (the barrier's measure of the queue: see `drain.rs`).
+    pub consumed: u64,
 }
 
 fn open_dir(path: &Path) -> io::Result<OwnedFd> {
@@ -77,6 +79,7 @@ impl InoWatcher {
             degraded: vec![false; hub.channels.len()],
             last_retry: Instant::now(),
             base_hint: false,
+            consumed: 0,
         };
         for (ch, c) in hub.channels.iter().enumerate() {
             // The folder itself must be watchable; what is below it degrades the channel.
@@ -356,6 +359,7 @@ impl InoWatcher {
         match self.ino.read(0) {
             Ok(v) => {
                 Counters::add(&em.counters().events, v.len() as u64);
+                self.consumed += v.iter().map(super::drain::inotify_record_len).sum::<u64>();
                 v
             }
             Err(e) => {

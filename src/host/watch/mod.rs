@@ -12,6 +12,7 @@
 //! Both share the [`Emitter`] (absolute paths → per-channel changes, hostile names widened to
 //! their folder) and the [`Bases`] check (a `basePath` removed, replaced or back).
 
+pub mod drain;
 pub mod fanotify;
 pub mod inotify;
 
@@ -171,7 +172,9 @@ impl Watcher {
                         .map(|t| t.saturating_duration_since(Instant::now()).as_millis() as i32 + 1)
                         .unwrap_or(TICK_MS)
                         .min(TICK_MS);
-                    self.step(&mut em, wait);
+                    // Kernel events, or a barrier (`vfnotify host sync`) asking for a drain.
+                    let drain = self.wait_events(&hub, wait);
+                    self.step(&mut em, 0);
                     if self.take_base_hint() || last_check.elapsed() >= BASE_CHECK {
                         last_check = Instant::now();
                         bases.check(&hub, &mut em, &mut self);
@@ -179,6 +182,9 @@ impl Watcher {
                     }
                     em.release_due(Instant::now());
                     em.flush();
+                    if drain {
+                        self.drain(&hub, &mut em, &mut bases);
+                    }
                 }
             })
             .map_err(WatchError::Thread)
