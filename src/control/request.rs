@@ -261,6 +261,16 @@ fn handled(args: &Args) -> Result<Request, Value> {
 }
 
 fn watch(args: &Args) -> Result<Request, Value> {
+    // A misspelt key (`globs`) would otherwise watch everything without a word.
+    if let Some(k) = args
+        .keys()
+        .find(|k| !matches!(k.as_str(), "channel" | "mountpoint" | "glob"))
+    {
+        return Err(error(
+            "bad-request",
+            format!("watch takes `channel` or `mountpoint`, and `glob`; not `{k}`"),
+        ));
+    }
     let text = |k: &str| -> Result<Option<&str>, Value> {
         match args.get(k) {
             None | Some(Value::Null) => Ok(None),
@@ -355,6 +365,7 @@ mod tests {
             r#"{"cmd": "subscribe", "args": {"channel": "c", "mountpoint": "/m", "pid": -1}}"#,
             r#"{"cmd": "watch", "args": {"channel": "c", "mountpoint": "/m"}}"#,
             r#"{"cmd": "watch", "args": {"mountpoint": "rel"}}"#,
+            r#"{"cmd": "watch", "args": {"channel": "c", "globs": ["*.txt"]}}"#,
             r#"{"cmd": "handled", "args": {}}"#,
             r#"{"cmd": "handled", "args": {"seqs": [1, "2"]}}"#,
             r#"{"cmd": "unwatch", "args": {"watch": "1"}}"#,
