@@ -264,3 +264,16 @@ pub fn truncate_nofollow(path: &CStr, size: u64) -> io::Result<()> {
     let link = CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
     truncate(&link, size)
 }
+
+/// `truncate(2)` by path exactly as a program calls it: a final symlink is followed and a
+/// directory gives EISDIR. For tests of what the overlay answers to that call; code acting on
+/// names it did not choose uses [`truncate_nofollow`].
+pub fn truncate_following(path: &CStr, size: u64) -> io::Result<()> {
+    truncate(path, size)
+}
+
+/// `faccessat(dirfd, name, mode, flags)` (`access(2)` is `faccessat(cwd(), path, mode, 0)`).
+pub fn faccessat(dir: BorrowedFd<'_>, name: &CStr, mode: i32, flags: i32) -> io::Result<()> {
+    // SAFETY: name is a valid C string.
+    cvt(unsafe { libc::faccessat(dir.as_raw_fd(), name.as_ptr(), mode, flags) }).map(drop)
+}

@@ -131,3 +131,37 @@ pub fn write_fuse(fd: BorrowedFd<'_>, msg: &[u8]) -> io::Result<usize> {
 pub fn dup(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     fd.try_clone_to_owned()
 }
+
+/// `statvfs(path)` (follows a final symlink, as statfs does).
+pub fn statvfs(path: &CStr) -> io::Result<libc::statvfs> {
+    let mut st = MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: path is a valid C string; st is writable memory of the right size, filled on
+    // success.
+    unsafe {
+        cvt(libc::statvfs(path.as_ptr(), st.as_mut_ptr()))?;
+        Ok(st.assume_init())
+    }
+}
+
+/// `flock(fd, op)` (LOCK_SH / LOCK_EX / LOCK_UN, optionally | LOCK_NB).
+pub fn flock(fd: BorrowedFd<'_>, op: i32) -> io::Result<()> {
+    // SAFETY: plain syscall on a valid fd.
+    cvt(unsafe { libc::flock(fd.as_raw_fd(), op) }).map(drop)
+}
+
+/// A whole-file `struct flock` of type `ltype` (F_RDLCK / F_WRLCK / F_UNLCK) for [`fcntl_lock`];
+/// `l_pid` is 0, as OFD locks require.
+pub fn whole_file_lock(ltype: i32) -> libc::flock {
+    // SAFETY: struct flock is plain old data; all-zero is a valid value.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = ltype as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl
+}
+
+/// `fcntl(fd, cmd, &mut fl)` for the record-lock commands (F_SETLK, F_GETLK, F_OFD_SETLK,
+/// F_OFD_GETLK, ...); a GETLK command fills `fl` in.
+pub fn fcntl_lock(fd: BorrowedFd<'_>, cmd: i32, fl: &mut libc::flock) -> io::Result<()> {
+    // SAFETY: fl is a valid, writable struct flock, as the lock commands take.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), cmd, fl as *mut libc::flock) }).map(drop)
+}

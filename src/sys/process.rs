@@ -112,3 +112,26 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
     cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) })?;
     Ok(lim.rlim_cur)
 }
+
+/// `kill(pid, sig)`.
+pub fn kill(pid: u32, sig: i32) -> io::Result<()> {
+    // SAFETY: no memory is passed; the kernel checks the pid and the permission.
+    cvt(unsafe { libc::kill(pid as libc::pid_t, sig) }).map(drop)
+}
+
+/// `prctl(PR_SET_CHILD_SUBREAPER, 1)`: orphaned descendants are re-parented to this process.
+pub fn set_child_subreaper() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    cvt(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) }).map(drop)
+}
+
+/// `waitpid(pid, &status, flags)`: `Ok(None)` when WNOHANG finds the child still running,
+/// else the raw wait status (read it with `libc::WIFEXITED` and friends).
+pub fn waitpid(pid: i32, flags: i32) -> io::Result<Option<i32>> {
+    let mut status = 0;
+    // SAFETY: status is a valid, writable int.
+    match cvt(unsafe { libc::waitpid(pid, &mut status, flags) })? {
+        0 => Ok(None),
+        _ => Ok(Some(status)),
+    }
+}

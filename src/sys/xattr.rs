@@ -5,7 +5,11 @@ use super::*;
 /// The `/proc/self/fd/N/NAME` path that reaches `name` in `dir` (works for O_PATH directory fds).
 /// With a name, the `l*xattr` calls act on it without following a final symlink; without one,
 /// the following calls act on the directory `dir` itself through its magic link.
+/// `cwd()` (AT_FDCWD) has no `/proc` link: the name is then used as it is (a path).
 fn proc_path(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<CString> {
+    if dir.as_raw_fd() == libc::AT_FDCWD {
+        return Ok(name.to_owned());
+    }
     let mut p = format!("/proc/self/fd/{}", dir.as_raw_fd()).into_bytes();
     if !name.is_empty() {
         p.push(b'/');
