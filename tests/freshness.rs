@@ -10,10 +10,12 @@ mod daemon_support;
 mod overlay_support;
 
 use std::fs;
+use std::os::fd::AsFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use overlay_support::Linked;
+use vfnotify::sys::mmap::ReadMap;
 
 const MODES: [&str; 2] = [
     "events=off,passthrough=off",
@@ -100,8 +102,8 @@ fn content_rewritten_same_size_read_and_mmap() {
     each_mode("content_rewritten_same_size", |l| {
         assert_eq!(fs::read(l.m("a/file.txt")).unwrap(), b"version-1");
         let f = fs::File::open(l.m("a/file.txt")).unwrap();
-        let map = Mapping::new(&f, 9);
-        assert_eq!(map.bytes(), b"version-1");
+        let map = ReadMap::new(f.as_fd(), 9).expect("mmap");
+        assert_eq!(map.to_vec(), b"version-1");
         // Same size, same second: only the content (and mtime nanoseconds) differ.
         fs::write(l.s("a/file.txt"), b"version-2").unwrap();
         // Read through the handle opened before, without a stat first (a stat after a read
@@ -118,7 +120,7 @@ fn content_rewritten_same_size_read_and_mmap() {
         l.notify(&[]);
         assert_eq!(fs::read(l.m("a/file.txt")).unwrap(), b"version-2");
         assert_eq!(
-            map.bytes(),
+            map.to_vec(),
             b"version-2",
             "a process holding an mmap sees the new content"
         );
@@ -418,46 +420,5 @@ fn read_raw(p: &Path) -> Vec<u8> {
             return out;
         }
         out.extend_from_slice(&buf[..n]);
-    }
-}
-
-/// A read-only shared mapping of the first `len` bytes of a file.
-struct Mapping {
-    ptr: *mut libc::c_void,
-    len: usize,
-}
-
-impl Mapping {
-    fn new(f: &fs::File, len: usize) -> Mapping {
-        use std::os::fd::AsRawFd;
-        // SAFETY: a fresh shared read-only mapping of an open file; checked for MAP_FAILED.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                f.as_raw_fd(),
-                0,
-            )
-        };
-        assert_ne!(
-            ptr,
-            libc::MAP_FAILED,
-            "mmap: {}",
-            std::io::Error::last_os_error()
-        );
-        Mapping { ptr, len }
-    }
-    fn bytes(&self) -> Vec<u8> {
-        // SAFETY: the mapping is live for `len` readable bytes until drop.
-        unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len).to_vec() }
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly what mmap returned.
-        unsafe { libc::munmap(self.ptr, self.len) };
     }
 }

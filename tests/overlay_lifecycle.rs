@@ -2,8 +2,7 @@
 //! a live mount, the mount(8) helpers, bad arguments and read-only mounts. Helpers in
 //! `common/ops.rs`.
 //!
-//! `unsafe` is used only for small libc calls that std does not wrap; each call site says why it
-//! is sound.
+//! System calls std does not wrap go through `vfnotify::sys` (no `unsafe` here).
 
 mod common;
 
@@ -53,25 +52,22 @@ fn find_server(mountpoint: &Path) -> Option<u32> {
 /// Make this process the subreaper of orphans, so a daemonised server becomes our child and its
 /// exit status can be read.
 fn become_subreaper() {
-    // SAFETY: prctl with integer arguments.
-    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    vfnotify::sys::set_child_subreaper().expect("prctl(PR_SET_CHILD_SUBREAPER)");
 }
 
 /// Wait for a (reparented) child to exit; its exit code, or None on timeout.
 fn reap(pid: u32, deadline: Duration) -> Option<i32> {
     let start = Instant::now();
     loop {
-        let mut status = 0;
-        // SAFETY: waitpid on a specific pid with WNOHANG.
-        let r = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, libc::WNOHANG) };
-        if r == pid as libc::pid_t {
+        let r = vfnotify::sys::waitpid(pid as i32, libc::WNOHANG);
+        if let Ok(Some(status)) = r {
             return Some(if libc::WIFEXITED(status) {
                 libc::WEXITSTATUS(status)
             } else {
                 128 + libc::WTERMSIG(status)
             });
         }
-        if r == -1 {
+        if r.is_err() {
             // Not our child (no subreaper): fall back to watching /proc.
             if !Path::new(&format!("/proc/{pid}")).exists() {
                 return Some(-1);

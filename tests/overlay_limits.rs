@@ -2,8 +2,7 @@
 //! with a low soft fd limit, and the ownership and set-id rules for other users' creates and
 //! writes. Helpers in `common/ops.rs`.
 //!
-//! `unsafe` is used only for small libc calls that std does not wrap; each call site says why it
-//! is sound.
+//! System calls std does not wrap go through `vfnotify::sys` (no `unsafe` here).
 
 mod common;
 
@@ -106,16 +105,7 @@ fn thousands_of_open_files_with_a_low_soft_fd_limit() {
     let mut server = common::ChildGuard::spawn(&mut cmd);
     wait_mount_state(mnt.path(), Some("fuse.vfnotify"), DEADLINE);
     // This process may hold them all: raise our own soft limit to the hard one.
-    // SAFETY: getrlimit/setrlimit with a valid rlimit struct.
-    unsafe {
-        let mut r = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
-        r.rlim_cur = r.rlim_max;
-        libc::setrlimit(libc::RLIMIT_NOFILE, &r);
-    }
+    let _ = vfnotify::sys::raise_nofile_limit();
     let mut open = Vec::new();
     let mut failure = None;
     for i in 0..3000 {

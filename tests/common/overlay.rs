@@ -3,14 +3,12 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::ffi::{CString, OsStr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::common::{MountGuard, fuse_ready, tempdir, vfnotify};
 use crate::daemon_support::{DEADLINE, Daemon, poll_until};
+use ::vfnotify::sys;
 
 /// A daemon on unix sockets and an overlay of a fresh SOURCE following `channel`.
 pub struct Linked {
@@ -158,9 +156,9 @@ pub const INTERESTING: u32 = libc::IN_CREATE
     | libc::IN_ATTRIB
     | libc::IN_DELETE_SELF;
 
-/// A minimal inotify watcher (libc), recursive on request.
+/// A minimal inotify watcher (`vfnotify::sys::Inotify`), recursive on request.
 pub struct Watcher {
-    fd: OwnedFd,
+    ino: sys::Inotify,
     wds: HashMap<i32, PathBuf>,
     mask: u32,
 }
@@ -171,32 +169,18 @@ impl Watcher {
     }
 
     pub fn with_mask(mask: u32) -> Watcher {
-        // SAFETY: inotify_init1 takes flags only; a non-negative result is a new fd we own.
-        let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
-        assert!(
-            fd >= 0,
-            "inotify_init1: {}",
-            std::io::Error::last_os_error()
-        );
-        // SAFETY: fd is a fresh descriptor owned by no one else.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         Watcher {
-            fd,
+            ino: sys::Inotify::new().expect("inotify_init1"),
             wds: HashMap::new(),
             mask,
         }
     }
 
     pub fn add(&mut self, dir: &Path) {
-        let c = CString::new(dir.as_os_str().as_bytes()).unwrap();
-        // SAFETY: valid fd and C string.
-        let wd = unsafe { libc::inotify_add_watch(self.fd.as_raw_fd(), c.as_ptr(), self.mask) };
-        assert!(
-            wd >= 0,
-            "inotify_add_watch {}: {}",
-            dir.display(),
-            std::io::Error::last_os_error()
-        );
+        let wd = self
+            .ino
+            .add_watch(dir, self.mask)
+            .unwrap_or_else(|e| panic!("inotify_add_watch {}: {e}", dir.display()));
         self.wds.insert(wd, dir.to_path_buf());
     }
 
@@ -214,31 +198,18 @@ impl Watcher {
         let mut out = Vec::new();
         let start = Instant::now();
         let mut last = Instant::now();
-        let mut buf = vec![0u8; 64 * 1024];
         loop {
-            // SAFETY: buf is writable for its length; the fd is non-blocking.
-            let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-            if n > 0 {
+            // Waits up to 2 ms for the next events (the old poll interval).
+            let got = self.ino.read(2).expect("inotify read");
+            if !got.is_empty() {
                 last = Instant::now();
-                let mut off = 0usize;
-                let n = n as usize;
-                while off + 16 <= n {
-                    let wd = i32::from_ne_bytes(buf[off..off + 4].try_into().unwrap());
-                    let mask = u32::from_ne_bytes(buf[off + 4..off + 8].try_into().unwrap());
-                    let cookie = u32::from_ne_bytes(buf[off + 8..off + 12].try_into().unwrap());
-                    let len =
-                        u32::from_ne_bytes(buf[off + 12..off + 16].try_into().unwrap()) as usize;
-                    let raw = &buf[off + 16..off + 16 + len];
-                    let name = OsStr::from_bytes(
-                        &raw[..raw.iter().position(|&b| b == 0).unwrap_or(raw.len())],
-                    );
+                for e in got {
                     out.push(Event {
-                        mask,
-                        cookie,
-                        dir: self.wds.get(&wd).cloned().unwrap_or_default(),
-                        name: name.to_string_lossy().into_owned(),
+                        mask: e.mask,
+                        cookie: e.cookie,
+                        dir: self.wds.get(&e.wd).cloned().unwrap_or_default(),
+                        name: e.name.to_string_lossy().into_owned(),
                     });
-                    off += 16 + len;
                 }
                 continue;
             }
@@ -250,7 +221,6 @@ impl Watcher {
             if last.elapsed() > quiet || start.elapsed() > wait + Duration::from_secs(2) {
                 return out;
             }
-            std::thread::sleep(Duration::from_millis(2));
         }
     }
 }
