@@ -9,8 +9,7 @@
 //! test names a cache policy: without `channel=` the default is `auto`), where they must be
 //! visible at once because they go through the overlay.
 //!
-//! System calls std does not wrap go through `vfnotify::sys`; the two `unsafe` blocks left (a fork
-//! and its child in `posix_fcntl_locks_conflict_between_processes`) says why it stays raw.
+//! System calls std does not wrap go through `vfnotify::sys` (no `unsafe` here).
 
 mod common;
 
@@ -1175,52 +1174,56 @@ fn posix_fcntl_locks_conflict_between_processes() {
         .unwrap();
     let mut fl = sys::whole_file_lock(libc::F_WRLCK);
     sys::fcntl_lock(a.as_fd(), libc::F_SETLK, &mut fl).unwrap();
-    // A forked child (no threads of ours are used in it: only async-signal-safe calls) asks
-    // F_GETLK and F_SETLK and reports through its exit code.
-    let path = cpath(&fx.o("lockme"));
-    // Raw on purpose, the unsafe blocks left in this file: POSIX locks belong to a process,
-    // so the conflict needs a second one, and forking this multi-threaded test process is what
-    // `sys::fork` rules out (single-threaded callers only); its child must stay within
-    // async-signal-safe calls and end with `_exit`, which no safe wrapper should offer.
-    // SAFETY: fork in a multi-threaded process; the child only calls open/fcntl/_exit.
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
-        // SAFETY: async-signal-safe calls only, then _exit.
-        unsafe {
-            let fd = libc::open(path.as_ptr(), libc::O_RDWR);
-            if fd < 0 {
-                libc::_exit(10);
-            }
-            let mut q: libc::flock = std::mem::zeroed();
-            q.l_type = libc::F_WRLCK as libc::c_short;
-            q.l_whence = libc::SEEK_SET as libc::c_short;
-            if libc::fcntl(fd, libc::F_GETLK, &mut q) != 0 {
-                libc::_exit(11);
-            }
-            if q.l_type as i32 != libc::F_WRLCK {
-                libc::_exit(12);
-            }
-            q.l_type = libc::F_RDLCK as libc::c_short;
-            q.l_whence = libc::SEEK_SET as libc::c_short;
-            q.l_start = 0;
-            q.l_len = 0;
-            let r = libc::fcntl(fd, libc::F_SETLK, &q);
-            let e = *libc::__errno_location();
-            libc::_exit(if r == -1 && (e == libc::EAGAIN || e == libc::EACCES) {
-                0
-            } else {
-                13
-            });
-        }
-    }
-    assert!(pid > 0, "fork failed");
-    let status = sys::waitpid(pid, 0)
-        .unwrap()
-        .expect("a blocking wait has a status");
-    assert!(libc::WIFEXITED(status), "child status {status:#x}");
+    // POSIX record locks belong to a process, so the conflict needs a second one: this test
+    // binary again, running only `posix_lock_second_process` (no fork of this multi-threaded
+    // process, so no unsafe), which asks F_GETLK and F_SETLK through `vfnotify::sys`.
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "posix_lock_second_process"])
+        .args(["--nocapture", "--test-threads=1"])
+        .env(LOCK_CHILD_ENV, fx.o("lockme"))
+        .output()
+        .unwrap();
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "second process: {log}");
+    assert!(
+        log.contains("1 passed"),
+        "the second process ran no test: {log}"
+    );
+    drop(a);
+}
+
+/// Set for [`posix_lock_second_process`]: the file the first process holds a write lock on.
+const LOCK_CHILD_ENV: &str = "VFNOTIFY_TEST_LOCK_CHILD";
+
+/// The second process of `posix_fcntl_locks_conflict_between_processes`, which runs it with
+/// `--ignored --exact`; without that test's variable it has nothing to check.
+#[test]
+#[ignore = "run by posix_fcntl_locks_conflict_between_processes as its second process"]
+fn posix_lock_second_process() {
+    let Some(path) = std::env::var_os(LOCK_CHILD_ENV) else {
+        return;
+    };
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .expect("open in the second process");
+    let mut q = sys::whole_file_lock(libc::F_WRLCK);
+    sys::fcntl_lock(f.as_fd(), libc::F_GETLK, &mut q).expect("F_GETLK failed");
     assert_eq!(
-        libc::WEXITSTATUS(status),
-        0,
-        "child: 11 GETLK failed, 12 lock not reported, 13 SETLK did not conflict"
+        q.l_type as i32,
+        libc::F_WRLCK,
+        "the first process's lock is not reported"
+    );
+    let mut r = sys::whole_file_lock(libc::F_RDLCK);
+    let e =
+        sys::fcntl_lock(f.as_fd(), libc::F_SETLK, &mut r).expect_err("F_SETLK did not conflict");
+    assert!(
+        matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)),
+        "F_SETLK: {e}"
     );
 }
