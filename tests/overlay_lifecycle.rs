@@ -2,7 +2,7 @@
 //! a live mount, the mount(8) helpers, bad arguments and read-only mounts. Helpers in
 //! `common/ops.rs`.
 //!
-//! System calls std does not wrap go through `vfnotify::sys` (no `unsafe` here).
+//! System calls std does not wrap go through `vfnotify::sys`.
 
 mod common;
 

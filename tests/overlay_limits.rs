@@ -2,7 +2,7 @@
 //! with a low soft fd limit, and the ownership and set-id rules for other users' creates and
 //! writes. Helpers in `common/ops.rs`.
 //!
-//! System calls std does not wrap go through `vfnotify::sys` (no `unsafe` here).
+//! System calls std does not wrap go through `vfnotify::sys`.
 
 mod common;
 

@@ -9,7 +9,7 @@
 //! test names a cache policy: without `channel=` the default is `auto`), where they must be
 //! visible at once because they go through the overlay.
 //!
-//! System calls std does not wrap go through `vfnotify::sys` (no `unsafe` here).
+//! System calls std does not wrap go through `vfnotify::sys`.
 
 mod common;
 
@@ -1176,7 +1176,7 @@ fn posix_fcntl_locks_conflict_between_processes() {
     sys::fcntl_lock(a.as_fd(), libc::F_SETLK, &mut fl).unwrap();
     // POSIX record locks belong to a process, so the conflict needs a second one: this test
     // binary again, running only `posix_lock_second_process` (no fork of this multi-threaded
-    // process, so no unsafe), which asks F_GETLK and F_SETLK through `vfnotify::sys`.
+    // process), which asks F_GETLK and F_SETLK through `vfnotify::sys`.
     let out = Command::new(std::env::current_exe().unwrap())
         .args(["--ignored", "--exact", "posix_lock_second_process"])
         .args(["--nocapture", "--test-threads=1"])
