@@ -371,7 +371,7 @@ fn trigger_failure_on_read_only_folder_is_counted_and_the_daemon_continues() {
     std::fs::create_dir_all(&rw).unwrap();
     // Read-only for root too: a read-only tmpfs when we may mount, else procfs (no file creation).
     let mut _guard = None;
-    let ro = if common::unsafe_free_euid() != 0 {
+    let ro = if common::euid() != 0 {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
         ro

@@ -385,7 +385,7 @@ impl Drop for FakeGuest {
 /// Whether tests that mount a tmpfs (and use fanotify) can run: they need root. When they cannot,
 /// prints why and returns false, unless `VFNOTIFY_REQUIRE_FUSE=1`, where that fails the test.
 pub fn root_ready(test: &str) -> bool {
-    if crate::common::unsafe_free_euid() == 0 {
+    if crate::common::euid() == 0 {
         return true;
     }
     if std::env::var("VFNOTIFY_REQUIRE_FUSE").as_deref() == Ok("1") {

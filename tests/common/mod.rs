@@ -25,7 +25,7 @@ pub fn vfnotify() -> Command {
 pub fn fuse_ready(test: &str) -> bool {
     let reason = if !Path::new("/dev/fuse").exists() {
         Some("/dev/fuse is missing".to_string())
-    } else if unsafe_free_euid() != 0 {
+    } else if euid() != 0 {
         Some("FUSE tests need root (mount(2) and allow_other)".to_string())
     } else if std::fs::OpenOptions::new()
         .read(true)
@@ -50,7 +50,7 @@ pub fn fuse_ready(test: &str) -> bool {
 }
 
 /// The effective uid (`vfnotify::sys::geteuid`; the name is kept for the callers).
-pub fn unsafe_free_euid() -> u32 {
+pub fn euid() -> u32 {
     ::vfnotify::sys::geteuid()
 }
 
