@@ -25,43 +25,7 @@ use overlay_support::{Linked, tree_digest};
 use serde_json::Value;
 
 /// A guest: its daemon (listening at `peer`) and an overlay of the shared folder.
-struct Guest {
-    mount: Option<common::MountGuard>,
-    _daemon: Daemon,
-    mnt: PathBuf,
-    peer: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Guest {
-    fn new(src: &Path) -> Guest {
-        let daemon = Daemon::start(&[]);
-        let dir = common::tempdir();
-        let mnt = dir.path().join("mnt");
-        fs::create_dir_all(&mnt).unwrap();
-        let opts = format!("channel=docs,control={}", daemon.control.display());
-        let mount = common::MountGuard::mount(src, &mnt, &opts);
-        let m = mnt.display().to_string();
-        poll_until("overlay linked", DEADLINE, || {
-            daemon.status()["overlays"]
-                .as_array()
-                .is_some_and(|a| a.iter().any(|o| o["mountpoint"].as_str() == Some(&m)))
-        });
-        Guest {
-            mount: Some(mount),
-            peer: format!("unix:{}", daemon.peer.display()),
-            _daemon: daemon,
-            mnt,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Guest {
-    fn drop(&mut self) {
-        drop(self.mount.take());
-    }
-}
+use host_support::OverlayOn as Guest;
 
 /// The shared folder: a private tmpfs (a fanotify filesystem mark there sees this test only).
 fn share() -> (Tmpfs, PathBuf) {

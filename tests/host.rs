@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use daemon_support::{DEADLINE, Daemon, poll_until};
-use host_support::{FakeGuest, Host, Tmpfs};
+use host_support::{FakeGuest, Host, OverlayOn, Tmpfs};
 use overlay_support::{Event, Linked, Watcher, mask_name, tree_digest};
 
 /// A guest: a daemon and an overlay of a SOURCE on a private tmpfs. Dropped in order: the
@@ -885,49 +885,13 @@ fn keepalives_keep_a_quiet_connection_past_the_guest_idle_timeout() {
 // ---------------------------------------------------------------------------------------------
 // Two guests on one share.
 
-/// An overlay of `src` at a fresh mountpoint, linked to its own daemon.
-struct OverlayOn {
-    mount: Option<common::MountGuard>,
-    daemon: Daemon,
-    mnt: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
 impl OverlayOn {
-    fn new(src: &Path) -> OverlayOn {
-        let daemon = Daemon::start(&[]);
-        let dir = common::tempdir();
-        let mnt = dir.path().join("mnt");
-        fs::create_dir_all(&mnt).unwrap();
-        let opts = format!("channel=docs,control={}", daemon.control.display());
-        let mount = common::MountGuard::mount(src, &mnt, &opts);
-        let m = mnt.display().to_string();
-        poll_until("overlay linked", DEADLINE, || {
-            daemon.status()["overlays"]
-                .as_array()
-                .is_some_and(|a| a.iter().any(|o| o["mountpoint"].as_str() == Some(&m)))
-        });
-        assert!(common::notify_ok(&daemon.control, "docs", &[]));
-        OverlayOn {
-            mount: Some(mount),
-            daemon,
-            mnt,
-            _dir: dir,
-        }
-    }
-
     fn idle(&self) {
         self.idle_within(DEADLINE);
     }
 
     fn idle_within(&self, deadline: Duration) {
         overlay_idle_at(&self.daemon, deadline);
-    }
-}
-
-impl Drop for OverlayOn {
-    fn drop(&mut self) {
-        drop(self.mount.take());
     }
 }
 

@@ -403,3 +403,45 @@ pub fn decode(bytes: &[u8]) -> Vec<vfnotify::protocol::Notification> {
         .map(|r| r.unwrap_or_else(|e| panic!("a malformed line arrived: {e}")))
         .collect()
 }
+
+/// An overlay of `src` at a fresh mountpoint, linked to its own daemon (a guest of the share:
+/// `peer` is its daemon's address for `vfnotify host --to`), fresh from a first whole
+/// notification; unmounted on drop.
+pub struct OverlayOn {
+    pub mount: Option<crate::common::MountGuard>,
+    pub daemon: crate::daemon_support::Daemon,
+    pub mnt: PathBuf,
+    pub peer: String,
+    _dir: tempfile::TempDir,
+}
+
+impl OverlayOn {
+    pub fn new(src: &Path) -> OverlayOn {
+        let daemon = crate::daemon_support::Daemon::start(&[]);
+        let dir = tempdir();
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir_all(&mnt).unwrap();
+        let opts = format!("channel=docs,control={}", daemon.control.display());
+        let mount = crate::common::MountGuard::mount(src, &mnt, &opts);
+        let m = mnt.display().to_string();
+        poll_until("overlay linked", DEADLINE, || {
+            daemon.status()["overlays"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|o| o["mountpoint"].as_str() == Some(&m)))
+        });
+        assert!(crate::common::notify_ok(&daemon.control, "docs", &[]));
+        OverlayOn {
+            mount: Some(mount),
+            peer: format!("unix:{}", daemon.peer.display()),
+            daemon,
+            mnt,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for OverlayOn {
+    fn drop(&mut self) {
+        drop(self.mount.take());
+    }
+}
