@@ -214,6 +214,18 @@ impl TryFrom<HostArgs> for host::Config {
             Some(n) => Some(nonzero(n, "max-watches")?),
             None => None,
         };
+        c.ignore_names = args
+            .ignore_names
+            .iter()
+            .filter(|n| !n.is_empty())
+            .map(|n| {
+                if n.contains('/') || n == "." || n == ".." {
+                    Err(host::ConfigError::IgnoreName { name: n.clone() })
+                } else {
+                    Ok(std::ffi::OsString::from(n))
+                }
+            })
+            .collect::<Result<_, _>>()?;
         Ok(c)
     }
 }

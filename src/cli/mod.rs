@@ -313,6 +313,12 @@ pub struct HostArgs {
     /// periodically, as when the kernel's limit is reached.
     #[arg(long = "max-watches", value_name = "N")]
     pub max_watches: Option<usize>,
+    /// Never send changes of files with this name (the last component), in any folder.
+    /// Repeatable; giving it replaces the default, the guests' trigger file: a guest daemon
+    /// toggles it in the shared folder for every notification, and sending that change back
+    /// would make it toggle again, forever. `--ignore-name ''` ignores nothing.
+    #[arg(long = "ignore-name", value_name = "NAME", default_value = DEFAULT_TRIGGER)]
+    pub ignore_names: Vec<String>,
     /// Enable debug logging (RUST_LOG overrides).
     #[arg(short = 'd', long)]
     pub debug: bool,

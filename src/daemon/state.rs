@@ -57,6 +57,7 @@ counters!(
     accept_errors,
     triggers_ok,
     triggers_failed,
+    own_trigger,
     coalesced,
     connections,
     overlay_unlinked,
@@ -497,7 +498,20 @@ impl Shared {
                 tracing::warn!(id = sub.id, mountpoint = %sub.mountpoint.display(), "overlay queue full; collapsed into a whole-mount notification");
             }
         }
-        if !folders.is_empty() {
+        // A change of the trigger file itself is our own toggle coming back (a host watching
+        // the shared folder saw it): toggling again would loop forever.
+        let own = !scope.paths().is_empty()
+            && scope
+                .paths()
+                .iter()
+                .all(|p| p.rsplit('/').next() == Some(self.config.trigger_name.as_str()));
+        if own && !folders.is_empty() {
+            Counters::bump(&self.counters.own_trigger);
+            tracing::debug!(
+                channel,
+                "notification of the trigger file itself; not toggling"
+            );
+        } else if !folders.is_empty() {
             let waiter = if wait {
                 let (tx, rx) = oneshot::channel();
                 out.triggers = Some(rx);

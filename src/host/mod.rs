@@ -77,6 +77,9 @@ pub struct Config {
     pub stall_timeout: Duration,
     /// At most this many inotify watches (`None`: the kernel's limit).
     pub max_watches: Option<usize>,
+    /// Names (last components) whose changes are never sent: by default the guests' trigger
+    /// file, which trigger-mode guests toggle in the shared folder for every notification.
+    pub ignore_names: Vec<std::ffi::OsString>,
 }
 
 impl Config {
@@ -96,6 +99,7 @@ impl Config {
             backoff_max: DEFAULT_BACKOFF_MAX,
             stall_timeout: DEFAULT_STALL,
             max_watches: None,
+            ignore_names: vec![crate::trigger::DEFAULT_TRIGGER_NAME.into()],
         }
     }
 }
@@ -146,6 +150,8 @@ pub enum ConfigError {
     Backend(String),
     #[error("--{flag} must be at least 1")]
     Zero { flag: &'static str },
+    #[error("--ignore-name {name:?}: a file name, not a path")]
+    IgnoreName { name: String },
     #[error("--control must not be empty")]
     Control,
 }

@@ -41,6 +41,8 @@ counters!(
     changes,
     /// Events outside every channel's basePath, dropped.
     outside,
+    /// Changes of files named in `--ignore-name` (the guests' trigger file), not sent.
+    ignored_names,
     /// Names that cannot travel in a line (`\n`, `\r`, `\t`, NUL, not UTF-8, too long, ending in
     /// white space): their folder's scope was sent instead.
     unsendable_names,

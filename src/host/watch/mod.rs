@@ -212,6 +212,9 @@ impl<'h> Emitter<'h> {
     /// The file at `abs` was written to but is still open: tell the guests when it is closed
     /// (any other change to it), or after [`WRITE_HOLD`].
     pub fn modified(&mut self, abs: &Path) {
+        if self.ignored(abs) {
+            return;
+        }
         if self.held.contains_key(abs) {
             return;
         }
@@ -228,6 +231,9 @@ impl<'h> Emitter<'h> {
     /// it: held like a written one (the guest then sees it appear with its content, as a local
     /// watcher does, not empty and closed first). Anything else is told at once.
     pub fn created(&mut self, abs: &Path) {
+        if self.ignored(abs) {
+            return;
+        }
         let empty_file = std::fs::symlink_metadata(abs).is_ok_and(|m| m.is_file() && m.len() == 0);
         if empty_file {
             self.modified(abs);
@@ -281,9 +287,25 @@ impl<'h> Emitter<'h> {
         s
     }
 
+    /// Whether `abs` is named in `--ignore-name` (counted).
+    fn ignored(&self, abs: &Path) -> bool {
+        let names = &self.hub.config.ignore_names;
+        let hit = !names.is_empty()
+            && abs
+                .file_name()
+                .is_some_and(|n| names.iter().any(|i| i == n));
+        if hit {
+            Counters::bump(&self.hub.counters.ignored_names);
+        }
+        hit
+    }
+
     /// Something at `abs` changed. Returns whether any channel holds it.
     pub fn path(&mut self, abs: &Path) -> bool {
         self.held.remove(abs);
+        if self.ignored(abs) {
+            return true;
+        }
         let found: Vec<(usize, Sendable)> = self
             .locate(abs)
             .map(|(ch, rel)| (ch, self.change(ch, rel)))
@@ -303,6 +325,19 @@ impl<'h> Emitter<'h> {
     pub fn rename(&mut self, from: &Path, to: &Path) {
         self.held.remove(from);
         self.held.remove(to);
+        // An ignored name on one side: the other side alone is news (a create or a delete).
+        match (self.ignored(from), self.ignored(to)) {
+            (true, true) => return,
+            (true, false) => {
+                self.path(to);
+                return;
+            }
+            (false, true) => {
+                self.path(from);
+                return;
+            }
+            (false, false) => {}
+        }
         let mut any = false;
         for ch in 0..self.hub.channels.len() {
             let base = &self.hub.channels[ch].base;
