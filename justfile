@@ -22,7 +22,9 @@ lint:
     cargo clippy --all-targets -- -D warnings
 
 # Benchmark against native and peers: `just bench` (full, < 5 min) or `just bench quick` (< 1 min);
-# `just bench full ext4` puts SOURCE on an ext4 loop image (bench/RESULTS-ext4.md).
+# `just bench full ext4` puts SOURCE on an ext4 loop image (bench/RESULTS-ext4.md);
+# `just bench full virtiofs` measures the deployed stack, SOURCE a stand-in for a virtiofs mount
+# under `virtiofsd --cache=never` with the requests reaching it counted (bench/RESULTS-virtiofs.md).
 bench mode="full" fs="tmpfs":
     bash bench/run.sh {{mode}} {{fs}}
 

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # vfnotify benchmark: the overlay against native tmpfs and bindfs, in one run.
 #
-#   bash bench/run.sh [full|quick] [tmpfs|ext4]   (as root; `just bench` / `just bench quick`)
+#   bash bench/run.sh [full|quick] [tmpfs|ext4|virtiofs]   (as root; `just bench` / `just bench quick`)
 #
 # full: every row, >= 3 runs per cell, < 5 minutes on 2 cores once built.
 # quick: the same rows on smaller sizes, < 1 minute.
 # ext4 (optional): SOURCE on an ext4 loop image instead of tmpfs; writes bench/RESULTS-ext4.md.
+# virtiofs (optional): the deployed stack, SOURCE a stand-in for a virtiofs mount under
+# `virtiofsd --cache=never` with a count of the requests reaching it; its own rows and columns
+# (bench/deployed.sh); writes bench/RESULTS-virtiofs.md.
 #
 # SOURCE is a private tmpfs (the clean measure of the overlay's own cost). Columns: native (the
 # tmpfs itself), vfnotify (cache=always, kernel passthrough, linked to a daemon), vfnotify
@@ -22,9 +25,12 @@ set -euo pipefail
 
 MODE=${1:-full}
 FS=${2:-tmpfs}
-if [[ "$MODE" != full && "$MODE" != quick ]] || [[ "$FS" != tmpfs && "$FS" != ext4 ]] || (($# > 2)); then
-    echo "usage: bash bench/run.sh [full|quick] [tmpfs|ext4]" >&2
+if [[ "$MODE" != full && "$MODE" != quick ]] || [[ "$FS" != tmpfs && "$FS" != ext4 && "$FS" != virtiofs ]] || (($# > 2)); then
+    echo "usage: bash bench/run.sh [full|quick] [tmpfs|ext4|virtiofs]" >&2
     exit 2
+fi
+if [[ "$FS" == virtiofs ]]; then
+    exec bash "$(dirname "${BASH_SOURCE[0]}")/deployed.sh" "$MODE"
 fi
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
