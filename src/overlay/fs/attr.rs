@@ -4,7 +4,7 @@
 use super::*;
 
 pub(super) fn time(s: i64, ns: i64) -> SystemTime {
-    // The kernel's nanoseconds are in 0..1e9 (a negative count would be no time: none).
+    // The kernel's nanoseconds are in 0..1e9 (a negative count, never given, is taken as 0).
     let ns = Duration::from_nanos(u64::try_from(ns).unwrap_or(0));
     if s >= 0 {
         UNIX_EPOCH + Duration::from_secs(s.unsigned_abs()) + ns
@@ -30,7 +30,6 @@ pub(super) fn set_time(t: Option<TimeOrNow>) -> sys::SetTime {
     }
 }
 
-/// The FUSE file type of a mode.
 /// Whole seconds of `d` (fuser's times came from the kernel's `i64` seconds: they fit).
 fn secs_i64(d: Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
@@ -47,6 +46,7 @@ pub(super) fn count_u64(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
+/// The FUSE file type of a mode.
 pub fn kind(mode: u32) -> FileType {
     match mode & libc::S_IFMT {
         libc::S_IFDIR => FileType::Directory,

@@ -191,11 +191,11 @@ impl OverlayFs {
         })
     }
 
-    /// Revalidate an open (see [`crate::overlay::access`]): compare the attributes of the backing file
-    /// just opened with those the kernel was told, and checked permissions against. When they
-    /// differ (a host change not notified yet), refuse the open with EACCES if the fresh ones
-    /// deny the caller, and ask the sync worker to rescan the file, which tells the kernel (and
-    /// replays the event). Returns whether they differed.
+    /// Revalidate an open (see [`crate::overlay::access`]): compare the attributes of the
+    /// backing file just opened with those the kernel was told, and checked permissions against.
+    /// When they differ (a host change not notified yet), refuse the open with EACCES if the
+    /// fresh ones deny the caller, and ask the sync worker to rescan the file, which tells the
+    /// kernel (and replays the event). Returns whether they differed.
     pub(super) fn revalidate_open(
         &self,
         req: &Request,
@@ -332,7 +332,7 @@ impl OverlayFs {
         Ok((attr, Opened::Cached(FileHandle(fh), flags)))
     }
 
-    /// `create` found the name on SOURCE although the kernel was told it does not exist (a host
+    /// `do_create` found the name on SOURCE although the kernel was told it does not exist (a host
     /// change not notified yet): open it as open(2) without O_EXCL would, but the kernel checked
     /// only the folder, so check the caller against the file's own attributes first (EACCES),
     /// and truncate only then if asked.
