@@ -57,7 +57,7 @@ impl EntrySnap {
                 ino: st.st_ino,
             },
             mode: st.st_mode,
-            size: st.st_size as u64,
+            size: u64::try_from(st.st_size).unwrap_or(0),
             mtime: (st.st_mtime, st.st_mtime_nsec),
             ctime: (st.st_ctime, st.st_ctime_nsec),
             atime: (st.st_atime, st.st_atime_nsec),
@@ -175,6 +175,7 @@ impl Table {
         t
     }
 
+    #[allow(clippy::cast_possible_truncation)] // a hash: any of the id's bits will do
     fn shard(&self, ino: Ino) -> &RwLock<HashMap<Ino, Arc<Node>>> {
         &self.shards[(ino as usize ^ (ino >> 17) as usize) % SHARDS]
     }

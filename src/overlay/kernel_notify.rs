@@ -12,15 +12,16 @@ use std::os::fd::{AsFd, OwnedFd};
 pub const NOTIFY_INC_EPOCH: i32 = 8;
 
 /// Encode one notification: `fuse_out_header { len: u32, error: i32 = code, unique: u64 = 0 }`
-/// followed by `payload`.
-pub fn encode(code: i32, payload: &[u8]) -> Vec<u8> {
-    let len = (16 + payload.len()) as u32;
-    let mut m = Vec::with_capacity(len as usize);
+/// followed by `payload` (EINVAL: too long for the `u32` length).
+pub fn encode(code: i32, payload: &[u8]) -> io::Result<Vec<u8>> {
+    let total = 16 + payload.len();
+    let len = u32::try_from(total).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let mut m = Vec::with_capacity(total);
     m.extend_from_slice(&len.to_ne_bytes());
     m.extend_from_slice(&code.to_ne_bytes());
     m.extend_from_slice(&0u64.to_ne_bytes());
     m.extend_from_slice(payload);
-    m
+    Ok(m)
 }
 
 /// Writes raw notifications to a duplicate of the session's `/dev/fuse` fd.
@@ -53,7 +54,7 @@ impl KernelNotifier {
         if !self.supports_epoch() {
             return Err(io::Error::from_raw_os_error(libc::ENOSYS));
         }
-        self.send(&encode(NOTIFY_INC_EPOCH, &[]))
+        self.send(&encode(NOTIFY_INC_EPOCH, &[])?)
     }
 }
 
@@ -63,7 +64,7 @@ mod tests {
 
     #[test]
     fn header_layout() {
-        let m = encode(NOTIFY_INC_EPOCH, &[]);
+        let m = encode(NOTIFY_INC_EPOCH, &[]).unwrap();
         assert_eq!(m.len(), 16);
         assert_eq!(u32::from_ne_bytes(m[0..4].try_into().unwrap()), 16);
         assert_eq!(i32::from_ne_bytes(m[4..8].try_into().unwrap()), 8);

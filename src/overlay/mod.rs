@@ -10,6 +10,13 @@
 //! This module mounts (mount(2) directly, type `fuse.vfnotify`), returns once the mount is live
 //! (daemonising unless `-f`), wires the daemon link and ends on unmount or SIGTERM.
 
+#![deny(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap,
+    clippy::cast_lossless
+)]
+
 pub mod access;
 pub mod fs;
 pub mod inode;

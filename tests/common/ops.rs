@@ -1,6 +1,6 @@
-//! Helpers of the overlay operation tests (`overlay_ops`, `overlay_limits`,
-//! `overlay_lifecycle`): a mounted fixture, errno helpers, and the small libc calls std does not
-//! wrap (each call site says why it is sound).
+//! Helpers of the overlay operation tests (`overlay_ops`, `overlay_data`, `overlay_limits`,
+//! `overlay_lifecycle`): a mounted fixture, errno helpers, and path-taking forms of the
+//! `vfnotify::sys` calls std does not wrap.
 
 use std::ffi::CString;
 use std::fs::File;

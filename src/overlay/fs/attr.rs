@@ -4,10 +4,12 @@
 use super::*;
 
 pub(super) fn time(s: i64, ns: i64) -> SystemTime {
+    // The kernel's nanoseconds are in 0..1e9 (a negative count, never given, is taken as 0).
+    let ns = Duration::from_nanos(u64::try_from(ns).unwrap_or(0));
     if s >= 0 {
-        UNIX_EPOCH + Duration::new(s as u64, ns as u32)
+        UNIX_EPOCH + Duration::from_secs(s.unsigned_abs()) + ns
     } else {
-        UNIX_EPOCH - Duration::from_secs(s.unsigned_abs()) + Duration::from_nanos(ns as u64)
+        UNIX_EPOCH - Duration::from_secs(s.unsigned_abs()) + ns
     }
 }
 
@@ -16,16 +18,32 @@ pub(super) fn set_time(t: Option<TimeOrNow>) -> sys::SetTime {
         None => sys::SetTime::Omit,
         Some(TimeOrNow::Now) => sys::SetTime::Now,
         Some(TimeOrNow::SpecificTime(t)) => match t.duration_since(UNIX_EPOCH) {
-            Ok(d) => sys::SetTime::At(d.as_secs() as i64, d.subsec_nanos() as i64),
+            Ok(d) => sys::SetTime::At(secs_i64(d), i64::from(d.subsec_nanos())),
             // fuser 0.18 decodes a time before the epoch, (secs < 0, nsecs), as
             // -(|secs| + nsecs) instead of secs + nsecs; undo that to get the kernel's fields
             // back (Cargo.lock pins the version; `pre_epoch_times_round_trip` checks it).
             Err(e) => {
                 let d = e.duration();
-                sys::SetTime::At(-(d.as_secs() as i64), d.subsec_nanos() as i64)
+                sys::SetTime::At(-secs_i64(d), i64::from(d.subsec_nanos()))
             }
         },
     }
+}
+
+/// Whole seconds of `d` (fuser's times came from the kernel's `i64` seconds: they fit).
+fn secs_i64(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// `n` for a `u32` field of a reply, clamped to its range (sizes, counts and block sizes).
+pub(super) fn clamp_u32<N: TryInto<u32> + PartialOrd + Default>(n: N) -> u32 {
+    let negative = n < N::default();
+    n.try_into().unwrap_or(if negative { 0 } else { u32::MAX })
+}
+
+/// A non-negative kernel count (`st_size`, `st_blocks`) as a `u64` (a negative one as 0).
+pub(super) fn count_u64(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
 }
 
 /// The FUSE file type of a mode.
@@ -96,7 +114,7 @@ pub fn snap_stat(e: &EntrySnap) -> libc::stat {
     st.st_dev = e.key.dev;
     st.st_ino = e.key.ino;
     st.st_mode = e.mode;
-    st.st_size = e.size as i64;
+    st.st_size = i64::try_from(e.size).unwrap_or(i64::MAX);
     st.st_mtime = e.mtime.0;
     st.st_mtime_nsec = e.mtime.1;
     st.st_ctime = e.ctime.0;

@@ -1,4 +1,5 @@
-//! Operations on names: lookup, create (mknod, mkdir, symlink, create), remove, rename, link.
+//! Operations on names: lookup, create (mknod, mkdir, symlink, create), remove, rename, link,
+//! readlink.
 
 use super::*;
 
@@ -113,6 +114,98 @@ impl OverlayFs {
             }
         }
         Ok(attr)
+    }
+
+    pub(super) fn do_symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        target: &std::path::Path,
+    ) -> io::Result<FileAttr> {
+        let t = sys::cstr(target.as_os_str())?;
+        self.do_create_node(
+            req,
+            parent,
+            name,
+            "symlink",
+            |pfd, n, _| sys::symlinkat(&t, pfd, n),
+            0,
+            0,
+        )
+    }
+
+    pub(super) fn do_readlink(&self, ino: INodeNo) -> io::Result<Vec<u8>> {
+        let (pfd, name, _) = self.s.resolve(&*self.s.node(ino)?)?;
+        sys::readlinkat(pfd.as_fd(), &sys::cstr(&name)?)
+    }
+
+    /// CREATE (a client's; the replay thread's is [`OverlayFs::replay_create`]): create the
+    /// file exclusively and open it. `register`: the reply's backing registration (see
+    /// [`Shared::attach_backing`]).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn do_create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        register: impl FnOnce(&OwnedFd) -> io::Result<fuser::BackingId>,
+    ) -> io::Result<(FileAttr, Opened)> {
+        let s = &self.s;
+        let (node, attr, fd) = {
+            s.check_writable(req)?;
+            s.audit(req, "create", parent.0, Some(name));
+            let _local = s.local.begin(&[(parent.0, name)]);
+            let pnode = s.node(parent)?;
+            let pfd = s.dir_fd(&pnode)?;
+            let cname = sys::cstr(name)?;
+            let strip = libc::O_NOCTTY | libc::O_APPEND | libc::O_DIRECT | libc::O_TRUNC;
+            let base = (flags & !strip) | libc::O_NOFOLLOW | s.atime_flags(false);
+            // Create exclusively: only a file made here gets the requester's ownership. The name
+            // may exist on SOURCE although the kernel was told it does not (a host change not
+            // notified yet): then open it as an open(2) without O_EXCL would, truncating if asked.
+            let made = s.as_client(umask, mode, |m| {
+                openat_atime(pfd.as_fd(), &cname, base | libc::O_CREAT | libc::O_EXCL, m)
+            });
+            let (fd, created) = match made {
+                Ok(fd) => (fd, true),
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) && flags & libc::O_EXCL == 0 => (
+                    self.open_existing(req, pfd.as_fd(), &cname, base, flags)?,
+                    false,
+                ),
+                Err(e) => return Err(e),
+            };
+            let st = if created {
+                let pst = sys::fstat(pfd.as_fd())?;
+                s.own(req, pfd.as_fd(), &cname, &pst, mode)?
+            } else {
+                sys::fstat(fd.as_fd())?
+            };
+            s.note_local(parent.0, name, Some(&st));
+            let (node, attr) = s.enter(parent.0, name, &st);
+            (node, attr, fd)
+        };
+        Stats::bump(&s.stats.opens);
+        let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        if let Some(b) = s.attach_backing(&node, Some(&fd), register) {
+            let fh = s.add_handle(Handle::File(OpenFile {
+                node,
+                fd: Some(fd),
+                backing: true,
+                writable,
+            }));
+            return Ok((attr, Opened::Passthrough(FileHandle(fh), b)));
+        }
+        let fh = s.add_handle(Handle::File(OpenFile {
+            node,
+            fd: Some(fd),
+            backing: false,
+            writable,
+        }));
+        Ok((attr, Opened::Cached(FileHandle(fh), s.fopen_flags(false))))
     }
 
     pub(super) fn do_remove(

@@ -1,9 +1,22 @@
-//! Nodes the kernel forgot but may still ask for by handle (export): keeping, reaching and
-//! reviving them.
+//! Forgetting nodes, and those the kernel forgot but may still ask for by handle (export):
+//! keeping, reaching and reviving them.
 
 use super::*;
 
 impl Shared {
+    /// FORGET: drop `nlookup` references to `ino`; on the last one, keep what finds the object
+    /// again by a handle (see [`Export`]).
+    pub(super) fn forget(&self, ino: Ino, nlookup: u64) {
+        let last = self.table.get(ino).filter(|n| n.state().nlookup <= nlookup);
+        let kept = last.as_deref().and_then(|n| self.keep_for_export(n));
+        self.table.forget(ino, nlookup);
+        if let Some(n) = last {
+            if self.table.get(ino).is_none_or(|m| !Arc::ptr_eq(&m, &n)) {
+                self.forgotten(ino, kept);
+            }
+        }
+    }
+
     /// The kernel is about to forget `node`: what will find it again (see [`Export`]).
     pub(super) fn keep_for_export(&self, node: &Node) -> Option<Kept> {
         if node.is_virtual

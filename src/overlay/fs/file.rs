@@ -1,4 +1,5 @@
-//! Open files: backing fds, reads, revalidation on open, the replay thread's creates.
+//! Open files: opening (backing fds, passthrough, revalidation), reads and writes, release,
+//! fsync, fallocate, copy_file_range, and the replay thread's creates.
 
 use super::*;
 
@@ -14,6 +15,93 @@ impl OverlayFs {
         let flags = (flags & !strip) | libc::O_NOFOLLOW | self.s.atime_flags(false);
         let (pfd, name, _) = self.s.resolve(node)?;
         openat_atime(pfd.as_fd(), &sys::cstr(&name)?, flags, 0)
+    }
+
+    /// OPEN: the backing file (none for virtual files and most replay opens), revalidated
+    /// against what the kernel was told, served by kernel passthrough where it can be.
+    /// `register`: the reply's backing registration (see [`Shared::attach_backing`]).
+    pub(super) fn do_open(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        flags: i32,
+        register: impl FnOnce(&OwnedFd) -> io::Result<fuser::BackingId>,
+    ) -> io::Result<Opened> {
+        let s = &self.s;
+        let node = s.node(ino)?;
+        let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        let replay = s.replay.is_replay(req);
+        if writable && !replay {
+            s.check_writable(req)?;
+            s.audit(req, "open-write", ino.0, None);
+        }
+        Stats::bump(&s.stats.opens);
+        let mut direct_replay = false;
+        let fd = if node.is_virtual {
+            None
+        } else if replay {
+            let (fd, direct) = self.replay_backing(&node);
+            direct_replay = direct;
+            fd
+        } else {
+            Some(self.open_backing(&node, flags)?)
+        };
+        let mut fopen = s.fopen_flags(false);
+        if let (Some(fd), false) = (&fd, replay) {
+            if self.revalidate_open(req, &node, fd, flags)? {
+                // Changed on SOURCE: the kernel's pages of the file are stale too.
+                fopen.remove(FopenFlags::FOPEN_KEEP_CACHE);
+            }
+        }
+        if !node.is_virtual && !direct_replay {
+            if let Some(b) = s.attach_backing(&node, fd.as_ref(), register) {
+                let fh = s.add_handle(Handle::File(OpenFile {
+                    node: node.clone(),
+                    fd,
+                    backing: true,
+                    writable: writable && !replay,
+                }));
+                return Ok(Opened::Passthrough(FileHandle(fh), b));
+            }
+        }
+        if direct_replay {
+            fopen = FopenFlags::FOPEN_DIRECT_IO | NOFLUSH;
+        }
+        let fh = s.add_handle(Handle::File(OpenFile {
+            node,
+            fd,
+            backing: false,
+            writable: writable && !replay,
+        }));
+        Ok(Opened::Cached(FileHandle(fh), fopen))
+    }
+
+    /// RELEASE: drop the handle, its share of the passthrough backing, and (after writes) note
+    /// the file's attributes as the client's own change.
+    pub(super) fn do_release(&self, fh: FileHandle) {
+        let s = &self.s;
+        let Some(h) = s.take_handle(fh) else {
+            return;
+        };
+        let Handle::File(f) = &*h else {
+            return;
+        };
+        if f.backing {
+            let mut st = f.node.state();
+            if let Some((_, n)) = st.backing.as_mut() {
+                *n -= 1;
+                if *n == 0 {
+                    st.backing = None;
+                }
+            }
+        }
+        if f.writable {
+            if let Some(fd) = &f.fd {
+                if let Ok(st) = sys::fstat(fd.as_fd()) {
+                    s.note_local_node(&f.node, &st);
+                }
+            }
+        }
     }
 
     pub(super) fn do_read(&self, fh: FileHandle, offset: u64, size: u32) -> io::Result<Vec<u8>> {
@@ -35,11 +123,79 @@ impl OverlayFs {
         Ok(buf)
     }
 
-    /// Revalidate an open (see [`crate::overlay::access`]): compare the attributes of the backing file
-    /// just opened with those the kernel was told, and checked permissions against. When they
-    /// differ (a host change not notified yet), refuse the open with EACCES if the fresh ones
-    /// deny the caller, and ask the sync worker to rescan the file, which tells the kernel (and
-    /// replays the event). Returns whether they differed.
+    /// WRITE, whole (a short write is continued), clearing set-user/group-ID bits as asked
+    /// (`FUSE_HANDLE_KILLPRIV_V2`).
+    pub(super) fn do_write(
+        &self,
+        req: &Request,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        wf: WriteFlags,
+    ) -> io::Result<usize> {
+        self.with_fd(fh, |fd| {
+            let mut done = 0;
+            while done < data.len() {
+                let n = sys::pwrite(fd, &data[done..], offset + done as u64)?;
+                if n == 0 {
+                    return Err(err(libc::EIO));
+                }
+                done += n;
+            }
+            // FUSE_HANDLE_KILLPRIV_V2: the writer lacks CAP_FSETID (our own write, as root,
+            // keeps the bits).
+            if wf.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
+                let st = sys::fstat(fd)?;
+                if let Some(m) = without_suid_sgid(st.st_mode, || in_group(req, st.st_gid)) {
+                    sys::fchmod(fd, m)?;
+                }
+            }
+            Ok(done)
+        })
+    }
+
+    /// FSYNC; a handle without a backing file (a replay's) has nothing to sync.
+    pub(super) fn do_fsync(&self, fh: FileHandle, datasync: bool) -> io::Result<()> {
+        match self.with_fd(fh, |fd| sys::fsync(fd, datasync)) {
+            Err(e) if e.raw_os_error() == Some(libc::EBADF) => Ok(()),
+            res => res,
+        }
+    }
+
+    pub(super) fn do_fallocate(
+        &self,
+        req: &Request,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+    ) -> io::Result<()> {
+        self.s.check_writable(req)?;
+        self.with_fd(fh, |fd| sys::fallocate(fd, mode, offset, length))
+    }
+
+    /// COPY_FILE_RANGE, at most `u32::MAX` bytes (the reply's count is a `u32`).
+    pub(super) fn do_copy_file_range(
+        &self,
+        req: &Request,
+        (fh_in, offset_in): (FileHandle, u64),
+        (fh_out, offset_out): (FileHandle, u64),
+        len: u64,
+    ) -> io::Result<usize> {
+        self.s.check_writable(req)?;
+        let len = usize::try_from(clamp_u32(len)).unwrap_or(usize::MAX);
+        self.with_fd(fh_in, |fin| {
+            self.with_fd(fh_out, |fout| {
+                sys::copy_file_range(fin, offset_in, fout, offset_out, len)
+            })
+        })
+    }
+
+    /// Revalidate an open (see [`crate::overlay::access`]): compare the attributes of the
+    /// backing file just opened with those the kernel was told, and checked permissions against.
+    /// When they differ (a host change not notified yet), refuse the open with EACCES if the
+    /// fresh ones deny the caller, and ask the sync worker to rescan the file, which tells the
+    /// kernel (and replays the event). Returns whether they differed.
     pub(super) fn revalidate_open(
         &self,
         req: &Request,
@@ -133,39 +289,37 @@ impl OverlayFs {
 
     /// A replay's create-and-open (`open(O_CREAT|O_EXCL)` of a name SOURCE already has, or the
     /// temporary name standing for it): IN_CREATE, then IN_OPEN, and IN_CLOSE_WRITE at the close,
-    /// in one request fewer than mknod and open. SOURCE is not touched.
-    pub(super) fn replay_create(&self, parent: INodeNo, name: &OsStr, reply: ReplyCreate) {
+    /// in one request fewer than mknod and open. SOURCE is not touched. `register`: the reply's
+    /// backing registration (see [`Shared::attach_backing`]).
+    pub(super) fn replay_create(
+        &self,
+        parent: INodeNo,
+        name: &OsStr,
+        register: impl FnOnce(&OwnedFd) -> io::Result<fuser::BackingId>,
+    ) -> io::Result<(FileAttr, Opened)> {
         let s = &self.s;
-        let res = (|| -> io::Result<(Arc<Node>, FileAttr)> {
-            let pnode = s.node(parent)?;
-            let pfd = s.dir_fd(&pnode)?;
-            let real = s.replay.standin(parent.0, name);
-            let st = sys::fstatat(pfd.as_fd(), &sys::cstr(real.as_deref().unwrap_or(name))?)?;
-            let (node, attr) = s.enter(parent.0, name, &st);
-            if let Some(real) = real {
-                let mut ns = node.state();
-                if !ns.links.iter().any(|(p, n)| *p == parent.0 && *n == real) {
-                    ns.links.push((parent.0, real));
-                }
+        let pnode = s.node(parent)?;
+        let pfd = s.dir_fd(&pnode)?;
+        let real = s.replay.standin(parent.0, name);
+        let st = sys::fstatat(pfd.as_fd(), &sys::cstr(real.as_deref().unwrap_or(name))?)?;
+        let (node, attr) = s.enter(parent.0, name, &st);
+        if let Some(real) = real {
+            let mut ns = node.state();
+            if !ns.links.iter().any(|(p, n)| *p == parent.0 && *n == real) {
+                ns.links.push((parent.0, real));
             }
-            Ok((node, attr))
-        })();
-        let (node, attr) = match res {
-            Ok(x) => x,
-            Err(e) => return reply.error(errno(&e)),
-        };
+        }
         Stats::bump(&s.stats.opens);
-        let ttl = s.ttl();
         let (fd, direct) = self.replay_backing(&node);
         if !direct {
-            if let Some(b) = s.attach_backing(&node, fd.as_ref(), |fd| reply.open_backing(fd)) {
+            if let Some(b) = s.attach_backing(&node, fd.as_ref(), register) {
                 let fh = s.add_handle(Handle::File(OpenFile {
                     node,
                     fd,
                     backing: true,
                     writable: false,
                 }));
-                return reply.created_passthrough(&ttl, &attr, GEN, FileHandle(fh), NOFLUSH, &b);
+                return Ok((attr, Opened::Passthrough(FileHandle(fh), b)));
             }
         }
         let fh = s.add_handle(Handle::File(OpenFile {
@@ -174,16 +328,11 @@ impl OverlayFs {
             backing: false,
             writable: false,
         }));
-        reply.created(
-            &ttl,
-            &attr,
-            GEN,
-            FileHandle(fh),
-            FopenFlags::FOPEN_DIRECT_IO | NOFLUSH,
-        );
+        let flags = FopenFlags::FOPEN_DIRECT_IO | NOFLUSH;
+        Ok((attr, Opened::Cached(FileHandle(fh), flags)))
     }
 
-    /// `create` found the name on SOURCE although the kernel was told it does not exist (a host
+    /// `do_create` found the name on SOURCE although the kernel was told it does not exist (a host
     /// change not notified yet): open it as open(2) without O_EXCL would, but the kernel checked
     /// only the folder, so check the caller against the file's own attributes first (EACCES),
     /// and truncate only then if asked.

@@ -6,12 +6,14 @@
 //! [`errno`].
 //!
 //! This file holds the types (the replay view, the statistics, the handle table, [`Shared`],
-//! [`OverlayFs`]) and the replies; the bodies live by concern: `filesystem.rs` (`impl
-//! Filesystem`, what fuser calls), `entry.rs` (lookup, create, remove, rename, link),
-//! `setattr.rs` (getattr too), `file.rs` (open files, reads, revalidation), `dir.rs` (listings), `xattr.rs`,
-//! `shared.rs` (policy, handles, resolution, attributes, local operations), `export.rs` (nodes
-//! reached by handle), `client.rs` (acting as the client, backing files, ownership) and
-//! `attr.rs` (conversions).
+//! [`OverlayFs`]); the bodies live by concern: `filesystem.rs` (`impl Filesystem`, what fuser
+//! calls: each method calls an inherent operation and sends its reply), `reply.rs` (the replies
+//! built from an operation's result), `session.rs` (INIT's negotiation, statfs), `entry.rs`
+//! (lookup, create, remove, rename, link, readlink), `setattr.rs` (getattr too), `file.rs` (open
+//! files: open, read, write, release, fsync, revalidation), `dir.rs` (opendir, listings),
+//! `xattr.rs`, `shared.rs` (policy, handles, resolution, attributes, local operations),
+//! `export.rs` (forget, and nodes reached by handle), `client.rs` (acting as the client, backing
+//! files, ownership) and `attr.rs` (conversions).
 
 use std::collections::HashMap;
 use std::ffi::{CStr, OsStr, OsString};
@@ -41,11 +43,14 @@ mod entry;
 mod export;
 mod file;
 mod filesystem;
+mod reply;
+mod session;
 mod setattr;
 mod shared;
 mod xattr;
 
 pub use attr::*;
+use reply::{Answer, Opened, Xattr};
 
 /// The one place an `io::Error` becomes the errno the kernel sees.
 pub fn errno(e: &io::Error) -> Errno {
@@ -448,43 +453,6 @@ type RevalidationReport = std::sync::mpsc::Receiver<super::sync::NotifyReport>;
 const REVALIDATION_REPORTS: usize = 1024;
 
 pub use crate::util::unix_now;
-
-/// Replies built from an operation's `io::Result`: the value, or the errno from [`errno`].
-trait Answer<T> {
-    fn answer(self, s: &Shared, res: io::Result<T>);
-}
-
-macro_rules! answer {
-    ($reply:ty, $t:ty, |$r:ident, $s:ident, $v:ident| $ok:expr) => {
-        impl Answer<$t> for $reply {
-            fn answer(self, $s: &Shared, res: io::Result<$t>) {
-                let $r = self;
-                match res {
-                    Ok($v) => $ok,
-                    Err(e) => $r.error(errno(&e)),
-                }
-            }
-        }
-    };
-}
-
-answer!(ReplyEntry, FileAttr, |r, s, a| r.entry(&s.ttl(), &a, GEN));
-answer!(ReplyAttr, FileAttr, |r, s, a| r.attr(&s.ttl(), &a));
-answer!(ReplyEmpty, (), |r, _s, _v| r.ok());
-answer!(ReplyData, Vec<u8>, |r, _s, d| r.data(&d));
-answer!(ReplyWrite, usize, |r, _s, n| r.written(n as u32));
-answer!(ReplyLseek, i64, |r, _s, o| r.offset(o));
-
-/// An xattr reply: the size asked for (a zero-size request) or the bytes.
-enum Xattr {
-    Size(usize),
-    Data(Vec<u8>),
-}
-
-answer!(ReplyXattr, Xattr, |r, _s, x| match x {
-    Xattr::Size(n) => r.size(n as u32),
-    Xattr::Data(d) => r.data(&d),
-});
 
 /// The filesystem handed to fuser.
 pub struct OverlayFs {

@@ -183,10 +183,11 @@ impl OverlayFs {
             }
         };
         let mut st = stat()?;
-        // FUSE_HANDLE_KILLPRIV_V2 makes set-user/group-ID clearing ours (see `init`). The kernel
-        // asks for it with a SETATTR that carries nothing (file_remove_privs before a write by a
-        // caller without CAP_FSETID, and chown(-1, -1)), or with FATTR_KILL_SUIDGID on a
-        // truncate, a bit fuser does not pass on: a truncate by anyone but root stands for it.
+        // FUSE_HANDLE_KILLPRIV_V2 makes set-user/group-ID clearing ours (see
+        // `Shared::negotiate`). The kernel asks for it with a SETATTR that carries nothing
+        // (file_remove_privs before a write by a caller without CAP_FSETID, and chown(-1, -1)),
+        // or with FATTR_KILL_SUIDGID on a truncate, a bit fuser does not pass on: a truncate by
+        // anyone but root stands for it.
         let asks_kill = mode.is_none()
             && uid.is_none()
             && gid.is_none()

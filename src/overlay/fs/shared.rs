@@ -101,17 +101,17 @@ impl Shared {
 
     pub(super) fn add_handle(&self, h: Handle) -> u64 {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        lock(&self.handles[fh as usize % HANDLE_SHARDS]).insert(fh, Arc::new(h));
+        lock(&self.handles[shard_of(fh)]).insert(fh, Arc::new(h));
         fh
     }
     pub(super) fn handle(&self, fh: FileHandle) -> io::Result<Arc<Handle>> {
-        lock(&self.handles[fh.0 as usize % HANDLE_SHARDS])
+        lock(&self.handles[shard_of(fh.0)])
             .get(&fh.0)
             .cloned()
             .ok_or_else(|| err(libc::EBADF))
     }
     pub(super) fn take_handle(&self, fh: FileHandle) -> Option<Arc<Handle>> {
-        lock(&self.handles[fh.0 as usize % HANDLE_SHARDS]).remove(&fh.0)
+        lock(&self.handles[shard_of(fh.0)]).remove(&fh.0)
     }
 
     pub(super) fn node(&self, ino: INodeNo) -> io::Result<Arc<Node>> {
@@ -256,19 +256,19 @@ impl Shared {
         let perm = (st.st_mode & 0o7777) as u16;
         FileAttr {
             ino: INodeNo(ino),
-            size: st.st_size as u64,
-            blocks: st.st_blocks as u64,
+            size: count_u64(st.st_size),
+            blocks: count_u64(st.st_blocks),
             atime: time(st.st_atime, st.st_atime_nsec),
             mtime: time(st.st_mtime, st.st_mtime_nsec),
             ctime: time(st.st_ctime, st.st_ctime_nsec),
             crtime: UNIX_EPOCH,
             kind: kind(st.st_mode),
             perm,
-            nlink: st.st_nlink as u32,
+            nlink: clamp_u32(st.st_nlink),
             uid: st.st_uid,
             gid: st.st_gid,
-            rdev: st.st_rdev as u32,
-            blksize: st.st_blksize as u32,
+            rdev: rdev_u32(st.st_rdev),
+            blksize: clamp_u32(st.st_blksize),
             flags: 0,
         }
     }
@@ -510,4 +510,17 @@ impl Shared {
             0
         }
     }
+}
+
+/// The handle table's shard for handle `fh`.
+#[allow(clippy::cast_possible_truncation)] // a hash: any of the handle's bits will do
+fn shard_of(fh: u64) -> usize {
+    fh as usize % HANDLE_SHARDS
+}
+
+/// A device number for FUSE's `u32` `rdev`: the low 32 bits of glibc's `dev_t` are the kernel's
+/// `new_encode_dev` form (major below 4096, minor below 2^20), the form the kernel decodes.
+#[allow(clippy::cast_possible_truncation)] // kernel ABI: the low bits are the encoding
+fn rdev_u32(rdev: libc::dev_t) -> u32 {
+    rdev as u32
 }
