@@ -1,5 +1,7 @@
-//! The end-to-end VM test (`vm/run.sh`): a Debian guest under QEMU with a virtiofs share and vsock,
-//! running the daemon and the overlay.
+//! The end-to-end VM test (`vm/run.sh`): a Debian 6.12 guest under QEMU with a virtiofs share and
+//! vsock, running the daemon and the overlay (with kernel FUSE passthrough, checked in the guest).
+//! The guest also reports read timings through the overlay against the bare virtiofs mount
+//! (`VFNOTIFY-VM BENCH` lines, ratios; shown with `--nocapture`); only a failing measurement fails.
 //!
 //! It runs when its tools are present (root, `qemu-system-x86_64`, and virtiofsd,
 //! vhost-device-vsock and the guest kernel cached by an earlier `just vm-test` in

@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-# vfnotify end-to-end VM test: a Debian 6.1 guest under QEMU with a virtiofs share (virtiofsd)
+# vfnotify end-to-end VM test: a Debian 6.12 guest under QEMU with a virtiofs share (virtiofsd)
 # and vsock (vhost-device-vsock, hybrid vsock on a Unix socket). The guest runs the vfnotify
 # daemon and the overlay over the share; on the host, `vfnotify host --to hvsock:...:3401` watches
 # the shared folder (a private tmpfs) and tells the guest; this script only changes files there,
-# and reads the guest's verdicts from its serial console. See vm/README.md.
+# and reads the guest's verdicts from its serial console: the notification checks, whether the
+# overlay uses kernel FUSE passthrough, and the guest's read timings through the overlay against
+# the bare virtiofs mount. See vm/README.md.
 #
 # Environment: VFNOTIFY_VM_CACHE (default ~/.cache/vfnotify-vm), VFNOTIFY_VM_TIMEOUT (whole guest
 # run, seconds, default 480), VFNOTIFY_VM_ACCEL (kvm|tcg, default: kvm when /dev/kvm works, else
 # tcg), VFNOTIFY_VM_STEP_DEADLINE (per-check guest deadline, seconds, default 30),
 # VFNOTIFY_VM_VERBOSE=1 (guest dumps its logs even when every check passes), VFNOTIFY_VM_VIRTIOFS_CACHE
 # (virtiofsd --cache: never (default: the overlay is the cache), auto, metadata, always),
-# VFNOTIFY_VM_HOST_BACKEND (`vfnotify host --backend`: auto (default), fanotify, inotify).
+# VFNOTIFY_VM_HOST_BACKEND (`vfnotify host --backend`: auto (default), fanotify, inotify),
+# VFNOTIFY_VM_KERNEL_PKG (the guest kernel's Debian package, default linux-image-6.12-amd64;
+# linux-image-amd64 for bookworm's 6.1), VFNOTIFY_VM_BENCH_MIB (the guest read timings' big
+# file, MiB, default 32; 0: no timings).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -19,6 +24,7 @@ TIMEOUT=${VFNOTIFY_VM_TIMEOUT:-480}
 STEP_DEADLINE=${VFNOTIFY_VM_STEP_DEADLINE:-30}
 VIRTIOFS_CACHE=${VFNOTIFY_VM_VIRTIOFS_CACHE:-never}
 HOST_BACKEND=${VFNOTIFY_VM_HOST_BACKEND:-auto}
+BENCH_MIB=${VFNOTIFY_VM_BENCH_MIB:-32}
 T0=$(date +%s)
 
 say() { echo "vm-test: $*" >&2; }
@@ -85,31 +91,68 @@ VIRTIOFSD=$CACHE/bin/virtiofsd
 VSOCKD=$CACHE/bin/vhost-device-vsock
 
 # ---------------------------------------------------------------- guest kernel (Debian bookworm)
+# The kernel named by a meta package (default linux-image-6.12-amd64: bookworm's 6.12, which has
+# FUSE passthrough; 6.1, linux-image-amd64, has none), resolved from the local apt lists on every
+# run: when a security update names a new image package, the cache is replaced. Only the kernel
+# and the modules are kept; the package is never installed.
+KPKG=${VFNOTIFY_VM_KERNEL_PKG:-linux-image-6.12-amd64}
 KDIR=$CACHE/kernel
-if [ ! -f "$KDIR/vmlinuz" ] || [ ! -f "$KDIR/release" ]; then
-    say "fetching the Debian kernel package (once; cached in $KDIR)"
+resolve_kernel() { # META -> "IMAGE-PACKAGE VERSION" of its candidate, from the local apt lists
+    local info dep
+    info=$(apt-cache show --no-all-versions "$1" 2>/dev/null) && [ -n "$info" ] || return 1
+    dep=$(sed -n 's/^Depends: //p' <<<"$info" | grep -o 'linux-image-[0-9][^ ,]*' | head -1)
+    dep=${dep:-$1} # an image package itself (it depends on no other image)
+    echo "$dep $(apt-cache show --no-all-versions "$dep" 2>/dev/null | sed -n 's/^Version: //p' | head -1)"
+}
+newest_612() { # fallback: the newest 6.12 amd64 image package the lists name
+    apt-cache search --names-only '^linux-image-6\.12\.[0-9]+\+deb[0-9]+-amd64(-unsigned)?$' 2>/dev/null \
+        | cut -d' ' -f1 | sort -V | tail -1
+}
+want=$(resolve_kernel "$KPKG" || true)
+if [ -z "$want" ] && [ ! -f "$KDIR/package" ]; then
+    apt_update_once
+    want=$(resolve_kernel "$KPKG" || true)
+fi
+if [ -z "$want" ] && [ -z "${VFNOTIFY_VM_KERNEL_PKG:-}" ] && [ ! -f "$KDIR/package" ]; then
+    fb=$(newest_612)
+    [ -n "$fb" ] && want=$(resolve_kernel "$fb" || true)
+    [ -n "$want" ] && say "WARNING: no $KPKG in the apt lists; falling back to ${want% *} (no security updates followed)"
+fi
+if [ -z "$want" ]; then
+    if [ -f "$KDIR/package" ]; then
+        say "WARNING: $KPKG not in the apt lists; using the cached $(cat "$KDIR/package")"
+        want=$(cat "$KDIR/package")
+    else
+        fatal "no kernel package: $KPKG is not in the apt lists (VFNOTIFY_VM_KERNEL_PKG names another)"
+    fi
+fi
+if [ "$(cat "$KDIR/package" 2>/dev/null)" != "$want" ] || [ ! -f "$KDIR/vmlinuz" ] || [ ! -f "$KDIR/release" ]; then
+    real=${want% *}
+    say "fetching the kernel package $real ${want#* } for $KPKG (cached in $KDIR)"
+    [ -f "$KDIR/package" ] && say "  replacing the cached $(cat "$KDIR/package")"
     rm -rf "$KDIR"
     mkdir -p "$KDIR/deb"
-    (
-        cd "$KDIR/deb"
-        apt-get download linux-image-amd64 >"$WORK/apt.log" 2>&1 || {
-            apt_update_once
-            apt-get download linux-image-amd64 >"$WORK/apt.log" 2>&1
-        }
-    ) || fatal "apt-get download linux-image-amd64 failed: $(tail -3 "$WORK/apt.log")"
-    meta=$(ls "$KDIR"/deb/linux-image-amd64_*.deb)
-    real=$(dpkg-deb -f "$meta" Depends | grep -o 'linux-image-[0-9][^ ,]*' | head -1)
-    [ -n "$real" ] || fatal "cannot find the kernel package named by $meta"
-    (cd "$KDIR/deb" && apt-get download "$real" >"$WORK/apt.log" 2>&1) \
-        || fatal "apt-get download $real failed: $(tail -3 "$WORK/apt.log")"
+    if ! (cd "$KDIR/deb" && apt-get download "$real" >"$WORK/apt.log" 2>&1); then
+        # Stale lists name a version the mirror no longer has: update them, resolve again.
+        [ "$APT_UPDATED" = 0 ] || fatal "apt-get download $real failed: $(tail -3 "$WORK/apt.log")"
+        apt_update_once
+        want=$(resolve_kernel "$KPKG") || fatal "$KPKG is not in the apt lists after apt-get update"
+        real=${want% *}
+        (cd "$KDIR/deb" && apt-get download "$real" >"$WORK/apt.log" 2>&1) \
+            || fatal "apt-get download $real failed: $(tail -3 "$WORK/apt.log")"
+    fi
     dpkg-deb -x "$KDIR"/deb/"$real"_*.deb "$KDIR/x"
     rel=$(ls "$KDIR/x/lib/modules")
     cp "$KDIR/x/boot/vmlinuz-$rel" "$KDIR/vmlinuz"
+    cp "$KDIR/x/boot/config-$rel" "$KDIR/config"
     rm -rf "$KDIR/deb" "$KDIR/x/usr" "$KDIR/x/boot"
     echo "$rel" >"$KDIR/release"
+    echo "$want" >"$KDIR/package"
 fi
 KREL=$(cat "$KDIR/release")
 MODDIR=$KDIR/x/lib/modules/$KREL
+# FUSE passthrough (6.9+, CONFIG_FUSE_PASSTHROUGH): the guest then checks the overlay uses it.
+if grep -qx 'CONFIG_FUSE_PASSTHROUGH=y' "$KDIR/config" 2>/dev/null; then KPT=1; else KPT=0; fi
 
 # ---------------------------------------------------------------- vfnotify and the guest watcher
 say "cargo build --release"
@@ -117,11 +160,15 @@ say "cargo build --release"
 TARGET_DIR=$(cd "$REPO" && cargo metadata --format-version 1 --no-deps | grep -o '"target_directory":"[^"]*"' | cut -d'"' -f4)
 VFN=$TARGET_DIR/release/vfnotify
 [ -x "$VFN" ] || fatal "no $VFN after the build"
+guest_tool() { # NAME: vm/NAME.rs built with plain rustc into the cache (once, or when newer)
+    if [ ! -x "$CACHE/$1" ] || [ "$REPO/vm/$1.rs" -nt "$CACHE/$1" ]; then
+        rustc -O -C strip=symbols --edition 2024 -o "$CACHE/$1" "$REPO/vm/$1.rs" \
+            || fatal "building vm/$1.rs failed"
+    fi
+}
+guest_tool inotify-log
+guest_tool read-bench
 WATCHER=$CACHE/inotify-log
-if [ ! -x "$WATCHER" ] || [ "$REPO/vm/inotify-log.rs" -nt "$WATCHER" ]; then
-    rustc -O -C strip=symbols --edition 2024 -o "$WATCHER" "$REPO/vm/inotify-log.rs" \
-        || fatal "building vm/inotify-log.rs failed"
-fi
 
 # ---------------------------------------------------------------- initramfs
 ROOT=$WORK/root
@@ -133,24 +180,34 @@ file_of_module() {
     [ -n "$f" ] || fatal "kernel module $1 not in $MODDIR"
     echo "$f"
 }
+# The module uncompressed in the initramfs (busybox insmod takes plain .ko; Debian's 6.12
+# compresses them all with xz): $ROOT/lib/modules/NAME.ko.
+unpack_module() {
+    local f out=$ROOT/lib/modules/$1.ko
+    f=$(file_of_module "$1")
+    case "$f" in
+    *.ko) cp "$f" "$out" ;;
+    *.ko.xz) xz -dc "$f" >"$out" || fatal "xz -d $f failed (install xz-utils)" ;;
+    *.ko.zst) zstd -qdc "$f" >"$out" || fatal "zstd -d $f failed (install zstd)" ;;
+    esac
+}
 ORDER=()
 add_module() { # dependencies first (from the module's own .modinfo `depends=`)
-    local m=$1 f dep seen
+    local m=$1 dep seen
     for seen in "${ORDER[@]}"; do [ "$seen" = "$m" ] && return 0; done
-    f=$(file_of_module "$m")
-    case "$f" in *.ko) ;; *) fatal "compressed module $f: not handled (insmod of busybox)" ;; esac
-    for dep in $(tr '\0' '\n' <"$f" | grep -a '^depends=' | head -1 | cut -d= -f2 | tr ',' ' '); do
+    unpack_module "$m"
+    for dep in $(tr '\0' '\n' <"$ROOT/lib/modules/$m.ko" | grep -a '^depends=' | head -1 | cut -d= -f2 | tr ',' ' '); do
         add_module "$dep"
     done
     ORDER+=("$m")
 }
 for m in virtio_pci virtiofs fuse vsock vmw_vsock_virtio_transport; do
-    # Built in (=y) in some kernels: then there is no .ko and nothing to load.
+    # Built in (=y) in some kernels (6.12: virtio_pci, fuse, virtiofs): then there is no .ko and
+    # nothing to load.
     if [ -n "$(find "$MODDIR/kernel" -name "$m.ko*" | head -1)" ]; then add_module "$m"; fi
 done
-for m in "${ORDER[@]}"; do cp "$(file_of_module "$m")" "$ROOT/lib/modules/$m.ko"; done
 printf '%s\n' "${ORDER[@]}" >"$ROOT/etc/modules.order"
-say "guest kernel $KREL, modules: ${ORDER[*]}"
+say "guest kernel $KREL ($(cut -d' ' -f1 "$KDIR/package")), modules: ${ORDER[*]:-none}, FUSE passthrough: $([ "$KPT" = 1 ] && echo yes || echo no)"
 
 copy_with_libs() { # BIN DEST: the binary and the shared libraries ldd names, at their paths
     cp "$1" "$ROOT$2"
@@ -162,6 +219,7 @@ copy_with_libs() { # BIN DEST: the binary and the shared libraries ldd names, at
 }
 copy_with_libs "$VFN" /usr/bin/vfnotify
 copy_with_libs "$WATCHER" /usr/bin/inotify-log
+copy_with_libs "$CACHE/read-bench" /usr/bin/read-bench
 cp "$REPO/vm/init" "$ROOT/init"
 chmod 755 "$ROOT/init"
 (cd "$ROOT" && find . | cpio -o -H newc --quiet | gzip -1) >"$WORK/initrd.gz"
@@ -172,9 +230,19 @@ chmod 755 "$ROOT/init"
 SHARE=$WORK/share
 mkdir -p "$SHARE"
 [ "$(id -u)" = 0 ] || fatal "run as root (the shared folder is a private tmpfs mount)"
-mount -t tmpfs -o size=64m,mode=0755 vfnotify-vm-share "$SHARE" || fatal "mount tmpfs at $SHARE"
+mount -t tmpfs -o size=$((64 + 2 * BENCH_MIB))m,mode=0755 vfnotify-vm-share "$SHARE" || fatal "mount tmpfs at $SHARE"
 SHARE_MOUNTED=1
 echo "vfnotify vm test" >"$SHARE/.vm-share"
+# What the guest's read timings read (made before the host watcher starts: no notifications):
+# bench/big.bin and a tree of 200 small files (1-3 KiB) in 10 folders.
+if [ "$BENCH_MIB" -gt 0 ]; then
+    mkdir -p "$SHARE/bench/tree"
+    head -c "$((BENCH_MIB << 20))" /dev/urandom >"$SHARE/bench/big.bin"
+    for d in $(seq -w 0 9); do
+        mkdir "$SHARE/bench/tree/d$d"
+        for f in $(seq -w 0 19); do head -c $((1024 + 100 * 10#$f)) /dev/urandom >"$SHARE/bench/tree/d$d/f$f"; done
+    done
+fi
 FS_SOCK=$WORK/virtiofs.sock
 VS_SOCK=$WORK/vhost-vsock.sock
 HV_SOCK=$WORK/vm.vsock
@@ -242,7 +310,7 @@ qemu-system-x86_64 \
     -machine q35 -accel "$ACCEL" -cpu "$CPU" -smp 2 -m 512M \
     -object memory-backend-memfd,id=mem,size=512M,share=on -numa node,memdev=mem \
     -kernel "$KDIR/vmlinuz" -initrd "$WORK/initrd.gz" \
-    -append "console=ttyS0 panic=-1 quiet loglevel=3 VM_DEADLINE=$STEP_DEADLINE VM_VERBOSE=${VFNOTIFY_VM_VERBOSE:-}" \
+    -append "console=ttyS0 panic=-1 quiet loglevel=3 VM_DEADLINE=$STEP_DEADLINE VM_VERBOSE=${VFNOTIFY_VM_VERBOSE:-} VM_PASSTHROUGH=$KPT VM_BENCH=$BENCH_MIB" \
     -chardev socket,id=fs0,path="$FS_SOCK" -device vhost-user-fs-pci,chardev=fs0,tag=share \
     -chardev socket,id=vs0,path="$VS_SOCK" -device vhost-user-vsock-pci,chardev=vs0 \
     -display none -monitor none -serial "file:$SERIAL" -no-reboot \
@@ -351,8 +419,15 @@ if [ "$result" != done ]; then
     tail -n 5 "$WORK/qemu.log" "$WORK/virtiofsd.log" "$WORK/vsock.log" "$WORK/host.log" >&2 || true
     exit 1
 fi
+# Checks the guest must have made (a guest that skipped them fails too).
+required=()
+[ "$KPT" = 1 ] && required+=(passthrough)
+[ "$BENCH_MIB" -gt 0 ] && required+=(bench)
+for c in "${required[@]}"; do
+    lines | grep -q "^VFNOTIFY-VM CHECK $c " || HOST_ERRORS+=("no CHECK $c from the guest")
+done
 echo "vm-test: $pass passed, $fail failed"
 if [ "$fail" -ne 0 ] || [ ${#HOST_ERRORS[@]} -ne 0 ] || [ "$pass" -eq 0 ]; then
-    say "FAILED: $pass checks passed, $fail failed, ${#HOST_ERRORS[@]} host errors"
+    say "FAILED: $pass checks passed, $fail failed, ${#HOST_ERRORS[@]} host errors${HOST_ERRORS[*]:+: ${HOST_ERRORS[*]}}"
     exit 1
 fi
