@@ -7,8 +7,8 @@
 //! for the answer. A wakeup on another CPU costs an inter-processor interrupt, which on a virtual
 //! machine is an exit to the host: measured on the 2-vCPU benchmark machine, a round trip took
 //! ~5 µs with both threads on one CPU and 25–60 µs across CPUs, and the scheduler puts a woken
-//! reader on the idle CPU whenever there is one (a quiet machine is the worst case). Pinned, a
-//! burst of 1,000 names is made in ≈ 40 ms instead of 75–180 ms.
+//! reader on the idle CPU whenever there is one. Pinned, a burst of 1,000 names is made in
+//! ≈ 35–40 ms instead of 75–180 ms (bench/NOTES.md).
 //!
 //! Only for the run's names: the CPU sets each thread had come back when the guard goes, before
 //! the contents (which run on several threads) and before any other request load builds up.
