@@ -27,6 +27,7 @@ pub mod mount;
 pub mod mount_api;
 pub mod process;
 pub mod queue;
+pub mod sched;
 pub mod statx;
 pub mod xattr;
 
@@ -36,6 +37,7 @@ pub use fdio::*;
 pub use inotify::*;
 pub use mount::*;
 pub use process::*;
+pub use sched::*;
 pub use statx::*;
 pub use xattr::*;
 

@@ -199,6 +199,10 @@ pub struct Stats {
     pub replay_unheld: AtomicU64,
     /// Content replays whose open for writing was refused (no IN_CLOSE_WRITE).
     pub replay_no_close: AtomicU64,
+    /// New names not expired before their replay (the kernel held no negative entry of them).
+    pub expire_skipped: AtomicU64,
+    /// Runs of new files whose names were made with the FUSE readers on the replay's CPU.
+    pub burst_pins: AtomicU64,
     pub baselines_uncertain: AtomicU64,
     pub tree_collapsed: AtomicU64,
     pub reach_entries: AtomicU64,
@@ -262,6 +266,8 @@ impl Stats {
             local_raced,
             replay_unheld,
             replay_no_close,
+            expire_skipped,
+            burst_pins,
             baselines_uncertain,
             tree_collapsed,
             reach_entries,

@@ -2,7 +2,7 @@
 //!
 //! With precise events, every name and inode a notification's changes touch is expired first —
 //! so readers see SOURCE at once, however many replays follow — and the replays then produce the
-//! events. Without events (or when a replay fails) the invalidation is the whole answer.
+//! events. (A new name is expired only where the kernel can hold it wrongly: as a negative entry.) Without events (or when a replay fails) the invalidation is the whole answer.
 
 use std::ffi::{OsStr, OsString};
 
@@ -21,6 +21,23 @@ impl Worker {
         match c {
             Change::Content { new, .. } => self.inval_inode(s.table.ino_for(new.key), 0, 0),
             Change::Attr { old, new, .. } => self.inval_attr(old, new),
+            // A new name: the kernel can only hold it wrongly as a negative entry, and the
+            // overlay records every one it gives with a timeout (`negatives`); that goes now.
+            // A positive entry a client got since is SOURCE's answer (right), and the replay's
+            // create revalidates it (LOOKUP_EXCL) before it makes the name. Skipping the rest
+            // saves a message per name of a burst before its first replay (counted:
+            // `expire_skipped`).
+            Change::Create { dir, name, .. } | Change::Link { dir, name, .. } => {
+                let negative = s
+                    .table
+                    .get(*dir)
+                    .is_some_and(|n| n.state().negatives.remove(name.as_os_str()));
+                if negative {
+                    self.inval_entry(*dir, name);
+                } else {
+                    Stats::bump(&s.stats.expire_skipped);
+                }
+            }
             _ => self.expire_names(c),
         }
     }

@@ -11,6 +11,7 @@
 //!   ordered, before the changes are expired and replayed.
 //! - [`invalidate`]: the FUSE invalidation messages.
 //! - [`replay`]: the replays.
+//! - [`pin`]: a burst's names made with the FUSE readers on the replay thread's CPU.
 //!
 //! The rule for events: for each change a rescan finds, watchers get the event sequence a local
 //! change with the same end state would produce, whatever other guest clients looked at before
@@ -29,6 +30,7 @@
 mod arrange;
 mod diff;
 mod invalidate;
+mod pin;
 mod reach;
 mod records;
 mod replay;
@@ -110,6 +112,9 @@ pub struct Worker {
     /// names are expired: the kernel may forget a folder nobody holds once its entry goes, while
     /// watches on files inside still hold those (see [`Worker::path`]).
     removed_paths: std::cell::RefCell<std::collections::HashMap<Ino, PathBuf>>,
+    /// During a run of new files, the folder they are made in, held open through the mount
+    /// (see [`Worker::replay_all`]).
+    run_dir: std::cell::RefCell<Option<(Ino, std::os::fd::OwnedFd)>>,
 }
 
 /// Start the worker thread.
@@ -128,6 +133,7 @@ pub fn spawn(
         prefix: std::cell::RefCell::new(None),
         reach: Default::default(),
         removed_paths: Default::default(),
+        run_dir: Default::default(),
     };
     std::thread::Builder::new()
         .name("vfnotify-sync".into())

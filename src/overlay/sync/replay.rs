@@ -3,8 +3,9 @@
 //! answer the worker's requests from the previous view (`ReplayView`) and never touch SOURCE.
 //!
 //! The kernel may hold any name a replay acts on — a client looked it up or listed the folder
-//! before or during the notification. The names are expired first (see `invalidate.rs`) and
-//! marked pending, so other clients' lookups of them are not cached while the replay runs; should
+//! before or during the notification. The names are expired first (see `invalidate.rs`; a new
+//! name only where the kernel may hold it as a negative entry: a positive one is SOURCE's answer,
+//! and the create revalidates it) and marked pending, so other clients' lookups of them are not cached while the replay runs; should
 //! one still slip in between (a lookup answered just before the mark, installed just after the
 //! expiry), the replay meets `EEXIST`, `ENOENT`, `EISDIR` or `ENOTDIR`, expires the names again and
 //! retries, a few times.
@@ -70,6 +71,11 @@ impl Worker {
     /// checkout) goes in two passes, so the last IN_CREATE comes as early as it can: first every
     /// name (IN_CREATE), then their content (IN_MODIFY, IN_CLOSE_WRITE), on helper threads beside
     /// this one — each file's own events stay in order. `after` runs after each change.
+    ///
+    /// The names are the burst's critical path: the kernel makes them one at a time (it holds the
+    /// folder's lock for each create), three round trips to the overlay each. So each is one
+    /// `mknodat` on the folder held open for the run ([`Worker::make_in_run`]), and the FUSE
+    /// readers share the replay thread's CPU meanwhile ([`super::pin`]).
     pub(super) fn replay_all(&self, changes: &[Change], after: impl Fn(&Change)) {
         let mut i = 0;
         while i < changes.len() {
@@ -80,17 +86,23 @@ impl Worker {
                 i += 1;
                 continue;
             }
-            let mut content = Vec::with_capacity(run);
+            let mut made = Vec::with_capacity(run);
+            let pinned = super::pin::Pinned::new(&self.s.stats);
             for c in &changes[i..i + run] {
                 if self.replay(c, true) {
                     if let Change::Create { dir, name, new } = c {
-                        if let Ok(p) = self.path(*dir, name) {
-                            content.push((p, new.size));
-                        }
+                        made.push((*dir, name, new.size));
                     }
                 }
                 after(c);
             }
+            // The folder's fd and the CPU go with the run's names.
+            self.run_dir.take();
+            drop(pinned);
+            let content: Vec<(PathBuf, u64)> = made
+                .into_iter()
+                .filter_map(|(dir, name, size)| Some((self.path(dir, name).ok()?, size)))
+                .collect();
             self.replay_contents(&content);
             i += run;
         }
@@ -137,6 +149,7 @@ impl Worker {
             if attempt > 0 {
                 Stats::bump(&s.stats.replay_retries);
                 self.expire_names(c);
+                self.run_dir.take();
             }
             match self.replay_once(c, name_only) {
                 Ok(()) => {
@@ -170,6 +183,11 @@ impl Worker {
         match c {
             Change::Create { dir, name, new } | Change::Link { dir, name, new } => {
                 s.replay.set(*dir, name, ViewEntry::Absent);
+                if name_only {
+                    self.make_in_run(*dir, name, new).map_err(retryable)?;
+                    s.replay.set(*dir, name, ViewEntry::Present(*new));
+                    return Ok(());
+                }
                 let path = self.path(*dir, name)?;
                 let link = matches!(c, Change::Link { .. });
                 // A new file is created, written and closed, as a local writer does it:
@@ -310,6 +328,29 @@ impl Worker {
             t => sys::cstr(path.as_os_str())
                 .and_then(|p| sys::mknodat(sys::cwd(), &p, t | (new.mode & 0o7777), new.rdev)),
         }
+    }
+
+    /// A new file's name in a run (see [`Worker::replay_all`]): `mknodat` on the folder, held
+    /// open through the mount (`O_PATH`) for the run, so each name is one call with no path to
+    /// build or walk — the kernel's work per name is then only the create itself (the folder's
+    /// permission check, the lookup of the name, the `MKNOD`), which it serialises per folder.
+    fn make_in_run(&self, dir: Ino, name: &OsStr, new: &EntrySnap) -> io::Result<()> {
+        let mut held = self.run_dir.borrow_mut();
+        if held.as_ref().is_none_or(|(d, _)| *d != dir) {
+            *held = None;
+            let path = self.path(dir, name)?;
+            let folder = path
+                .parent()
+                .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?;
+            let flags = libc::O_PATH | libc::O_DIRECTORY;
+            let fd = sys::openat(sys::cwd(), &sys::cstr(folder.as_os_str())?, flags, 0)?;
+            *held = Some((dir, fd));
+        }
+        let Some((_, fd)) = held.as_ref() else {
+            return Err(io::Error::from_raw_os_error(libc::EBADF));
+        };
+        let mode = libc::S_IFREG | (new.mode & 0o7777);
+        sys::mknodat(fd.as_fd(), &sys::cstr(name)?, mode, new.rdev)
     }
 
     /// A name now holding another object of the same kind, replayed as a local replacement is
