@@ -7,11 +7,12 @@
 #   - the overlay's RSS growth per known inode, in bytes.
 # Usage: bench/scale.sh [N...]   (default: 100000). Needs root, /dev/fuse, a release build with
 # the vfbench example (cargo build --release --examples). Prints one line per N, and the load.
+# SCALE_VF=BINARY runs another vfnotify (an earlier build, to compare).
 # SCALE_PERF=FILE also records a perf profile of the whole-mount notifications into FILE.N.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
-VF="$REPO/target/release/vfnotify"
+VF="${SCALE_VF:-$REPO/target/release/vfnotify}"
 VB="$REPO/target/release/examples/vfbench"
 SIZES=("${@:-100000}")
 W=$(mktemp -d /tmp/vfscale.XXXXXX)
@@ -34,6 +35,8 @@ die() {
 log() { echo "scale: $*" >&2; }
 median() { tr ' ' '\n' | awk 'NF' | sort -g | awk '{v[NR]=$1} END{if(NR%2){print v[(NR+1)/2]} else {print (v[NR/2]+v[NR/2+1])/2}}'; }
 ms() { timeout 600 "$VB" "$@" | awk '{print $1*1000}'; }
+# CPU time (user + system, every thread) a process has used, in ms.
+cpu_ms() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) * 1000 / hz}' "/proc/$1/stat"; }
 
 [[ -x $VF && -x $VB ]] || die "build first: cargo build --release --examples"
 mkdir -p "$SRC" "$MP"
@@ -47,7 +50,7 @@ done
 [[ -S $CTL ]] || die "daemon control socket did not appear: $(cat "$W/daemon.log")"
 
 echo "load before: $(cat /proc/loadavg)"
-printf '%10s %12s %12s %12s %10s %12s\n' N whole_ms scoped_ms rss_B/inode known mkfiles+stat_s
+printf '%10s %10s %12s %10s %12s %8s %10s\n' N whole_ms whole_cpu_ms scoped_ms rss_B/inode known prep_s
 for n in "${SIZES[@]}"; do
     tree="$SRC/t$n"
     t0=$EPOCHREALTIME
@@ -73,10 +76,12 @@ for n in "${SIZES[@]}"; do
         perf_pid=$!
         sleep 1
     fi
+    c0=$(cpu_ms "$pid")
     for ((r = 0; r < 3; r++)); do
         printf 'x' >>"$tree/$f"
         whole+="$(ms notify "$CTL" "$ch") "
     done
+    cpu=$(awk -v a="$c0" -v b="$(cpu_ms "$pid")" 'BEGIN{printf "%.0f", (b-a)/3}')
     if [[ -n $perf_pid ]]; then
         kill -INT "$perf_pid"
         wait "$perf_pid" || true
@@ -89,8 +94,8 @@ for n in "${SIZES[@]}"; do
     read -r _ known _ _ <<<"$(timeout 10 "$VB" overlay "$CTL" "$MP")"
     rss1=$(timeout 10 "$VB" rss "$pid")
     per=$(awk -v a="$rss0" -v b="$rss1" -v k="$known" 'BEGIN{printf "%.0f", (b-a)*1024/(k>0?k:1)}')
-    printf '%10s %12s %12s %12s %10s %12s\n' "$n" "$(median <<<"$whole")" "$(median <<<"$scoped")" \
-        "$per" "$known" "$prep"
+    printf '%10s %10s %12s %10s %12s %8s %10s\n' "$n" "$(median <<<"$whole")" "$cpu" \
+        "$(median <<<"$scoped")" "$per" "$known" "$prep"
     log "N=$n whole: $whole scoped: $scoped"
     umount "$MP" || umount -l "$MP"
     rm -rf "$tree"
