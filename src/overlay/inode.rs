@@ -494,7 +494,10 @@ mod tests {
         let (dir, created) = t.lookup(k, true, ROOT_INO, OsStr::new("d"), None);
         assert!(created && dir.is_dir && !Arc::ptr_eq(&file, &dir));
         assert_eq!(dir.state().nlookup, 2);
-        assert_eq!(dir.state().links.as_slice(), [(ROOT_INO, OsString::from("d"))]);
+        assert_eq!(
+            dir.state().links.as_slice(),
+            [(ROOT_INO, OsString::from("d"))]
+        );
         let (again, created) = t.lookup(k, true, ROOT_INO, OsStr::new("d"), None);
         assert!(!created && Arc::ptr_eq(&dir, &again));
         t.forget(dir.ino, 2);
