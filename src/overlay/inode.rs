@@ -506,6 +506,24 @@ mod tests {
         assert!(t.get(dir.ino).is_none());
     }
 
+    /// What a known inode costs in the table (issue 16): the node inline (its name inline too,
+    /// no negative-name set until there is one). Over this bound, RSS per known inode grows.
+    #[test]
+    fn a_node_stays_small() {
+        assert!(
+            std::mem::size_of::<Node>() <= 272,
+            "{}",
+            std::mem::size_of::<Node>()
+        );
+        assert_eq!(std::mem::size_of::<Negatives>(), 8);
+        let t = table();
+        let (n, _) = at(&t, 40, false, ROOT_INO, "x");
+        assert!(!n.state().links.spilled());
+        let mut neg = Negatives::default();
+        assert!(neg.insert(OsString::from("a")) && neg.contains(OsStr::new("a")));
+        assert!(neg.remove(OsStr::new("a")) && neg.is_empty() && neg.0.is_none());
+    }
+
     #[test]
     fn forget_frees_at_zero() {
         let t = table();

@@ -575,3 +575,33 @@ fn rescan_full(s: &Shared, node: &Node) -> io::Result<(Option<Vec<Change>>, View
     diff(node.ino, old, &new, &mut changes);
     Ok((Some(changes), View::Full(new)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::overlay::inode::Table;
+    use std::os::fd::OwnedFd;
+
+    /// The scanner threads' results come back in the folders' order, each folder once.
+    #[test]
+    fn par_map_keeps_the_order() {
+        let fd = OwnedFd::from(std::fs::File::open("/").unwrap());
+        let t = Table::new(
+            Key {
+                dev: 7,
+                ino: 1 << 40,
+            },
+            Arc::new(fd),
+        );
+        let nodes: Vec<Arc<Node>> = (2..2000)
+            .map(|i| t.node_for(Key { dev: 7, ino: i }, true).0)
+            .collect();
+        let calls = AtomicUsize::new(0);
+        let out = par_map(&nodes, |n| {
+            calls.fetch_add(1, Ordering::Relaxed);
+            n.ino
+        });
+        assert_eq!(out, (2..2000).collect::<Vec<Ino>>());
+        assert_eq!(calls.load(Ordering::Relaxed), nodes.len());
+    }
+}
