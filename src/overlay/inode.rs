@@ -97,7 +97,9 @@ pub type Links = smallvec::SmallVec<[(Ino, OsString); 1]>;
 
 /// A folder's names the kernel was told do not exist: allocated only once there is one (most
 /// nodes never have any, and an empty `HashSet` inline costs 48 bytes a node).
+/// (Boxed on purpose: the box is 8 bytes inline where the empty set would be 48.)
 #[derive(Default, Debug)]
+#[allow(clippy::box_collection)]
 pub struct Negatives(Option<Box<HashSet<OsString>>>);
 
 impl Negatives {
