@@ -92,19 +92,62 @@ impl EntrySnap {
 /// A directory's last full view: name → entry, in name order.
 pub type Snapshot = BTreeMap<OsString, EntrySnap>;
 
+/// The names a node is known by, `(parent node, name)`: one inline (no allocation of its own).
+pub type Links = smallvec::SmallVec<[(Ino, OsString); 1]>;
+
+/// A folder's names the kernel was told do not exist: allocated only once there is one (most
+/// nodes never have any, and an empty `HashSet` inline costs 48 bytes a node).
+/// (Boxed on purpose: the box is 8 bytes inline where the empty set would be 48.)
+#[derive(Default, Debug)]
+#[allow(clippy::box_collection)]
+pub struct Negatives(Option<Box<HashSet<OsString>>>);
+
+impl Negatives {
+    pub fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |s| s.len())
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Whether `name` was not there yet.
+    pub fn insert(&mut self, name: OsString) -> bool {
+        self.0.get_or_insert_with(Box::default).insert(name)
+    }
+    /// Whether `name` was there.
+    pub fn remove(&mut self, name: &std::ffi::OsStr) -> bool {
+        let Some(s) = self.0.as_mut() else {
+            return false;
+        };
+        let had = s.remove(name);
+        if s.is_empty() {
+            self.0 = None;
+        }
+        had
+    }
+    pub fn contains(&self, name: &std::ffi::OsStr) -> bool {
+        self.0.as_ref().is_some_and(|s| s.contains(name))
+    }
+    pub fn clear(&mut self) {
+        self.0 = None;
+    }
+    pub fn iter(&self) -> impl Iterator<Item = &OsString> {
+        self.0.iter().flat_map(|s| s.iter())
+    }
+}
+
 /// Mutable per-node state.
 #[derive(Default)]
 pub struct NodeState {
     /// Lookups the kernel holds (FUSE `nlookup`); the node is dropped at zero.
     pub nlookup: u64,
-    /// Names this node is known by. Usually one; more for hard links.
-    pub links: Vec<(Ino, OsString)>,
+    /// Names this node is known by. Usually one (kept inline); more for hard links.
+    pub links: Links,
     /// Cached `O_PATH` fd (directories only).
     pub dirfd: Option<Arc<OwnedFd>>,
     /// Last full view of the directory (directories only; `None` until the baseline is taken).
     pub snapshot: Option<Box<Snapshot>>,
     /// Names the kernel was told do not exist, with a timeout (directories only).
-    pub negatives: HashSet<OsString>,
+    pub negatives: Negatives,
     /// The kernel-passthrough backing id shared by all open handles, and how many use it.
     pub backing: Option<(Arc<fuser::BackingId>, u32)>,
     /// Attributes last told to the kernel.
@@ -274,7 +317,7 @@ impl Table {
             is_virtual: true,
             state: Mutex::new(NodeState {
                 nlookup: 1,
-                links: vec![(parent, name.to_owned())],
+                links: smallvec::smallvec![(parent, name.to_owned())],
                 ..Default::default()
             }),
         });
@@ -454,13 +497,34 @@ mod tests {
         let (dir, created) = t.lookup(k, true, ROOT_INO, OsStr::new("d"), None);
         assert!(created && dir.is_dir && !Arc::ptr_eq(&file, &dir));
         assert_eq!(dir.state().nlookup, 2);
-        assert_eq!(dir.state().links, vec![(ROOT_INO, OsString::from("d"))]);
+        assert_eq!(
+            dir.state().links.as_slice(),
+            [(ROOT_INO, OsString::from("d"))]
+        );
         let (again, created) = t.lookup(k, true, ROOT_INO, OsStr::new("d"), None);
         assert!(!created && Arc::ptr_eq(&dir, &again));
         t.forget(dir.ino, 2);
         assert!(t.get(dir.ino).is_some());
         t.forget(dir.ino, 1);
         assert!(t.get(dir.ino).is_none());
+    }
+
+    /// What a known inode costs in the table (issue 16): the node inline (its name inline too,
+    /// no negative-name set until there is one). Over this bound, RSS per known inode grows.
+    #[test]
+    fn a_node_stays_small() {
+        assert!(
+            std::mem::size_of::<Node>() <= 272,
+            "{}",
+            std::mem::size_of::<Node>()
+        );
+        assert_eq!(std::mem::size_of::<Negatives>(), 8);
+        let t = table();
+        let (n, _) = at(&t, 40, false, ROOT_INO, "x");
+        assert!(!n.state().links.spilled());
+        let mut neg = Negatives::default();
+        assert!(neg.insert(OsString::from("a")) && neg.contains(OsStr::new("a")));
+        assert!(neg.remove(OsStr::new("a")) && neg.is_empty() && neg.0.is_none());
     }
 
     #[test]
