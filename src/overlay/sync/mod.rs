@@ -19,14 +19,6 @@
 //! change is left out only when a guest client made it through the overlay itself (its watchers
 //! saw it happen; the overlay's view was updated by the operation).
 
-// TODO(cast lints): sync/ is fixed after the burst branch merges.
-#![allow(
-    clippy::cast_possible_truncation,
-    clippy::cast_sign_loss,
-    clippy::cast_possible_wrap,
-    clippy::cast_lossless
-)]
-
 mod arrange;
 mod diff;
 mod invalidate;
@@ -364,7 +356,7 @@ impl Worker {
             entries_scanned: s.stats.entries_scanned.load(Ordering::Relaxed) - before_entries,
             changes: n_changes,
             events: s.stats.events_replayed.load(Ordering::Relaxed) - events_before,
-            micros: start.elapsed().as_micros() as u64,
+            micros: u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX),
             records,
         };
         debug!(?report, ?scope, "notification handled");
