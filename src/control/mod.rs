@@ -3,14 +3,18 @@
 //! Requests `{"cmd": ..., "args": {...}, "id": ...}`; responses `{"result": ..., "id": ...}` or
 //! `{"error": {"class": ..., "desc": ...}, "id": ...}`; unsolicited `{"event": {...}}` messages
 //! to subscribed overlays and watches. See README.md for the commands. The server runs inside the
-//! daemon, beside the state it serves (`daemon::server`); this module is what both ends share:
-//! [`request`] parses and validates requests (pure, fuzzed), [`wire`] the types both ends name,
-//! [`lines`] reads request lines for every control server; [`client`] is the blocking client
-//! behind [`notify`], [`status`], [`watch`] and the overlay's link.
+//! daemon, beside the state it serves (`daemon::server`); this module is what both ends share,
+//! one typed serde layer: [`request`] the requests ([`request::Wire`], one variant per command)
+//! and their checking (pure, fuzzed), [`reply`] the responses (each command's result, the
+//! error body and its [`reply::ErrorClass`]), [`wire`] the changes, scopes and pushed events;
+//! [`lines`] reads request lines for every control server (the host's too); [`client`] is the
+//! blocking client behind [`notify`], [`status`], [`watch`], the overlay's link and the host's
+//! `status`/`sync` commands.
 
 pub mod client;
 pub mod lines;
 pub mod notify;
+pub mod reply;
 pub mod request;
 pub mod status;
 pub mod watch;
@@ -18,8 +22,8 @@ pub mod wire;
 
 use std::time::Duration;
 
-use serde::Deserialize as _;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
 pub use client::{Client, ClientError};
 pub use lines::{Read, read_request};
@@ -41,12 +45,12 @@ pub fn print_stdout(text: &str) -> std::io::Result<()> {
     out.write_all(text.as_bytes()).and_then(|()| out.flush())
 }
 
-/// One request without arguments to the control socket at `control` (after `hello`), with a
-/// 10 s timeout: what `status` commands ask.
-pub fn query(control: &std::path::Path, cmd: &str) -> Result<Value, ClientError> {
+/// One request to the control socket at `control` (after `hello`), with a 10 s timeout: what
+/// `status` commands ask. Its result as JSON (printed as it came with `--json`).
+pub fn query<Q: Serialize>(control: &std::path::Path, req: &Q) -> Result<Value, ClientError> {
     let (mut client, _) = Client::connect_hello(control)?;
     client.set_timeout(Some(Duration::from_secs(10)))?;
-    client.request(cmd, json!({}))
+    client.call(req)
 }
 
 /// A JSON value as printed: pretty, one final newline.
@@ -58,13 +62,14 @@ pub fn json_text(v: &Value) -> String {
 
 /// The readable form of one watch event: `create reports/q1.pdf`, `rename a -> b`,
 /// `OVERFLOW: rescan`.
-pub fn render_event(ev: &Value) -> String {
-    let s = |k: &str| ev.get(k).and_then(Value::as_str).unwrap_or_default();
-    match s("type") {
-        "overflow" => "OVERFLOW: rescan".to_string(),
-        t => match wire::ChangeKind::deserialize(&ev["type"]).ok() {
-            Some(k) if k.has_target() => format!("{k} {} -> {}", s("path"), s("to")),
-            _ => format!("{t} {}", s("path")),
+pub fn render_event(ev: &wire::WatchEvent) -> String {
+    match &ev.item {
+        wire::WatchItem::Overflow => "OVERFLOW: rescan".to_string(),
+        wire::WatchItem::Change { change, .. } => match &change.to {
+            Some(to) if change.kind.has_target() => {
+                format!("{} {} -> {to}", change.kind, change.path)
+            }
+            _ => format!("{} {}", change.kind, change.path),
         },
     }
 }

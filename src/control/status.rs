@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use thiserror::Error;
 
+use super::request::{NoArgs, Wire};
 use super::{ClientError, json_text, print_stdout, query, render_status};
 
 /// What `status` asks and how it prints it.
@@ -25,7 +26,7 @@ pub enum StatusError {
 
 /// `vfnotify status`.
 pub fn run(config: Config) -> Result<(), StatusError> {
-    let status = query(&config.control, "status")?;
+    let status = query(&config.control, &Wire::Status(NoArgs {}))?;
     let text = if config.json {
         json_text(&status)
     } else {

@@ -1,17 +1,21 @@
-//! The host's control socket: the guest daemon's JSON conventions (one message per line,
-//! `{"cmd", "args", "id"}` → `{"result"}` or `{"error": {"class", "desc"}}`, `id` echoed), with
-//! the commands `hello` and `status`. `vfnotify host status` is its client.
+//! The host's control socket: the guest daemon's JSON conventions and envelope (one message per
+//! line, `{"cmd", "args", "id"}` → `{"result"}` or `{"error": {"class", "desc"}}`, `id` echoed;
+//! `control::request::parse_wire`), with its own commands ([`HostWire`]: `hello`, `status`,
+//! `sync`). `vfnotify host status` and `vfnotify host sync` are its clients.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::sync::watch;
 
+use super::barrier::SyncArgs;
 use super::state::{Counters, Hub};
-use crate::control::request::{check_protocol, envelope, error, hello_result, response};
+use crate::control::reply::{Done, ErrorBody, ErrorClass, HelloResult, response};
+use crate::control::request::{HelloArgs, NoArgs, parse_wire};
 use crate::control::{ClientError, json_text, print_stdout, query};
 use crate::control::{Read, read_request};
 use crate::transport::UnixListener;
@@ -19,28 +23,42 @@ use crate::transport::UnixListener;
 /// Most concurrent control connections.
 const MAX_CONNECTIONS: usize = 64;
 
-/// One host request.
+/// One host request as it travels (see `control::request::Wire`, the daemon's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", content = "args", rename_all = "lowercase")]
+pub enum HostWire {
+    Hello(HelloArgs),
+    Status(NoArgs),
+    /// `sync {channels?, timeout_ms?}` (see [`super::barrier`]).
+    Sync(SyncArgs),
+}
+
+/// One host request, checked.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Request {
     Hello,
     Status,
-    /// `sync {channels?, timeout_ms?}` (see [`super::barrier`]).
-    Sync(serde_json::Map<String, Value>),
+    Sync(SyncArgs),
+}
+
+impl TryFrom<HostWire> for Request {
+    type Error = ErrorBody;
+    fn try_from(w: HostWire) -> Result<Request, ErrorBody> {
+        Ok(match w {
+            HostWire::Hello(a) => {
+                a.check("host")?;
+                Request::Hello
+            }
+            HostWire::Status(NoArgs {}) => Request::Status,
+            HostWire::Sync(a) => Request::Sync(a),
+        })
+    }
 }
 
 /// Parse one request line: its `id` and the request or the error body to answer with.
-pub fn parse(line: &[u8]) -> (Option<Value>, Result<Request, Value>) {
-    let (id, env) = envelope(line);
-    let parsed = env.and_then(|(cmd, args)| match cmd.as_str() {
-        "hello" => check_protocol(&args, "host").map(|()| Request::Hello),
-        "status" => Ok(Request::Status),
-        "sync" => Ok(Request::Sync(args)),
-        other => Err(error(
-            "unknown-command",
-            format!("unknown command {other:?} (the host knows hello, status and sync)"),
-        )),
-    });
-    (id, parsed)
+pub fn parse(line: &[u8]) -> (Option<Value>, Result<Request, ErrorBody>) {
+    let (id, wire) = parse_wire::<HostWire>(line, |_| ErrorClass::BadRequest);
+    (id, wire.and_then(Request::try_from))
 }
 
 /// Accept control clients until `stop`.
@@ -91,16 +109,16 @@ async fn serve(hub: &Hub, stream: tokio::net::UnixStream) {
             Read::Line => {}
         }
         let (id, req) = parse(&line);
-        let body = match req {
-            Ok(Request::Hello) => Ok(hello_result()),
-            Ok(Request::Status) => Ok(hub.status()),
-            Ok(Request::Sync(args)) => super::barrier::serve(hub, args).await,
+        let line = match req {
+            Ok(Request::Hello) => response(&id, Ok::<_, ErrorBody>(HelloResult::ours())),
+            Ok(Request::Status) => response(&id, Ok::<_, ErrorBody>(hub.status())),
+            Ok(Request::Sync(args)) => response(&id, super::barrier::serve(hub, args).await),
             Err(e) => {
                 Counters::bump(&hub.counters.control_errors);
-                Err(e)
+                response::<Done>(&id, Err(e))
             }
         };
-        if wr.write_all(response(&id, body).as_bytes()).await.is_err() {
+        if wr.write_all(line.as_bytes()).await.is_err() {
             return;
         }
     }
@@ -130,7 +148,7 @@ pub enum StatusError {
 
 /// `vfnotify host status`.
 pub fn status(config: StatusConfig) -> Result<(), StatusError> {
-    let status = query(&config.control, "status").map_err(|e| match e {
+    let status = query(&config.control, &HostWire::Status(NoArgs {})).map_err(|e| match e {
         ClientError::Connect { path, source } => StatusError::NoHost { path, source },
         e => StatusError::Query(e),
     })?;
@@ -222,14 +240,35 @@ mod tests {
             parse(br#"{"cmd":"hello","args":{"protocol":"1.2"}}"#).1,
             Ok(Request::Hello)
         );
-        let (_, e) = parse(br#"{"cmd":"hello","args":{"protocol":"2.0"}}"#);
-        assert_eq!(e.unwrap_err()["class"], "incompatible-version");
-        let (_, e) = parse(br#"{"cmd":"notify"}"#);
-        assert_eq!(e.unwrap_err()["class"], "unknown-command");
-        let (_, e) = parse(b"{nope");
-        assert_eq!(e.unwrap_err()["class"], "parse");
+        let class = |line: &[u8]| parse(line).1.unwrap_err().class;
+        assert_eq!(
+            class(br#"{"cmd":"hello","args":{"protocol":"2.0"}}"#),
+            ErrorClass::IncompatibleVersion
+        );
+        assert_eq!(class(br#"{"cmd":"notify"}"#), ErrorClass::UnknownCommand);
+        assert_eq!(class(b"{nope"), ErrorClass::Parse);
         let (id, e) = parse(br#"{"id":"x","args":1}"#);
         assert_eq!(id, Some(json!("x")));
-        assert_eq!(e.unwrap_err()["class"], "bad-request");
+        assert_eq!(e.unwrap_err().class, ErrorClass::BadRequest);
+        let (_, e) = parse(br#"{"cmd":"sync","args":{"channels":"a"}}"#);
+        let e = e.unwrap_err();
+        assert_eq!(e.class, ErrorClass::BadRequest);
+        assert!(e.desc.contains("args.channels"), "{}", e.desc);
+        assert_eq!(
+            parse(br#"{"cmd":"sync","args":{"channels":["a"],"timeout_ms":5}}"#).1,
+            Ok(Request::Sync(SyncArgs {
+                channels: vec!["a".into()],
+                timeout_ms: Some(5)
+            }))
+        );
+        // What `vfnotify host sync` sends.
+        let w = HostWire::Sync(SyncArgs {
+            channels: vec!["a".into()],
+            timeout_ms: Some(5),
+        });
+        assert_eq!(
+            serde_json::to_value(&w).unwrap(),
+            json!({"cmd": "sync", "args": {"channels": ["a"], "timeout_ms": 5}})
+        );
     }
 }
