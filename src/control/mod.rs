@@ -75,94 +75,64 @@ pub fn render_event(ev: &wire::WatchEvent) -> String {
 }
 
 /// The readable form of a `status` result.
-pub fn render_status(s: &Value) -> String {
+pub fn render_status(s: &reply::DaemonStatus) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
-    let text = |v: &Value| {
-        v.as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| v.to_string())
-    };
-    let _ = writeln!(out, "{} (pid {})", text(&s["program"]), s["pid"]);
-    let _ = writeln!(out, "control: {}", text(&s["control"]));
+    let _ = writeln!(out, "{} (pid {})", s.program, s.pid);
+    let _ = writeln!(out, "control: {}", s.control.display());
     let _ = writeln!(
         out,
         "trigger file: {}   allowed vsock CIDs: {}",
-        text(&s["trigger_name"]),
-        text(&s["allow_cid"])
+        s.trigger_name, s.allow_cid
     );
     let _ = writeln!(out, "listeners:");
-    for l in s["listeners"].as_array().into_iter().flatten() {
-        let _ = writeln!(out, "  {}", text(l));
+    for l in &s.listeners {
+        let _ = writeln!(out, "  {l}");
     }
     let _ = writeln!(out, "channels:");
-    match s["channels"].as_object() {
-        Some(m) if !m.is_empty() => {
-            for (c, paths) in m {
-                let ps: Vec<String> = paths.as_array().into_iter().flatten().map(text).collect();
-                let _ = writeln!(out, "  {c} -> {}", ps.join(", "));
-            }
-        }
-        _ => {
-            let _ = writeln!(out, "  (none)");
-        }
+    if s.channels.is_empty() {
+        let _ = writeln!(out, "  (none)");
+    }
+    for (c, paths) in &s.channels {
+        let ps: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        let _ = writeln!(out, "  {c} -> {}", ps.join(", "));
     }
     let _ = writeln!(out, "overlays:");
-    match s["overlays"].as_array() {
-        Some(v) if !v.is_empty() => {
-            for o in v {
-                let _ = writeln!(
-                    out,
-                    "  {} on {} (pid {}, since {}): {} delivered, {} handled",
-                    text(&o["channel"]),
-                    text(&o["mountpoint"]),
-                    o["pid"],
-                    o["since"],
-                    o["delivered"],
-                    o["handled"]
-                );
-            }
-        }
-        _ => {
-            let _ = writeln!(out, "  (none)");
-        }
+    if s.overlays.is_empty() {
+        let _ = writeln!(out, "  (none)");
     }
-    match s["watches"].as_array() {
-        Some(v) if !v.is_empty() => {
-            let _ = writeln!(out, "watches: {}", v.len());
-            for w in v {
-                let on = w
-                    .get("channel")
-                    .map(|c| format!("channel {}", text(c)))
-                    .or_else(|| w.get("mountpoint").map(|m| format!("overlay {}", text(m))))
-                    .unwrap_or_default();
-                let glob = w["glob"]
-                    .as_str()
-                    .map(|g| format!(" {g}"))
-                    .unwrap_or_default();
-                let _ = writeln!(
-                    out,
-                    "  {} on {on}{glob}: {} sent, {} queued, {} dropped, {} overflows",
-                    w["watch"], w["sent"], w["queued"], w["dropped"], w["overflows"]
-                );
-            }
-        }
-        _ => {
-            let _ = writeln!(out, "watches: 0");
-        }
+    for o in &s.overlays {
+        let _ = writeln!(
+            out,
+            "  {} on {} (pid {}, since {}): {} delivered, {} handled",
+            o.channel,
+            o.mountpoint.display(),
+            o.pid,
+            o.since,
+            o.delivered,
+            o.handled
+        );
+    }
+    let _ = writeln!(out, "watches: {}", s.watches.len());
+    for w in &s.watches {
+        let on = match &w.target {
+            wire::Target::Channel(c) => format!("channel {c}"),
+            wire::Target::Mountpoint(m) => format!("overlay {}", m.display()),
+        };
+        let glob = w.glob.as_ref().map(|g| format!(" {g}")).unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {} on {on}{glob}: {} sent, {} queued, {} dropped, {} overflows",
+            w.watch, w.sent, w.queued, w.dropped, w.overflows
+        );
     }
     let _ = writeln!(out, "counters:");
-    if let Some(m) = s["counters"].as_object() {
-        for (k, v) in m {
-            if let Some(d) = v.as_object() {
-                let _ = writeln!(out, "  {k}:");
-                for (k2, v2) in d {
-                    let _ = writeln!(out, "    {k2}: {v2}");
-                }
-            } else {
-                let _ = writeln!(out, "  {k}: {v}");
-            }
-        }
+    for (k, v) in &s.counters.counts {
+        let _ = writeln!(out, "  {k}: {v}");
+    }
+    let _ = writeln!(out, "  dropped:");
+    for (k, v) in &s.counters.dropped {
+        let _ = writeln!(out, "    {k}: {v}");
     }
     out
 }

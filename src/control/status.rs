@@ -26,10 +26,12 @@ pub enum StatusError {
 
 /// `vfnotify status`.
 pub fn run(config: Config) -> Result<(), StatusError> {
+    // As it came with `--json` (a newer daemon's fields too); read as ours to show it.
     let status = query(&config.control, &Wire::Status(NoArgs {}))?;
     let text = if config.json {
         json_text(&status)
     } else {
+        let status = serde_json::from_value(status).map_err(ClientError::Answer)?;
         render_status(&status)
     };
     print_stdout(&text).map_err(StatusError::Stdout)
