@@ -14,9 +14,11 @@ use serde_json::Value;
 use thiserror::Error;
 
 use crate::control::reply::{HelloResult, SubscribeResult};
-use crate::control::request::{HandledArgs, HelloArgs, OverlayStats, Reported, SubscribeArgs, Wire};
-use crate::control::wire::{EventMsg, LinkEvent};
+use crate::control::request::{
+    HandledArgs, HelloArgs, OverlayStats, Reported, SubscribeArgs, Wire,
+};
 pub use crate::control::wire::{Change, Scope};
+use crate::control::wire::{EventMsg, LinkEvent};
 use crate::control::{Client, ClientError};
 use crate::protocol::validate_relpath;
 
@@ -208,7 +210,9 @@ fn events(messages: &[Value]) -> impl DoubleEndedIterator<Item = LinkEvent> + '_
     messages.iter().filter_map(|m| {
         m.get("event")?;
         <EventMsg<LinkEvent> as serde::Deserialize>::deserialize(m)
-            .inspect_err(|e| tracing::debug!(message = %m, error = %e, "event not understood; skipped"))
+            .inspect_err(
+                |e| tracing::debug!(message = %m, error = %e, "event not understood; skipped"),
+            )
             .ok()
             .map(|m| m.event)
     })

@@ -450,12 +450,20 @@ mod tests {
 
     #[test]
     fn results_and_errors_read_back() {
-        assert_eq!(into_result(json!({"result": {"a": 1}, "id": 3})).unwrap(), json!({"a": 1}));
+        assert_eq!(
+            into_result(json!({"result": {"a": 1}, "id": 3})).unwrap(),
+            json!({"a": 1})
+        );
         assert_eq!(into_result(json!({"result": null})).unwrap(), Value::Null);
         match into_result(json!({"error": {"class": "bad-path", "desc": "d"}, "id": 1})) {
-            Err(ClientError::Remote { class, desc }) => assert_eq!((class.as_str(), desc.as_str()), ("bad-path", "d")),
+            Err(ClientError::Remote { class, desc }) => {
+                assert_eq!((class.as_str(), desc.as_str()), ("bad-path", "d"))
+            }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(into_result(json!({"event": {}})), Err(ClientError::Answer(_))));
+        assert!(matches!(
+            into_result(json!({"event": {}})),
+            Err(ClientError::Answer(_))
+        ));
     }
 }

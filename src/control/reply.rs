@@ -259,7 +259,10 @@ mod tests {
             "{\"result\":{\"sent\":0,\"dropped\":0,\"overflows\":0},\"id\":5}\n"
         );
         let line = response::<Done>(&None, Err(error(ErrorClass::BadRequest, "x")));
-        assert_eq!(line, "{\"error\":{\"class\":\"bad-request\",\"desc\":\"x\"}}\n");
+        assert_eq!(
+            line,
+            "{\"error\":{\"class\":\"bad-request\",\"desc\":\"x\"}}\n"
+        );
         let line = response(&Some(Value::Null), Ok(Done {}));
         assert_eq!(line, "{\"result\":{},\"id\":null}\n");
         for (c, name) in [
@@ -282,7 +285,10 @@ mod tests {
         ] {
             assert_eq!(serde_json::to_value(&c).unwrap(), json!(name));
             assert_eq!(c.as_str(), name);
-            assert_eq!(serde_json::from_value::<ErrorClass>(json!(name)).unwrap(), c);
+            assert_eq!(
+                serde_json::from_value::<ErrorClass>(json!(name)).unwrap(),
+                c
+            );
         }
         let back: Response<Value> =
             serde_json::from_str(r#"{"error":{"class":"new-thing","desc":"d"},"id":1}"#).unwrap();

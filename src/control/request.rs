@@ -171,7 +171,10 @@ pub enum Request {
     Hello,
     Status,
     /// `notify`: paths validated, normalised and deduplicated.
-    Notify { channel: String, scope: Scope },
+    Notify {
+        channel: String,
+        scope: Scope,
+    },
     /// `subscribe` (overlays): the mountpoint absolute; no pid reads as 0.
     Subscribe {
         channel: String,
@@ -187,9 +190,14 @@ pub enum Request {
         /// Whether `changes` was given at all (an empty list still makes a report).
         has_changes: bool,
     },
-    Watch { target: Target, glob: Option<Glob> },
+    Watch {
+        target: Target,
+        glob: Option<Glob>,
+    },
     /// `unwatch`: once answered, no further event of that watch follows.
-    Unwatch { watch: u64 },
+    Unwatch {
+        watch: u64,
+    },
 }
 
 impl TryFrom<Wire> for Request {
@@ -247,7 +255,10 @@ pub fn parse_wire<W: DeserializeOwned>(
     let cmd = env.cmd;
     let pairs = [
         (Value::from("cmd"), Value::from(cmd.as_str())),
-        (Value::from("args"), Value::Object(env.args.unwrap_or_default())),
+        (
+            Value::from("args"),
+            Value::Object(env.args.unwrap_or_default()),
+        ),
     ];
     let d = serde::de::value::MapDeserializer::<_, serde_json::Error>::new(pairs.into_iter());
     let parsed = serde_path_to_error::deserialize(d).map_err(|e| {
@@ -332,7 +343,9 @@ fn handled(a: HandledArgs) -> Result<Request, ErrorBody> {
     for r in a.changes.flatten().unwrap_or_default() {
         match r {
             Reported::Change(c) => changes.push(c),
-            Reported::Malformed(v) => tracing::debug!(change = %v, "malformed change record ignored"),
+            Reported::Malformed(v) => {
+                tracing::debug!(change = %v, "malformed change record ignored")
+            }
         }
     }
     if seqs.is_empty() && a.stats.is_none() && !has_changes {
@@ -352,9 +365,10 @@ fn handled(a: HandledArgs) -> Result<Request, ErrorBody> {
 fn watch(a: WatchArgs) -> Result<Request, ErrorBody> {
     let target = match (a.channel, a.mountpoint) {
         (Some(c), None) => Target::Channel(channel(c)?),
-        (None, Some(mp)) => Target::Mountpoint(absolute(mp).ok_or_else(|| {
-            error(ErrorClass::BadRequest, "`mountpoint` must be absolute")
-        })?),
+        (None, Some(mp)) => Target::Mountpoint(
+            absolute(mp)
+                .ok_or_else(|| error(ErrorClass::BadRequest, "`mountpoint` must be absolute"))?,
+        ),
         _ => {
             return Err(error(
                 ErrorClass::BadRequest,
@@ -417,7 +431,11 @@ mod tests {
                 "bad-request",
                 "args.channel",
             ),
-            (r#"{"cmd": "notify", "args": {}}"#, "bad-request", "`channel`"),
+            (
+                r#"{"cmd": "notify", "args": {}}"#,
+                "bad-request",
+                "`channel`",
+            ),
             (
                 r#"{"cmd": "hello", "args": {"protocol": 2}}"#,
                 "bad-request",

@@ -25,9 +25,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use tokio::sync::{oneshot, watch};
 
+use super::control::BarrierStatus;
 use super::guest::Guest;
 use super::state::{Hub, lock};
 use crate::control::reply::{ErrorBody, ErrorClass, error};
@@ -279,18 +279,18 @@ impl GuestSync {
     }
 
     /// The guest's `barrier` object in `status`.
-    pub fn status(&self) -> Value {
+    pub fn status(&self) -> BarrierStatus {
         let s = self.snapshot();
         let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        json!({
-            "acknowledges": s.negotiated,
-            "acked": s.acked,
-            "hellos": n(&self.hellos),
-            "syncs_sent": n(&self.syncs_sent),
-            "acks": n(&self.acks),
-            "bad_replies": n(&self.bad_replies),
-            "overlong_replies": n(&self.overlong_replies),
-        })
+        BarrierStatus {
+            acknowledges: s.negotiated,
+            acked: s.acked,
+            hellos: n(&self.hellos),
+            syncs_sent: n(&self.syncs_sent),
+            acks: n(&self.acks),
+            bad_replies: n(&self.bad_replies),
+            overlong_replies: n(&self.overlong_replies),
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! `control::request::parse_wire`), with its own commands ([`HostWire`]: `hello`, `status`,
 //! `sync`). `vfnotify host status` and `vfnotify host sync` are its clients.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,6 +60,70 @@ impl TryFrom<HostWire> for Request {
 pub fn parse(line: &[u8]) -> (Option<Value>, Result<Request, ErrorBody>) {
     let (id, wire) = parse_wire::<HostWire>(line, |_| ErrorClass::BadRequest);
     (id, wire.and_then(Request::try_from))
+}
+
+/// The result of the host's `status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostStatus {
+    pub program: String,
+    pub pid: u32,
+    /// Unix time the host started.
+    pub since: u64,
+    pub control: PathBuf,
+    /// `fanotify`, `inotify`, or `none` before one is chosen.
+    pub backend: String,
+    pub window_ms: u64,
+    pub folder_limit: u64,
+    pub channel_limit: u64,
+    pub queue: u64,
+    pub channels: BTreeMap<String, ChannelStatus>,
+    pub guests: Vec<GuestStatus>,
+    /// The host's counters by name (its `Counters`; names come and go with it).
+    pub counters: BTreeMap<String, u64>,
+}
+
+/// One channel in the host's `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelStatus {
+    pub base: PathBuf,
+    /// `watching`, `missing`, or `degraded: WHY`.
+    pub state: String,
+    /// The guests told about it (their addresses).
+    pub guests: Vec<String>,
+    pub changes: u64,
+    /// The head of its change log.
+    pub head: u64,
+}
+
+/// One guest in the host's `status`: its connection, and its counters by name beside.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestStatus {
+    pub addr: String,
+    pub channels: Vec<String>,
+    /// `connecting`, `connected` or `down`.
+    pub state: String,
+    /// Unix time of its last change of state.
+    pub since: u64,
+    pub last_error: Option<String>,
+    pub queue_depth: u64,
+    pub barrier: BarrierStatus,
+    /// The guest's counters (`lines_sent`, ...; its `GuestStats`).
+    #[serde(flatten)]
+    pub stats: BTreeMap<String, u64>,
+}
+
+/// The `sync` side of one guest in the host's `status` (see [`super::barrier`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct BarrierStatus {
+    /// It answered the hello: it acknowledges syncs.
+    pub acknowledges: bool,
+    /// The last sync id it acknowledged on this connection.
+    pub acked: u64,
+    pub hellos: u64,
+    pub syncs_sent: u64,
+    pub acks: u64,
+    pub bad_replies: u64,
+    pub overlong_replies: u64,
 }
 
 /// Accept control clients until `stop`.
@@ -152,74 +217,65 @@ pub fn status(config: StatusConfig) -> Result<(), StatusError> {
         ClientError::Connect { path, source } => StatusError::NoHost { path, source },
         e => StatusError::Query(e),
     })?;
+    // As it came with `--json`; read as ours to show it.
     let text = if config.json {
         json_text(&status)
     } else {
+        let status = serde_json::from_value(status)
+            .map_err(|e| StatusError::Query(ClientError::Answer(e)))?;
         render(&status)
     };
     print_stdout(&text).map_err(StatusError::Stdout)
 }
 
 /// The readable form of a host `status`.
-pub fn render(s: &Value) -> String {
+pub fn render(s: &HostStatus) -> String {
     use std::fmt::Write as _;
-    let text = |v: &Value| {
-        v.as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| v.to_string())
-    };
     let mut out = String::new();
     let _ = writeln!(
         out,
         "{} host (pid {}), backend {}",
-        text(&s["program"]),
-        s["pid"],
-        text(&s["backend"])
+        s.program, s.pid, s.backend
     );
     let _ = writeln!(
         out,
         "window {} ms, folder limit {}, channel limit {}, queue {}",
-        s["window_ms"], s["folder_limit"], s["channel_limit"], s["queue"]
+        s.window_ms, s.folder_limit, s.channel_limit, s.queue
     );
     let _ = writeln!(out, "channels:");
-    for (name, c) in s["channels"].as_object().into_iter().flatten() {
-        let guests: Vec<String> = c["guests"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(text)
-            .collect();
+    for (name, c) in &s.channels {
         let _ = writeln!(
             out,
             "  {name} <- {} [{}]: {} changes -> {}",
-            text(&c["base"]),
-            text(&c["state"]),
-            c["changes"],
-            guests.join(", ")
+            c.base.display(),
+            c.state,
+            c.changes,
+            c.guests.join(", ")
         );
     }
     let _ = writeln!(out, "guests:");
-    for g in s["guests"].as_array().into_iter().flatten() {
+    for g in &s.guests {
+        let n = |k: &str| g.stats.get(k).copied().unwrap_or(0);
         let _ = writeln!(
             out,
             "  {} [{}]: {} lines, {} coalesced, {} folders collapsed, {} channel collapses, {} overflows, {} reconnects, queue {}{}",
-            text(&g["addr"]),
-            text(&g["state"]),
-            g["lines_sent"],
-            g["coalesced"],
-            g["collapsed_folders"],
-            g["collapsed_channel"],
-            g["overflows"],
-            g["reconnects"],
-            g["queue_depth"],
-            g["last_error"]
-                .as_str()
+            g.addr,
+            g.state,
+            n("lines_sent"),
+            n("coalesced"),
+            n("collapsed_folders"),
+            n("collapsed_channel"),
+            n("overflows"),
+            n("reconnects"),
+            g.queue_depth,
+            g.last_error
+                .as_ref()
                 .map(|e| format!(" (last error: {e})"))
                 .unwrap_or_default()
         );
     }
     let _ = writeln!(out, "counters:");
-    for (k, v) in s["counters"].as_object().into_iter().flatten() {
+    for (k, v) in &s.counters {
         let _ = writeln!(out, "  {k}: {v}");
     }
     out
