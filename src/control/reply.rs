@@ -37,6 +37,8 @@ pub enum ErrorClass {
     Timeout,
     /// The host watcher stopped while a `sync` waited.
     Stopped,
+    /// The result could not be written (a path that is not UTF-8).
+    Internal,
     /// A class this build does not know (a newer peer's), as it came: kept rather than refused.
     #[serde(untagged)]
     Other(String),
@@ -62,6 +64,7 @@ impl ErrorClass {
             ErrorClass::TooManyWatches => "too-many-watches",
             ErrorClass::Timeout => "timeout",
             ErrorClass::Stopped => "stopped",
+            ErrorClass::Internal => "internal",
             ErrorClass::Other(s) => s,
         }
     }
@@ -123,12 +126,15 @@ pub fn response<R: Serialize>(id: &Option<Value>, body: Result<R, ErrorBody>) ->
         id: id.clone(),
     };
     let mut s = serde_json::to_string(&r).unwrap_or_else(|e| {
-        // Only a map with non-string keys fails to serialise; no result type has one.
-        let body: Body<()> = Body::Error(error(
-            ErrorClass::BadRequest,
-            format!("the result could not be written: {e}"),
-        ));
-        serde_json::to_string(&body).unwrap_or_default()
+        // A path that is not UTF-8 (a mountpoint in `status`) has no JSON form.
+        let r: Response<()> = Response {
+            body: Body::Error(error(
+                ErrorClass::Internal,
+                format!("the result could not be written: {e}"),
+            )),
+            id: id.clone(),
+        };
+        serde_json::to_string(&r).unwrap_or_default()
     });
     s.push('\n');
     s
@@ -282,6 +288,7 @@ mod tests {
             (ErrorClass::TooManyWatches, "too-many-watches"),
             (ErrorClass::Timeout, "timeout"),
             (ErrorClass::Stopped, "stopped"),
+            (ErrorClass::Internal, "internal"),
         ] {
             assert_eq!(serde_json::to_value(&c).unwrap(), json!(name));
             assert_eq!(c.as_str(), name);
@@ -290,6 +297,15 @@ mod tests {
                 c
             );
         }
+        // A result with no JSON form is an `internal` error, the id kept.
+        use std::os::unix::ffi::OsStrExt as _;
+        let bad = PathBuf::from(std::ffi::OsStr::from_bytes(b"/m\xff"));
+        let line = response(&Some(json!(1)), Ok(bad));
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(
+            (v["error"]["class"].as_str(), &v["id"]),
+            (Some("internal"), &json!(1))
+        );
         let back: Response<Value> =
             serde_json::from_str(r#"{"error":{"class":"new-thing","desc":"d"},"id":1}"#).unwrap();
         assert_eq!(
