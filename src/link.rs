@@ -10,10 +10,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use thiserror::Error;
 
-pub use crate::control::wire::Scope;
+use crate::control::reply::{HelloResult, SubscribeResult};
+use crate::control::request::{
+    HandledArgs, HelloArgs, OverlayStats, Reported, SubscribeArgs, Wire,
+};
+pub use crate::control::wire::{Change, Scope};
+use crate::control::wire::{EventMsg, LinkEvent};
 use crate::control::{Client, ClientError};
 use crate::protocol::validate_relpath;
 
@@ -114,20 +119,18 @@ fn session(
     client
         .set_timeout(Some(HANDSHAKE_TIMEOUT))
         .map_err(LinkError::Hello)?;
-    client
-        .request(
-            "hello",
-            json!({"protocol": crate::control::PROTOCOL_VERSION}),
-        )
+    let _: HelloResult = client
+        .call(&Wire::Hello(HelloArgs::ours()))
         .map_err(LinkError::Hello)?;
-    let sub = client
-        .request(
-            "subscribe",
-            json!({"channel": config.channel, "mountpoint": config.mountpoint, "pid": std::process::id()}),
-        )
+    let sub: SubscribeResult = client
+        .call(&Wire::Subscribe(SubscribeArgs {
+            channel: config.channel.clone(),
+            mountpoint: config.mountpoint.clone(),
+            pid: Some(std::process::id()),
+        }))
         .map_err(LinkError::Subscribe)?;
     client.set_timeout(None).map_err(LinkError::Subscribe)?;
-    tracing::info!(channel = %config.channel, control = %config.control.display(), subscription = %sub["subscription"], "linked to the daemon");
+    tracing::info!(channel = %config.channel, control = %config.control.display(), subscription = sub.subscription, "linked to the daemon");
     target.set_linked(true);
     *linked = true;
     // Notifications may have been missed while unlinked: rescan, and report what that found
@@ -135,10 +138,7 @@ fn session(
     let changes = target.handle(&Scope::Whole);
     let mut reported = target.stats();
     client
-        .send(
-            "handled",
-            json!({"seqs": [], "stats": reported, "changes": changes}),
-        )
+        .report(report(Vec::new(), &reported, Some(changes)))
         .map_err(LinkError::Ack)?;
     // Waiting for events wakes up every `stats_interval` to report changed statistics (a read
     // timeout keeps what was partly received).
@@ -157,7 +157,7 @@ fn session(
                 let stats = target.stats();
                 if stats != reported {
                     client
-                        .send("handled", json!({"seqs": [], "stats": stats}))
+                        .report(report(Vec::new(), &stats, None))
                         .map_err(LinkError::Ack)?;
                     reported = stats;
                 }
@@ -174,28 +174,55 @@ fn session(
         let changes = target.handle(&merged.scope);
         reported = target.stats();
         client
-            .send(
-                "handled",
-                json!({"seqs": merged.seqs, "stats": reported, "changes": changes}),
-            )
+            .report(report(merged.seqs, &reported, Some(changes)))
             .map_err(LinkError::Ack)?;
     }
 }
 
+/// A `handled` report: `seqs` acknowledged, the overlay's `stats` (an object; anything else is
+/// reported as none), and the changes found (when it handled something).
+fn report(seqs: Vec<u64>, stats: &Value, changes: Option<Vec<Value>>) -> HandledArgs {
+    let stats: OverlayStats = match stats {
+        Value::Object(m) => m.clone(),
+        other => {
+            tracing::debug!(stats = %other, "overlay stats not an object; reported empty");
+            OverlayStats::new()
+        }
+    };
+    let changes = changes.map(|cs| {
+        cs.into_iter()
+            .map(|c| match serde_json::from_value::<Change>(c.clone()) {
+                Ok(c) => Reported::Change(c),
+                Err(_) => Reported::Malformed(c),
+            })
+            .collect()
+    });
+    HandledArgs {
+        seq: None,
+        seqs: Some(seqs),
+        stats: Some(Some(stats)),
+        changes: changes.map(Some),
+    }
+}
+
+/// The link events among `messages` (responses and events the link does not know are skipped).
+fn events(messages: &[Value]) -> impl DoubleEndedIterator<Item = LinkEvent> + '_ {
+    messages.iter().filter_map(|m| {
+        m.get("event")?;
+        <EventMsg<LinkEvent> as serde::Deserialize>::deserialize(m)
+            .inspect_err(
+                |e| tracing::debug!(message = %m, error = %e, "event not understood; skipped"),
+            )
+            .ok()
+            .map(|m| m.event)
+    })
+}
+
 /// The last `watches` event of a batch: the watch globs following the overlay now.
 pub fn watch_globs(messages: &[Value]) -> Option<Vec<String>> {
-    messages.iter().rev().find_map(|m| {
-        let ev = m.get("event")?;
-        if ev.get("type").and_then(Value::as_str) != Some("watches") {
-            return None;
-        }
-        Some(
-            ev.get("globs")?
-                .as_array()?
-                .iter()
-                .filter_map(|g| g.as_str().map(str::to_string))
-                .collect(),
-        )
+    events(messages).rev().find_map(|ev| match ev {
+        LinkEvent::Watches { globs } => Some(globs),
+        LinkEvent::Notify { .. } => None,
     })
 }
 
@@ -214,30 +241,28 @@ pub fn merge_events(messages: &[Value]) -> Option<Merged> {
     let mut paths: Vec<String> = Vec::new();
     let mut seqs = Vec::new();
     let mut whole = false;
-    for msg in messages {
-        let Some(ev) = msg.get("event") else { continue };
-        if ev.get("type").and_then(Value::as_str) != Some("notify") {
-            continue;
-        }
-        let Some(seq) = ev.get("seq").and_then(Value::as_u64) else {
+    for ev in events(messages) {
+        let LinkEvent::Notify {
+            paths: scope, seq, ..
+        } = ev
+        else {
             continue;
         };
         seqs.push(seq);
-        let list = ev.get("paths").and_then(Value::as_array);
-        match list {
-            Some(list) if !list.is_empty() => {
+        match scope {
+            Scope::Paths(list) => {
                 for p in list {
-                    match p.as_str().map(validate_relpath) {
-                        Some(Ok(p)) => {
+                    match validate_relpath(&p) {
+                        Ok(p) => {
                             if !paths.contains(&p) {
                                 paths.push(p);
                             }
                         }
-                        _ => whole = true, // cannot scope it: be safe
+                        Err(_) => whole = true, // cannot scope it: be safe
                     }
                 }
             }
-            _ => whole = true,
+            Scope::Whole => whole = true,
         }
     }
     if seqs.is_empty() {
@@ -254,6 +279,7 @@ pub fn merge_events(messages: &[Value]) -> Option<Merged> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn ev(seq: u64, paths: &[&str]) -> Value {
         json!({"event": {"type": "notify", "channel": "c", "paths": paths, "seq": seq}})

@@ -7,24 +7,39 @@
 //!    `MAX_MESSAGE` are refused, all-whitespace lines skipped);
 //! 2. each line is parsed; a parsed `notify` must carry validated, normalised, distinct paths
 //!    that the overlay's `link::merge_events` takes back unchanged (one seq per event);
-//! 3. the response is built with the server's `response` and must be one line of valid JSON
-//!    that the client's `control::client::into_result` maps back to the same result/error;
-//! 4. every parsed value is also given to the overlay side's parsers of daemon messages:
-//!    `link::merge_events` and `control::render_status` (no panic on any shape).
+//! 3. the response is built with the server's `response` from the typed result bodies
+//!    (`control::reply`) and must be one line of valid JSON that the client's
+//!    `control::client::into_result` maps back to the same result/error;
+//! 4. every parsed value is also given to the client side's readers of daemon messages:
+//!    `link::merge_events`, the typed `DaemonStatus` behind `control::render_status`, the
+//!    typed events, and `into_result` (no panic on any shape).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use serde_json::{Value, json};
+use serde_json::Value;
 use vfnotify::control::client::{ClientError, into_result};
-use vfnotify::control::request::{Request, error, hello_result, parse_request, response};
-use vfnotify::control::{MAX_MESSAGE, render_status};
+use vfnotify::control::reply::{
+    DaemonStatus, Done, ErrorBody, ErrorClass, HelloResult, NotifyResult, SubscribeResult,
+    error, response,
+};
+use vfnotify::control::request::{Request, parse_request};
+use vfnotify::control::wire::{EventMsg, LinkEvent, WatchEvent};
+use vfnotify::control::{MAX_MESSAGE, render_event, render_status};
 use vfnotify::link::merge_events;
 use vfnotify::protocol::validate_relpath;
 
-/// The server's answer to a parsed request, with fixed results where it would touch the daemon.
-fn answer(req: Result<Request, Value>) -> Result<Value, Value> {
+/// A typed result as the server writes it.
+macro_rules! val {
+    ($e:expr) => {
+        serde_json::to_value($e).expect("a result serialises")
+    };
+}
+
+/// The server's answer to a parsed request, with fixed results where it would touch the daemon
+/// (as JSON: each command's typed result, serialised as the server does).
+fn answer(req: Result<Request, ErrorBody>) -> Result<Value, ErrorBody> {
     match req? {
-        Request::Hello => Ok(hello_result()),
+        Request::Hello => Ok(val!(HelloResult::ours())),
         Request::Notify { channel, scope } => {
             let paths = scope.paths();
             for (i, p) in paths.iter().enumerate() {
@@ -33,8 +48,13 @@ fn answer(req: Result<Request, Value>) -> Result<Value, Value> {
                 assert!(!paths[..i].contains(p), "duplicate path {p:?}");
             }
             // What dispatch queues for an overlay: the wire form an overlay parses back.
-            let ev =
-                json!({"event": {"type": "notify", "channel": channel, "paths": paths, "seq": 1}});
+            let ev = val!(EventMsg {
+                event: LinkEvent::Notify {
+                    channel: channel.clone(),
+                    paths: scope.clone(),
+                    seq: 1,
+                },
+            });
             let m = merge_events(&[ev]).expect("a notify event merges");
             assert_eq!(m.seqs, vec![1]);
             assert_eq!(
@@ -42,22 +62,27 @@ fn answer(req: Result<Request, Value>) -> Result<Value, Value> {
                 paths,
                 "overlay re-validation changed the daemon's paths"
             );
-            Ok(json!({"channel": channel, "overlays": 0, "handled": 0, "triggers": 0}))
+            Ok(val!(NotifyResult {
+                channel,
+                overlays: 0,
+                handled: 0,
+                triggers: 0,
+            }))
         }
         Request::Subscribe { mountpoint, .. } => {
             assert!(mountpoint.is_absolute());
-            Ok(json!({"subscription": 1}))
+            Ok(val!(SubscribeResult { subscription: 1 }))
         }
         Request::Handled { seqs, .. } => {
             // Cumulative ack: `max + 1` must not overflow (the server uses saturating_add).
             let _ = seqs.iter().max().map(|m| m.saturating_add(1));
-            Ok(json!({}))
+            Ok(val!(Done {}))
         }
-        Request::Status | Request::Watch { .. } | Request::Unwatch { .. } => Ok(json!({})),
+        Request::Status | Request::Watch { .. } | Request::Unwatch { .. } => Ok(val!(Done {})),
     }
 }
 
-fn check_response(id: &Option<Value>, body: &Result<Value, Value>) {
+fn check_response(id: &Option<Value>, body: &Result<Value, ErrorBody>) {
     let line = response(id, body.clone());
     assert!(line.ends_with('\n'));
     assert_eq!(
@@ -69,9 +94,7 @@ fn check_response(id: &Option<Value>, body: &Result<Value, Value>) {
     assert_eq!(back.get("id"), id.as_ref());
     match (body, into_result(back)) {
         (Ok(r), Ok(got)) => assert_eq!(&got, r),
-        (Err(e), Err(ClientError::Remote { class, .. })) => {
-            assert_eq!(Some(class.as_str()), e["class"].as_str())
-        }
+        (Err(e), Err(ClientError::Remote { class, .. })) => assert_eq!(class, e.class.as_str()),
         (b, got) => panic!("into_result({b:?}) gave {got:?}"),
     }
 }
@@ -94,7 +117,12 @@ fn overlay_side(v: &Value) {
                 .all(|(i, p)| !m.scope.paths()[..i].contains(p))
         );
     }
-    let _ = render_status(v);
+    if let Ok(s) = serde_json::from_value::<DaemonStatus>(v.clone()) {
+        let _ = render_status(&s);
+    }
+    if let Ok(ev) = serde_json::from_value::<EventMsg<WatchEvent>>(v.clone()) {
+        let _ = render_event(&ev.event);
+    }
     let _ = into_result(v.clone());
 }
 
@@ -102,7 +130,7 @@ fuzz_target!(|data: &[u8]| {
     // Framing as the server reads it: one request per `\n`, overlong refused.
     for line in data.split_inclusive(|&b| b == b'\n') {
         if line.len() > MAX_MESSAGE {
-            let body = Err(error("overlong", "request too long; closing"));
+            let body = Err(error(ErrorClass::Overlong, "request too long; closing"));
             check_response(&None, &body);
             break;
         }

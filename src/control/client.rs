@@ -1,5 +1,8 @@
-//! A small blocking client of the control socket (used by `notify`, `status` and the overlay's
-//! link).
+//! A small blocking client of the control socket (used by `notify`, `status`, `watch`, the
+//! overlay's link and `vfnotify host status|sync`). Requests go out as the wire types of
+//! [`super::request`] ([`Client::call`]); messages come back as JSON values, since responses and
+//! events share the connection, and are read into [`super::reply`] and [`super::wire`] types by
+//! whoever waits for them. [`Client::request`] sends a raw `cmd` and `args`, for tests.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -7,10 +10,14 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use thiserror::Error;
 
-use super::{MAX_MESSAGE, PROTOCOL_VERSION};
+use super::MAX_MESSAGE;
+use super::reply::{Body, HelloResult, Response};
+use super::request::{HandledArgs, HelloArgs, Reported, Wire};
 
 /// Longest message accepted from the daemon (a `status` with many overlays is large).
 pub const MAX_REPLY: usize = 16 * 1024 * 1024;
@@ -30,6 +37,8 @@ pub enum ClientError {
     Overlong,
     #[error("the daemon sent malformed JSON: {0}")]
     Parse(serde_json::Error),
+    #[error("unexpected answer from the daemon: {0}")]
+    Answer(serde_json::Error),
     #[error("request longer than {MAX_MESSAGE} bytes")]
     RequestTooLong,
     #[error("{class}: {desc}")]
@@ -61,9 +70,9 @@ impl Client {
     }
 
     /// Connect and check the protocol version with `hello`.
-    pub fn connect_hello(path: &Path) -> Result<(Self, Value), ClientError> {
+    pub fn connect_hello(path: &Path) -> Result<(Self, HelloResult), ClientError> {
         let mut c = Self::connect(path)?;
-        let hello = c.request("hello", json!({"protocol": PROTOCOL_VERSION}))?;
+        let hello = c.call(&Wire::Hello(HelloArgs::ours()))?;
         Ok((c, hello))
     }
 
@@ -74,31 +83,55 @@ impl Client {
             .map_err(ClientError::Receive)
     }
 
-    /// Send a request without waiting; returns its id. A `handled` report whose `changes` do not
-    /// fit in one message is sent as several, in order: the first ones carry only changes, the
-    /// last one the rest of the report (its id is returned).
-    pub fn send(&mut self, cmd: &str, args: Value) -> Result<u64, ClientError> {
-        if cmd == "handled" {
-            let mut parts = split_report(args, MAX_MESSAGE - 64);
-            let last = parts.pop().unwrap_or(Value::Null);
-            for part in parts {
-                self.send_one(cmd, part)?;
-            }
-            return self.send_one(cmd, last);
+    /// Send a request (a [`Wire`], or the host's) without waiting; returns its id. A `handled`
+    /// report goes through [`Client::report`].
+    pub fn send_wire<Q: Serialize>(&mut self, req: &Q) -> Result<u64, ClientError> {
+        #[derive(Serialize)]
+        struct Line<'a, Q> {
+            #[serde(flatten)]
+            req: &'a Q,
+            id: u64,
         }
-        self.send_one(cmd, args)
-    }
-
-    fn send_one(&mut self, cmd: &str, args: Value) -> Result<u64, ClientError> {
         let id = self.next_id;
         self.next_id += 1;
-        let mut line = json!({"cmd": cmd, "args": args, "id": id}).to_string();
+        let line = serde_json::to_string(&Line { req, id }).map_err(ClientError::Answer)?;
+        self.send_line(line)?;
+        Ok(id)
+    }
+
+    /// Send a `handled` report without waiting; returns its id. One whose `changes` do not fit
+    /// in one message is sent as several, in order: the first ones carry only changes, the last
+    /// one the rest of the report (its id is returned).
+    pub fn report(&mut self, args: HandledArgs) -> Result<u64, ClientError> {
+        let mut parts = split_report(args, MAX_MESSAGE - 64);
+        let last = parts.pop().unwrap_or_default();
+        for part in parts {
+            self.send_wire(&Wire::Handled(part))?;
+        }
+        self.send_wire(&Wire::Handled(last))
+    }
+
+    /// Send a raw request (`cmd` and `args` as given: tests send malformed ones) without
+    /// waiting; returns its id. A `handled` whose `args` read as a report goes through
+    /// [`Client::report`].
+    pub fn send(&mut self, cmd: &str, args: Value) -> Result<u64, ClientError> {
+        if cmd == "handled" {
+            if let Ok(report) = serde_json::from_value::<HandledArgs>(args.clone()) {
+                return self.report(report);
+            }
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.send_line(json!({"cmd": cmd, "args": args, "id": id}).to_string())?;
+        Ok(id)
+    }
+
+    fn send_line(&mut self, mut line: String) -> Result<(), ClientError> {
         if line.len() > MAX_MESSAGE {
             return Err(ClientError::RequestTooLong);
         }
         line.push('\n');
-        self.write_reading(line.as_bytes())?;
-        Ok(id)
+        self.write_reading(line.as_bytes())
     }
 
     /// Write `bytes` while reading whatever the daemon sends meanwhile (kept for [`recv`]):
@@ -137,10 +170,23 @@ impl Client {
         Ok(())
     }
 
-    /// Send a request and wait for its response, queueing events that arrive meanwhile (see
-    /// [`Client::take_events`]). An error response becomes [`ClientError::Remote`].
+    /// Send a request and wait for its result, read as `R`, queueing events that arrive
+    /// meanwhile (see [`Client::take_events`]). An error response becomes
+    /// [`ClientError::Remote`].
+    pub fn call<R: DeserializeOwned, Q: Serialize>(&mut self, req: &Q) -> Result<R, ClientError> {
+        let id = self.send_wire(req)?;
+        let result = self.wait(id)?;
+        serde_json::from_value(result).map_err(ClientError::Answer)
+    }
+
+    /// [`Client::call`] for a raw request (see [`Client::send`]); its result as JSON.
     pub fn request(&mut self, cmd: &str, args: Value) -> Result<Value, ClientError> {
         let id = self.send(cmd, args)?;
+        self.wait(id)
+    }
+
+    /// Wait for the response to request `id`.
+    fn wait(&mut self, id: u64) -> Result<Value, ClientError> {
         loop {
             // From the connection, not the queue: queued events stay queued.
             let msg = self.recv_wire()?;
@@ -242,24 +288,28 @@ impl Client {
     }
 }
 
-/// Split a `handled` report so that each part's `args` serialise within `limit` bytes (when a
-/// single change is too long, it is dropped). The last part keeps every other field.
-pub fn split_report(mut args: Value, limit: usize) -> Vec<Value> {
-    let size = |v: &Value| {
+/// Split a `handled` report so that each part serialises within `limit` bytes (when a single
+/// change is too long, it is dropped). The last part keeps every other field.
+pub fn split_report(mut args: HandledArgs, limit: usize) -> Vec<HandledArgs> {
+    fn size<T: Serialize>(v: &T) -> usize {
         serde_json::to_string(v)
             .map(|s| s.len())
             .unwrap_or(usize::MAX)
-    };
+    }
     if size(&args) <= limit {
         return vec![args];
     }
-    let Some(Value::Array(changes)) = args.get_mut("changes").map(std::mem::take) else {
+    let Some(Some(changes)) = args.changes.take() else {
         return vec![args];
     };
     // Room left for changes in the last part (the fields other than changes), and in the others.
     let rest = size(&args);
+    let only = |chunk: Vec<Reported>| HandledArgs {
+        changes: Some(Some(chunk)),
+        ..HandledArgs::default()
+    };
     let mut parts = Vec::new();
-    let mut chunk: Vec<Value> = Vec::new();
+    let mut chunk: Vec<Reported> = Vec::new();
     let mut used = 0;
     let budget = limit.saturating_sub(32); // {"changes":[]} and separators
     for c in changes {
@@ -268,7 +318,7 @@ pub fn split_report(mut args: Value, limit: usize) -> Vec<Value> {
             continue;
         }
         if used + n > budget {
-            parts.push(json!({ "changes": std::mem::take(&mut chunk) }));
+            parts.push(only(std::mem::take(&mut chunk)));
             used = 0;
         }
         chunk.push(c);
@@ -276,30 +326,29 @@ pub fn split_report(mut args: Value, limit: usize) -> Vec<Value> {
     }
     // The tail goes with the rest of the report when it fits, else on its own.
     if rest + used + 16 > limit && !chunk.is_empty() {
-        parts.push(json!({ "changes": std::mem::take(&mut chunk) }));
+        parts.push(only(std::mem::take(&mut chunk)));
     }
-    if let Value::Object(m) = &mut args {
-        m.insert("changes".into(), Value::Array(chunk));
-    }
+    args.changes = Some(Some(chunk));
     parts.push(args);
     parts
 }
 
 /// Turn a response message into its result or a [`ClientError::Remote`].
 pub fn into_result(msg: Value) -> Result<Value, ClientError> {
-    if let Some(err) = msg.get("error") {
-        let s = |k: &str| {
-            err.get(k)
-                .and_then(Value::as_str)
-                .unwrap_or("?")
-                .to_string()
-        };
-        return Err(ClientError::Remote {
-            class: s("class"),
-            desc: s("desc"),
-        });
+    match serde_json::from_value::<Response<Value>>(msg) {
+        Ok(Response {
+            body: Body::Result(r),
+            ..
+        }) => Ok(r),
+        Ok(Response {
+            body: Body::Error(e),
+            ..
+        }) => Err(ClientError::Remote {
+            class: e.class.as_str().to_string(),
+            desc: e.desc,
+        }),
+        Err(e) => Err(ClientError::Answer(e)),
     }
-    Ok(msg.get("result").cloned().unwrap_or(Value::Null))
 }
 
 #[cfg(test)]
@@ -358,10 +407,18 @@ mod tests {
         assert!(peer.join().unwrap() >= 300_000);
     }
 
+    fn split(r: Value, limit: usize) -> Vec<Value> {
+        let r: HandledArgs = serde_json::from_value(r).unwrap();
+        split_report(r, limit)
+            .iter()
+            .map(|p| serde_json::to_value(p).unwrap())
+            .collect()
+    }
+
     #[test]
     fn small_reports_are_sent_whole() {
         let r = json!({"seqs": [1], "stats": {}, "changes": [{"type": "create", "path": "a"}]});
-        assert_eq!(split_report(r.clone(), 1000), vec![r]);
+        assert_eq!(split(r.clone(), 1000), vec![r]);
     }
 
     #[test]
@@ -370,7 +427,7 @@ mod tests {
             .map(|i| json!({"type": "create", "path": format!("dir/file-{i:04}")}))
             .collect();
         let r = json!({"seqs": [4, 5], "stats": {"x": 1}, "changes": changes});
-        let parts = split_report(r, 2000);
+        let parts = split(r, 2000);
         assert!(parts.len() > 10);
         let mut all = Vec::new();
         for (i, p) in parts.iter().enumerate() {
@@ -383,11 +440,30 @@ mod tests {
         assert_eq!(all, changes);
         // A change too long for any part is dropped rather than breaking the link.
         let r = json!({"seqs": [1], "changes": [{"type": "create", "path": "x".repeat(5000)}, {"type": "create", "path": "b"}]});
-        let parts = split_report(r, 2000);
+        let parts = split(r, 2000);
         assert_eq!(parts.len(), 1);
         assert_eq!(
             parts[0]["changes"],
             json!([{"type": "create", "path": "b"}])
         );
+    }
+
+    #[test]
+    fn results_and_errors_read_back() {
+        assert_eq!(
+            into_result(json!({"result": {"a": 1}, "id": 3})).unwrap(),
+            json!({"a": 1})
+        );
+        assert_eq!(into_result(json!({"result": null})).unwrap(), Value::Null);
+        match into_result(json!({"error": {"class": "bad-path", "desc": "d"}, "id": 1})) {
+            Err(ClientError::Remote { class, desc }) => {
+                assert_eq!((class.as_str(), desc.as_str()), ("bad-path", "d"))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            into_result(json!({"event": {}})),
+            Err(ClientError::Answer(_))
+        ));
     }
 }

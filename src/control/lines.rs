@@ -4,7 +4,7 @@
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt};
 
 use super::MAX_MESSAGE;
-use super::request::{error, response};
+use super::reply::{Done, ErrorClass, error, response};
 
 /// What [`read_request`] found.
 pub enum Read {
@@ -32,10 +32,10 @@ pub async fn read_request<R: AsyncBufRead + Unpin>(reader: &mut R, line: &mut Ve
     }
     if line.len() > MAX_MESSAGE {
         let body = error(
-            "overlong",
+            ErrorClass::Overlong,
             format!("request longer than {MAX_MESSAGE} bytes; closing"),
         );
-        return Read::Overlong(response(&None, Err(body)));
+        return Read::Overlong(response::<Done>(&None, Err(body)));
     }
     if line.iter().all(u8::is_ascii_whitespace) {
         return Read::Blank;

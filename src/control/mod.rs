@@ -3,14 +3,18 @@
 //! Requests `{"cmd": ..., "args": {...}, "id": ...}`; responses `{"result": ..., "id": ...}` or
 //! `{"error": {"class": ..., "desc": ...}, "id": ...}`; unsolicited `{"event": {...}}` messages
 //! to subscribed overlays and watches. See README.md for the commands. The server runs inside the
-//! daemon, beside the state it serves (`daemon::server`); this module is what both ends share:
-//! [`request`] parses and validates requests (pure, fuzzed), [`wire`] the types both ends name,
-//! [`lines`] reads request lines for every control server; [`client`] is the blocking client
-//! behind [`notify`], [`status`], [`watch`] and the overlay's link.
+//! daemon, beside the state it serves (`daemon::server`); this module is what both ends share,
+//! one typed serde layer: [`request`] the requests ([`request::Wire`], one variant per command)
+//! and their checking (pure, fuzzed), [`reply`] the responses (each command's result, the
+//! error body and its [`reply::ErrorClass`]), [`wire`] the changes, scopes and pushed events;
+//! [`lines`] reads request lines for every control server (the host's too); [`client`] is the
+//! blocking client behind [`notify`], [`status`], [`watch`], the overlay's link and the host's
+//! `status`/`sync` commands.
 
 pub mod client;
 pub mod lines;
 pub mod notify;
+pub mod reply;
 pub mod request;
 pub mod status;
 pub mod watch;
@@ -18,8 +22,8 @@ pub mod wire;
 
 use std::time::Duration;
 
-use serde::Deserialize as _;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
 pub use client::{Client, ClientError};
 pub use lines::{Read, read_request};
@@ -41,12 +45,12 @@ pub fn print_stdout(text: &str) -> std::io::Result<()> {
     out.write_all(text.as_bytes()).and_then(|()| out.flush())
 }
 
-/// One request without arguments to the control socket at `control` (after `hello`), with a
-/// 10 s timeout: what `status` commands ask.
-pub fn query(control: &std::path::Path, cmd: &str) -> Result<Value, ClientError> {
+/// One request to the control socket at `control` (after `hello`), with a 10 s timeout: what
+/// `status` commands ask. Its result as JSON (printed as it came with `--json`).
+pub fn query<Q: Serialize>(control: &std::path::Path, req: &Q) -> Result<Value, ClientError> {
     let (mut client, _) = Client::connect_hello(control)?;
     client.set_timeout(Some(Duration::from_secs(10)))?;
-    client.request(cmd, json!({}))
+    client.call(req)
 }
 
 /// A JSON value as printed: pretty, one final newline.
@@ -58,106 +62,77 @@ pub fn json_text(v: &Value) -> String {
 
 /// The readable form of one watch event: `create reports/q1.pdf`, `rename a -> b`,
 /// `OVERFLOW: rescan`.
-pub fn render_event(ev: &Value) -> String {
-    let s = |k: &str| ev.get(k).and_then(Value::as_str).unwrap_or_default();
-    match s("type") {
-        "overflow" => "OVERFLOW: rescan".to_string(),
-        t => match wire::ChangeKind::deserialize(&ev["type"]).ok() {
-            Some(k) if k.has_target() => format!("{k} {} -> {}", s("path"), s("to")),
-            _ => format!("{t} {}", s("path")),
+pub fn render_event(ev: &wire::WatchEvent) -> String {
+    match &ev.item {
+        wire::WatchItem::Overflow => "OVERFLOW: rescan".to_string(),
+        wire::WatchItem::Change { change, .. } => match &change.to {
+            Some(to) if change.kind.has_target() => {
+                format!("{} {} -> {to}", change.kind, change.path)
+            }
+            _ => format!("{} {}", change.kind, change.path),
         },
     }
 }
 
 /// The readable form of a `status` result.
-pub fn render_status(s: &Value) -> String {
+pub fn render_status(s: &reply::DaemonStatus) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
-    let text = |v: &Value| {
-        v.as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| v.to_string())
-    };
-    let _ = writeln!(out, "{} (pid {})", text(&s["program"]), s["pid"]);
-    let _ = writeln!(out, "control: {}", text(&s["control"]));
+    let _ = writeln!(out, "{} (pid {})", s.program, s.pid);
+    let _ = writeln!(out, "control: {}", s.control.display());
     let _ = writeln!(
         out,
         "trigger file: {}   allowed vsock CIDs: {}",
-        text(&s["trigger_name"]),
-        text(&s["allow_cid"])
+        s.trigger_name, s.allow_cid
     );
     let _ = writeln!(out, "listeners:");
-    for l in s["listeners"].as_array().into_iter().flatten() {
-        let _ = writeln!(out, "  {}", text(l));
+    for l in &s.listeners {
+        let _ = writeln!(out, "  {l}");
     }
     let _ = writeln!(out, "channels:");
-    match s["channels"].as_object() {
-        Some(m) if !m.is_empty() => {
-            for (c, paths) in m {
-                let ps: Vec<String> = paths.as_array().into_iter().flatten().map(text).collect();
-                let _ = writeln!(out, "  {c} -> {}", ps.join(", "));
-            }
-        }
-        _ => {
-            let _ = writeln!(out, "  (none)");
-        }
+    if s.channels.is_empty() {
+        let _ = writeln!(out, "  (none)");
+    }
+    for (c, paths) in &s.channels {
+        let ps: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        let _ = writeln!(out, "  {c} -> {}", ps.join(", "));
     }
     let _ = writeln!(out, "overlays:");
-    match s["overlays"].as_array() {
-        Some(v) if !v.is_empty() => {
-            for o in v {
-                let _ = writeln!(
-                    out,
-                    "  {} on {} (pid {}, since {}): {} delivered, {} handled",
-                    text(&o["channel"]),
-                    text(&o["mountpoint"]),
-                    o["pid"],
-                    o["since"],
-                    o["delivered"],
-                    o["handled"]
-                );
-            }
-        }
-        _ => {
-            let _ = writeln!(out, "  (none)");
-        }
+    if s.overlays.is_empty() {
+        let _ = writeln!(out, "  (none)");
     }
-    match s["watches"].as_array() {
-        Some(v) if !v.is_empty() => {
-            let _ = writeln!(out, "watches: {}", v.len());
-            for w in v {
-                let on = w
-                    .get("channel")
-                    .map(|c| format!("channel {}", text(c)))
-                    .or_else(|| w.get("mountpoint").map(|m| format!("overlay {}", text(m))))
-                    .unwrap_or_default();
-                let glob = w["glob"]
-                    .as_str()
-                    .map(|g| format!(" {g}"))
-                    .unwrap_or_default();
-                let _ = writeln!(
-                    out,
-                    "  {} on {on}{glob}: {} sent, {} queued, {} dropped, {} overflows",
-                    w["watch"], w["sent"], w["queued"], w["dropped"], w["overflows"]
-                );
-            }
-        }
-        _ => {
-            let _ = writeln!(out, "watches: 0");
-        }
+    for o in &s.overlays {
+        let _ = writeln!(
+            out,
+            "  {} on {} (pid {}, since {}): {} delivered, {} handled",
+            o.channel,
+            o.mountpoint.display(),
+            o.pid,
+            o.since,
+            o.delivered,
+            o.handled
+        );
+    }
+    let _ = writeln!(out, "watches: {}", s.watches.len());
+    for w in &s.watches {
+        let on = match &w.target {
+            wire::Target::Channel(c) => format!("channel {c}"),
+            wire::Target::Mountpoint(m) => format!("overlay {}", m.display()),
+        };
+        let glob = w.glob.as_ref().map(|g| format!(" {g}")).unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {} on {on}{glob}: {} sent, {} queued, {} dropped, {} overflows",
+            w.watch, w.sent, w.queued, w.dropped, w.overflows
+        );
     }
     let _ = writeln!(out, "counters:");
-    if let Some(m) = s["counters"].as_object() {
-        for (k, v) in m {
-            if let Some(d) = v.as_object() {
-                let _ = writeln!(out, "  {k}:");
-                for (k2, v2) in d {
-                    let _ = writeln!(out, "    {k2}: {v2}");
-                }
-            } else {
-                let _ = writeln!(out, "  {k}: {v}");
-            }
-        }
+    for (k, v) in &s.counters.counts {
+        let _ = writeln!(out, "  {k}: {v}");
+    }
+    let _ = writeln!(out, "  dropped:");
+    for (k, v) in &s.counters.dropped {
+        let _ = writeln!(out, "    {k}: {v}");
     }
     out
 }

@@ -3,9 +3,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde_json::{Value, json};
 use thiserror::Error;
 
+use super::reply::NotifyResult;
+use super::request::{NotifyArgs, Wire};
 use super::{Client, ClientError, NOTIFY_TIMEOUT, print_stdout};
 use crate::protocol::{ChannelError, RelpathError, validate_channel, validate_relpath};
 
@@ -66,12 +67,16 @@ pub fn run(config: Config) -> Result<(), NotifyError> {
     let (mut client, _) = Client::connect_hello(&config.control)?;
     // The daemon answers within its own 10 s timeout; leave it some slack.
     client.set_timeout(Some(NOTIFY_TIMEOUT + Duration::from_secs(5)))?;
-    let r = client.request(
-        "notify",
-        json!({"channel": config.channel, "paths": config.relpaths}),
-    )?;
-    let n = |k: &str| r.get(k).and_then(Value::as_u64).unwrap_or(0);
-    let (overlays, handled, triggers) = (n("overlays"), n("handled"), n("triggers"));
+    let r: NotifyResult = client.call(&Wire::Notify(NotifyArgs {
+        channel: config.channel.clone(),
+        paths: Some(config.relpaths),
+    }))?;
+    let NotifyResult {
+        overlays,
+        handled,
+        triggers,
+        ..
+    } = r;
     let line = format!(
         "{}: {handled} of {overlays} overlays handled it, {triggers} trigger files toggled\n",
         config.channel

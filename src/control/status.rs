@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use thiserror::Error;
 
+use super::request::{NoArgs, Wire};
 use super::{ClientError, json_text, print_stdout, query, render_status};
 
 /// What `status` asks and how it prints it.
@@ -25,10 +26,12 @@ pub enum StatusError {
 
 /// `vfnotify status`.
 pub fn run(config: Config) -> Result<(), StatusError> {
-    let status = query(&config.control, "status")?;
+    // As it came with `--json` (a newer daemon's fields too); read as ours to show it.
+    let status = query(&config.control, &Wire::Status(NoArgs {}))?;
     let text = if config.json {
         json_text(&status)
     } else {
+        let status = serde_json::from_value(status).map_err(ClientError::Answer)?;
         render_status(&status)
     };
     print_stdout(&text).map_err(StatusError::Stdout)

@@ -4,9 +4,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde_json::{Value, json};
 use thiserror::Error;
 
+use super::reply::WatchResult;
+use super::request::{WatchArgs, Wire};
+use super::wire::{EventMsg, WatchEvent};
 use super::{Client, ClientError, render_event};
 use crate::glob::{Glob, GlobError};
 use crate::protocol::{ChannelError, validate_channel};
@@ -108,23 +110,31 @@ pub fn run(config: Config) -> Result<(), WatchError> {
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
     }
     .map_err(WatchError::Sigint)?;
-    let (mut req, shown) = match &config.target {
-        Target::Mountpoint(p) => (json!({"mountpoint": p}), p.display().to_string()),
-        Target::Channel(c) => (json!({"channel": c}), c.clone()),
+    let mut args = WatchArgs {
+        glob: config.glob.clone(),
+        ..WatchArgs::default()
     };
-    if let (Some(g), Value::Object(m)) = (&config.glob, &mut req) {
-        m.insert("glob".into(), json!(g));
-    }
+    let shown = match &config.target {
+        Target::Mountpoint(p) => {
+            args.mountpoint = Some(p.clone());
+            p.display().to_string()
+        }
+        Target::Channel(c) => {
+            args.channel = Some(c.clone());
+            c.clone()
+        }
+    };
+    let req = Wire::Watch(args);
     let control = config.control.clone();
     let connect = move || -> Result<(Client, u64), ClientError> {
         let (mut client, _) = Client::connect_hello(&control)?;
         client.set_timeout(Some(Duration::from_secs(10)))?;
-        let r = client.request("watch", req)?;
+        let r: WatchResult = client.call(&req)?;
         client.set_timeout(None)?;
-        if r.get("overlays").and_then(Value::as_u64) == Some(0) {
+        if r.overlays == 0 {
             eprintln!("vfnotify watch: no overlay follows {shown:?} yet; waiting for one");
         }
-        Ok((client, r.get("watch").and_then(Value::as_u64).unwrap_or(0)))
+        Ok((client, r.watch))
     };
     // Connecting may wait (up to 10 s on a stuck daemon): Ctrl-C ends that wait too.
     let connected = rt.block_on(async {
@@ -154,14 +164,18 @@ pub fn run(config: Config) -> Result<(), WatchError> {
                     Err(ClientError::Closed) => break Err(WatchError::Closed),
                     Err(e) => break Err(WatchError::Request(e)),
                 };
-                let Some(ev) = msg.get("event") else { continue };
-                if ev.get("watch").and_then(Value::as_u64) != Some(id) {
+                // Responses, and events of other kinds (a newer daemon's), are not ours.
+                let Ok(EventMsg { event }) = serde_json::from_value::<EventMsg<WatchEvent>>(msg)
+                else {
+                    continue;
+                };
+                if event.watch != id {
                     continue;
                 }
                 let line = if json_out {
-                    ev.to_string()
+                    serde_json::to_string(&event).unwrap_or_default()
                 } else {
-                    render_event(ev)
+                    render_event(&event)
                 };
                 let mut out = stdout.lock();
                 if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {

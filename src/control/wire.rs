@@ -1,5 +1,8 @@
 //! Types carried on the control socket that both ends name: the changes an overlay reports in
-//! `handled` and a watch relays as events, and what a watch follows.
+//! `handled` and a watch relays as events, what a notification covers and a watch follows, and
+//! every event the daemon pushes (`{"event": {...}}`: [`LinkEvent`] to subscribed overlays,
+//! [`WatchEvent`] to watches). Requests are in [`super::request`], responses in
+//! [`super::reply`].
 
 use std::path::PathBuf;
 
@@ -9,7 +12,7 @@ use serde_json::Value;
 /// The kinds of change an overlay reports and a watch relays; on the wire, the lowercase name
 /// (`"create"`, ...). Adding one here makes the compiler point at every `match` that must say
 /// what it means: its wire name ([`ChangeKind::as_str`]), whether it carries a second path
-/// ([`Change::from_json`]), how `vfnotify watch` shows it, and the overlay records that make it.
+/// ([`ChangeKind::has_target`]), how `vfnotify watch` shows it, and the overlay records that make it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ChangeKind {
@@ -51,7 +54,8 @@ impl std::fmt::Display for ChangeKind {
 
 /// One change, as an overlay reports it (`handled.changes`) and a watch relays it: `type`,
 /// `path` relative to the mount, and `to` for a rename.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "RawChange")]
 pub struct Change {
     #[serde(rename = "type")]
     pub kind: ChangeKind,
@@ -60,20 +64,35 @@ pub struct Change {
     pub to: Option<String>,
 }
 
+/// [`Change`] as it arrives, before the check that a rename names its target.
+#[derive(Deserialize)]
+struct RawChange {
+    #[serde(rename = "type")]
+    kind: ChangeKind,
+    path: String,
+    #[serde(default)]
+    to: Option<String>,
+}
+
+impl TryFrom<RawChange> for Change {
+    type Error = String;
+    fn try_from(r: RawChange) -> Result<Change, String> {
+        if r.kind.has_target() && r.to.is_none() {
+            return Err(format!("a {} needs `to`", r.kind));
+        }
+        Ok(Change {
+            kind: r.kind,
+            path: r.path,
+            to: r.to,
+        })
+    }
+}
+
 impl Change {
     /// Parse one `{"type", "path", "to"?}` object; `None` when malformed (an unknown type, a
     /// rename without `to`).
     pub fn from_json(v: &Value) -> Option<Change> {
-        let kind = ChangeKind::deserialize(v.get("type")?).ok()?;
-        let path = v.get("path")?.as_str()?.to_string();
-        let to = match v.get("to") {
-            None | Some(Value::Null) => None,
-            Some(t) => Some(t.as_str()?.to_string()),
-        };
-        if kind.has_target() && to.is_none() {
-            return None;
-        }
-        Some(Change { kind, path, to })
+        Change::deserialize(v).ok()
     }
 }
 
@@ -120,13 +139,68 @@ impl<'de> Deserialize<'de> for Scope {
     }
 }
 
-/// What a watch follows.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a watch follows; on the wire (in `status`) `{"channel": NAME}` or
+/// `{"mountpoint": PATH}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Target {
     /// Every overlay of a channel (following it, or mounted on one of its `--map` folders).
     Channel(String),
     /// The overlay mounted there (across its reconnections).
     Mountpoint(PathBuf),
+}
+
+/// Every message the daemon sends unasked: `{"event": E}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventMsg<E> {
+    pub event: E,
+}
+
+impl<E: Serialize> EventMsg<E> {
+    /// The message as one line (with its final `\n`).
+    pub fn line(event: E) -> String {
+        let mut s = serde_json::to_string(&EventMsg { event }).unwrap_or_default();
+        s.push('\n');
+        s
+    }
+}
+
+/// The events of a subscription (to an overlay's link), tagged by `type`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum LinkEvent {
+    /// Handle this notification, then acknowledge `seq` with `handled`.
+    Notify {
+        channel: String,
+        paths: Scope,
+        seq: u64,
+    },
+    /// The globs of the watches that follow the overlay now (empty: none).
+    Watches { globs: Vec<String> },
+}
+
+/// One event of a watch: `{"watch": ID, "type": KIND, "path", "to"?, "seq"}`, or
+/// `{"watch": ID, "type": "overflow"}` once its queue overflowed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchEvent {
+    pub watch: u64,
+    #[serde(flatten)]
+    pub item: WatchItem,
+}
+
+/// What a [`WatchEvent`] says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum WatchItem {
+    /// Events were dropped from here on until the queue drained (`seq` gaps count them).
+    Overflow,
+    /// One change (its `type` is the change kind), numbered in the watch.
+    #[serde(untagged)]
+    Change {
+        #[serde(flatten)]
+        change: Change,
+        seq: u64,
+    },
 }
 
 #[cfg(test)]

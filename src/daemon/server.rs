@@ -7,15 +7,20 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::sync::{Semaphore, mpsc};
 
 use super::state::{Counters, Popped, Shared, Subscriber};
 use super::watch::{self, Change, Taken, Target, Watch};
-use crate::control::request::{Request, error, hello_result, parse_request, response};
-use crate::control::wire::Scope;
+use crate::control::reply::{
+    Done, ErrorBody, ErrorClass, HelloResult, NotifyResult, SubscribeResult, WatchResult,
+    WatchTotals, error, response,
+};
+use crate::control::request::{OverlayStats, Request, parse_request};
+use crate::control::wire::{EventMsg, LinkEvent, Scope};
 use crate::control::{Read, read_request};
 use crate::glob::Glob;
 use crate::transport::UnixListener;
@@ -136,34 +141,47 @@ impl Conn {
     /// Handle one request; returns false when the connection should close.
     async fn handle(&mut self, line: &[u8]) -> bool {
         let (id, req) = parse_request(line);
-        let result = match req {
-            Err(e) => Err(e),
-            Ok(Request::Hello) => Ok(hello_result()),
-            Ok(Request::Status) => Ok(self.shared.status()),
-            Ok(Request::Notify { channel, scope }) => {
-                return self.notify(id, channel, scope).await;
-            }
-            Ok(Request::Subscribe {
+        let req = match req {
+            Ok(r) => r,
+            Err(e) => return self.reply::<Done>(&id, Err(e)).await,
+        };
+        match req {
+            Request::Hello => self.reply(&id, Ok(HelloResult::ours())).await,
+            Request::Status => self.reply(&id, Ok(self.shared.status())).await,
+            Request::Notify { channel, scope } => self.notify(id, channel, scope).await,
+            Request::Subscribe {
                 channel,
                 mountpoint,
                 pid,
-            }) => self.subscribe(channel, mountpoint, pid),
-            Ok(Request::Handled {
+            } => {
+                let r = self.subscribe(channel, mountpoint, pid);
+                self.reply(&id, r).await
+            }
+            Request::Handled {
                 seqs,
                 stats,
                 changes,
                 ..
-            }) => self.handled(seqs, stats, changes).await,
-            Ok(Request::Watch { target, glob }) => self.watch(target, glob),
-            Ok(Request::Unwatch { watch }) => self.unwatch(watch).await,
-        };
-        if result.is_err() {
-            Counters::bump(&self.shared.counters.control_errors);
+            } => {
+                let r = self.handled(seqs, stats, changes).await;
+                self.reply(&id, r).await
+            }
+            Request::Watch { target, glob } => {
+                let r = self.watch(target, glob);
+                self.reply(&id, r).await
+            }
+            Request::Unwatch { watch } => {
+                let r = self.unwatch(watch).await;
+                self.reply(&id, r).await
+            }
         }
-        self.reply(&id, result).await
     }
 
-    async fn reply(&self, id: &Option<Value>, body: Result<Value, Value>) -> bool {
+    /// Send one response (an error is counted); false when the connection is gone.
+    async fn reply<R: Serialize>(&self, id: &Option<Value>, body: Result<R, ErrorBody>) -> bool {
+        if body.is_err() {
+            Counters::bump(&self.shared.counters.control_errors);
+        }
         self.tx.send(response(id, body)).await.is_ok()
     }
 
@@ -175,10 +193,10 @@ impl Conn {
         let wait = self.shared.dispatch(&channel, scope, true);
         if !wait.known {
             return self
-                .reply(
+                .reply::<Done>(
                     &id,
                     Err(error(
-                        "unknown-channel",
+                        ErrorClass::UnknownChannel,
                         format!("channel {channel:?} is neither mapped nor followed by an overlay"),
                     )),
                 )
@@ -201,14 +219,14 @@ impl Conn {
                 }
             };
             let body = match tokio::time::timeout(NOTIFY_TIMEOUT, work).await {
-                Ok(triggers) => Ok(json!({
-                    "channel": channel,
-                    "overlays": total,
-                    "handled": handled.load(Ordering::Relaxed),
-                    "triggers": triggers,
-                })),
+                Ok(triggers) => Ok(NotifyResult {
+                    channel,
+                    overlays: total as u64,
+                    handled: handled.load(Ordering::Relaxed) as u64,
+                    triggers,
+                }),
                 Err(_) => Err(error(
-                    "timeout",
+                    ErrorClass::Timeout,
                     format!(
                         "not handled within {} s: {} of {} overlays acknowledged",
                         NOTIFY_TIMEOUT.as_secs(),
@@ -228,10 +246,10 @@ impl Conn {
         channel: String,
         mountpoint: PathBuf,
         pid: u32,
-    ) -> Result<Value, Value> {
+    ) -> Result<SubscribeResult, ErrorBody> {
         if self.sub.is_some() {
             return Err(error(
-                "already-subscribed",
+                ErrorClass::AlreadySubscribed,
                 "this connection already has a subscription",
             ));
         }
@@ -244,16 +262,12 @@ impl Conn {
                 match forward.pop() {
                     Popped::Closed => break,
                     Popped::Event(ev) => {
-                        let mut line = ev.to_json().to_string();
-                        line.push('\n');
-                        if tx.send(line).await.is_err() {
+                        if tx.send(EventMsg::line(ev.wire())).await.is_err() {
                             break;
                         }
                     }
                     Popped::Watches(globs) => {
-                        let mut line =
-                            json!({"event": {"type": "watches", "globs": globs}}).to_string();
-                        line.push('\n');
+                        let line = EventMsg::line(LinkEvent::Watches { globs });
                         if tx.send(line).await.is_err() {
                             break;
                         }
@@ -263,15 +277,15 @@ impl Conn {
             }
         });
         self.sub = Some(sub);
-        Ok(json!({"subscription": id}))
+        Ok(SubscribeResult { subscription: id })
     }
 
     /// `watch {channel | mountpoint, glob?}` → `{"watch": ID, "overlays": N}`; the changes the
     /// overlays report then arrive as events on this connection.
-    fn watch(&mut self, target: Target, glob: Option<Glob>) -> Result<Value, Value> {
+    fn watch(&mut self, target: Target, glob: Option<Glob>) -> Result<WatchResult, ErrorBody> {
         if self.watches.len() >= watch::MAX_WATCHES_PER_CONNECTION {
             return Err(error(
-                "too-many-watches",
+                ErrorClass::TooManyWatches,
                 format!(
                     "at most {} watches per connection",
                     watch::MAX_WATCHES_PER_CONNECTION
@@ -281,7 +295,7 @@ impl Conn {
         if let Target::Mountpoint(mp) = &target {
             if self.shared.overlays_of(&target) == 0 {
                 return Err(error(
-                    "unknown-mountpoint",
+                    ErrorClass::UnknownMountpoint,
                     format!("no overlay linked to this daemon is mounted at {mp:?}"),
                 ));
             }
@@ -297,9 +311,7 @@ impl Conn {
                 match forward.take() {
                     Taken::Closed => break,
                     Taken::Event(ev) => {
-                        let mut line = ev.to_string();
-                        line.push('\n');
-                        if tx.send(line).await.is_err() {
+                        if tx.send(EventMsg::line(ev)).await.is_err() {
                             break;
                         }
                     }
@@ -311,14 +323,17 @@ impl Conn {
             }
         });
         self.watches.insert(id, w);
-        Ok(json!({"watch": id, "overlays": overlays}))
+        Ok(WatchResult {
+            watch: id,
+            overlays: overlays as u64,
+        })
     }
 
     /// `unwatch {watch}`: once answered, no further event of that watch follows.
-    async fn unwatch(&mut self, id: u64) -> Result<Value, Value> {
+    async fn unwatch(&mut self, id: u64) -> Result<WatchTotals, ErrorBody> {
         let Some(w) = self.watches.remove(&id) else {
             return Err(error(
-                "unknown-watch",
+                ErrorClass::UnknownWatch,
                 format!("no watch {id} on this connection"),
             ));
         };
@@ -331,12 +346,12 @@ impl Conn {
     async fn handled(
         &mut self,
         seqs: Vec<u64>,
-        stats: Option<Value>,
+        stats: Option<Option<OverlayStats>>,
         changes: Vec<Change>,
-    ) -> Result<Value, Value> {
+    ) -> Result<Done, ErrorBody> {
         let Some(sub) = &self.sub else {
             return Err(error(
-                "not-subscribed",
+                ErrorClass::NotSubscribed,
                 "`handled` needs a subscription on this connection",
             ));
         };
@@ -344,6 +359,6 @@ impl Conn {
         let sub = Arc::clone(sub);
         self.shared.publish_changes(&sub, &changes).await;
         sub.ack(&seqs, stats);
-        Ok(json!({}))
+        Ok(Done {})
     }
 }

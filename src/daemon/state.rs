@@ -7,12 +7,13 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
 use tokio::sync::{Notify, oneshot};
 
 use super::DaemonConfig;
 use super::watch::{self, Change, Target, Watch};
-use crate::control::wire::Scope;
+use crate::control::reply::{DaemonCounters, DaemonStatus, OverlayStatus};
+use crate::control::request::OverlayStats;
+use crate::control::wire::{LinkEvent, Scope};
 use crate::glob::Glob;
 use crate::mountinfo::vfnotify_mounts;
 use crate::trigger::{self, Coalescer};
@@ -97,18 +98,17 @@ const DROPPED: &[&str] = &[
 
 impl Counters {
     /// The `counters` object of `status`: dropped/ignored items are grouped under `dropped`.
-    pub fn to_json(&self) -> Value {
-        let mut top = serde_json::Map::new();
-        let mut dropped = serde_json::Map::new();
+    pub fn wire(&self) -> DaemonCounters {
+        let mut out = DaemonCounters::default();
         for (k, v) in self.snapshot() {
-            if DROPPED.contains(&k) {
-                dropped.insert(k.to_string(), json!(v));
+            let to = if DROPPED.contains(&k) {
+                &mut out.dropped
             } else {
-                top.insert(k.to_string(), json!(v));
-            }
+                &mut out.counts
+            };
+            to.insert(k.to_string(), v);
         }
-        top.insert("dropped".into(), Value::Object(dropped));
-        Value::Object(top)
+        out
     }
 }
 
@@ -122,8 +122,12 @@ pub struct Event {
 
 impl Event {
     /// The wire form: `{"event":{"type":"notify","channel":..,"paths":[..],"seq":N}}`.
-    pub fn to_json(&self) -> Value {
-        json!({"event": {"type": "notify", "channel": self.channel, "paths": self.scope, "seq": self.seq}})
+    pub fn wire(&self) -> LinkEvent {
+        LinkEvent::Notify {
+            channel: self.channel.clone(),
+            paths: self.scope.clone(),
+            seq: self.seq,
+        }
     }
 }
 
@@ -133,7 +137,7 @@ struct SubState {
     next_seq: u64,
     delivered: u64,
     handled: u64,
-    stats: Value,
+    stats: Option<OverlayStats>,
     /// seq → waiters released once an ack covers seq (acks are cumulative: an ack of N covers
     /// every seq ≤ N, since events are delivered in order).
     waiters: BTreeMap<u64, Vec<oneshot::Sender<()>>>,
@@ -229,7 +233,8 @@ impl Subscriber {
     }
 
     /// Record acknowledgements of `seqs` (cumulative), with the overlay's latest stats.
-    pub fn ack(&self, seqs: &[u64], stats: Option<Value>) {
+    /// `stats`: `Some` when the report carried them (`Some(None)`: a `null`, shown as such).
+    pub fn ack(&self, seqs: &[u64], stats: Option<Option<OverlayStats>>) {
         let mut st = lock(&self.state);
         if let Some(s) = stats {
             st.stats = s;
@@ -274,19 +279,19 @@ impl Subscriber {
         self.wake.notify_one();
     }
 
-    fn to_json(&self) -> Value {
+    fn wire(&self) -> OverlayStatus {
         let st = lock(&self.state);
-        json!({
-            "subscription": self.id,
-            "channel": self.channel,
-            "mountpoint": self.mountpoint,
-            "pid": self.pid,
-            "since": self.since,
-            "delivered": st.delivered,
-            "handled": st.handled,
-            "queued": st.queue.len(),
-            "stats": st.stats,
-        })
+        OverlayStatus {
+            subscription: self.id,
+            channel: self.channel.clone(),
+            mountpoint: self.mountpoint.clone(),
+            pid: self.pid,
+            since: self.since,
+            delivered: st.delivered,
+            handled: st.handled,
+            queued: st.queue.len() as u64,
+            stats: st.stats.clone(),
+        }
     }
 }
 
@@ -597,29 +602,26 @@ impl Shared {
     }
 
     /// The `status` result.
-    pub fn status(&self) -> Value {
-        let channels: serde_json::Map<String, Value> = self
-            .config
-            .channels
-            .iter()
-            .map(|(c, p)| (c.clone(), json!(p)))
+    pub fn status(&self) -> DaemonStatus {
+        let channels = (self.config.channels.iter())
+            .map(|(c, p)| (c.clone(), p.clone()))
             .collect();
-        let mut counters = self.counters.to_json();
-        if let Value::Object(m) = &mut counters {
-            m.insert("active_connections".into(), json!(self.connections.len()));
+        let mut counters = self.counters.wire();
+        counters
+            .counts
+            .insert("active_connections".into(), self.connections.len() as u64);
+        DaemonStatus {
+            program: super::PROGRAM.to_string(),
+            pid: std::process::id(),
+            listeners: lock(&self.listeners).clone(),
+            control: self.config.control.clone(),
+            trigger_name: self.config.trigger_name.clone(),
+            allow_cid: self.config.cid_policy.to_string(),
+            channels,
+            counters,
+            overlays: self.subscribers().iter().map(|s| s.wire()).collect(),
+            watches: lock(&self.watches).values().map(|w| w.wire()).collect(),
         }
-        json!({
-            "program": super::PROGRAM,
-            "pid": std::process::id(),
-            "listeners": *lock(&self.listeners),
-            "control": self.config.control,
-            "trigger_name": self.config.trigger_name,
-            "allow_cid": self.config.cid_policy.to_string(),
-            "channels": channels,
-            "counters": counters,
-            "overlays": self.subscribers().iter().map(|s| s.to_json()).collect::<Vec<_>>(),
-            "watches": lock(&self.watches).values().map(|w| w.to_json()).collect::<Vec<_>>(),
-        })
     }
 
     /// Idle timeout for peers.
@@ -657,7 +659,7 @@ mod tests {
         assert_eq!(ev.scope, Scope::Whole);
         assert_eq!(ev.seq, SUBSCRIBER_QUEUE as u64 + 1);
         assert!(matches!(sub.pop(), Popped::Empty));
-        sub.ack(&[ev.seq], Some(json!({"x": 1})));
+        sub.ack(&[ev.seq], Some(Some(OverlayStats::new())));
         assert!(rx1.try_recv().is_ok());
         assert!(rx2.try_recv().is_ok());
         sub.close();

@@ -11,7 +11,6 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
 use tokio::sync::Notify;
 
 use super::state::lock;
@@ -28,7 +27,8 @@ pub const REPORT_WAIT: Duration = Duration::from_secs(2);
 /// Most watches per control connection.
 pub const MAX_WATCHES_PER_CONNECTION: usize = 64;
 
-pub use crate::control::wire::{Change, ChangeKind, Target};
+use crate::control::reply::{WatchStatus, WatchTotals};
+pub use crate::control::wire::{Change, ChangeKind, Target, WatchEvent, WatchItem};
 
 #[derive(Debug)]
 enum Item {
@@ -72,8 +72,8 @@ pub struct Watch {
 /// What [`Watch::take`] found.
 #[derive(Debug)]
 pub enum Taken {
-    /// The wire message: `{"event": {...}}`.
-    Event(Value),
+    /// The event (sent as `{"event": {...}}`).
+    Event(WatchEvent),
     Empty,
     Closed,
 }
@@ -170,21 +170,20 @@ impl Watch {
             return Taken::Empty;
         };
         st.last_taken = Instant::now();
-        let msg = match item {
+        let item = match item {
             Item::Change { seq, change } => {
                 st.sent += 1;
-                let mut ev =
-                    json!({"watch": self.id, "type": change.kind, "path": change.path, "seq": seq});
-                if let (Some(to), Value::Object(m)) = (change.to, &mut ev) {
-                    m.insert("to".into(), Value::String(to));
-                }
-                json!({ "event": ev })
+                WatchItem::Change { change, seq }
             }
             Item::Overflow => {
                 // Nothing was queued after the overflow event: the queue has drained.
                 st.overflowed = false;
-                json!({"event": {"watch": self.id, "type": "overflow"}})
+                WatchItem::Overflow
             }
+        };
+        let msg = WatchEvent {
+            watch: self.id,
+            item,
         };
         let room = st.queue.len() <= LOW_WATER;
         if room {
@@ -208,31 +207,29 @@ impl Watch {
         self.space.notify_waiters();
     }
 
-    /// `{"sent", "dropped", "overflows"}` so far.
-    pub fn totals(&self) -> Value {
+    /// What it sent, dropped and how often it overflowed, so far (`unwatch`'s result).
+    pub fn totals(&self) -> WatchTotals {
         let st = lock(&self.state);
-        json!({"sent": st.sent, "dropped": st.dropped, "overflows": st.overflows})
+        WatchTotals {
+            sent: st.sent,
+            dropped: st.dropped,
+            overflows: st.overflows,
+        }
     }
 
     /// The entry in `status`.
-    pub fn to_json(&self) -> Value {
+    pub fn wire(&self) -> WatchStatus {
         let st = lock(&self.state);
-        let mut v = json!({
-            "watch": self.id,
-            "glob": self.glob.as_ref().map(Glob::as_str),
-            "queued": st.queue.len(),
-            "sent": st.sent,
-            "dropped": st.dropped,
-            "overflows": st.overflows,
-            "overflowed": st.overflowed,
-        });
-        if let Value::Object(m) = &mut v {
-            match &self.target {
-                Target::Channel(c) => m.insert("channel".into(), json!(c)),
-                Target::Mountpoint(p) => m.insert("mountpoint".into(), json!(p)),
-            };
+        WatchStatus {
+            watch: self.id,
+            target: self.target.clone(),
+            glob: self.glob.as_ref().map(|g| g.as_str().to_string()),
+            queued: st.queue.len() as u64,
+            sent: st.sent,
+            dropped: st.dropped,
+            overflows: st.overflows,
+            overflowed: st.overflowed,
         }
-        v
     }
 }
 
@@ -307,6 +304,7 @@ pub async fn publish(watches: &[std::sync::Arc<Watch>], changes: &[Change]) -> P
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{Value, json};
     use std::sync::Arc;
 
     fn ch(kind: ChangeKind, path: &str) -> Change {
@@ -319,7 +317,7 @@ mod tests {
 
     fn event(t: Taken) -> Value {
         match t {
-            Taken::Event(v) => v["event"].clone(),
+            Taken::Event(v) => serde_json::to_value(v).unwrap(),
             other => panic!("expected an event, got {other:?}"),
         }
     }
@@ -376,7 +374,7 @@ mod tests {
         let ev = event(w.take());
         assert_eq!(ev["seq"], WATCH_QUEUE as u64 + 14);
         assert_eq!(
-            w.totals(),
+            serde_json::to_value(w.totals()).unwrap(),
             json!({"sent": WATCH_QUEUE + 1, "dropped": 13, "overflows": 1})
         );
         w.close();
@@ -412,8 +410,9 @@ mod tests {
         let got = reader.await.unwrap();
         assert_eq!(got.len(), 3 * WATCH_QUEUE);
         for (i, v) in got.iter().enumerate() {
-            assert_eq!(v["event"]["seq"], i as u64 + 1);
-            assert_eq!(v["event"]["path"], i.to_string());
+            let v = serde_json::to_value(v).unwrap();
+            assert_eq!(v["seq"], i as u64 + 1);
+            assert_eq!(v["path"], i.to_string());
         }
     }
 }

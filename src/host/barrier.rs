@@ -25,12 +25,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
 use tokio::sync::{oneshot, watch};
 
+use super::control::BarrierStatus;
 use super::guest::Guest;
 use super::state::{Hub, lock};
-use crate::control::request::error;
+use crate::control::reply::{ErrorBody, ErrorClass, error};
 
 use crate::protocol::{Dropped, LineDecoder, MAX_LINE};
 use crate::sys::queue::EventFd;
@@ -279,18 +279,18 @@ impl GuestSync {
     }
 
     /// The guest's `barrier` object in `status`.
-    pub fn status(&self) -> Value {
+    pub fn status(&self) -> BarrierStatus {
         let s = self.snapshot();
         let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        json!({
-            "acknowledges": s.negotiated,
-            "acked": s.acked,
-            "hellos": n(&self.hellos),
-            "syncs_sent": n(&self.syncs_sent),
-            "acks": n(&self.acks),
-            "bad_replies": n(&self.bad_replies),
-            "overlong_replies": n(&self.overlong_replies),
-        })
+        BarrierStatus {
+            acknowledges: s.negotiated,
+            acked: s.acked,
+            hellos: n(&self.hellos),
+            syncs_sent: n(&self.syncs_sent),
+            acks: n(&self.acks),
+            bad_replies: n(&self.bad_replies),
+            overlong_replies: n(&self.overlong_replies),
+        }
     }
 }
 
@@ -396,9 +396,7 @@ async fn wait_guest(g: Arc<Guest>, id: u64, start: Instant, deadline: Instant) -
 }
 
 /// The host's `sync` request.
-pub async fn serve(hub: &Hub, args: Map<String, Value>) -> Result<Value, Value> {
-    let args: SyncArgs = serde_json::from_value(Value::Object(args))
-        .map_err(|e| error("bad-request", format!("sync: {e}")))?;
+pub async fn serve(hub: &Hub, args: SyncArgs) -> Result<SyncReport, ErrorBody> {
     let mut chans: Vec<usize> = Vec::new();
     for name in &args.channels {
         match hub.channels.iter().position(|c| c.name == *name) {
@@ -406,7 +404,7 @@ pub async fn serve(hub: &Hub, args: Map<String, Value>) -> Result<Value, Value> 
             Some(_) => {}
             None => {
                 return Err(error(
-                    "unknown-channel",
+                    ErrorClass::UnknownChannel,
                     format!("this host watches no channel {name:?}"),
                 ));
             }
@@ -423,10 +421,10 @@ pub async fn serve(hub: &Hub, args: Map<String, Value>) -> Result<Value, Value> 
     let deadline = start + timeout;
     match tokio::time::timeout_at(deadline.into(), hub.drain.request()).await {
         Ok(Ok(())) => {}
-        Ok(Err(_)) => return Err(error("stopped", "the watcher stopped")),
+        Ok(Err(_)) => return Err(error(ErrorClass::Stopped, "the watcher stopped")),
         Err(_) => {
             return Err(error(
-                "timeout",
+                ErrorClass::Timeout,
                 format!(
                     "the watcher did not publish its queue within {} ms",
                     timeout.as_millis()
@@ -480,7 +478,7 @@ pub async fn serve(hub: &Hub, args: Map<String, Value>) -> Result<Value, Value> 
         guests: reports,
     };
     tracing::debug!(ok = report.ok, elapsed_ms = report.elapsed_ms, "sync done");
-    serde_json::to_value(&report).map_err(|e| error("internal", e.to_string()))
+    Ok(report)
 }
 
 // ---------------------------------------------------------------------------------------------

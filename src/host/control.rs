@@ -1,17 +1,22 @@
-//! The host's control socket: the guest daemon's JSON conventions (one message per line,
-//! `{"cmd", "args", "id"}` → `{"result"}` or `{"error": {"class", "desc"}}`, `id` echoed), with
-//! the commands `hello` and `status`. `vfnotify host status` is its client.
+//! The host's control socket: the guest daemon's JSON conventions and envelope (one message per
+//! line, `{"cmd", "args", "id"}` → `{"result"}` or `{"error": {"class", "desc"}}`, `id` echoed;
+//! `control::request::parse_wire`), with its own commands ([`HostWire`]: `hello`, `status`,
+//! `sync`). `vfnotify host status` and `vfnotify host sync` are its clients.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::sync::watch;
 
+use super::barrier::SyncArgs;
 use super::state::{Counters, Hub};
-use crate::control::request::{check_protocol, envelope, error, hello_result, response};
+use crate::control::reply::{Done, ErrorBody, ErrorClass, HelloResult, response};
+use crate::control::request::{HelloArgs, NoArgs, parse_wire};
 use crate::control::{ClientError, json_text, print_stdout, query};
 use crate::control::{Read, read_request};
 use crate::transport::UnixListener;
@@ -19,28 +24,106 @@ use crate::transport::UnixListener;
 /// Most concurrent control connections.
 const MAX_CONNECTIONS: usize = 64;
 
-/// One host request.
+/// One host request as it travels (see `control::request::Wire`, the daemon's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", content = "args", rename_all = "lowercase")]
+pub enum HostWire {
+    Hello(HelloArgs),
+    Status(NoArgs),
+    /// `sync {channels?, timeout_ms?}` (see [`super::barrier`]).
+    Sync(SyncArgs),
+}
+
+/// One host request, checked.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Request {
     Hello,
     Status,
-    /// `sync {channels?, timeout_ms?}` (see [`super::barrier`]).
-    Sync(serde_json::Map<String, Value>),
+    Sync(SyncArgs),
+}
+
+impl TryFrom<HostWire> for Request {
+    type Error = ErrorBody;
+    fn try_from(w: HostWire) -> Result<Request, ErrorBody> {
+        Ok(match w {
+            HostWire::Hello(a) => {
+                a.check("host")?;
+                Request::Hello
+            }
+            HostWire::Status(NoArgs {}) => Request::Status,
+            HostWire::Sync(a) => Request::Sync(a),
+        })
+    }
 }
 
 /// Parse one request line: its `id` and the request or the error body to answer with.
-pub fn parse(line: &[u8]) -> (Option<Value>, Result<Request, Value>) {
-    let (id, env) = envelope(line);
-    let parsed = env.and_then(|(cmd, args)| match cmd.as_str() {
-        "hello" => check_protocol(&args, "host").map(|()| Request::Hello),
-        "status" => Ok(Request::Status),
-        "sync" => Ok(Request::Sync(args)),
-        other => Err(error(
-            "unknown-command",
-            format!("unknown command {other:?} (the host knows hello, status and sync)"),
-        )),
-    });
-    (id, parsed)
+pub fn parse(line: &[u8]) -> (Option<Value>, Result<Request, ErrorBody>) {
+    let (id, wire) = parse_wire::<HostWire>(line, |_| ErrorClass::BadRequest);
+    (id, wire.and_then(Request::try_from))
+}
+
+/// The result of the host's `status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostStatus {
+    pub program: String,
+    pub pid: u32,
+    /// Unix time the host started.
+    pub since: u64,
+    pub control: PathBuf,
+    /// `fanotify`, `inotify`, or `none` before one is chosen.
+    pub backend: String,
+    pub window_ms: u64,
+    pub folder_limit: u64,
+    pub channel_limit: u64,
+    pub queue: u64,
+    pub channels: BTreeMap<String, ChannelStatus>,
+    pub guests: Vec<GuestStatus>,
+    /// The host's counters by name (its `Counters`; names come and go with it).
+    pub counters: BTreeMap<String, u64>,
+}
+
+/// One channel in the host's `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelStatus {
+    pub base: PathBuf,
+    /// `watching`, `missing`, or `degraded: WHY`.
+    pub state: String,
+    /// The guests told about it (their addresses).
+    pub guests: Vec<String>,
+    pub changes: u64,
+    /// The head of its change log.
+    pub head: u64,
+}
+
+/// One guest in the host's `status`: its connection, and its counters by name beside.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestStatus {
+    pub addr: String,
+    pub channels: Vec<String>,
+    /// `connecting`, `connected` or `down`.
+    pub state: String,
+    /// Unix time of its last change of state.
+    pub since: u64,
+    pub last_error: Option<String>,
+    pub queue_depth: u64,
+    pub barrier: BarrierStatus,
+    /// The guest's counters (`lines_sent`, ...; its `GuestStats`).
+    #[serde(flatten)]
+    pub stats: BTreeMap<String, u64>,
+}
+
+/// The `sync` side of one guest in the host's `status` (see [`super::barrier`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct BarrierStatus {
+    /// It answered the hello: it acknowledges syncs.
+    pub acknowledges: bool,
+    /// The last sync id it acknowledged on this connection.
+    pub acked: u64,
+    pub hellos: u64,
+    pub syncs_sent: u64,
+    pub acks: u64,
+    pub bad_replies: u64,
+    pub overlong_replies: u64,
 }
 
 /// Accept control clients until `stop`.
@@ -91,16 +174,16 @@ async fn serve(hub: &Hub, stream: tokio::net::UnixStream) {
             Read::Line => {}
         }
         let (id, req) = parse(&line);
-        let body = match req {
-            Ok(Request::Hello) => Ok(hello_result()),
-            Ok(Request::Status) => Ok(hub.status()),
-            Ok(Request::Sync(args)) => super::barrier::serve(hub, args).await,
+        let line = match req {
+            Ok(Request::Hello) => response(&id, Ok::<_, ErrorBody>(HelloResult::ours())),
+            Ok(Request::Status) => response(&id, Ok::<_, ErrorBody>(hub.status())),
+            Ok(Request::Sync(args)) => response(&id, super::barrier::serve(hub, args).await),
             Err(e) => {
                 Counters::bump(&hub.counters.control_errors);
-                Err(e)
+                response::<Done>(&id, Err(e))
             }
         };
-        if wr.write_all(response(&id, body).as_bytes()).await.is_err() {
+        if wr.write_all(line.as_bytes()).await.is_err() {
             return;
         }
     }
@@ -130,78 +213,69 @@ pub enum StatusError {
 
 /// `vfnotify host status`.
 pub fn status(config: StatusConfig) -> Result<(), StatusError> {
-    let status = query(&config.control, "status").map_err(|e| match e {
+    let status = query(&config.control, &HostWire::Status(NoArgs {})).map_err(|e| match e {
         ClientError::Connect { path, source } => StatusError::NoHost { path, source },
         e => StatusError::Query(e),
     })?;
+    // As it came with `--json`; read as ours to show it.
     let text = if config.json {
         json_text(&status)
     } else {
+        let status = serde_json::from_value(status)
+            .map_err(|e| StatusError::Query(ClientError::Answer(e)))?;
         render(&status)
     };
     print_stdout(&text).map_err(StatusError::Stdout)
 }
 
 /// The readable form of a host `status`.
-pub fn render(s: &Value) -> String {
+pub fn render(s: &HostStatus) -> String {
     use std::fmt::Write as _;
-    let text = |v: &Value| {
-        v.as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| v.to_string())
-    };
     let mut out = String::new();
     let _ = writeln!(
         out,
         "{} host (pid {}), backend {}",
-        text(&s["program"]),
-        s["pid"],
-        text(&s["backend"])
+        s.program, s.pid, s.backend
     );
     let _ = writeln!(
         out,
         "window {} ms, folder limit {}, channel limit {}, queue {}",
-        s["window_ms"], s["folder_limit"], s["channel_limit"], s["queue"]
+        s.window_ms, s.folder_limit, s.channel_limit, s.queue
     );
     let _ = writeln!(out, "channels:");
-    for (name, c) in s["channels"].as_object().into_iter().flatten() {
-        let guests: Vec<String> = c["guests"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(text)
-            .collect();
+    for (name, c) in &s.channels {
         let _ = writeln!(
             out,
             "  {name} <- {} [{}]: {} changes -> {}",
-            text(&c["base"]),
-            text(&c["state"]),
-            c["changes"],
-            guests.join(", ")
+            c.base.display(),
+            c.state,
+            c.changes,
+            c.guests.join(", ")
         );
     }
     let _ = writeln!(out, "guests:");
-    for g in s["guests"].as_array().into_iter().flatten() {
+    for g in &s.guests {
+        let n = |k: &str| g.stats.get(k).copied().unwrap_or(0);
         let _ = writeln!(
             out,
             "  {} [{}]: {} lines, {} coalesced, {} folders collapsed, {} channel collapses, {} overflows, {} reconnects, queue {}{}",
-            text(&g["addr"]),
-            text(&g["state"]),
-            g["lines_sent"],
-            g["coalesced"],
-            g["collapsed_folders"],
-            g["collapsed_channel"],
-            g["overflows"],
-            g["reconnects"],
-            g["queue_depth"],
-            g["last_error"]
-                .as_str()
+            g.addr,
+            g.state,
+            n("lines_sent"),
+            n("coalesced"),
+            n("collapsed_folders"),
+            n("collapsed_channel"),
+            n("overflows"),
+            n("reconnects"),
+            g.queue_depth,
+            g.last_error
+                .as_ref()
                 .map(|e| format!(" (last error: {e})"))
                 .unwrap_or_default()
         );
     }
     let _ = writeln!(out, "counters:");
-    for (k, v) in s["counters"].as_object().into_iter().flatten() {
+    for (k, v) in &s.counters {
         let _ = writeln!(out, "  {k}: {v}");
     }
     out
@@ -222,14 +296,35 @@ mod tests {
             parse(br#"{"cmd":"hello","args":{"protocol":"1.2"}}"#).1,
             Ok(Request::Hello)
         );
-        let (_, e) = parse(br#"{"cmd":"hello","args":{"protocol":"2.0"}}"#);
-        assert_eq!(e.unwrap_err()["class"], "incompatible-version");
-        let (_, e) = parse(br#"{"cmd":"notify"}"#);
-        assert_eq!(e.unwrap_err()["class"], "unknown-command");
-        let (_, e) = parse(b"{nope");
-        assert_eq!(e.unwrap_err()["class"], "parse");
+        let class = |line: &[u8]| parse(line).1.unwrap_err().class;
+        assert_eq!(
+            class(br#"{"cmd":"hello","args":{"protocol":"2.0"}}"#),
+            ErrorClass::IncompatibleVersion
+        );
+        assert_eq!(class(br#"{"cmd":"notify"}"#), ErrorClass::UnknownCommand);
+        assert_eq!(class(b"{nope"), ErrorClass::Parse);
         let (id, e) = parse(br#"{"id":"x","args":1}"#);
         assert_eq!(id, Some(json!("x")));
-        assert_eq!(e.unwrap_err()["class"], "bad-request");
+        assert_eq!(e.unwrap_err().class, ErrorClass::BadRequest);
+        let (_, e) = parse(br#"{"cmd":"sync","args":{"channels":"a"}}"#);
+        let e = e.unwrap_err();
+        assert_eq!(e.class, ErrorClass::BadRequest);
+        assert!(e.desc.contains("args.channels"), "{}", e.desc);
+        assert_eq!(
+            parse(br#"{"cmd":"sync","args":{"channels":["a"],"timeout_ms":5}}"#).1,
+            Ok(Request::Sync(SyncArgs {
+                channels: vec!["a".into()],
+                timeout_ms: Some(5)
+            }))
+        );
+        // What `vfnotify host sync` sends.
+        let w = HostWire::Sync(SyncArgs {
+            channels: vec!["a".into()],
+            timeout_ms: Some(5),
+        });
+        assert_eq!(
+            serde_json::to_value(&w).unwrap(),
+            json!({"cmd": "sync", "args": {"channels": ["a"], "timeout_ms": 5}})
+        );
     }
 }

@@ -17,13 +17,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use super::KEEPALIVE_LINE;
 use super::batch::{self, Taken};
+use super::control::GuestStatus;
 use super::state::{Hub, lock};
 use crate::transport::{self, ConnectAddr};
 
@@ -43,8 +43,11 @@ macro_rules! guest_stats {
         #[derive(Debug, Default)]
         pub struct GuestStats { $($(#[$doc])* pub $name: AtomicU64,)* }
         impl GuestStats {
-            fn to_json(&self, m: &mut serde_json::Map<String, Value>) {
-                $(m.insert(stringify!($name).into(), json!(self.$name.load(Ordering::Relaxed)));)*
+            /// Every counter by name.
+            fn by_name(&self) -> std::collections::BTreeMap<String, u64> {
+                let mut m = std::collections::BTreeMap::new();
+                $(m.insert(stringify!($name).into(), self.$name.load(Ordering::Relaxed));)*
+                m
             }
         }
     };
@@ -176,35 +179,27 @@ impl Guest {
     }
 
     /// The guest's part of `status`.
-    pub fn status(&self, hub: &Hub) -> Value {
+    pub fn status(&self, hub: &Hub) -> GuestStatus {
         let depth = self.depth(hub);
         let i = lock(&self.inner);
-        let mut m = serde_json::Map::new();
-        m.insert("addr".into(), json!(self.name));
-        m.insert(
-            "channels".into(),
-            json!(
-                self.channels
-                    .iter()
-                    .filter_map(|c| hub.channels.get(*c))
-                    .map(|c| c.name.clone())
-                    .collect::<Vec<_>>()
-            ),
-        );
-        m.insert(
-            "state".into(),
-            json!(match i.conn {
+        GuestStatus {
+            addr: self.name.clone(),
+            channels: (self.channels.iter())
+                .filter_map(|c| hub.channels.get(*c))
+                .map(|c| c.name.clone())
+                .collect(),
+            state: match i.conn {
                 Conn::Connecting => "connecting",
                 Conn::Connected => "connected",
                 Conn::Down => "down",
-            }),
-        );
-        m.insert("since".into(), json!(i.since));
-        m.insert("last_error".into(), json!(i.last_error));
-        m.insert("queue_depth".into(), json!(depth));
-        self.stats.to_json(&mut m);
-        m.insert("barrier".into(), self.sync.status());
-        Value::Object(m)
+            }
+            .to_string(),
+            since: i.since,
+            last_error: i.last_error.clone(),
+            queue_depth: depth,
+            barrier: self.sync.status(),
+            stats: self.stats.by_name(),
+        }
     }
 
     /// Move every cursor to its log's head and return `CHANNEL\n` for each channel: what a

@@ -6,10 +6,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use serde_json::{Value, json};
-
 use super::Config;
 use super::batch::{Change, Log};
+use super::control::{ChannelStatus, HostStatus};
 use super::guest::Guest;
 
 pub(crate) use crate::util::lock;
@@ -25,10 +24,10 @@ macro_rules! counters {
             /// Add `n`.
             pub fn add(c: &AtomicU64, n: u64) { c.fetch_add(n, Ordering::Relaxed); }
             /// Every counter by name.
-            pub fn to_json(&self) -> Value {
-                let mut m = serde_json::Map::new();
-                $(m.insert(stringify!($name).into(), json!(self.$name.load(Ordering::Relaxed)));)*
-                Value::Object(m)
+            pub fn by_name(&self) -> BTreeMap<String, u64> {
+                let mut m = BTreeMap::new();
+                $(m.insert(stringify!($name).into(), self.$name.load(Ordering::Relaxed));)*
+                m
             }
         }
     };
@@ -85,11 +84,12 @@ pub enum ChannelState {
 }
 
 impl ChannelState {
-    fn to_json(&self) -> Value {
+    /// As `status` shows it.
+    fn shown(&self) -> String {
         match self {
-            ChannelState::Watching => json!("watching"),
-            ChannelState::Missing => json!("missing"),
-            ChannelState::Degraded(why) => json!(format!("degraded: {why}")),
+            ChannelState::Watching => "watching".to_string(),
+            ChannelState::Missing => "missing".to_string(),
+            ChannelState::Degraded(why) => format!("degraded: {why}"),
         }
     }
 }
@@ -213,35 +213,35 @@ impl Hub {
     }
 
     /// The `status` result.
-    pub fn status(&self) -> Value {
+    pub fn status(&self) -> HostStatus {
         let mut channels = BTreeMap::new();
         for c in &self.channels {
-            let head = lock(&c.log).head();
-            channels.insert(
-                c.name.clone(),
-                json!({
-                    "base": c.base,
-                    "state": lock(&c.state).to_json(),
-                    "guests": c.guests.iter().filter_map(|g| self.guests.get(*g)).map(|g| g.name.clone()).collect::<Vec<_>>(),
-                    "changes": c.changes.load(Ordering::Relaxed),
-                    "head": head,
-                }),
-            );
+            let guests = (c.guests.iter())
+                .filter_map(|g| self.guests.get(*g))
+                .map(|g| g.name.clone())
+                .collect();
+            let status = ChannelStatus {
+                base: c.base.clone(),
+                state: lock(&c.state).shown(),
+                guests,
+                changes: c.changes.load(Ordering::Relaxed),
+                head: lock(&c.log).head(),
+            };
+            channels.insert(c.name.clone(), status);
         }
-        let guests: Vec<Value> = self.guests.iter().map(|g| g.status(self)).collect();
-        json!({
-            "program": crate::daemon::PROGRAM,
-            "pid": std::process::id(),
-            "since": self.started,
-            "control": self.config.control,
-            "backend": *lock(&self.backend),
-            "window_ms": self.config.window.as_millis() as u64,
-            "folder_limit": self.config.limits.folder,
-            "channel_limit": self.config.limits.channel,
-            "queue": self.config.queue,
-            "channels": channels,
-            "guests": guests,
-            "counters": self.counters.to_json(),
-        })
+        HostStatus {
+            program: crate::daemon::PROGRAM.to_string(),
+            pid: std::process::id(),
+            since: self.started,
+            control: self.config.control.clone(),
+            backend: lock(&self.backend).to_string(),
+            window_ms: self.config.window.as_millis() as u64,
+            folder_limit: self.config.limits.folder as u64,
+            channel_limit: self.config.limits.channel as u64,
+            queue: self.config.queue as u64,
+            channels,
+            guests: self.guests.iter().map(|g| g.status(self)).collect(),
+            counters: self.counters.by_name(),
+        }
     }
 }

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
-
-use super::barrier::{MAX_TIMEOUT, Outcome, SyncReport};
+use super::barrier::{MAX_TIMEOUT, Outcome, SyncArgs, SyncReport};
+use super::control::HostWire;
+use crate::control::reply::ErrorClass;
 use crate::control::{Client, ClientError, json_text, print_stdout};
 
 /// A `--timeout`: `10s`, `500ms`, `2m`, or a number of seconds (`1.5`).
@@ -126,20 +126,20 @@ pub fn request(config: &SyncConfig) -> Result<SyncReport, SyncError> {
             source,
         })?;
     }
-    let request = || -> Result<Value, ClientError> {
+    let request = || -> Result<SyncReport, ClientError> {
         let (mut client, _) = Client::connect_hello(&config.control)?;
         client.set_timeout(Some(config.timeout + Duration::from_secs(10)))?;
-        client.request(
-            "sync",
-            json!({"channels": config.channels, "timeout_ms": config.timeout.as_millis() as u64}),
-        )
+        client.call(&HostWire::Sync(SyncArgs {
+            channels: config.channels.clone(),
+            timeout_ms: Some(config.timeout.as_millis() as u64),
+        }))
     };
-    let value = request().map_err(|e| match e {
+    request().map_err(|e| match e {
         ClientError::Connect { path, source } => SyncError::NoHost { path, source },
-        ClientError::Remote { class, desc } if class == "unknown-channel" => {
+        ClientError::Remote { class, desc } if class == ErrorClass::UnknownChannel.as_str() => {
             SyncError::UnknownChannel(desc)
         }
+        ClientError::Answer(e) => SyncError::Answer(e),
         e => SyncError::Request(e),
-    })?;
-    serde_json::from_value(value).map_err(SyncError::Answer)
+    })
 }
