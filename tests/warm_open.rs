@@ -137,3 +137,25 @@ fn many_files_opened_in_turn_stay_within_the_fd_budget() {
     });
     assert!(stat_u64(&l, "cached_file_fds") <= BUDGET);
 }
+
+/// `revalidate=notify`: a warm open asks SOURCE nothing, and a notified host change still shows.
+#[test]
+fn revalidate_notify_sees_a_notified_atomic_save() {
+    let Some(l) = Linked::new(
+        "revalidate_notify_sees_a_notified_atomic_save",
+        "revalidate=notify",
+    ) else {
+        return;
+    };
+    fs::write(l.s("doc.txt"), b"first\n").unwrap();
+    l.notify(&["doc.txt"]);
+    assert_eq!(fs::read(l.m("doc.txt")).unwrap(), b"first\n");
+    assert_eq!(fs::read(l.m("doc.txt")).unwrap(), b"first\n");
+    fs::write(l.s(".tmp"), b"second\n").unwrap();
+    fs::rename(l.s(".tmp"), l.s("doc.txt")).unwrap();
+    l.notify(&["doc.txt", ".tmp"]);
+    assert_eq!(fs::read(l.m("doc.txt")).unwrap(), b"second\n");
+    fs::write(l.s("doc.txt"), b"third, in place\n").unwrap();
+    l.notify(&["doc.txt"]);
+    assert_eq!(fs::read(l.m("doc.txt")).unwrap(), b"third, in place\n");
+}

@@ -84,6 +84,18 @@ impl Passthrough {
     }
 }
 
+/// When an open checks SOURCE's attributes of the file (`revalidate=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revalidate {
+    /// At every open: a host permission change is enforced before its notification (one
+    /// `fstat`, a GETATTR round trip over virtiofs, per open).
+    Open,
+    /// Only without a daemon link: while linked, an open of a file whose backing fd the overlay
+    /// keeps trusts the notifications and asks SOURCE nothing (a host change is seen from its
+    /// notification on, as for every other cached view).
+    Notify,
+}
+
 /// Everything `-o` can say, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountConfig {
@@ -115,6 +127,7 @@ pub struct MountConfig {
     /// Most backing fds of closed files kept for warm opens (`fdcache=N`; 0: none; default
     /// from the open-files limit, see `overlay::fs::fdcache`).
     pub fdcache: Option<usize>,
+    pub revalidate: Revalidate,
     /// `remount`: change the per-mount flags of a live overlay (`mount -o remount,...`) instead
     /// of mounting one.
     pub remount: bool,
@@ -146,6 +159,7 @@ impl Default for MountConfig {
             trigger_name: crate::trigger::DEFAULT_TRIGGER_NAME.to_string(),
             reach: super::sync::REACH_BUDGET,
             fdcache: None,
+            revalidate: Revalidate::Open,
             remount: false,
         }
     }
@@ -293,6 +307,13 @@ fn apply(
                     .map_err(|_| bad("a number of files (0 to turn it off)"))?,
             );
         }
+        "revalidate" => {
+            cfg.revalidate = match need(value)?.as_str() {
+                "open" => Revalidate::Open,
+                "notify" => Revalidate::Notify,
+                _ => return Err(bad("open or notify")),
+            }
+        }
         "ro" => flag(value).map(|_| cfg.read_only = true)?,
         "rw" => flag(value).map(|_| cfg.read_only = false)?,
         "allow_other" => flag(value).map(|_| cfg.allow_other = true)?,
@@ -426,6 +447,10 @@ mod tests {
         assert!(!Passthrough::Off.wanted(false));
         assert_eq!(parse(&["fdcache=0"]).unwrap().fdcache, Some(0));
         assert!(parse(&["fdcache=-1"]).is_err());
+        assert_eq!(MountConfig::default().revalidate, Revalidate::Open);
+        let c = parse(&["revalidate=notify"]).unwrap();
+        assert_eq!(c.revalidate, Revalidate::Notify);
+        assert!(parse(&["revalidate=never"]).is_err());
     }
 
     /// What mount(8) hands the helper for `mount -o remount,ro MOUNTPOINT`: the mount's

@@ -215,6 +215,12 @@ impl OverlayFs {
         Ok((fd, false))
     }
 
+    /// `revalidate=notify` and linked: notifications keep the view (and the kept fds) right.
+    fn trusts_notifications(&self) -> bool {
+        self.s.cfg.revalidate == crate::overlay::options::Revalidate::Notify
+            && self.s.linked.load(Ordering::Relaxed)
+    }
+
     /// [`OverlayFs::open_backing`]; at the open-files limit, with half the cache let go first.
     fn open_backing_room(&self, node: &Node, flags: i32) -> io::Result<OwnedFd> {
         match self.open_backing(node, flags) {
@@ -255,6 +261,9 @@ impl OverlayFs {
         flags: i32,
     ) -> io::Result<(Arc<OwnedFd>, bool)> {
         let (mut fd, cached) = self.open_backing_cached(node, flags)?;
+        if cached && self.trusts_notifications() {
+            return Ok((fd, false));
+        }
         let mut st = sys::fstat(fd.as_fd())?;
         if cached && st.st_nlink == 0 {
             self.s.fd_cache.forget(node.ino);
