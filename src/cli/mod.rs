@@ -188,7 +188,12 @@ pub struct WatchArgs {
     cache=always|auto|never kernel caching (default: always with channel=, auto without;\n                          \
     see README)\n  \
     events=precise|toggle|both|off  replay host changes as inotify events (default precise)\n  \
-    passthrough=auto|off    kernel FUSE passthrough for file data (default auto)\n  \
+    passthrough=auto|on|off kernel FUSE passthrough for file data (default auto: on over a\n                          \
+    local SOURCE, off (the overlay's page cache) over a FUSE or virtiofs one)\n  \
+    fdcache=N               backing fds of closed files kept for warm opens (default from\n                          \
+    the open-files limit; 0: none)\n  \
+    revalidate=open|notify  check SOURCE's attributes at every open (default open), or\n                          \
+    while linked only at opens without a kept fd (notify)\n  \
     ro, rw, allow_other, default_permissions, fsname=NAME, suid, dev, exec, atime, audit,\n  \
     log=PATH, threads=N\n  \
     mount(8) options accepted and handled: defaults, auto, noauto, nofail, _netdev, user,\n  \

@@ -652,6 +652,9 @@ impl crate::link::NotifyTarget for LinkTarget {
         if let Some(o) = v.as_object_mut() {
             o.insert("known_inodes".into(), self.s.table.len().into());
             o.insert("cached_dir_fds".into(), self.s.table.dirfd_count().into());
+            if let Some(f) = self.s.fd_cache.to_json().as_object() {
+                o.extend(f.clone());
+            }
             let linked = self.s.linked.load(Ordering::Relaxed);
             o.insert("linked".into(), linked.into());
             let state = if linked { "linked" } else { "degraded" };

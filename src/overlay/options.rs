@@ -58,6 +58,44 @@ impl EventMode {
     }
 }
 
+/// Where file data goes (`passthrough=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Passthrough {
+    /// Kernel FUSE passthrough to the SOURCE file over a local SOURCE; the overlay's own page
+    /// cache over a FUSE or virtiofs SOURCE, whose files are usually direct I/O there (every read
+    /// would be a round trip to the host) and which the kernel refuses to stack on when it uses
+    /// passthrough itself (ELOOP).
+    Auto,
+    /// Kernel passthrough wherever the kernel allows it.
+    On,
+    /// Data through the overlay (page cache).
+    Off,
+}
+
+impl Passthrough {
+    /// Whether to ask the kernel for passthrough over a SOURCE that is (`source_is_fuse`) or is
+    /// not FUSE-based.
+    pub fn wanted(self, source_is_fuse: bool) -> bool {
+        match self {
+            Passthrough::Auto => !source_is_fuse,
+            Passthrough::On => true,
+            Passthrough::Off => false,
+        }
+    }
+}
+
+/// When an open checks SOURCE's attributes of the file (`revalidate=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revalidate {
+    /// At every open: a host permission change is enforced before its notification (one
+    /// `fstat`, a GETATTR round trip over virtiofs, per open).
+    Open,
+    /// Only without a daemon link: while linked, an open of a file whose backing fd the overlay
+    /// keeps trusts the notifications and asks SOURCE nothing (a host change is seen from its
+    /// notification on, as for every other cached view).
+    Notify,
+}
+
 /// Everything `-o` can say, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountConfig {
@@ -65,7 +103,7 @@ pub struct MountConfig {
     pub control: PathBuf,
     pub cache: CachePolicy,
     pub events: EventMode,
-    pub passthrough: bool,
+    pub passthrough: Passthrough,
     pub read_only: bool,
     pub allow_other: bool,
     pub suid: bool,
@@ -86,6 +124,10 @@ pub struct MountConfig {
     /// Most entries the overlay views for watch globs in folders the kernel does not hold
     /// (`reach=N`; 0: watches hear only of folders guest clients looked at).
     pub reach: usize,
+    /// Most backing fds of closed files kept for warm opens (`fdcache=N`; 0: none; default
+    /// from the open-files limit, see `overlay::fs::fdcache`).
+    pub fdcache: Option<usize>,
+    pub revalidate: Revalidate,
     /// `remount`: change the per-mount flags of a live overlay (`mount -o remount,...`) instead
     /// of mounting one.
     pub remount: bool,
@@ -99,7 +141,7 @@ impl Default for MountConfig {
             control: PathBuf::from(crate::control::DEFAULT_CONTROL),
             cache: CachePolicy::Auto,
             events: EventMode::Precise,
-            passthrough: true,
+            passthrough: Passthrough::Auto,
             read_only: false,
             allow_other: false,
             suid: false,
@@ -116,6 +158,8 @@ impl Default for MountConfig {
             threads: 4,
             trigger_name: crate::trigger::DEFAULT_TRIGGER_NAME.to_string(),
             reach: super::sync::REACH_BUDGET,
+            fdcache: None,
+            revalidate: Revalidate::Open,
             remount: false,
         }
     }
@@ -227,9 +271,10 @@ fn apply(
         }
         "passthrough" => {
             cfg.passthrough = match need(value)?.as_str() {
-                "auto" => true,
-                "off" => false,
-                _ => return Err(bad("auto or off")),
+                "auto" => Passthrough::Auto,
+                "on" => Passthrough::On,
+                "off" => Passthrough::Off,
+                _ => return Err(bad("auto, on or off")),
             }
         }
         "fsname" => cfg.fsname = Some(need(value)?),
@@ -254,6 +299,20 @@ fn apply(
             cfg.reach = need(value)?
                 .parse()
                 .map_err(|_| bad("a number of entries (0 to turn it off)"))?;
+        }
+        "fdcache" => {
+            cfg.fdcache = Some(
+                need(value)?
+                    .parse()
+                    .map_err(|_| bad("a number of files (0 to turn it off)"))?,
+            );
+        }
+        "revalidate" => {
+            cfg.revalidate = match need(value)?.as_str() {
+                "open" => Revalidate::Open,
+                "notify" => Revalidate::Notify,
+                _ => return Err(bad("open or notify")),
+            }
         }
         "ro" => flag(value).map(|_| cfg.read_only = true)?,
         "rw" => flag(value).map(|_| cfg.read_only = false)?,
@@ -333,7 +392,7 @@ mod tests {
         assert_eq!(c.cache, CachePolicy::Auto);
         assert_eq!(c, MountConfig::default());
         assert_eq!(c.events, EventMode::Precise);
-        assert!(c.passthrough && !c.read_only && !c.suid);
+        assert!(c.passthrough == Passthrough::Auto && !c.read_only && !c.suid);
     }
 
     /// Long caching only where notifications can invalidate it; an explicit `cache=` wins, in
@@ -368,10 +427,30 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.cache, CachePolicy::Never);
-        assert!(!c.passthrough && c.read_only);
+        assert!(c.passthrough == Passthrough::Off && c.read_only);
         assert_eq!(c.events, EventMode::Both);
         assert_eq!(c.fsname.as_deref(), Some("share"));
         assert_eq!(c.threads, 8);
+    }
+
+    /// `passthrough=auto` keeps the data in the overlay's page cache over a FUSE (virtiofs)
+    /// SOURCE and uses kernel passthrough over a local one; `on` and `off` force it.
+    #[test]
+    fn passthrough_modes() {
+        assert_eq!(
+            parse(&["passthrough=on"]).unwrap().passthrough,
+            Passthrough::On
+        );
+        assert!(parse(&["passthrough=yes"]).is_err());
+        assert!(Passthrough::Auto.wanted(false) && !Passthrough::Auto.wanted(true));
+        assert!(Passthrough::On.wanted(true) && Passthrough::On.wanted(false));
+        assert!(!Passthrough::Off.wanted(false));
+        assert_eq!(parse(&["fdcache=0"]).unwrap().fdcache, Some(0));
+        assert!(parse(&["fdcache=-1"]).is_err());
+        assert_eq!(MountConfig::default().revalidate, Revalidate::Open);
+        let c = parse(&["revalidate=notify"]).unwrap();
+        assert_eq!(c.revalidate, Revalidate::Notify);
+        assert!(parse(&["revalidate=never"]).is_err());
     }
 
     /// What mount(8) hands the helper for `mount -o remount,ro MOUNTPOINT`: the mount's

@@ -113,6 +113,17 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
     Ok(lim.rlim_cur)
 }
 
+/// The soft open-files limit.
+pub fn nofile_limit() -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: lim is a valid, writable rlimit.
+    cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) })?;
+    Ok(lim.rlim_cur)
+}
+
 /// `kill(pid, sig)`.
 pub fn kill(pid: u32, sig: i32) -> io::Result<()> {
     // SAFETY: no memory is passed; the kernel checks the pid and the permission.

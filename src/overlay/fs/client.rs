@@ -44,11 +44,14 @@ impl Shared {
         let existing = node.state().backing.as_ref().map(|(b, _)| b.clone());
         let b = match existing {
             Some(b) => b,
+            None if self.passthrough_refused.load(Ordering::Relaxed) => {
+                Stats::bump(&self.stats.passthrough_skipped);
+                return None;
+            }
             None => match register(fd?) {
                 Ok(b) => Arc::new(b),
                 Err(e) => {
-                    Stats::bump(&self.stats.passthrough_failed);
-                    debug!("passthrough unavailable for {}: {e}", node.ino);
+                    self.passthrough_refused_by_kernel(node, &e);
                     return None;
                 }
             },
@@ -68,6 +71,26 @@ impl Shared {
         drop(st);
         Stats::bump(&self.stats.passthrough_opens);
         Some(b)
+    }
+
+    /// The kernel refused to register a backing file: the refusals that come from the mount
+    /// (ELOOP: SOURCE stacks on passthrough itself; EPERM, EOPNOTSUPP...) would repeat for every
+    /// open, so stop asking (logged once; later opens counted in `passthrough_skipped`). Handles
+    /// of inodes already registered keep their backing (the kernel wants one I/O mode per inode).
+    fn passthrough_refused_by_kernel(&self, node: &Node, e: &io::Error) {
+        Stats::bump(&self.stats.passthrough_failed);
+        let transient = matches!(
+            e.raw_os_error(),
+            Some(libc::ENOMEM | libc::EMFILE | libc::ENFILE | libc::EINTR)
+        );
+        if transient {
+            debug!("passthrough unavailable for {}: {e}", node.ino);
+        } else if !self.passthrough_refused.swap(true, Ordering::Relaxed) {
+            warn!(
+                ino = node.ino,
+                "kernel passthrough refused ({e}); file data goes through the overlay from now on"
+            );
+        }
     }
 
     /// Give a newly created object the requester's ownership (as the kernel would for a local

@@ -193,7 +193,7 @@ impl OverlayFs {
         if let Some(b) = s.attach_backing(&node, Some(&fd), register) {
             let fh = s.add_handle(Handle::File(OpenFile {
                 node,
-                fd: Some(fd),
+                fd: Some(fd.into()),
                 backing: true,
                 writable,
             }));
@@ -201,7 +201,7 @@ impl OverlayFs {
         }
         let fh = s.add_handle(Handle::File(OpenFile {
             node,
-            fd: Some(fd),
+            fd: Some(fd.into()),
             backing: false,
             writable,
         }));

@@ -12,6 +12,7 @@ impl Shared {
         self.table.forget(ino, nlookup);
         if let Some(n) = last {
             if self.table.get(ino).is_none_or(|m| !Arc::ptr_eq(&m, &n)) {
+                self.fd_cache.forget(ino);
                 self.forgotten(ino, kept);
             }
         }

@@ -37,24 +37,23 @@ impl OverlayFs {
         }
         Stats::bump(&s.stats.opens);
         let mut direct_replay = false;
+        let mut fopen = s.fopen_flags(false);
         let fd = if node.is_virtual {
             None
         } else if replay {
             let (fd, direct) = self.replay_backing(&node);
             direct_replay = direct;
-            fd
+            fd.map(Arc::new)
         } else {
-            Some(self.open_backing(&node, flags)?)
-        };
-        let mut fopen = s.fopen_flags(false);
-        if let (Some(fd), false) = (&fd, replay) {
-            if self.revalidate_open(req, &node, fd, flags)? {
+            let (fd, changed) = self.open_revalidated(req, &node, flags)?;
+            if changed {
                 // Changed on SOURCE: the kernel's pages of the file are stale too.
                 fopen.remove(FopenFlags::FOPEN_KEEP_CACHE);
             }
-        }
+            Some(fd)
+        };
         if !node.is_virtual && !direct_replay {
-            if let Some(b) = s.attach_backing(&node, fd.as_ref(), register) {
+            if let Some(b) = s.attach_backing(&node, fd.as_deref(), register) {
                 let fh = s.add_handle(Handle::File(OpenFile {
                     node: node.clone(),
                     fd,
@@ -192,7 +191,7 @@ impl OverlayFs {
     }
 
     /// Revalidate an open (see [`crate::overlay::access`]): compare the attributes of the
-    /// backing file just opened with those the kernel was told, and checked permissions against.
+    /// backing file just opened (`st`) with those the kernel was told, and checked permissions against.
     /// When they differ (a host change not notified yet), refuse the open with EACCES if the
     /// fresh ones deny the caller, and ask the sync worker to rescan the file, which tells the
     /// kernel (and replays the event). Returns whether they differed.
@@ -200,12 +199,11 @@ impl OverlayFs {
         &self,
         req: &Request,
         node: &Node,
-        fd: &OwnedFd,
+        st: &libc::stat,
         flags: i32,
     ) -> io::Result<bool> {
         let s = &self.s;
-        let st = sys::fstat(fd.as_fd())?;
-        let fresh = EntrySnap::from_stat(&st);
+        let fresh = EntrySnap::from_stat(st);
         if fresh.key != node.key {
             // Replaced on SOURCE between the name's lookup and the open.
             return Err(err(libc::ESTALE));
@@ -315,7 +313,7 @@ impl OverlayFs {
             if let Some(b) = s.attach_backing(&node, fd.as_ref(), register) {
                 let fh = s.add_handle(Handle::File(OpenFile {
                     node,
-                    fd,
+                    fd: fd.map(Arc::new),
                     backing: true,
                     writable: false,
                 }));
@@ -324,7 +322,7 @@ impl OverlayFs {
         }
         let fh = s.add_handle(Handle::File(OpenFile {
             node,
-            fd,
+            fd: fd.map(Arc::new),
             backing: false,
             writable: false,
         }));

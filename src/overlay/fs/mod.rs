@@ -41,6 +41,7 @@ mod client;
 mod dir;
 mod entry;
 mod export;
+mod fdcache;
 mod file;
 mod filesystem;
 mod reply;
@@ -179,6 +180,9 @@ pub struct Stats {
     pub opens: AtomicU64,
     pub passthrough_opens: AtomicU64,
     pub passthrough_failed: AtomicU64,
+    /// Opens served by the overlay without asking the kernel for passthrough, because it
+    /// refused before.
+    pub passthrough_skipped: AtomicU64,
     pub notifications: AtomicU64,
     pub rescans: AtomicU64,
     pub dirs_scanned: AtomicU64,
@@ -249,6 +253,7 @@ impl Stats {
             opens,
             passthrough_opens,
             passthrough_failed,
+            passthrough_skipped,
             notifications,
             rescans,
             dirs_scanned,
@@ -290,8 +295,8 @@ impl Stats {
 /// An open file.
 struct OpenFile {
     node: Arc<Node>,
-    /// The backing file (none for replay opens).
-    fd: Option<OwnedFd>,
+    /// The backing file (none for replay opens); read-only ones shared with the fd cache.
+    fd: Option<Arc<OwnedFd>>,
     /// Whether this handle counts towards the node's passthrough backing.
     backing: bool,
     writable: bool,
@@ -326,6 +331,11 @@ pub struct Shared {
     pub state_since: AtomicU64,
     /// Kernel passthrough negotiated at INIT.
     pub passthrough: AtomicBool,
+    /// The kernel refused to register a backing file (ELOOP over a SOURCE that uses
+    /// passthrough itself): no new registrations for the rest of the mount's life.
+    pub passthrough_refused: AtomicBool,
+    /// Backing fds of recently opened files (see [`fdcache`]).
+    pub fd_cache: fdcache::FdCache,
     /// `FUSE_DONT_MASK` negotiated at INIT: creates carry the client's umask for us to apply.
     pub dont_mask: AtomicBool,
     /// The kernel's FUSE minor version, from INIT.

@@ -30,7 +30,9 @@ impl Shared {
             // otherwise. In exchange set-user/group-ID clearing is ours (`do_setattr`,
             // `do_write`).
             | InitFlags::FUSE_HANDLE_KILLPRIV_V2;
-        if self.cfg.passthrough && caps.contains(InitFlags::FUSE_PASSTHROUGH) && sys::geteuid() == 0
+        if self.cfg.passthrough.wanted(self.source_is_fuse)
+            && caps.contains(InitFlags::FUSE_PASSTHROUGH)
+            && sys::geteuid() == 0
         {
             want |= InitFlags::FUSE_PASSTHROUGH;
         }
@@ -48,6 +50,7 @@ impl Shared {
         let _ = config.set_max_background(64);
         info!(
             passthrough = self.passthrough.load(Ordering::SeqCst),
+            source_is_fuse = self.source_is_fuse,
             abi = %format!("{:?}", config.kernel_abi()),
             "FUSE session initialised"
         );

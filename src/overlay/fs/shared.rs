@@ -9,6 +9,9 @@ impl Shared {
         let source_is_fuse = sys::is_fuse(root_fd.as_fd()).unwrap_or(false);
         let root_fd = Arc::new(root_fd);
         let linked = cfg.channel.is_none();
+        let fd_budget = cfg
+            .fdcache
+            .unwrap_or_else(|| sys::nofile_limit().map_or(0, fdcache::FdCache::default_budget));
         let (cfg_read_only, cfg_noatime, cfg_nodiratime) =
             (cfg.read_only, cfg.noatime, cfg.nodiratime);
         Ok(Shared {
@@ -26,6 +29,8 @@ impl Shared {
             linked: AtomicBool::new(linked),
             state_since: AtomicU64::new(unix_now()),
             passthrough: AtomicBool::new(false),
+            passthrough_refused: AtomicBool::new(false),
+            fd_cache: fdcache::FdCache::new(fd_budget),
             dont_mask: AtomicBool::new(false),
             kernel_minor: AtomicU32::new(0),
             source_is_fuse,

@@ -138,6 +138,7 @@ impl Worker {
             .filter(|n| n.key == key);
         match child {
             Some(c) => {
+                self.s.fd_cache.forget(c.ino);
                 Stats::bump(&self.s.stats.inval_delete);
                 if let Err(e) = self.notifier.delete(INodeNo(dir), INodeNo(c.ino), name) {
                     debug!(
@@ -153,6 +154,8 @@ impl Worker {
     }
 
     pub(super) fn inval_inode(&self, ino: Ino, off: i64, len: i64) {
+        // Its next open goes to SOURCE (which revalidates its own caches at an open).
+        self.s.fd_cache.forget(ino);
         if self.s.table.get(ino).is_none() {
             return;
         }
