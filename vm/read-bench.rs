@@ -1,6 +1,6 @@
 //! Read timings for the VM test's guest: the same files read through several views of one folder
-//! (the bare virtiofs mount, the overlay with kernel passthrough, the overlay with
-//! `passthrough=off`), printed as ratios against the first view. Busybox has no clock finer than a
+//! (the bare virtiofs mount, the overlay with its default `passthrough=auto`, the overlay with
+//! `passthrough=on`), printed as ratios against the first view. Busybox has no clock finer than a
 //! second (`date +%N` is not supported), hence this helper.
 //!
 //! `read-bench FILE TREE NAME=DIR...`: in each DIR, FILE is a big file and TREE a folder of small
