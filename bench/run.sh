@@ -51,20 +51,9 @@ else
 fi
 
 STEP="start"
-log() { printf '[bench %5.1fs] %s\n' "$(awk -v a="$T_START" -v b="$EPOCHREALTIME" 'BEGIN{print b-a}')" "$*" >&2; }
-die() {
-    echo "bench: $*" >&2
-    exit 1
-}
-# Run a command with a time limit; a timeout or failure names the step.
-to() {
-    local secs=$1
-    shift
-    if ! timeout -k 5 "$secs" "$@"; then
-        die "step '$STEP' failed or timed out after ${secs}s: $*"
-    fi
-}
-trap 'rc=$?; echo "bench: failed in step \"$STEP\" (line $LINENO, exit $rc)" >&2' ERR
+BENCH_TAG=bench
+# shellcheck source=bench/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 # ---------------------------------------------------------------------------------------------
 # Preconditions, packages, build.

@@ -80,18 +80,9 @@ impl OverlayFs {
                 st.st_nlink = 1;
                 return Ok(s.attr(node.ino, &st));
             }
-            // A temporary name stands for an object SOURCE has under its real name.
-            let pfd = s.dir_fd(&pnode)?;
-            let real = s.replay.standin(parent.0, name);
-            let st = sys::fstatat(pfd.as_fd(), &sys::cstr(real.as_deref().unwrap_or(name))?)?;
-            let (node, attr) = s.enter(parent.0, name, &st);
-            if let Some(real) = real {
-                let mut ns = node.state();
-                if !ns.links.iter().any(|(p, n)| *p == parent.0 && *n == real) {
-                    ns.links.push((parent.0, real));
-                }
-            }
-            return Ok(attr);
+            return s
+                .enter_replayed(&pnode, parent.0, name)
+                .map(|(_, attr)| attr);
         }
         s.check_writable(req)?;
         s.audit(req, op, parent.0, Some(name));

@@ -297,16 +297,7 @@ impl OverlayFs {
     ) -> io::Result<(FileAttr, Opened)> {
         let s = &self.s;
         let pnode = s.node(parent)?;
-        let pfd = s.dir_fd(&pnode)?;
-        let real = s.replay.standin(parent.0, name);
-        let st = sys::fstatat(pfd.as_fd(), &sys::cstr(real.as_deref().unwrap_or(name))?)?;
-        let (node, attr) = s.enter(parent.0, name, &st);
-        if let Some(real) = real {
-            let mut ns = node.state();
-            if !ns.links.iter().any(|(p, n)| *p == parent.0 && *n == real) {
-                ns.links.push((parent.0, real));
-            }
-        }
+        let (node, attr) = s.enter_replayed(&pnode, parent.0, name)?;
         Stats::bump(&s.stats.opens);
         let (fd, direct) = self.replay_backing(&node);
         if !direct {

@@ -296,6 +296,27 @@ impl Shared {
         (node, attr)
     }
 
+    /// The node a replay's create stands for: the object SOURCE already has under `name`, or
+    /// under the real name a temporary `name` stands for (linked under both).
+    pub(super) fn enter_replayed(
+        &self,
+        pnode: &Node,
+        parent: Ino,
+        name: &OsStr,
+    ) -> io::Result<(Arc<Node>, FileAttr)> {
+        let pfd = self.dir_fd(pnode)?;
+        let real = self.replay.standin(parent, name);
+        let st = sys::fstatat(pfd.as_fd(), &sys::cstr(real.as_deref().unwrap_or(name))?)?;
+        let (node, attr) = self.enter(parent, name, &st);
+        if let Some(real) = real {
+            let mut ns = node.state();
+            if !ns.links.iter().any(|(p, n)| *p == parent && *n == real) {
+                ns.links.push((parent, real));
+            }
+        }
+        Ok((node, attr))
+    }
+
     pub(super) fn request_baseline(&self, ino: Ino) {
         if let Some(tx) = lock(&self.baseline_tx).as_ref() {
             let _ = tx.send(crate::overlay::sync::Job::Baseline(ino));
