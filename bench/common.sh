@@ -15,3 +15,18 @@ to() {
     fi
 }
 trap 'rc=$?; echo "bench: failed in step \"$STEP\" (line $LINENO, exit $rc)" >&2' ERR
+
+# Build the binary and the examples (REPO: the repository).
+build_all() {
+    STEP="build"
+    log "building (cargo build --release --bins --examples)"
+    (cd "$REPO" && to 1800 cargo build --release --bins --examples --quiet) || die "build failed"
+}
+# T_BUILT and LOAD0 for the report; a warning when other work shares the machine.
+note_load() {
+    T_BUILT=$EPOCHREALTIME
+    LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
+    if awk -v l="${LOAD0%% *}" 'BEGIN{exit !(l > 1.0)}'; then
+        log "warning: load average $LOAD0 — other work on this machine will skew the figures"
+    fi
+}

@@ -55,17 +55,11 @@ if ! command -v fio >/dev/null; then
         { to 300 apt-get update -qq && to 300 apt-get install -y -qq fio >/dev/null; }
 fi
 
-STEP="build"
-log "building (cargo build --release --bins --examples)"
-(cd "$REPO" && to 1800 cargo build --release --bins --examples --quiet) || die "build failed"
+build_all
 VF="$REPO/target/release/vfnotify"
 VB="$REPO/target/release/examples/vfbench"
 SI="$REPO/target/release/examples/virtiofs_standin"
-T_BUILT=$EPOCHREALTIME
-LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
-if awk -v l="${LOAD0%% *}" 'BEGIN{exit !(l > 1.0)}'; then
-    log "warning: load average $LOAD0 — other work on this machine will skew the figures"
-fi
+note_load
 
 # ---------------------------------------------------------------------------------------------
 # Scratch space, cleanup.
