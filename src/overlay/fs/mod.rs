@@ -90,6 +90,11 @@ pub struct ReplayView {
     /// Temporary names a replay creates through the mount (a replaced object is replayed as a
     /// rename of a temporary name over the target): temporary name → the real name on SOURCE.
     standins: Mutex<HashMap<(Ino, OsString), OsString>>,
+    /// The object each name a replay is making right now stands for (as the rescan found it).
+    making: Mutex<HashMap<(Ino, OsString), EntrySnap>>,
+    /// Folders where a replay made a name for an object SOURCE no longer had there (see
+    /// [`Shared::enter_replayed`]): to be read again before the notification is answered.
+    moved_on: Mutex<Vec<Ino>>,
     pending: Mutex<HashMap<Ino, std::collections::HashSet<OsString>>>,
     /// How many names are pending (a lock-free check for the common case: none).
     pending_count: AtomicU64,
@@ -106,10 +111,32 @@ impl ReplayView {
     pub fn clear(&self) {
         self.lock().clear();
         lock(&self.standins).clear();
+        lock(&self.making).clear();
     }
     /// `tmp` in `parent` stands for `real` (the same folder) during a replay.
     pub fn set_standin(&self, parent: Ino, tmp: &OsStr, real: &OsStr) {
         lock(&self.standins).insert((parent, tmp.to_owned()), real.to_owned());
+    }
+    /// A replay is about to make `name` in `parent` for `snap` (`None`: it is done).
+    pub fn set_making(&self, parent: Ino, name: &OsStr, snap: Option<EntrySnap>) {
+        let mut m = lock(&self.making);
+        match snap {
+            Some(snap) => m.insert((parent, name.to_owned()), snap),
+            None => m.remove(&(parent, name.to_owned())),
+        };
+    }
+    fn making(&self, parent: Ino, name: &OsStr) -> Option<EntrySnap> {
+        lock(&self.making).get(&(parent, name.to_owned())).copied()
+    }
+    fn note_moved_on(&self, parent: Ino) {
+        let mut m = lock(&self.moved_on);
+        if !m.contains(&parent) {
+            m.push(parent);
+        }
+    }
+    /// The folders noted since the last call (see [`ReplayView::moved_on`]).
+    pub fn take_moved_on(&self) -> Vec<Ino> {
+        std::mem::take(&mut *lock(&self.moved_on))
     }
     fn standin(&self, parent: Ino, name: &OsStr) -> Option<OsString> {
         lock(&self.standins)
@@ -201,6 +228,9 @@ pub struct Stats {
     pub local_raced: AtomicU64,
     /// Replays skipped because the kernel had forgotten the folder (no watch can be on it).
     pub replay_unheld: AtomicU64,
+    /// New names replayed for an object SOURCE had moved or removed since the rescan found it
+    /// (their folder is read again before the notification is answered).
+    pub replay_moved_on: AtomicU64,
     /// Content replays whose open for writing was refused (no IN_CLOSE_WRITE).
     pub replay_no_close: AtomicU64,
     /// New names not expired before their replay (the kernel held no negative entry of them).
@@ -270,6 +300,7 @@ impl Stats {
             replay_retries,
             local_raced,
             replay_unheld,
+            replay_moved_on,
             replay_no_close,
             expire_skipped,
             burst_pins,

@@ -306,7 +306,20 @@ impl Shared {
     ) -> io::Result<(Arc<Node>, FileAttr)> {
         let pfd = self.dir_fd(pnode)?;
         let real = self.replay.standin(parent, name);
-        let st = sys::fstatat(pfd.as_fd(), &sys::cstr(real.as_deref().unwrap_or(name))?)?;
+        let found = sys::fstatat(pfd.as_fd(), &sys::cstr(real.as_deref().unwrap_or(name))?);
+        let st = match (found, self.replay.making(parent, name)) {
+            (Ok(st), Some(made)) if EntrySnap::from_stat(&st).key == made.key => st,
+            (Ok(st), None) => st,
+            // SOURCE moved on since the rescan found the object (`ln -s t .l.tmp; mv .l.tmp l`,
+            // the rename just after the rescan): the name is made as it was found — a local
+            // watcher saw it made — and its folder is read again before the notification is
+            // answered, which replays what followed (the rename, the delete).
+            (Ok(_), Some(made)) => self.moved_on(parent, &made),
+            (Err(e), Some(made)) if e.raw_os_error() == Some(libc::ENOENT) => {
+                self.moved_on(parent, &made)
+            }
+            (Err(e), _) => return Err(e),
+        };
         let (node, attr) = self.enter(parent, name, &st);
         if let Some(real) = real {
             let mut ns = node.state();
@@ -315,6 +328,13 @@ impl Shared {
             }
         }
         Ok((node, attr))
+    }
+
+    /// See [`Shared::enter_replayed`]: the object as the rescan found it.
+    fn moved_on(&self, parent: Ino, made: &EntrySnap) -> libc::stat {
+        Stats::bump(&self.stats.replay_moved_on);
+        self.replay.note_moved_on(parent);
+        snap_stat(made)
     }
 
     pub(super) fn request_baseline(&self, ino: Ino) {

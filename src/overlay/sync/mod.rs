@@ -91,6 +91,10 @@ pub enum ReplayRoot {
     Detached(super::ReplayHolder),
 }
 
+/// Most extra rounds one notification gets for folders SOURCE moved on in meanwhile (a host
+/// changing a folder without pause must not hold the answer back for ever).
+const FOLLOW_UPS: usize = 3;
+
 pub struct Worker {
     s: Arc<Shared>,
     notifier: Notifier,
@@ -158,6 +162,9 @@ impl Worker {
             .is_some_and(|n| n.key == *key && !n.state().links.is_empty())
     }
 
+    /// Handle one notification: a round for its scope, then (rarely) rounds for the folders
+    /// where SOURCE moved on while the first was replaying (see [`Shared::enter_replayed`]), so
+    /// the answer comes when the kernel holds nothing stale and watchers saw what followed.
     fn notify(&self, scope: &NotifyScope) -> NotifyReport {
         let start = Instant::now();
         let s = &self.s;
@@ -166,6 +173,43 @@ impl Worker {
         let before_dirs = s.stats.dirs_scanned.load(Ordering::Relaxed);
         let before_entries = s.stats.entries_scanned.load(Ordering::Relaxed);
         let events_before = s.stats.events_replayed.load(Ordering::Relaxed);
+        s.replay.take_moved_on();
+        let (mut n_changes, mut records) = self.notify_round(self.scopes(scope));
+        for _ in 0..FOLLOW_UPS {
+            let dirs = s.replay.take_moved_on();
+            if dirs.is_empty() {
+                break;
+            }
+            Stats::bump(&s.stats.rescans);
+            let (n, r) = self.notify_round(dirs.into_iter().map(scan::Scope::Folder).collect());
+            n_changes += n;
+            records.extend(r);
+        }
+        // A folder of a removed tree the kernel held and the watch's reach viewed too: its
+        // entries' deletes are in `records` already.
+        let told: HashSet<_> = records.iter().cloned().collect();
+        records.extend(
+            self.reach_records(scope)
+                .into_iter()
+                .filter(|r| !told.contains(r)),
+        );
+        let report = NotifyReport {
+            dirs_scanned: s.stats.dirs_scanned.load(Ordering::Relaxed) - before_dirs,
+            entries_scanned: s.stats.entries_scanned.load(Ordering::Relaxed) - before_entries,
+            changes: n_changes,
+            events: s.stats.events_replayed.load(Ordering::Relaxed) - events_before,
+            micros: u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX),
+            records,
+        };
+        debug!(?report, ?scope, "notification handled");
+        report
+    }
+
+    /// Rescan, diff, expire and replay what `scopes` cover; the number of changes and their
+    /// records.
+    fn notify_round(&self, scopes: Vec<scan::Scope>) -> (u64, Vec<ChangeRecord>) {
+        let start = Instant::now();
+        let s = &self.s;
         let precise = s.cfg.events.precise();
         // Client operations from here on are theirs (see `local_ops`).
         let since = s.local.now();
@@ -175,7 +219,7 @@ impl Worker {
             changes,
             mut views,
             unseen,
-        } = self.rescan(scope);
+        } = self.rescan(scopes);
         // 2. Folders new as a whole, entry by entry (before pairing: a folder moved into one is
         //    a rename).
         let (changes, tree_views, inside) = self.expand_new_trees(changes, &mut views);
@@ -342,25 +386,7 @@ impl Worker {
         s.replay.unmark_all();
         self.removed_paths.borrow_mut().clear();
         s.local.forget_before(since);
-        let mut records = records;
-        // A folder of a removed tree the kernel held and the watch's reach viewed too: its
-        // entries' deletes are in `records` already.
-        let told: HashSet<_> = records.iter().cloned().collect();
-        records.extend(
-            self.reach_records(scope)
-                .into_iter()
-                .filter(|r| !told.contains(r)),
-        );
-        let report = NotifyReport {
-            dirs_scanned: s.stats.dirs_scanned.load(Ordering::Relaxed) - before_dirs,
-            entries_scanned: s.stats.entries_scanned.load(Ordering::Relaxed) - before_entries,
-            changes: n_changes,
-            events: s.stats.events_replayed.load(Ordering::Relaxed) - events_before,
-            micros: u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX),
-            records,
-        };
-        debug!(?report, ?scope, "notification handled");
-        report
+        (n_changes, records)
     }
 
     /// Before any replay, the previous view of every name that existed: the replays of a

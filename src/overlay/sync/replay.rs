@@ -22,7 +22,7 @@ use tracing::debug;
 
 use super::Worker;
 use super::diff::Change;
-use crate::overlay::fs::{Stats, ViewEntry};
+use crate::overlay::fs::{Shared, Stats, ViewEntry};
 use crate::overlay::inode::{EntrySnap, Ino, Key};
 use crate::sys;
 
@@ -64,6 +64,27 @@ const RUN: usize = 8;
 /// Whether `c` is a new regular file with one name (its content events need no other change).
 fn plain_file(c: &Change) -> bool {
     matches!(c, Change::Create { new, .. } if new.file_type() == libc::S_IFREG && new.nlink <= 1)
+}
+
+/// While it lives, the overlay knows which object the name a replay is making stands for, as the
+/// rescan found it (see [`crate::overlay::fs::ReplayView::set_making`]).
+struct Making<'a> {
+    s: &'a Shared,
+    dir: Ino,
+    name: &'a OsStr,
+}
+
+impl<'a> Making<'a> {
+    fn new(s: &'a Shared, dir: Ino, name: &'a OsStr, new: &EntrySnap) -> Making<'a> {
+        s.replay.set_making(dir, name, Some(*new));
+        Making { s, dir, name }
+    }
+}
+
+impl Drop for Making<'_> {
+    fn drop(&mut self) {
+        self.s.replay.set_making(self.dir, self.name, None);
+    }
 }
 
 impl Worker {
@@ -183,6 +204,7 @@ impl Worker {
         match c {
             Change::Create { dir, name, new } | Change::Link { dir, name, new } => {
                 s.replay.set(*dir, name, ViewEntry::Absent);
+                let _making = Making::new(s, *dir, name, new);
                 if name_only {
                     self.make_in_run(*dir, name, new).map_err(retryable)?;
                     s.replay.set(*dir, name, ViewEntry::Present(*new));
@@ -322,9 +344,14 @@ impl Worker {
         }
         match new.file_type() {
             libc::S_IFDIR => std::fs::create_dir(path),
-            libc::S_IFLNK => self
-                .symlink_target(dir, name)
-                .and_then(|t| std::os::unix::fs::symlink(t, path)),
+            // The target only travels to the overlay, which makes nothing of it for a replay;
+            // SOURCE's name may be gone or another object by now (see `Shared::enter_replayed`).
+            libc::S_IFLNK => {
+                let target = self
+                    .symlink_target(dir, name)
+                    .unwrap_or_else(|_| PathBuf::from("."));
+                std::os::unix::fs::symlink(target, path)
+            }
             t => sys::cstr(path.as_os_str())
                 .and_then(|p| sys::mknodat(sys::cwd(), &p, t | (new.mode & 0o7777), new.rdev)),
         }
@@ -370,11 +397,13 @@ impl Worker {
         s.replay.set_standin(dir, &tmp, name);
         s.replay.set(dir, &tmp, ViewEntry::Absent);
         let tmp_path = self.path(dir, &tmp)?;
+        let making = Making::new(s, dir, &tmp, new);
         let linked = new.nlink > 1 && new.file_type() == libc::S_IFREG;
         let made = match self.existing_path(new.key, (dir, name)) {
             Ok(from) if linked => std::fs::hard_link(from, &tmp_path),
             _ => self.make(&tmp_path, dir, name, new, false),
         };
+        drop(making);
         made.map_err(retryable)?;
         s.replay.set(dir, &tmp, ViewEntry::Present(*new));
         if !linked && new.file_type() == libc::S_IFREG {

@@ -29,6 +29,9 @@ pub enum Scope {
     Subtree(Ino),
     /// One name in a folder.
     Entry(Ino, OsString),
+    /// One folder's whole listing, not what is below it (a replay's follow-up: see
+    /// [`super::Worker::notify`]).
+    Folder(Ino),
 }
 
 /// A folder's next view: complete, some names updated (`None`: gone), or the last view as it is.
@@ -232,13 +235,20 @@ impl Worker {
     /// Re-read what the scope covers and diff it with the last view. The folders of subtrees are
     /// read by up to [`MAX_SCANNERS`] threads at once (each `statx` is a round trip to the host
     /// over virtiofs); their changes keep the folders' order.
-    pub(super) fn rescan(&self, scope: &NotifyScope) -> Rescan {
+    pub(super) fn rescan(&self, scopes: Vec<Scope>) -> Rescan {
         let mut r = Rescan::default();
         let mut scanned: HashSet<Ino> = HashSet::new();
         let mut full: Vec<Arc<Node>> = Vec::new();
         let mut entries: Vec<(Ino, Vec<OsString>)> = Vec::new();
-        for scope in self.scopes(scope) {
+        for scope in scopes {
             match scope {
+                Scope::Folder(dir) => {
+                    if let Some(node) = self.s.table.get(dir).filter(|n| n.is_dir) {
+                        if scanned.insert(node.ino) {
+                            full.push(node);
+                        }
+                    }
+                }
                 Scope::Subtree(root) => {
                     for node in self.subtree(root) {
                         if scanned.insert(node.ino) {
