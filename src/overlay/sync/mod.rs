@@ -173,7 +173,8 @@ impl Worker {
         let before_dirs = s.stats.dirs_scanned.load(Ordering::Relaxed);
         let before_entries = s.stats.entries_scanned.load(Ordering::Relaxed);
         let events_before = s.stats.events_replayed.load(Ordering::Relaxed);
-        s.replay.take_moved_on();
+        // Folders an earlier notification left when it ran out of rounds are read with this
+        // one's first follow-up.
         let (mut n_changes, mut records) = self.notify_round(self.scopes(scope));
         for _ in 0..FOLLOW_UPS {
             let dirs = s.replay.take_moved_on();
