@@ -33,6 +33,9 @@ pub trait NotifyTarget: Send + Sync + 'static {
     /// The globs of the watch subscriptions that follow this overlay now (empty: none), so the
     /// overlay can find every change they match, in folders no client listed too.
     fn set_watch_globs(&self, _globs: Vec<String>) {}
+    /// Whether a `vfnotify host` feeds the daemon (every host change is notified): told at
+    /// subscribing when it does, and whenever it changes.
+    fn set_feed_exact(&self, _exact: bool) {}
     /// Counters and state reported to the daemon for `vfnotify status`.
     fn stats(&self) -> serde_json::Value;
 }
@@ -168,6 +171,9 @@ fn session(
         if let Some(globs) = watch_globs(&batch) {
             target.set_watch_globs(globs);
         }
+        if let Some(exact) = feed_exact(&batch) {
+            target.set_feed_exact(exact);
+        }
         let Some(merged) = merge_events(&batch) else {
             continue;
         };
@@ -222,7 +228,15 @@ fn events(messages: &[Value]) -> impl DoubleEndedIterator<Item = LinkEvent> + '_
 pub fn watch_globs(messages: &[Value]) -> Option<Vec<String>> {
     events(messages).rev().find_map(|ev| match ev {
         LinkEvent::Watches { globs } => Some(globs),
-        LinkEvent::Notify { .. } => None,
+        LinkEvent::Notify { .. } | LinkEvent::Feed { .. } => None,
+    })
+}
+
+/// The last `feed` event of a batch: whether a `vfnotify host` feeds the daemon now.
+pub fn feed_exact(messages: &[Value]) -> Option<bool> {
+    events(messages).rev().find_map(|ev| match ev {
+        LinkEvent::Feed { exact } => Some(exact),
+        LinkEvent::Notify { .. } | LinkEvent::Watches { .. } => None,
     })
 }
 

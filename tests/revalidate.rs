@@ -24,7 +24,7 @@ const GROUP: u32 = 4242;
 
 /// An overlay with `allow_other` (so other users may use it) whose folders they can reach.
 fn linked(test: &str) -> Option<Linked> {
-    let l = Linked::new(test, "allow_other")?;
+    let l = Linked::new(test, "allow_other,revalidate=open")?;
     for dir in [l.src.parent().unwrap(), l.src.as_path()] {
         fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
     }

@@ -192,8 +192,10 @@ pub struct WatchArgs {
     local SOURCE, off (the overlay's page cache) over a FUSE or virtiofs one)\n  \
     fdcache=N               backing fds of closed files kept for warm opens (default from\n                          \
     the open-files limit; 0: none)\n  \
-    revalidate=open|notify  check SOURCE's attributes at every open (default open), or\n                          \
-    while linked only at opens without a kept fd (notify)\n  \
+    revalidate=auto|open|notify  check SOURCE's attributes at every open (open), or trust the\n                          \
+    notifications while linked: no check, and over a FUSE or virtiofs SOURCE no open\n                          \
+    sent at all (notify); auto (default): notify while a `vfnotify host` feeds the\n                          \
+    daemon, else open\n  \
     ro, rw, allow_other, default_permissions, fsname=NAME, suid, dev, exec, atime, audit,\n  \
     log=PATH, threads=N\n  \
     mount(8) options accepted and handled: defaults, auto, noauto, nofail, _netdev, user,\n  \

@@ -177,6 +177,9 @@ pub enum LinkEvent {
     },
     /// The globs of the watches that follow the overlay now (empty: none).
     Watches { globs: Vec<String> },
+    /// Whether a `vfnotify host` feeds the daemon now (`revalidate=auto` trusts notifications
+    /// while it does; sent at subscribing when it does, and at every change).
+    Feed { exact: bool },
 }
 
 /// One event of a watch: `{"watch": ID, "type": KIND, "path", "to"?, "seq"}`, or

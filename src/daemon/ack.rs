@@ -118,6 +118,7 @@ impl<W: AsyncWrite + Unpin + Send + 'static> PeerAcks<W> {
                 Counters::bump(&c.barrier_hellos);
                 if !self.negotiated {
                     tracing::debug!(version = v, "host negotiated syncs");
+                    self.shared.exact_peer_up();
                 }
                 self.negotiated = true;
                 self.start();
@@ -157,6 +158,9 @@ impl<W> Drop for PeerAcks<W> {
     fn drop(&mut self) {
         if let Some(t) = self.task.take() {
             t.abort();
+        }
+        if self.negotiated {
+            self.shared.exact_peer_down();
         }
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod ack;
 pub mod connections;
+pub mod feed;
 pub mod peer;
 pub mod send;
 pub mod server;

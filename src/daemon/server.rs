@@ -272,6 +272,12 @@ impl Conn {
                             break;
                         }
                     }
+                    Popped::Feed(exact) => {
+                        let line = EventMsg::line(LinkEvent::Feed { exact });
+                        if tx.send(line).await.is_err() {
+                            break;
+                        }
+                    }
                     Popped::Empty => forward.wake.notified().await,
                 }
             }

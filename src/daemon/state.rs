@@ -155,6 +155,8 @@ pub enum Popped {
     /// The watch globs that follow the overlay now: `{"event": {"type": "watches", "globs":
     /// [...]}}` (a watch without a glob follows everything: `**`).
     Watches(Vec<String>),
+    /// Whether the daemon's feed is exact now (see [`super::feed`]).
+    Feed(bool),
     Empty,
     Closed,
 }
@@ -173,6 +175,8 @@ pub struct Subscriber {
     /// The globs of the watches following this overlay, when they changed and the overlay was
     /// not told yet (sent before any queued notification).
     globs: Mutex<Option<Vec<String>>>,
+    /// Whether the feed is exact, when it changed and the overlay was not told yet.
+    feed: Mutex<Option<bool>>,
 }
 
 impl Subscriber {
@@ -217,11 +221,20 @@ impl Subscriber {
         self.wake.notify_one();
     }
 
+    /// Tell the overlay, before its next notification, whether the feed is exact.
+    pub(super) fn set_feed(&self, exact: bool) {
+        *lock(&self.feed) = Some(exact);
+        self.wake.notify_one();
+    }
+
     /// Take the next queued event.
     pub fn pop(&self) -> Popped {
         let mut st = lock(&self.state);
         if st.closed {
             return Popped::Closed;
+        }
+        if let Some(exact) = lock(&self.feed).take() {
+            return Popped::Feed(exact);
         }
         if let Some(g) = lock(&self.globs).take() {
             return Popped::Watches(g);
@@ -320,6 +333,8 @@ pub struct Shared {
     watches: Mutex<BTreeMap<u64, Arc<Watch>>>,
     next_watch: AtomicU64,
     coalescer: Arc<Coalescer>,
+    /// Peer connections that negotiated syncs (see [`super::feed`]).
+    pub(super) exact_peers: AtomicUsize,
     /// When the daemon started (overlays linked to a previous instance relink soon after).
     pub started: Instant,
 }
@@ -347,6 +362,7 @@ impl Shared {
                 watches: Mutex::new(BTreeMap::new()),
                 next_watch: AtomicU64::new(1),
                 coalescer: Coalescer::new(window, action),
+                exact_peers: AtomicUsize::new(0),
                 started: Instant::now(),
             }
         })
@@ -364,6 +380,7 @@ impl Shared {
             state: Mutex::new(SubState::default()),
             wake: Notify::new(),
             globs: Mutex::new(None),
+            feed: Mutex::new(self.feed_exact().then_some(true)),
         });
         lock(&self.subscribers).insert(id, Arc::clone(&sub));
         let globs = self.globs_following(&sub);
@@ -382,7 +399,7 @@ impl Shared {
         }
     }
 
-    fn subscribers(&self) -> Vec<Arc<Subscriber>> {
+    pub(super) fn subscribers(&self) -> Vec<Arc<Subscriber>> {
         lock(&self.subscribers).values().cloned().collect()
     }
 
@@ -645,6 +662,7 @@ mod tests {
             state: Mutex::new(SubState::default()),
             wake: Notify::new(),
             globs: Mutex::new(None),
+            feed: Mutex::new(None),
         };
         let (tx1, mut rx1) = oneshot::channel();
         assert!(!sub.deliver("c", Scope::Paths(vec!["a".into()]), Some(tx1)));

@@ -631,6 +631,10 @@ impl crate::link::NotifyTarget for LinkTarget {
         if was != linked {
             self.s.state_since.store(fs::unix_now(), Ordering::Relaxed);
         }
+        if !linked {
+            // The next daemon says again whether a host feeds it.
+            self.set_feed_exact(false);
+        }
         if was && !linked {
             warn!("daemon link down: degraded to short cache timeouts");
             self.send(Job::Degrade);
@@ -645,6 +649,18 @@ impl crate::link::NotifyTarget for LinkTarget {
 
     fn set_watch_globs(&self, globs: Vec<String>) {
         self.send(Job::WatchGlobs(globs));
+    }
+
+    fn set_feed_exact(&self, exact: bool) {
+        let s = &self.s;
+        let trusted = s.trusts_notifications();
+        s.exact_feed.store(exact, Ordering::SeqCst);
+        if trusted && !s.trusts_notifications() && s.open_free.load(Ordering::Relaxed) {
+            // Opens are no longer sent, so they cannot be checked: short timeouts instead (see
+            // `Shared::policy`), from now on and for everything cached so far.
+            warn!("no vfnotify host feeds the daemon any more: short cache timeouts");
+            self.send(Job::Degrade);
+        }
     }
 
     fn stats(&self) -> serde_json::Value {
@@ -665,6 +681,7 @@ impl crate::link::NotifyTarget for LinkTarget {
                 "passthrough".into(),
                 self.s.passthrough.load(Ordering::Relaxed).into(),
             );
+            o.insert("trusted".into(), self.s.trusts_notifications().into());
         }
         v
     }

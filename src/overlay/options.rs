@@ -87,12 +87,16 @@ impl Passthrough {
 /// When an open checks SOURCE's attributes of the file (`revalidate=`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Revalidate {
+    /// As `Notify` while the daemon is fed by a `vfnotify host` (which names every host change:
+    /// the daemon says so with a `feed` event), else as `Open`. The default.
+    Auto,
     /// At every open: a host permission change is enforced before its notification (one
     /// `fstat`, a GETATTR round trip over virtiofs, per open).
     Open,
-    /// Only without a daemon link: while linked, an open of a file whose backing fd the overlay
-    /// keeps trusts the notifications and asks SOURCE nothing (a host change is seen from its
-    /// notification on, as for every other cached view).
+    /// Only without a daemon link: while linked the overlay trusts the notifications (a host
+    /// change is seen from its notification on, as for every other cached view). An open then
+    /// asks SOURCE nothing; where the overlay serves files itself (no kernel passthrough), the
+    /// kernel sends no opens at all (`overlay::fs::open_free`).
     Notify,
 }
 
@@ -159,7 +163,7 @@ impl Default for MountConfig {
             trigger_name: crate::trigger::DEFAULT_TRIGGER_NAME.to_string(),
             reach: super::sync::REACH_BUDGET,
             fdcache: None,
-            revalidate: Revalidate::Open,
+            revalidate: Revalidate::Auto,
             remount: false,
         }
     }
@@ -309,9 +313,10 @@ fn apply(
         }
         "revalidate" => {
             cfg.revalidate = match need(value)?.as_str() {
+                "auto" => Revalidate::Auto,
                 "open" => Revalidate::Open,
                 "notify" => Revalidate::Notify,
-                _ => return Err(bad("open or notify")),
+                _ => return Err(bad("auto, open or notify")),
             }
         }
         "ro" => flag(value).map(|_| cfg.read_only = true)?,
@@ -447,7 +452,11 @@ mod tests {
         assert!(!Passthrough::Off.wanted(false));
         assert_eq!(parse(&["fdcache=0"]).unwrap().fdcache, Some(0));
         assert!(parse(&["fdcache=-1"]).is_err());
-        assert_eq!(MountConfig::default().revalidate, Revalidate::Open);
+        assert_eq!(MountConfig::default().revalidate, Revalidate::Auto);
+        assert_eq!(
+            parse(&["revalidate=open"]).unwrap().revalidate,
+            Revalidate::Open
+        );
         let c = parse(&["revalidate=notify"]).unwrap();
         assert_eq!(c.revalidate, Revalidate::Notify);
         assert!(parse(&["revalidate=never"]).is_err());

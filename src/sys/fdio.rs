@@ -1,4 +1,4 @@
-//! I/O on open fds: read, write, seek, sync, allocate, copy ranges, poll, statvfs, dup.
+//! I/O on open fds: read, write, seek, sync, allocate, advise, copy ranges, poll, statvfs, dup.
 
 use super::*;
 
@@ -22,6 +22,17 @@ pub fn poll_pri(fd: BorrowedFd<'_>, timeout_ms: i32) -> io::Result<bool> {
 pub fn ftruncate(fd: BorrowedFd<'_>, size: u64) -> io::Result<()> {
     // SAFETY: plain syscall on a valid fd.
     cvt(unsafe { libc::ftruncate(fd.as_raw_fd(), size as libc::off_t) }).map(drop)
+}
+
+/// `posix_fadvise(POSIX_FADV_DONTNEED)` over the whole file: its clean cached pages go.
+pub fn fadvise_dontneed(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: plain syscall on a valid fd; it returns the error number instead of setting errno.
+    let rc = unsafe { libc::posix_fadvise(fd.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(rc))
+    }
 }
 
 /// `fallocate`.

@@ -152,6 +152,16 @@ impl Drop for ChildGuard {
 }
 
 /// Unmounts (lazily if busy) on drop; kills the server it owns.
+/// Whether a mount with `opts` checks SOURCE at every open (`revalidate=open`, the default) once
+/// `VFNOTIFY_TEST_MOUNT_OPTS` is put before them as [`MountGuard::mount`] does.
+pub fn revalidates_on_open(opts: &str) -> bool {
+    let extra = std::env::var("VFNOTIFY_TEST_MOUNT_OPTS").unwrap_or_default();
+    let all = format!("{extra},{opts}");
+    all.rsplit(',')
+        .find_map(|o| o.strip_prefix("revalidate="))
+        .is_none_or(|v| v == "open")
+}
+
 pub struct MountGuard {
     pub mountpoint: PathBuf,
     pub server: ChildGuard,
@@ -166,8 +176,16 @@ impl MountGuard {
     pub fn mount_with(source: &Path, mountpoint: &Path, opts: &str, env: &[(&str, &str)]) -> Self {
         let mut cmd = vfnotify();
         cmd.arg("mount").arg(source).arg(mountpoint).arg("-f");
+        // Options for every mount of a run, before the test's own (which win): how `.ci/run`
+        // runs the POSIX and data suites again under zero-message opens.
+        let extra = std::env::var("VFNOTIFY_TEST_MOUNT_OPTS").unwrap_or_default();
+        let opts = match (extra.is_empty(), opts.is_empty()) {
+            (true, _) => opts.to_string(),
+            (false, true) => extra,
+            (false, false) => format!("{extra},{opts}"),
+        };
         if !opts.is_empty() {
-            cmd.arg("-o").arg(opts);
+            cmd.arg("-o").arg(&opts);
         }
         for (k, v) in env {
             cmd.env(k, v);

@@ -20,6 +20,9 @@ pub const DEADLINE: Duration = Duration::from_secs(20);
 /// A mounted overlay of a fresh SOURCE. Field order is drop order: unmount before removing dirs.
 pub struct Fx {
     pub m: MountGuard,
+    /// With `VFNOTIFY_TEST_MOUNT_OPTS` set: a daemon the overlay is linked to (so that options
+    /// which act only while linked, as zero-message opens, are in force).
+    pub daemon: Option<(super::ChildGuard, tempfile::TempDir)>,
     pub mnt: tempfile::TempDir,
     pub src: tempfile::TempDir,
 }
@@ -52,8 +55,81 @@ pub fn setup(test: &str, opts: &str, fixtures: bool) -> Option<Fx> {
     } else {
         format!("cache=always,{opts}")
     };
+    // (Linked only under `cache=always`: a linked overlay's background listings move folders'
+    // atimes on SOURCE, which the `cache=never` cases check.)
+    if std::env::var_os("VFNOTIFY_TEST_MOUNT_OPTS").is_none()
+        || opts.contains("channel=")
+        || !opts.contains("cache=always")
+        || opts.split(',').any(|o| o == "ro")
+    {
+        let m = MountGuard::mount(src.path(), mnt.path(), &opts);
+        return Some(Fx {
+            m,
+            daemon: None,
+            mnt,
+            src,
+        });
+    }
+    let (daemon, dir, control) = start_daemon();
+    // Opened once linked and removed through the overlay: the first OPEN is the one options
+    // such as `revalidate=notify` decide on (zero-message opens), before the test's own.
+    let probe = ".vfnotify-test-probe";
+    std::fs::write(src.path().join(probe), b"probe").unwrap();
+    let opts = format!("channel=ops,control={},{opts}", control.display());
     let m = MountGuard::mount(src.path(), mnt.path(), &opts);
-    Some(Fx { m, mnt, src })
+    let mnt_s = mnt.path().display().to_string();
+    let linked = || {
+        let out = super::vfnotify()
+            .args(["status", "--json", "--control"])
+            .arg(&control)
+            .output()
+            .expect("vfnotify status");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v["overlays"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|o| o["mountpoint"].as_str() == Some(&mnt_s)))
+    };
+    let start = std::time::Instant::now();
+    while !linked() {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "overlay not linked to its daemon"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::read(mnt.path().join(probe)).unwrap();
+    std::fs::remove_file(mnt.path().join(probe)).unwrap();
+    Some(Fx {
+        m,
+        daemon: Some((daemon, dir)),
+        mnt,
+        src,
+    })
+}
+
+/// A `vfnotify daemon` on unix sockets in a fresh folder, once its control socket is there.
+fn start_daemon() -> (super::ChildGuard, tempfile::TempDir, PathBuf) {
+    let dir = tempdir();
+    let control = dir.path().join("ctl.sock");
+    let mut cmd = super::vfnotify();
+    cmd.arg("daemon")
+        .arg("--listen")
+        .arg(format!("unix:{}", dir.path().join("peer.sock").display()))
+        .arg("--control")
+        .arg(&control)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let child = super::ChildGuard::spawn(&mut cmd);
+    let start = std::time::Instant::now();
+    while !control.exists() {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "daemon control socket did not appear"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    (child, dir, control)
 }
 
 pub fn cpath(p: &Path) -> CString {

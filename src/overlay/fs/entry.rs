@@ -180,6 +180,12 @@ impl OverlayFs {
             (node, attr, fd)
         };
         Stats::bump(&s.stats.opens);
+        if s.open_free.load(Ordering::Relaxed) {
+            // No release will come (see `open_free`): the fd is the inode's, in the cache.
+            let kept = (flags & libc::O_ACCMODE) | s.atime_flags(false);
+            s.fd_cache.put(node.ino, node.key, kept, &Arc::new(fd));
+            return Ok((attr, Opened::Cached(FileHandle(0), s.fopen_flags(false))));
+        }
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         if let Some(b) = s.attach_backing(&node, Some(&fd), register) {
             let fh = s.add_handle(Handle::File(OpenFile {
@@ -370,6 +376,8 @@ impl OverlayFs {
             if exchange {
                 st.links.push((parent.0, name.to_owned()));
             }
+            drop(st);
+            s.lost_a_name(r);
         }
         Ok(())
     }

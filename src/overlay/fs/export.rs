@@ -13,6 +13,7 @@ impl Shared {
         if let Some(n) = last {
             if self.table.get(ino).is_none_or(|m| !Arc::ptr_eq(&m, &n)) {
                 self.fd_cache.forget(ino);
+                self.forget_orphan(ino);
                 self.forgotten(ino, kept);
             }
         }

@@ -161,6 +161,24 @@ impl FdCache {
         }
     }
 
+    /// Take out one fd kept for `ino` of `key` (a read-write one first) with the flags it is
+    /// kept under.
+    pub fn take_any(&self, ino: Ino, key: Key) -> Option<(Arc<OwnedFd>, i32)> {
+        let mut l = lock(&self.inner);
+        let l = &mut *l;
+        let mut kept: Vec<(Ino, i32)> = l
+            .by_file
+            .range((ino, i32::MIN)..=(ino, i32::MAX))
+            .filter(|(_, e)| e.key == key)
+            .map(|(k, _)| *k)
+            .collect();
+        kept.sort_by_key(|(_, flags)| flags & libc::O_ACCMODE != libc::O_RDWR);
+        let first = *kept.first()?;
+        let e = l.by_file.remove(&first)?;
+        l.by_age.remove(&e.tick);
+        Some((e.fd, first.1))
+    }
+
     /// Drop every fd kept for `ino`.
     pub fn forget(&self, ino: Ino) {
         if self.budget == 0 {
@@ -215,12 +233,6 @@ impl OverlayFs {
         Ok((fd, false))
     }
 
-    /// `revalidate=notify` and linked: notifications keep the view (and the kept fds) right.
-    fn trusts_notifications(&self) -> bool {
-        self.s.cfg.revalidate == crate::overlay::options::Revalidate::Notify
-            && self.s.linked.load(Ordering::Relaxed)
-    }
-
     /// [`OverlayFs::open_backing`]; at the open-files limit, with half the cache let go first.
     fn open_backing_room(&self, node: &Node, flags: i32) -> io::Result<OwnedFd> {
         match self.open_backing(node, flags) {
@@ -261,7 +273,7 @@ impl OverlayFs {
         flags: i32,
     ) -> io::Result<(Arc<OwnedFd>, bool)> {
         let (mut fd, cached) = self.open_backing_cached(node, flags)?;
-        if cached && self.trusts_notifications() {
+        if cached && self.s.trusts_notifications() {
             return Ok((fd, false));
         }
         let mut st = sys::fstat(fd.as_fd())?;

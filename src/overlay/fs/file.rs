@@ -1,6 +1,7 @@
 //! Open files: opening (backing fds, passthrough, revalidation), reads and writes, release,
 //! fsync, fallocate, copy_file_range, and the replay thread's creates.
 
+use super::open_free::Access;
 use super::*;
 
 impl OverlayFs {
@@ -29,6 +30,11 @@ impl OverlayFs {
     ) -> io::Result<Opened> {
         let s = &self.s;
         let node = s.node(ino)?;
+        if self.goes_open_free() {
+            // The kernel takes this for success, and sends no more opens (see `open_free`).
+            Stats::bump(&s.stats.opens_declined);
+            return Err(err(libc::ENOSYS));
+        }
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let replay = s.replay.is_replay(req);
         if writable && !replay {
@@ -103,12 +109,23 @@ impl OverlayFs {
         }
     }
 
-    pub(super) fn do_read(&self, fh: FileHandle, offset: u64, size: u32) -> io::Result<Vec<u8>> {
-        let h = self.s.handle(fh)?;
-        let Handle::File(f) = &*h else {
-            return Err(err(libc::EISDIR));
+    pub(super) fn do_read(
+        &self,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+    ) -> io::Result<Vec<u8>> {
+        let fd = if fh.0 == 0 {
+            self.note_read(ino);
+            self.fd_of_inode(ino, Access::Read)?
+        } else {
+            let h = self.s.handle(fh)?;
+            let Handle::File(f) = &*h else {
+                return Err(err(libc::EISDIR));
+            };
+            f.fd.clone().ok_or_else(|| err(libc::EBADF))?
         };
-        let fd = f.fd.as_ref().ok_or_else(|| err(libc::EBADF))?;
         let mut buf = vec![0u8; size as usize];
         let mut done = 0;
         while done < buf.len() {
@@ -127,12 +144,26 @@ impl OverlayFs {
     pub(super) fn do_write(
         &self,
         req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
         wf: WriteFlags,
     ) -> io::Result<usize> {
-        self.with_fd(fh, |fd| {
+        // Without opens there is no release to record the client's change at (not even for a
+        // handle from before the kernel stopped sending them): it is recorded with each write,
+        // inside a local operation (see `open_free`).
+        if fh.0 == 0 {
+            self.s.check_writable(req)?;
+        }
+        let noting = self.s.open_free.load(Ordering::Relaxed);
+        let node = if noting {
+            Some(self.s.node(ino)?)
+        } else {
+            None
+        };
+        let _local = node.as_deref().map(|n| self.s.local_node(n));
+        self.with_fd(ino, fh, Access::Write, |fd| {
             let mut done = 0;
             while done < data.len() {
                 let n = sys::pwrite(fd, &data[done..], offset + done as u64)?;
@@ -149,13 +180,16 @@ impl OverlayFs {
                     sys::fchmod(fd, m)?;
                 }
             }
+            if noting {
+                self.note_handleless_write(ino, fd);
+            }
             Ok(done)
         })
     }
 
     /// FSYNC; a handle without a backing file (a replay's) has nothing to sync.
-    pub(super) fn do_fsync(&self, fh: FileHandle, datasync: bool) -> io::Result<()> {
-        match self.with_fd(fh, |fd| sys::fsync(fd, datasync)) {
+    pub(super) fn do_fsync(&self, ino: INodeNo, fh: FileHandle, datasync: bool) -> io::Result<()> {
+        match self.with_fd(ino, fh, Access::Read, |fd| sys::fsync(fd, datasync)) {
             Err(e) if e.raw_os_error() == Some(libc::EBADF) => Ok(()),
             res => res,
         }
@@ -164,28 +198,51 @@ impl OverlayFs {
     pub(super) fn do_fallocate(
         &self,
         req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         length: u64,
         mode: i32,
     ) -> io::Result<()> {
         self.s.check_writable(req)?;
-        self.with_fd(fh, |fd| sys::fallocate(fd, mode, offset, length))
+        let node = if fh.0 == 0 {
+            Some(self.s.node(ino)?)
+        } else {
+            None
+        };
+        let _local = node.as_deref().map(|n| self.s.local_node(n));
+        self.with_fd(ino, fh, Access::Write, |fd| {
+            sys::fallocate(fd, mode, offset, length)?;
+            if fh.0 == 0 {
+                self.note_handleless_write(ino, fd);
+            }
+            Ok(())
+        })
     }
 
     /// COPY_FILE_RANGE, at most `u32::MAX` bytes (the reply's count is a `u32`).
     pub(super) fn do_copy_file_range(
         &self,
         req: &Request,
-        (fh_in, offset_in): (FileHandle, u64),
-        (fh_out, offset_out): (FileHandle, u64),
+        (ino_in, fh_in, offset_in): (INodeNo, FileHandle, u64),
+        (ino_out, fh_out, offset_out): (INodeNo, FileHandle, u64),
         len: u64,
     ) -> io::Result<usize> {
         self.s.check_writable(req)?;
         let len = usize::try_from(clamp_u32(len)).unwrap_or(usize::MAX);
-        self.with_fd(fh_in, |fin| {
-            self.with_fd(fh_out, |fout| {
-                sys::copy_file_range(fin, offset_in, fout, offset_out, len)
+        let node = if fh_out.0 == 0 {
+            Some(self.s.node(ino_out)?)
+        } else {
+            None
+        };
+        let _local = node.as_deref().map(|n| self.s.local_node(n));
+        self.with_fd(ino_in, fh_in, Access::Read, |fin| {
+            self.with_fd(ino_out, fh_out, Access::Write, |fout| {
+                let n = sys::copy_file_range(fin, offset_in, fout, offset_out, len)?;
+                if fh_out.0 == 0 {
+                    self.note_handleless_write(ino_out, fout);
+                }
+                Ok(n)
             })
         })
     }
@@ -299,6 +356,11 @@ impl OverlayFs {
         let pnode = s.node(parent)?;
         let (node, attr) = s.enter_replayed(&pnode, parent.0, name)?;
         Stats::bump(&s.stats.opens);
+        let flags = FopenFlags::FOPEN_DIRECT_IO | NOFLUSH;
+        if s.open_free.load(Ordering::Relaxed) {
+            // No release will come (see `open_free`); the replay does no I/O.
+            return Ok((attr, Opened::Cached(FileHandle(0), flags)));
+        }
         let (fd, direct) = self.replay_backing(&node);
         if !direct {
             if let Some(b) = s.attach_backing(&node, fd.as_ref(), register) {
@@ -317,7 +379,6 @@ impl OverlayFs {
             backing: false,
             writable: false,
         }));
-        let flags = FopenFlags::FOPEN_DIRECT_IO | NOFLUSH;
         Ok((attr, Opened::Cached(FileHandle(fh), flags)))
     }
 
@@ -364,11 +425,18 @@ impl OverlayFs {
         }
     }
 
+    /// Run `f` on the backing fd of handle `fh` of `ino`; handle 0 (zero-message opens) is the
+    /// inode's own fd for `access` (see `open_free`).
     pub(super) fn with_fd<T>(
         &self,
+        ino: INodeNo,
         fh: FileHandle,
+        access: Access,
         f: impl FnOnce(BorrowedFd<'_>) -> io::Result<T>,
     ) -> io::Result<T> {
+        if fh.0 == 0 {
+            return f(self.fd_of_inode(ino, access)?.as_fd());
+        }
         let (h, ()) = self.file_fd(fh)?;
         match &*h {
             Handle::File(OpenFile { fd: Some(fd), .. }) => f(fd.as_fd()),

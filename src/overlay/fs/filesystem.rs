@@ -2,6 +2,7 @@
 //! [`OverlayFs`] or [`Shared`] (in the file of its concern) and sends its reply
 //! ([`Answer::answer`]: the value, or the errno from [`errno`]).
 
+use super::open_free::Access;
 use super::*;
 
 impl Filesystem for OverlayFs {
@@ -133,7 +134,7 @@ impl Filesystem for OverlayFs {
     fn read(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -141,13 +142,13 @@ impl Filesystem for OverlayFs {
         _lock: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        reply.answer(&self.s, self.do_read(fh, offset, size));
+        reply.answer(&self.s, self.do_read(ino, fh, offset, size));
     }
 
     fn write(
         &self,
         req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
@@ -156,7 +157,7 @@ impl Filesystem for OverlayFs {
         _lock: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        reply.answer(&self.s, self.do_write(req, fh, offset, data, wf));
+        reply.answer(&self.s, self.do_write(req, ino, fh, offset, data, wf));
     }
 
     fn flush(
@@ -167,8 +168,13 @@ impl Filesystem for OverlayFs {
         _lock: LockOwner,
         reply: ReplyEmpty,
     ) {
-        // Opens ask for no FLUSH (`NOFLUSH`); nothing to do if one comes.
-        reply.ok();
+        // Opens ask for no FLUSH (`NOFLUSH`); nothing to do if one comes. Without opens (see
+        // `open_free`) every close would send one: ENOSYS makes the kernel stop.
+        if self.s.open_free.load(Ordering::Relaxed) {
+            reply.error(Errno::ENOSYS);
+        } else {
+            reply.ok();
+        }
     }
 
     fn release(
@@ -188,12 +194,12 @@ impl Filesystem for OverlayFs {
     fn fsync(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        reply.answer(&self.s, self.do_fsync(fh, datasync));
+        reply.answer(&self.s, self.do_fsync(ino, fh, datasync));
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -303,43 +309,51 @@ impl Filesystem for OverlayFs {
     fn fallocate(
         &self,
         req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         length: u64,
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        reply.answer(&self.s, self.do_fallocate(req, fh, offset, length, mode));
+        reply.answer(
+            &self.s,
+            self.do_fallocate(req, ino, fh, offset, length, mode),
+        );
     }
 
     fn lseek(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: i64,
         whence: i32,
         reply: ReplyLseek,
     ) {
-        let res = self.with_fd(fh, |fd| sys::lseek(fd, offset, whence));
+        let res = self.with_fd(ino, fh, Access::Read, |fd| sys::lseek(fd, offset, whence));
         reply.answer(&self.s, res);
     }
 
     fn copy_file_range(
         &self,
         req: &Request,
-        _ino_in: INodeNo,
+        ino_in: INodeNo,
         fh_in: FileHandle,
         offset_in: u64,
-        _ino_out: INodeNo,
+        ino_out: INodeNo,
         fh_out: FileHandle,
         offset_out: u64,
         len: u64,
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        let res = self.do_copy_file_range(req, (fh_in, offset_in), (fh_out, offset_out), len);
+        let res = self.do_copy_file_range(
+            req,
+            (ino_in, fh_in, offset_in),
+            (ino_out, fh_out, offset_out),
+            len,
+        );
         reply.answer(&self.s, res);
     }
 }

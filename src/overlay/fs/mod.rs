@@ -10,7 +10,8 @@
 //! calls: each method calls an inherent operation and sends its reply), `reply.rs` (the replies
 //! built from an operation's result), `session.rs` (INIT's negotiation, statfs), `entry.rs`
 //! (lookup, create, remove, rename, link, readlink), `setattr.rs` (getattr too), `file.rs` (open
-//! files: open, read, write, release, fsync, revalidation), `dir.rs` (opendir, listings),
+//! files: open, read, write, release, fsync, revalidation), `open_free.rs` (zero-message opens:
+//! handle-less I/O), `dir.rs` (opendir, listings),
 //! `xattr.rs`, `shared.rs` (policy, handles, resolution, attributes, local operations),
 //! `export.rs` (forget, and nodes reached by handle), `client.rs` (acting as the client, backing
 //! files, ownership) and `attr.rs` (conversions).
@@ -44,6 +45,7 @@ mod export;
 mod fdcache;
 mod file;
 mod filesystem;
+mod open_free;
 mod reply;
 mod session;
 mod setattr;
@@ -260,6 +262,14 @@ pub struct Stats {
     pub handles_kept: AtomicU64,
     pub handles_found: AtomicU64,
     pub handles_dropped: AtomicU64,
+    /// 1 once opens are no longer sent (see [`open_free`]).
+    pub open_free: AtomicU64,
+    /// OPENs answered with ENOSYS (the kernel sends one: more means it did not stop).
+    pub opens_declined: AtomicU64,
+    /// Files whose last name went while the kernel held them, kept open for its clients.
+    pub orphans_kept: AtomicU64,
+    /// I/O on a file whose last name went, with no fd kept to do it through (failed).
+    pub orphans_lost: AtomicU64,
 }
 
 macro_rules! stats_json {
@@ -318,7 +328,11 @@ impl Stats {
             umask_fallbacks,
             handles_kept,
             handles_found,
-            handles_dropped
+            handles_dropped,
+            open_free,
+            opens_declined,
+            orphans_kept,
+            orphans_lost
         )
     }
 }
@@ -358,6 +372,9 @@ pub struct Shared {
     pub stats: Stats,
     /// Whether notifications can arrive (a daemon link is up). `cache=always` is honoured only then.
     pub linked: AtomicBool,
+    /// Whether a `vfnotify host` feeds the daemon, so every host change is notified (told by
+    /// the daemon; `revalidate=auto` trusts the notifications then).
+    pub exact_feed: AtomicBool,
     /// When `linked` last changed (seconds since the epoch).
     pub state_since: AtomicU64,
     /// Kernel passthrough negotiated at INIT.
@@ -367,6 +384,13 @@ pub struct Shared {
     pub passthrough_refused: AtomicBool,
     /// Backing fds of recently opened files (see [`fdcache`]).
     pub fd_cache: fdcache::FdCache,
+    /// An OPEN was answered with ENOSYS: the kernel sends no more opens, flushes or releases of
+    /// files, and file I/O comes with handle 0 (see [`open_free`]).
+    pub open_free: AtomicBool,
+    /// Files whose last name went while the kernel held them, under zero-message opens: the fd
+    /// their clients' I/O goes through and the flags it was opened with, until the kernel
+    /// forgets them (see [`open_free`]).
+    orphans: Mutex<HashMap<Ino, (Arc<OwnedFd>, i32)>>,
     /// `FUSE_DONT_MASK` negotiated at INIT: creates carry the client's umask for us to apply.
     pub dont_mask: AtomicBool,
     /// The kernel's FUSE minor version, from INIT.

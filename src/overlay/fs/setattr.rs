@@ -50,6 +50,9 @@ impl OverlayFs {
                 return Ok((s.attr(node.ino, &snap_stat(&a)), s.ttl()));
             }
         }
+        if let Some(a) = self.told_file_attr(node) {
+            return Ok((s.attr(node.ino, &snap_stat(&a)), s.ttl()));
+        }
         let st = match fh.and_then(|fh| s.handle(fh).ok()) {
             Some(h) => match &*h {
                 Handle::File(OpenFile { fd: Some(fd), .. }) => sys::fstat(fd.as_fd())?,

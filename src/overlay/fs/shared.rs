@@ -27,10 +27,13 @@ impl Shared {
             replay: ReplayView::default(),
             stats: Stats::default(),
             linked: AtomicBool::new(linked),
+            exact_feed: AtomicBool::new(false),
             state_since: AtomicU64::new(unix_now()),
             passthrough: AtomicBool::new(false),
             passthrough_refused: AtomicBool::new(false),
             fd_cache: fdcache::FdCache::new(fd_budget),
+            open_free: AtomicBool::new(false),
+            orphans: Mutex::default(),
             dont_mask: AtomicBool::new(false),
             kernel_minor: AtomicU32::new(0),
             source_is_fuse,
@@ -74,8 +77,26 @@ impl Shared {
     pub fn policy(&self) -> CachePolicy {
         match self.cfg.cache {
             CachePolicy::Always if !self.linked.load(Ordering::Relaxed) => CachePolicy::Auto,
+            // Without opens to check (see `open_free`), long caching needs trusted notifications.
+            CachePolicy::Always
+                if self.open_free.load(Ordering::Relaxed) && !self.trusts_notifications() =>
+            {
+                CachePolicy::Auto
+            }
             p => p,
         }
+    }
+
+    /// Whether notifications are trusted: no check of SOURCE at an open (`revalidate=notify`
+    /// while linked; `auto` while a `vfnotify host` feeds the daemon too).
+    pub fn trusts_notifications(&self) -> bool {
+        use crate::overlay::options::Revalidate;
+        self.linked.load(Ordering::Relaxed)
+            && match self.cfg.revalidate {
+                Revalidate::Notify => true,
+                Revalidate::Auto => self.exact_feed.load(Ordering::Relaxed),
+                Revalidate::Open => false,
+            }
     }
 
     pub(super) fn ttl(&self) -> Duration {
@@ -232,6 +253,11 @@ impl Shared {
 
     /// Whether a client holds `ino` open for writing (its writes are not host changes).
     pub fn has_writer(&self, ino: Ino) -> bool {
+        // Without opens (see `open_free`) handles are never released: every write records its
+        // change itself.
+        if self.open_free.load(Ordering::Relaxed) {
+            return false;
+        }
         self.handles.iter().any(|shard| {
             let shard = lock(shard);
             shard
@@ -242,6 +268,9 @@ impl Shared {
 
     /// A duplicate of the fd of any open handle of `node` (for files whose names are gone).
     pub(super) fn open_fd_of(&self, node: &Node) -> Option<OwnedFd> {
+        if let Some(fd) = self.orphan_fd(node.ino) {
+            return fd.0.try_clone().ok();
+        }
         self.handles.iter().find_map(|shard| {
             let shard = lock(shard);
             shard.values().find_map(|h| match &**h {
@@ -427,6 +456,7 @@ impl Shared {
             c.state()
                 .links
                 .retain(|(p, n)| !(*p == parent && n == name));
+            self.lost_a_name(&c);
         }
     }
 

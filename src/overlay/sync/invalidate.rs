@@ -97,6 +97,9 @@ impl Worker {
                     let mut st = node.state();
                     st.links.retain(|(p, n)| !(*p == *from && n == name));
                     st.links.push((*to, newname.clone()));
+                    drop(st);
+                    // A rename moves the ctime.
+                    s.file_attr_changed(&node);
                 }
             }
             Change::Content { new, .. } => self.inval_inode(s.table.ino_for(new.key), 0, 0),
@@ -138,6 +141,8 @@ impl Worker {
             .filter(|n| n.key == key);
         match child {
             Some(c) => {
+                c.state().links.retain(|(p, n)| !(*p == dir && n == name));
+                self.s.lost_a_name(&c);
                 self.s.fd_cache.forget(c.ino);
                 Stats::bump(&self.s.stats.inval_delete);
                 if let Err(e) = self.notifier.delete(INodeNo(dir), INodeNo(c.ino), name) {
@@ -147,7 +152,6 @@ impl Worker {
                     );
                     self.inval_entry(dir, name);
                 }
-                c.state().links.retain(|(p, n)| !(*p == dir && n == name));
             }
             None => self.inval_entry(dir, name),
         }
@@ -156,9 +160,10 @@ impl Worker {
     pub(super) fn inval_inode(&self, ino: Ino, off: i64, len: i64) {
         // Its next open goes to SOURCE (which revalidates its own caches at an open).
         self.s.fd_cache.forget(ino);
-        if self.s.table.get(ino).is_none() {
+        let Some(node) = self.s.table.get(ino) else {
             return;
-        }
+        };
+        self.s.file_attr_changed(&node);
         Stats::bump(&self.s.stats.inval_inode);
         if let Err(e) = self.notifier.inval_inode(INodeNo(ino), off, len) {
             Stats::bump(&self.s.stats.inval_failed);
