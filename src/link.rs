@@ -15,7 +15,7 @@ use thiserror::Error;
 
 use crate::control::reply::{HelloResult, SubscribeResult};
 use crate::control::request::{
-    HandledArgs, HelloArgs, OverlayStats, Reported, SubscribeArgs, Wire,
+    HandledArgs, HelloArgs, NoArgs, OverlayStats, Reported, SubscribeArgs, Wire,
 };
 pub use crate::control::wire::{Change, Scope};
 use crate::control::wire::{EventMsg, LinkEvent};
@@ -27,7 +27,9 @@ pub trait NotifyTarget: Send + Sync + 'static {
     /// Handle one (possibly coalesced) notification: the whole mount, or validated relative
     /// paths under it. Returns once caches are invalidated and events replayed.
     /// Returns the changes found, in order (`{"type", "path", "to"?}` objects), for watchers.
-    fn handle(&self, scope: &Scope) -> Vec<serde_json::Value>;
+    /// A handling that takes long calls `progress` every [`PROGRESS_INTERVAL`] or so: the
+    /// daemon's `notify` waits on while it hears of it.
+    fn handle(&self, scope: &Scope, progress: &mut dyn FnMut()) -> Vec<serde_json::Value>;
     /// The link went up (`true`) or down (`false`). Called on every transition.
     fn set_linked(&self, linked: bool);
     /// The globs of the watch subscriptions that follow this overlay now (empty: none), so the
@@ -111,6 +113,28 @@ fn run(config: &LinkConfig, target: &dyn NotifyTarget) {
     }
 }
 
+/// How often a notification still being handled is reported to the daemon (`progress`), so
+/// that a `notify` waiting for it waits on ([`crate::control::NOTIFY_TIMEOUT`] without word).
+pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
+
+/// `target.handle(scope)`, with `progress` sending the daemon word that it goes on.
+fn handle_reporting(
+    client: &mut Client,
+    target: &dyn NotifyTarget,
+    scope: &Scope,
+) -> Result<Vec<serde_json::Value>, LinkError> {
+    let mut failed = None;
+    let changes = target.handle(scope, &mut || {
+        if failed.is_none() {
+            failed = client.send_wire(&Wire::Progress(NoArgs {})).err();
+        }
+    });
+    match failed {
+        Some(e) => Err(LinkError::Ack(e)),
+        None => Ok(changes),
+    }
+}
+
 /// One connection: hello, subscribe, rescan, then events until the connection ends.
 fn session(
     config: &LinkConfig,
@@ -138,7 +162,7 @@ fn session(
     *linked = true;
     // Notifications may have been missed while unlinked: rescan, and report what that found
     // (and the fresh state) with an acknowledgement of nothing.
-    let changes = target.handle(&Scope::Whole);
+    let changes = handle_reporting(&mut client, target, &Scope::Whole)?;
     let mut reported = target.stats();
     client
         .report(report(Vec::new(), &reported, Some(changes)))
@@ -177,7 +201,7 @@ fn session(
         let Some(merged) = merge_events(&batch) else {
             continue;
         };
-        let changes = target.handle(&merged.scope);
+        let changes = handle_reporting(&mut client, target, &merged.scope)?;
         reported = target.stats();
         client
             .report(report(merged.seqs, &reported, Some(changes)))

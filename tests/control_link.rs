@@ -23,11 +23,22 @@ struct Fake {
     busy: std::sync::atomic::AtomicU64,
     linked: Mutex<Vec<bool>>,
     work: Duration,
+    /// Once set, what each handling takes instead (saying it goes on every second).
+    slow: Mutex<Option<Duration>>,
 }
 
 impl NotifyTarget for Fake {
-    fn handle(&self, scope: &Scope) -> Vec<Value> {
-        std::thread::sleep(self.work);
+    fn handle(&self, scope: &Scope, progress: &mut dyn FnMut()) -> Vec<Value> {
+        match *self.slow.lock().unwrap() {
+            Some(slow) => {
+                let start = Instant::now();
+                while start.elapsed() < slow {
+                    std::thread::sleep(Duration::from_secs(1).min(slow - start.elapsed()));
+                    progress();
+                }
+            }
+            None => std::thread::sleep(self.work),
+        }
         self.calls.lock().unwrap().push(scope.paths().to_vec());
         Vec::new()
     }
@@ -160,6 +171,33 @@ fn quiet_links_still_report_fresh_statistics() {
         d.status()["overlays"][0]["stats"]["busy"] == 7
     });
     assert_eq!(fake.calls().len(), 1, "no notification was sent");
+}
+
+/// A handling that outlasts the daemon's `notify` timeout (10 s without word) but reports
+/// progress: `vfnotify notify` waits for it and succeeds (as for a rescan of millions of entries).
+#[test]
+fn a_long_handling_that_reports_progress_outlasts_the_notify_timeout() {
+    let dir = tempdir();
+    let control = dir.path().join("control.sock");
+    let _d = Daemon::start_at(&control, &[]);
+    let fake = link(control.clone(), dir.path().join("mnt"), Duration::ZERO);
+    poll_until("linked and rescanned", DEADLINE, || fake.calls().len() == 1);
+    *fake.slow.lock().unwrap() = Some(Duration::from_secs(13));
+    let t = Instant::now();
+    let o = common::vfnotify()
+        .args(["notify", "--control"])
+        .arg(&control)
+        .args(["docs", "big"])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "notify failed after {:?}: {}",
+        t.elapsed(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(t.elapsed() >= Duration::from_secs(13), "{:?}", t.elapsed());
+    assert_eq!(fake.calls().last().unwrap(), &vec!["big".to_string()]);
 }
 
 #[test]

@@ -47,8 +47,13 @@ impl std::ops::Deref for Guest {
 
 /// A guest whose SOURCE is a fresh tmpfs filled by `fill`; `None` when FUSE tests cannot run.
 fn guest(test: &str, fill: impl FnOnce(&Path)) -> Option<Guest> {
+    guest_with(test, "", fill)
+}
+
+/// [`guest`] with overlay options `opts`.
+fn guest_with(test: &str, opts: &str, fill: impl FnOnce(&Path)) -> Option<Guest> {
     let tmp = std::cell::RefCell::new(None);
-    let l = Linked::with_source(test, "", |src| {
+    let l = Linked::with_source(test, opts, |src| {
         *tmp.borrow_mut() = Some(Tmpfs::at(src));
         fill(src);
     })?;
@@ -353,14 +358,23 @@ fn overlay_idle_at(d: &Daemon, deadline: Duration) {
 }
 
 fn exact_events(test: &str, backend: &str) {
+    exact_events_with(test, backend, "");
+}
+
+/// [`exact_events`] with the host's overlay mounted with `opts`.
+fn exact_events_with(test: &str, backend: &str, opts: &str) {
     let Some(local) = guest(&format!("{test}_local"), prepare) else {
         return;
     };
-    let Some(remote) = guest(&format!("{test}_host"), prepare) else {
+    let Some(remote) = guest_with(&format!("{test}_host"), opts, prepare) else {
         return;
     };
     let host = host_for(backend, &remote.src, &[&remote.daemon.peer], &[]);
     assert_eq!(host.status()["backend"], backend);
+    // Fed by the host, the overlay trusts its notifications (`revalidate=auto`).
+    poll_until("the overlay trusts the host's feed", DEADLINE, || {
+        remote.overlay_stats()["trusted"] == true
+    });
     host.settle(Duration::from_millis(50));
     overlay_idle(&remote);
     let mut wl = Watcher::new();
@@ -421,6 +435,11 @@ fn exact_events(test: &str, backend: &str) {
         "{backend}: events differ:\n{}",
         failures.join("\n")
     );
+    if opts.contains("passthrough=off") {
+        poll_until("opens no longer sent", DEADLINE, || {
+            remote.overlay_stats()["open_free"] == 1
+        });
+    }
 }
 
 #[test]
@@ -431,6 +450,13 @@ fn every_change_kind_gives_the_local_events_with_fanotify() {
 #[test]
 fn every_change_kind_gives_the_local_events_with_inotify() {
     exact_events("host_exact_inotify", "inotify");
+}
+
+/// As deployed over virtiofs: no kernel passthrough, so fed by the host the overlay also stops
+/// receiving opens (zero-message opens); every event and the freshness check still hold.
+#[test]
+fn every_change_kind_gives_the_local_events_under_zero_message_opens() {
+    exact_events_with("host_exact_open_free", "fanotify", "passthrough=off");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -78,7 +78,9 @@ fn answer(req: Result<Request, ErrorBody>) -> Result<Value, ErrorBody> {
             let _ = seqs.iter().max().map(|m| m.saturating_add(1));
             Ok(val!(Done {}))
         }
-        Request::Status | Request::Watch { .. } | Request::Unwatch { .. } => Ok(val!(Done {})),
+        Request::Status | Request::Progress | Request::Watch { .. } | Request::Unwatch { .. } => {
+            Ok(val!(Done {}))
+        }
     }
 }
 

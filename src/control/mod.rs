@@ -32,8 +32,11 @@ pub use lines::{Read, read_request};
 pub const DEFAULT_CONTROL: &str = "/run/vfnotify/control.sock";
 /// The control protocol version (major.minor; a different major is incompatible).
 pub const PROTOCOL_VERSION: &str = "1.0";
-/// How long the daemon lets a `notify` request wait for overlays and triggers.
+/// How long the daemon lets a `notify` request wait for overlays and triggers without hearing
+/// from them (a handling overlay reports progress, see `link`).
 pub const NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest a `notify` waits in all, however long its overlays report progress for.
+pub const NOTIFY_MAX: Duration = Duration::from_secs(600);
 /// Longest request or message line, in bytes.
 pub const MAX_MESSAGE: usize = 64 * 1024;
 

@@ -1,13 +1,12 @@
 //! `vfnotify notify`: ask the local daemon to act on a notification and wait until it is handled.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use thiserror::Error;
 
 use super::reply::NotifyResult;
 use super::request::{NotifyArgs, Wire};
-use super::{Client, ClientError, NOTIFY_TIMEOUT, print_stdout};
+use super::{Client, ClientError, NOTIFY_MAX, NOTIFY_TIMEOUT, print_stdout};
 use crate::protocol::{ChannelError, RelpathError, validate_channel, validate_relpath};
 
 /// A validated `notify` request.
@@ -65,8 +64,9 @@ impl Config {
 /// `vfnotify notify`: send it, print the outcome; an overlay that did not handle it is an error.
 pub fn run(config: Config) -> Result<(), NotifyError> {
     let (mut client, _) = Client::connect_hello(&config.control)?;
-    // The daemon answers within its own 10 s timeout; leave it some slack.
-    client.set_timeout(Some(NOTIFY_TIMEOUT + Duration::from_secs(5)))?;
+    // The daemon answers within 10 s of hearing nothing from the overlays, and at most after
+    // NOTIFY_MAX (a large rescan reports progress); leave it some slack.
+    client.set_timeout(Some(NOTIFY_MAX + NOTIFY_TIMEOUT))?;
     let r: NotifyResult = client.call(&Wire::Notify(NotifyArgs {
         channel: config.channel.clone(),
         paths: Some(config.relpaths),

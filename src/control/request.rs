@@ -35,6 +35,9 @@ pub enum Wire {
     Subscribe(SubscribeArgs),
     /// Overlays only.
     Handled(HandledArgs),
+    /// Overlays only: a notification's handling is under way (a long rescan); the daemon's
+    /// wait for it goes on.
+    Progress(NoArgs),
     Watch(WatchArgs),
     Unwatch(UnwatchArgs),
 }
@@ -190,6 +193,8 @@ pub enum Request {
         /// Whether `changes` was given at all (an empty list still makes a report).
         has_changes: bool,
     },
+    /// `progress` (overlays): still handling.
+    Progress,
     Watch {
         target: Target,
         glob: Option<Glob>,
@@ -213,6 +218,7 @@ impl TryFrom<Wire> for Request {
             Wire::Notify(a) => notify(a)?,
             Wire::Subscribe(a) => subscribe(a)?,
             Wire::Handled(a) => handled(a)?,
+            Wire::Progress(NoArgs {}) => Request::Progress,
             Wire::Watch(a) => watch(a)?,
             Wire::Unwatch(UnwatchArgs { watch }) => Request::Unwatch { watch },
         })

@@ -47,13 +47,19 @@ mod tests {
     fn overlays_hear_of_the_feed_at_subscribing_and_at_each_change() {
         let shared = Shared::new(crate::daemon::DaemonConfig::new("/nonexistent".into()));
         let before = shared.subscribe("c".into(), "/m1".into(), 1);
-        assert!(matches!(before.pop(), Popped::Empty), "no host: nothing said");
+        assert!(
+            matches!(before.pop(), Popped::Empty),
+            "no host: nothing said"
+        );
         shared.exact_peer_up();
         shared.exact_peer_up();
         assert!(matches!(before.pop(), Popped::Feed(true)));
         assert!(matches!(before.pop(), Popped::Empty), "told once");
         let after = shared.subscribe("c".into(), "/m2".into(), 2);
-        assert!(matches!(after.pop(), Popped::Feed(true)), "told at subscribing");
+        assert!(
+            matches!(after.pop(), Popped::Feed(true)),
+            "told at subscribing"
+        );
         shared.exact_peer_down();
         assert!(shared.feed_exact(), "one host is still connected");
         assert!(matches!(before.pop(), Popped::Empty));

@@ -11,6 +11,7 @@ pub mod peer;
 pub mod send;
 pub mod server;
 pub mod state;
+pub mod subscriber;
 pub mod systemd;
 pub mod watch;
 

@@ -27,7 +27,7 @@ use crate::transport::UnixListener;
 
 /// Most concurrent control connections.
 pub const MAX_CONTROL_CONNECTIONS: usize = 256;
-pub use crate::control::NOTIFY_TIMEOUT;
+pub use crate::control::{NOTIFY_MAX, NOTIFY_TIMEOUT};
 /// Outgoing messages buffered per connection (beyond that, the connection's reader waits).
 const OUTGOING: usize = 64;
 /// `notify` requests in flight per connection (beyond that, the connection's reader waits).
@@ -166,6 +166,19 @@ impl Conn {
                 let r = self.handled(seqs, stats, changes).await;
                 self.reply(&id, r).await
             }
+            Request::Progress => {
+                let r = match &self.sub {
+                    Some(sub) => {
+                        sub.heard();
+                        Ok(Done {})
+                    }
+                    None => Err(error(
+                        ErrorClass::NotSubscribed,
+                        "`progress` needs a subscription on this connection",
+                    )),
+                };
+                self.reply(&id, r).await
+            }
             Request::Watch { target, glob } => {
                 let r = self.watch(target, glob);
                 self.reply(&id, r).await
@@ -218,17 +231,24 @@ impl Conn {
                     None => 0,
                 }
             };
-            let body = match tokio::time::timeout(NOTIFY_TIMEOUT, work).await {
-                Ok(triggers) => Ok(NotifyResult {
+            // NOTIFY_TIMEOUT without word from any overlay it waits for (a long rescan reports
+            // progress), and NOTIFY_MAX in all.
+            let subs = wait.subs;
+            let start = tokio::time::Instant::now();
+            let heard_lately = move || {
+                subs.iter().any(|s| s.quiet_for() < NOTIFY_TIMEOUT) && start.elapsed() < NOTIFY_MAX
+            };
+            let body = match with_progress(work, heard_lately).await {
+                Some(triggers) => Ok(NotifyResult {
                     channel,
                     overlays: total as u64,
                     handled: handled.load(Ordering::Relaxed) as u64,
                     triggers,
                 }),
-                Err(_) => Err(error(
+                None => Err(error(
                     ErrorClass::Timeout,
                     format!(
-                        "not handled within {} s: {} of {} overlays acknowledged",
+                        "not handled (no progress for {} s): {} of {} overlays acknowledged",
                         NOTIFY_TIMEOUT.as_secs(),
                         handled.load(Ordering::Relaxed),
                         total
@@ -366,5 +386,17 @@ impl Conn {
         self.shared.publish_changes(&sub, &changes).await;
         sub.ack(&seqs, stats);
         Ok(Done {})
+    }
+}
+
+/// `work`'s output, or `None` once a check every [`NOTIFY_TIMEOUT`] finds `going_on` false.
+async fn with_progress<T>(work: impl Future<Output = T>, going_on: impl Fn() -> bool) -> Option<T> {
+    tokio::pin!(work);
+    loop {
+        match tokio::time::timeout(NOTIFY_TIMEOUT, &mut work).await {
+            Ok(v) => return Some(v),
+            Err(_) if going_on() => continue,
+            Err(_) => return None,
+        }
     }
 }

@@ -1,19 +1,19 @@
 //! The daemon's shared state: configuration, counters, subscribed overlays, and dispatch of one
 //! notification to its overlays and trigger files.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::oneshot;
 
 use super::DaemonConfig;
+pub use super::subscriber::{Event, Popped, Subscriber};
 use super::watch::{self, Change, Target, Watch};
-use crate::control::reply::{DaemonCounters, DaemonStatus, OverlayStatus};
-use crate::control::request::OverlayStats;
-use crate::control::wire::{LinkEvent, Scope};
+use crate::control::reply::{DaemonCounters, DaemonStatus};
+use crate::control::wire::Scope;
 use crate::glob::Glob;
 use crate::mountinfo::vfnotify_mounts;
 use crate::trigger::{self, Coalescer};
@@ -112,209 +112,14 @@ impl Counters {
     }
 }
 
-/// One event queued for an overlay.
-#[derive(Debug, Clone)]
-pub struct Event {
-    pub seq: u64,
-    pub channel: String,
-    pub scope: Scope,
-}
-
-impl Event {
-    /// The wire form: `{"event":{"type":"notify","channel":..,"paths":[..],"seq":N}}`.
-    pub fn wire(&self) -> LinkEvent {
-        LinkEvent::Notify {
-            channel: self.channel.clone(),
-            paths: self.scope.clone(),
-            seq: self.seq,
-        }
-    }
-}
-
-#[derive(Debug, Default)]
-struct SubState {
-    queue: VecDeque<Event>,
-    next_seq: u64,
-    delivered: u64,
-    handled: u64,
-    stats: Option<OverlayStats>,
-    /// seq → waiters released once an ack covers seq (acks are cumulative: an ack of N covers
-    /// every seq ≤ N, since events are delivered in order).
-    waiters: BTreeMap<u64, Vec<oneshot::Sender<()>>>,
-    closed: bool,
-    /// The highest seq acknowledged, and whether the overlay reported its first rescan (its
-    /// first `handled`, sent once the rescan after subscribing is done).
-    acked: u64,
-    ready: bool,
-}
-
-/// What [`Subscriber::pop`] found.
-#[derive(Debug)]
-pub enum Popped {
-    Event(Event),
-    /// The watch globs that follow the overlay now: `{"event": {"type": "watches", "globs":
-    /// [...]}}` (a watch without a glob follows everything: `**`).
-    Watches(Vec<String>),
-    /// Whether the daemon's feed is exact now (see [`super::feed`]).
-    Feed(bool),
-    Empty,
-    Closed,
-}
-
-/// A subscribed overlay (one control connection).
-#[derive(Debug)]
-pub struct Subscriber {
-    pub id: u64,
-    pub channel: String,
-    pub mountpoint: PathBuf,
-    pub pid: u32,
-    pub since: u64,
-    state: Mutex<SubState>,
-    /// Woken when events are queued or the subscriber is closed.
-    pub wake: Notify,
-    /// The globs of the watches following this overlay, when they changed and the overlay was
-    /// not told yet (sent before any queued notification).
-    globs: Mutex<Option<Vec<String>>>,
-    /// Whether the feed is exact, when it changed and the overlay was not told yet.
-    feed: Mutex<Option<bool>>,
-}
-
-impl Subscriber {
-    /// Queue a notification; returns whether the queue overflowed (and collapsed).
-    fn deliver(&self, channel: &str, scope: Scope, waiter: Option<oneshot::Sender<()>>) -> bool {
-        let overflow = {
-            let mut st = lock(&self.state);
-            if st.closed {
-                return false;
-            }
-            st.next_seq += 1;
-            let seq = st.next_seq;
-            let overflow = st.queue.len() >= SUBSCRIBER_QUEUE;
-            let event = if overflow {
-                st.queue.clear();
-                Event {
-                    seq,
-                    channel: channel.to_string(),
-                    scope: Scope::Whole,
-                }
-            } else {
-                Event {
-                    seq,
-                    channel: channel.to_string(),
-                    scope,
-                }
-            };
-            st.queue.push_back(event);
-            st.delivered += 1;
-            if let Some(w) = waiter {
-                st.waiters.entry(seq).or_default().push(w);
-            }
-            overflow
-        };
-        self.wake.notify_one();
-        overflow
-    }
-
-    /// Tell the overlay, before its next notification, which watch globs follow it.
-    fn set_globs(&self, globs: Vec<String>) {
-        *lock(&self.globs) = Some(globs);
-        self.wake.notify_one();
-    }
-
-    /// Tell the overlay, before its next notification, whether the feed is exact.
-    pub(super) fn set_feed(&self, exact: bool) {
-        *lock(&self.feed) = Some(exact);
-        self.wake.notify_one();
-    }
-
-    /// Take the next queued event.
-    pub fn pop(&self) -> Popped {
-        let mut st = lock(&self.state);
-        if st.closed {
-            return Popped::Closed;
-        }
-        if let Some(exact) = lock(&self.feed).take() {
-            return Popped::Feed(exact);
-        }
-        if let Some(g) = lock(&self.globs).take() {
-            return Popped::Watches(g);
-        }
-        match st.queue.pop_front() {
-            Some(ev) => Popped::Event(ev),
-            None => Popped::Empty,
-        }
-    }
-
-    /// Record acknowledgements of `seqs` (cumulative), with the overlay's latest stats.
-    /// `stats`: `Some` when the report carried them (`Some(None)`: a `null`, shown as such).
-    pub fn ack(&self, seqs: &[u64], stats: Option<Option<OverlayStats>>) {
-        let mut st = lock(&self.state);
-        if let Some(s) = stats {
-            st.stats = s;
-        }
-        let first = !st.ready;
-        st.ready = true;
-        let max = seqs.iter().max().copied().unwrap_or(0);
-        if seqs.is_empty() && !first {
-            return;
-        }
-        st.handled += seqs.len() as u64;
-        st.acked = st.acked.max(max);
-        let upto = st.acked.saturating_add(1);
-        let rest = st.waiters.split_off(&upto);
-        let done = std::mem::replace(&mut st.waiters, rest);
-        for w in done.into_values().flatten() {
-            let _ = w.send(());
-        }
-    }
-
-    /// A receiver completed once everything delivered so far is handled (and the rescan after
-    /// subscribing is done); `None` when it already is, or the subscriber is closed.
-    pub fn barrier(&self) -> Option<oneshot::Receiver<()>> {
-        let mut st = lock(&self.state);
-        if st.closed || (st.ready && st.acked >= st.next_seq) {
-            return None;
-        }
-        let (tx, rx) = oneshot::channel();
-        let at = st.next_seq;
-        st.waiters.entry(at).or_default().push(tx);
-        Some(rx)
-    }
-
-    /// Close: queued events and pending waiters are dropped (waiters see a closed channel).
-    pub fn close(&self) {
-        {
-            let mut st = lock(&self.state);
-            st.closed = true;
-            st.queue.clear();
-            st.waiters.clear();
-        }
-        self.wake.notify_one();
-    }
-
-    fn wire(&self) -> OverlayStatus {
-        let st = lock(&self.state);
-        OverlayStatus {
-            subscription: self.id,
-            channel: self.channel.clone(),
-            mountpoint: self.mountpoint.clone(),
-            pid: self.pid,
-            since: self.since,
-            delivered: st.delivered,
-            handled: st.handled,
-            queued: st.queue.len() as u64,
-            stats: st.stats.clone(),
-        }
-    }
-}
-
 /// What a caller of [`Shared::dispatch`] can wait on.
 #[derive(Debug, Default)]
 pub struct DispatchWait {
     /// Whether the channel was known (mapped or followed by an overlay).
     pub known: bool,
-    /// One receiver per overlay the notification was delivered to.
+    /// One receiver per overlay the notification was delivered to, and the overlays.
     pub overlays: Vec<oneshot::Receiver<()>>,
+    pub subs: Vec<Arc<Subscriber>>,
     /// The trigger run covering this notification (when the channel has trigger folders).
     pub triggers: Option<oneshot::Receiver<u64>>,
 }
@@ -338,8 +143,6 @@ pub struct Shared {
     /// When the daemon started (overlays linked to a previous instance relink soon after).
     pub started: Instant,
 }
-
-use crate::util::unix_now;
 
 impl Shared {
     /// New state; the coalescer's action toggles the channel's trigger files.
@@ -371,17 +174,8 @@ impl Shared {
     /// Register an overlay.
     pub fn subscribe(&self, channel: String, mountpoint: PathBuf, pid: u32) -> Arc<Subscriber> {
         let id = self.next_subscriber.fetch_add(1, Ordering::Relaxed);
-        let sub = Arc::new(Subscriber {
-            id,
-            channel,
-            mountpoint,
-            pid,
-            since: unix_now(),
-            state: Mutex::new(SubState::default()),
-            wake: Notify::new(),
-            globs: Mutex::new(None),
-            feed: Mutex::new(self.feed_exact().then_some(true)),
-        });
+        let feed = self.feed_exact().then_some(true);
+        let sub = Arc::new(Subscriber::new(id, channel, mountpoint, pid, feed));
         lock(&self.subscribers).insert(id, Arc::clone(&sub));
         let globs = self.globs_following(&sub);
         if !globs.is_empty() {
@@ -519,6 +313,9 @@ impl Shared {
                 Counters::bump(&self.counters.overlay_overflow);
                 tracing::warn!(id = sub.id, mountpoint = %sub.mountpoint.display(), "overlay queue full; collapsed into a whole-mount notification");
             }
+            if wait {
+                out.subs.push(sub);
+            }
         }
         // A change of the trigger file itself is our own toggle coming back (a host watching
         // the shared folder saw it): toggling again would loop forever.
@@ -553,15 +350,16 @@ impl Shared {
     /// trigger run covering what was submitted (see [`super::ack`]).
     pub fn settled(&self, channel: &str) -> DispatchWait {
         let folders = self.config.channels.paths(channel);
-        let overlays = self
+        let (overlays, subs) = self
             .subscribers()
             .into_iter()
             .filter(|s| s.channel == channel || folders.contains(&s.mountpoint))
-            .filter_map(|s| s.barrier())
-            .collect();
+            .filter_map(|s| s.barrier().map(|b| (b, s)))
+            .unzip();
         DispatchWait {
             known: true,
             overlays,
+            subs,
             triggers: self.coalescer.barrier(channel),
         }
     }
@@ -644,43 +442,5 @@ impl Shared {
     /// Idle timeout for peers.
     pub fn idle_timeout(&self) -> Duration {
         self.config.idle_timeout
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn subscriber_queue_collapses_and_acks_are_cumulative() {
-        let sub = Subscriber {
-            id: 1,
-            channel: "c".into(),
-            mountpoint: "/m".into(),
-            pid: 1,
-            since: 0,
-            state: Mutex::new(SubState::default()),
-            wake: Notify::new(),
-            globs: Mutex::new(None),
-            feed: Mutex::new(None),
-        };
-        let (tx1, mut rx1) = oneshot::channel();
-        assert!(!sub.deliver("c", Scope::Paths(vec!["a".into()]), Some(tx1)));
-        for _ in 1..SUBSCRIBER_QUEUE {
-            assert!(!sub.deliver("c", Scope::Paths(vec!["b".into()]), None));
-        }
-        let (tx2, mut rx2) = oneshot::channel();
-        assert!(sub.deliver("c", Scope::Paths(vec!["z".into()]), Some(tx2)));
-        let Popped::Event(ev) = sub.pop() else {
-            panic!("expected an event")
-        };
-        assert_eq!(ev.scope, Scope::Whole);
-        assert_eq!(ev.seq, SUBSCRIBER_QUEUE as u64 + 1);
-        assert!(matches!(sub.pop(), Popped::Empty));
-        sub.ack(&[ev.seq], Some(Some(OverlayStats::new())));
-        assert!(rx1.try_recv().is_ok());
-        assert!(rx2.try_recv().is_ok());
-        sub.close();
-        assert!(matches!(sub.pop(), Popped::Closed));
     }
 }
