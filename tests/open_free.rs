@@ -95,6 +95,14 @@ fn warm_opens_send_nothing_and_notified_host_changes_show() {
         .unwrap();
     l.notify(&["a.txt"]);
     assert_eq!(fs::read(l.m("a.txt")).unwrap(), b"ver");
+    // A hard link made and removed on the host: the link count follows.
+    assert_eq!(fs::metadata(l.m("a.txt")).unwrap().nlink(), 1);
+    fs::hard_link(l.s("a.txt"), l.s("a2.txt")).unwrap();
+    l.notify(&["a2.txt"]);
+    assert_eq!(fs::metadata(l.m("a.txt")).unwrap().nlink(), 2);
+    fs::remove_file(l.s("a2.txt")).unwrap();
+    l.notify(&["a2.txt"]);
+    assert_eq!(fs::metadata(l.m("a.txt")).unwrap().nlink(), 1);
     assert_eq!(stat_u64(&l, "opens"), 0);
 }
 

@@ -28,6 +28,12 @@ impl Worker {
             // saves a message per name of a burst before its first replay (counted:
             // `expire_skipped`).
             Change::Create { dir, name, .. } | Change::Link { dir, name, .. } => {
+                if let Change::Link { new, .. } = c {
+                    // Its link count and ctime moved (the replay's link tells the kernel).
+                    if let Some(node) = s.table.get(s.table.ino_for(new.key)) {
+                        s.file_attr_changed(&node);
+                    }
+                }
                 let negative = s
                     .table
                     .get(*dir)
@@ -72,8 +78,11 @@ impl Worker {
     pub(super) fn invalidate(&self, c: &Change) {
         let s = &self.s;
         match c {
-            Change::Create { dir, name, .. } | Change::Link { dir, name, .. } => {
-                self.inval_entry(*dir, name)
+            Change::Create { dir, name, .. } => self.inval_entry(*dir, name),
+            Change::Link { dir, name, new } => {
+                self.inval_entry(*dir, name);
+                // The object's link count and ctime moved.
+                self.inval_inode(s.table.ino_for(new.key), -1, 0);
             }
             Change::Delete { dir, name, old } => self.delete_entry(*dir, name, old.key),
             Change::Replace { dir, name, old, .. } => {
