@@ -62,6 +62,16 @@ impl Fake {
     }
 }
 
+/// `vfnotify notify --control CONTROL ARGS...`, run to its end.
+fn notify_cli(control: &std::path::Path, args: &[&str]) -> std::process::Output {
+    common::vfnotify()
+        .args(["notify", "--control"])
+        .arg(control)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 fn link(control: PathBuf, mountpoint: PathBuf, work: Duration) -> Arc<Fake> {
     let fake = Arc::new(Fake {
         work,
@@ -107,12 +117,7 @@ fn link_connects_when_the_daemon_appears_and_rescans() {
     assert_eq!(s["overlays"][0]["mountpoint"], json!(mnt));
     assert_eq!(s["overlays"][0]["pid"], std::process::id());
     // `notify` returns once the fake handled it.
-    let o = common::vfnotify()
-        .args(["notify", "--control"])
-        .arg(&control)
-        .args(["docs", "a/b"])
-        .output()
-        .unwrap();
+    let o = notify_cli(&control, &["docs", "a/b"]);
     assert_eq!(
         o.status.code(),
         Some(0),
@@ -184,12 +189,7 @@ fn a_long_handling_that_reports_progress_outlasts_the_notify_timeout() {
     poll_until("linked and rescanned", DEADLINE, || fake.calls().len() == 1);
     *fake.slow.lock().unwrap() = Some(Duration::from_secs(13));
     let t = Instant::now();
-    let o = common::vfnotify()
-        .args(["notify", "--control"])
-        .arg(&control)
-        .args(["docs", "big"])
-        .output()
-        .unwrap();
+    let o = notify_cli(&control, &["docs", "big"]);
     assert!(
         o.status.success(),
         "notify failed after {:?}: {}",

@@ -16,25 +16,14 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::time::Duration;
 
-use daemon_support::{DEADLINE, poll_until};
 use overlay_support::{INTERESTING, Linked, Watcher, summary};
 
 const OPTS: &str = "passthrough=off,revalidate=notify";
 
-fn stat_u64(l: &Linked, key: &str) -> u64 {
-    l.overlay_stats()[key].as_u64().unwrap_or(0)
-}
-
-/// Wait until the overlay's reported counter `key` satisfies `ok`, returning its value.
-fn wait_stat(l: &Linked, key: &str, what: &str, ok: impl Fn(u64) -> bool) -> u64 {
-    poll_until(what, DEADLINE, || ok(stat_u64(l, key)));
-    stat_u64(l, key)
-}
-
 /// Read through the mount, and wait until the overlay says opens are no longer sent.
 fn open_free(l: &Linked, rel: &str) {
     fs::read(l.m(rel)).unwrap();
-    wait_stat(l, "open_free", "opens no longer sent", |n| n == 1);
+    l.wait_stat("open_free", "opens no longer sent", |n| n == 1);
 }
 
 #[test]
@@ -52,12 +41,11 @@ fn warm_opens_send_nothing_and_notified_host_changes_show() {
     }
     l.notify(&[]);
     assert_eq!(
-        wait_stat(&l, "opens_declined", "the declined open counted", |n| n
-            >= 1),
+        l.wait_stat("opens_declined", "the declined open counted", |n| n >= 1),
         1,
         "the kernel kept sending opens after the first was declined"
     );
-    assert_eq!(stat_u64(&l, "opens"), 0, "an open was served");
+    assert_eq!(l.stat_u64("opens"), 0, "an open was served");
 
     // In place, same size: only the content and the mtime differ.
     fs::write(l.s("a.txt"), b"version-2").unwrap();
@@ -103,7 +91,7 @@ fn warm_opens_send_nothing_and_notified_host_changes_show() {
     fs::remove_file(l.s("a2.txt")).unwrap();
     l.notify(&["a2.txt"]);
     assert_eq!(fs::metadata(l.m("a.txt")).unwrap().nlink(), 1);
-    assert_eq!(stat_u64(&l, "opens"), 0);
+    assert_eq!(l.stat_u64("opens"), 0);
 }
 
 #[test]
@@ -165,7 +153,7 @@ fn a_clients_writes_are_its_own_and_read_back() {
         "{local:?}"
     );
     // A notification now finds nothing new: the writes were the client's, and were noted.
-    let replayed = stat_u64(&l, "events_replayed");
+    let replayed = l.stat_u64("events_replayed");
     l.notify(&[]);
     let after = w.events(Duration::from_millis(300));
     assert!(
@@ -174,8 +162,8 @@ fn a_clients_writes_are_its_own_and_read_back() {
         summary(&after)
     );
     l.notify(&[]);
-    assert_eq!(stat_u64(&l, "events_replayed"), replayed);
-    assert_eq!(stat_u64(&l, "opens_declined"), 1);
+    assert_eq!(l.stat_u64("events_replayed"), replayed);
+    assert_eq!(l.stat_u64("opens_declined"), 1);
 }
 
 #[test]
@@ -217,8 +205,8 @@ fn a_file_unlinked_while_open_keeps_its_data_for_its_holder() {
     g.read_exact_at(&mut rest, 0).unwrap();
     assert_eq!(rest, b"the host removes me");
     l.notify(&[]);
-    assert!(wait_stat(&l, "orphans_kept", "orphans kept", |n| n >= 2) >= 2);
-    assert_eq!(stat_u64(&l, "orphans_lost"), 0);
+    assert!(l.wait_stat("orphans_kept", "orphans kept", |n| n >= 2) >= 2);
+    assert_eq!(l.stat_u64("orphans_lost"), 0);
 }
 
 /// Drop the page cache of one file (`POSIX_FADV_DONTNEED`), so the next read reaches the overlay.

@@ -12,23 +12,11 @@ mod overlay_support;
 
 use std::fs;
 
-use daemon_support::{DEADLINE, poll_until};
 use overlay_support::Linked;
 
 /// These cases are about opens served from kept fds: opens that are sent (see `open_free.rs` for
 /// those that are not).
 const OPEN: &str = "revalidate=open";
-
-fn stat_u64(l: &Linked, key: &str) -> u64 {
-    l.overlay_stats()[key].as_u64().unwrap_or(0)
-}
-
-/// Wait until the overlay's reported counter `key` satisfies `ok` (the daemon hears the
-/// counters periodically), returning its value.
-fn wait_stat(l: &Linked, key: &str, what: &str, ok: impl Fn(u64) -> bool) -> u64 {
-    poll_until(what, DEADLINE, || ok(stat_u64(l, key)));
-    stat_u64(l, key)
-}
 
 #[test]
 fn host_atomic_save_after_a_warm_open_is_read_after_its_notification() {
@@ -39,12 +27,9 @@ fn host_atomic_save_after_a_warm_open_is_read_after_its_notification() {
     l.notify(&["doc.txt"]);
     assert_eq!(fs::read(l.m("doc.txt")).unwrap(), b"first\n");
     assert_eq!(fs::read(l.m("doc.txt")).unwrap(), b"first\n");
-    wait_stat(
-        &l,
-        "fd_cache_hits",
-        "a warm open served from the cache",
-        |n| n >= 1,
-    );
+    l.wait_stat("fd_cache_hits", "a warm open served from the cache", |n| {
+        n >= 1
+    });
     // The host saves atomically: a new file renamed over the name.
     fs::write(l.s(".doc.txt.tmp"), b"second, longer\n").unwrap();
     fs::rename(l.s(".doc.txt.tmp"), l.s("doc.txt")).unwrap();
@@ -124,26 +109,26 @@ fn many_files_opened_in_turn_stay_within_the_fd_budget() {
         let b = fs::read(l.m(&format!("f{i}"))).unwrap();
         assert_eq!(b, format!("{i}\n").as_bytes());
     }
-    wait_stat(&l, "fd_cache_misses", "every first open counted", |n| {
+    l.wait_stat("fd_cache_misses", "every first open counted", |n| {
         n >= FILES
     });
-    assert_eq!(stat_u64(&l, "fd_cache_budget"), BUDGET);
-    let kept = stat_u64(&l, "cached_file_fds");
+    assert_eq!(l.stat_u64("fd_cache_budget"), BUDGET);
+    let kept = l.stat_u64("cached_file_fds");
     assert!(kept <= BUDGET, "{kept} fds kept for a budget of {BUDGET}");
-    let evicted = stat_u64(&l, "fd_cache_evicted");
+    let evicted = l.stat_u64("fd_cache_evicted");
     assert!(evicted >= FILES - BUDGET, "only {evicted} evicted");
     // The most recent ones are warm.
-    let hits = stat_u64(&l, "fd_cache_hits");
+    let hits = l.stat_u64("fd_cache_hits");
     for i in FILES - BUDGET..FILES {
         assert_eq!(
             fs::read(l.m(&format!("f{i}"))).unwrap(),
             format!("{i}\n").as_bytes()
         );
     }
-    wait_stat(&l, "fd_cache_hits", "the recent files served warm", |n| {
+    l.wait_stat("fd_cache_hits", "the recent files served warm", |n| {
         n >= hits + BUDGET
     });
-    assert!(stat_u64(&l, "cached_file_fds") <= BUDGET);
+    assert!(l.stat_u64("cached_file_fds") <= BUDGET);
 }
 
 /// `revalidate=notify`: a warm open asks SOURCE nothing, and a notified host change still shows.

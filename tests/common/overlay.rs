@@ -115,6 +115,18 @@ impl Linked {
         );
     }
 
+    /// One of the overlay's counters as the daemon last heard them (0 when absent).
+    pub fn stat_u64(&self, key: &str) -> u64 {
+        self.overlay_stats()[key].as_u64().unwrap_or(0)
+    }
+
+    /// Wait until the overlay's reported counter `key` satisfies `ok` (the daemon hears the
+    /// counters periodically), returning its value.
+    pub fn wait_stat(&self, key: &str, what: &str, ok: impl Fn(u64) -> bool) -> u64 {
+        poll_until(what, DEADLINE, || ok(self.stat_u64(key)));
+        self.stat_u64(key)
+    }
+
     /// The overlay's counters as the daemon last heard them.
     pub fn overlay_stats(&self) -> serde_json::Value {
         let mnt = self.mnt.display().to_string();

@@ -150,20 +150,10 @@ impl OverlayFs {
         data: &[u8],
         wf: WriteFlags,
     ) -> io::Result<usize> {
-        // Without opens there is no release to record the client's change at (not even for a
-        // handle from before the kernel stopped sending them): it is recorded with each write,
-        // inside a local operation (see `open_free`).
         if fh.0 == 0 {
             self.s.check_writable(req)?;
         }
-        let noting = self.s.open_free.load(Ordering::Relaxed);
-        let node = if noting {
-            Some(self.s.node(ino)?)
-        } else {
-            None
-        };
-        let _local = node.as_deref().map(|n| self.s.local_node(n));
-        self.with_fd(ino, fh, Access::Write, |fd| {
+        self.data_change(ino, fh, |fd| {
             let mut done = 0;
             while done < data.len() {
                 let n = sys::pwrite(fd, &data[done..], offset + done as u64)?;
@@ -180,10 +170,32 @@ impl OverlayFs {
                     sys::fchmod(fd, m)?;
                 }
             }
+            Ok(done)
+        })
+    }
+
+    /// `change` of `ino`'s data through handle `fh`'s fd. Without opens there is no release to
+    /// record the client's change at (not even for a handle from before the kernel stopped
+    /// sending them): it is recorded at once, inside a local operation (see `open_free`).
+    fn data_change<T>(
+        &self,
+        ino: INodeNo,
+        fh: FileHandle,
+        change: impl FnOnce(BorrowedFd<'_>) -> io::Result<T>,
+    ) -> io::Result<T> {
+        let noting = self.s.open_free.load(Ordering::Relaxed);
+        let node = if noting {
+            Some(self.s.node(ino)?)
+        } else {
+            None
+        };
+        let _local = node.as_deref().map(|n| self.s.local_node(n));
+        self.with_fd(ino, fh, Access::Write, |fd| {
+            let out = change(fd)?;
             if noting {
                 self.note_handleless_write(ino, fd);
             }
-            Ok(done)
+            Ok(out)
         })
     }
 
@@ -205,19 +217,7 @@ impl OverlayFs {
         mode: i32,
     ) -> io::Result<()> {
         self.s.check_writable(req)?;
-        let node = if fh.0 == 0 {
-            Some(self.s.node(ino)?)
-        } else {
-            None
-        };
-        let _local = node.as_deref().map(|n| self.s.local_node(n));
-        self.with_fd(ino, fh, Access::Write, |fd| {
-            sys::fallocate(fd, mode, offset, length)?;
-            if fh.0 == 0 {
-                self.note_handleless_write(ino, fd);
-            }
-            Ok(())
-        })
+        self.data_change(ino, fh, |fd| sys::fallocate(fd, mode, offset, length))
     }
 
     /// COPY_FILE_RANGE, at most `u32::MAX` bytes (the reply's count is a `u32`).
@@ -230,19 +230,9 @@ impl OverlayFs {
     ) -> io::Result<usize> {
         self.s.check_writable(req)?;
         let len = usize::try_from(clamp_u32(len)).unwrap_or(usize::MAX);
-        let node = if fh_out.0 == 0 {
-            Some(self.s.node(ino_out)?)
-        } else {
-            None
-        };
-        let _local = node.as_deref().map(|n| self.s.local_node(n));
         self.with_fd(ino_in, fh_in, Access::Read, |fin| {
-            self.with_fd(ino_out, fh_out, Access::Write, |fout| {
-                let n = sys::copy_file_range(fin, offset_in, fout, offset_out, len)?;
-                if fh_out.0 == 0 {
-                    self.note_handleless_write(ino_out, fout);
-                }
-                Ok(n)
+            self.data_change(ino_out, fh_out, |fout| {
+                sys::copy_file_range(fin, offset_in, fout, offset_out, len)
             })
         })
     }
