@@ -29,7 +29,19 @@ fn notify(ctl: &std::path::Path) -> bool {
 
 #[test]
 fn overlay_without_daemon_degrades_then_returns_to_long_caching() {
-    if !common::fuse_ready("degraded_mode") {
+    degrades_then_returns("degraded_mode", "");
+}
+
+/// The same when the kernel no longer sends opens (trusted notifications, no passthrough: see
+/// `overlay::fs::open_free`): without a link the overlay cannot check opens, so the short
+/// timeouts must also bring a host's new content.
+#[test]
+fn degraded_without_opens_still_shows_host_changes() {
+    degrades_then_returns("degraded_mode_open_free", ",revalidate=notify");
+}
+
+fn degrades_then_returns(test: &str, extra: &str) {
+    if !common::fuse_ready(test) {
         return;
     }
     let dir = common::tempdir();
@@ -43,7 +55,7 @@ fn overlay_without_daemon_degrades_then_returns_to_long_caching() {
         &src,
         &mnt,
         &format!(
-            "channel=docs,control={},passthrough=off,log={}",
+            "channel=docs,control={},passthrough=off,log={}{extra}",
             ctl.display(),
             dir.path().join("overlay.log").display()
         ),
@@ -57,6 +69,16 @@ fn overlay_without_daemon_degrades_then_returns_to_long_caching() {
     );
     let mode = |p: &std::path::Path| fs::metadata(p).unwrap().mode() & 0o777;
     assert_eq!(mode(&mnt.join("f")), 0o644);
+    if extra.contains("revalidate=notify") {
+        // Read once (the kernel keeps the pages), and stat again: a read from the overlay makes
+        // the kernel ask for the attributes once more (the atime).
+        assert_eq!(fs::read(mnt.join("f")).unwrap(), b"x");
+        assert_eq!(mode(&mnt.join("f")), 0o644);
+        assert!(notify(&ctl));
+        poll_until("opens no longer sent", Duration::from_secs(10), || {
+            daemon.status()["overlays"][0]["stats"]["open_free"] == 1
+        });
+    }
 
     // Long caching while linked: a host change stays unseen past the short timeout.
     fs::set_permissions(src.join("f"), fs::Permissions::from_mode(0o600)).unwrap();
@@ -78,11 +100,17 @@ fn overlay_without_daemon_degrades_then_returns_to_long_caching() {
     let _ = daemon.child.wait_timeout(Duration::from_secs(5));
     let _ = fs::remove_file(&ctl);
     fs::set_permissions(src.join("f"), fs::Permissions::from_mode(0o640)).unwrap();
+    fs::write(src.join("f"), b"y, from the host").unwrap();
     let start = Instant::now();
     poll_until(
         "host change visible without a notifier",
         Duration::from_secs(10),
         || mode(&mnt.join("f")) == 0o640,
+    );
+    poll_until(
+        "host content read without a notifier",
+        Duration::from_secs(10),
+        || fs::read(mnt.join("f")).unwrap() == b"y, from the host",
     );
     // On Linux 6.16+ one FUSE_NOTIFY_INC_EPOCH message expired every cached name.
     let log = fs::read_to_string(dir.path().join("overlay.log")).unwrap_or_default();
