@@ -171,6 +171,7 @@ fn a_file_unlinked_while_open_keeps_its_data_for_its_holder() {
     let Some(l) = Linked::with_source("open_free_unlinked_while_open", OPTS, |src| {
         fs::write(src.join("held.txt"), b"held by a client").unwrap();
         fs::write(src.join("host.txt"), b"the host removes me").unwrap();
+        fs::write(src.join("saved.txt"), b"old version").unwrap();
     }) else {
         return;
     };
@@ -204,8 +205,21 @@ fn a_file_unlinked_while_open_keeps_its_data_for_its_holder() {
     let mut rest = vec![0u8; 19];
     g.read_exact_at(&mut rest, 0).unwrap();
     assert_eq!(rest, b"the host removes me");
+    // Saved atomically by the host while a client holds the old file: the holder reads the old
+    // file, a new open the new one.
+    let old = fs::File::open(l.m("saved.txt")).unwrap();
+    let mut head = [0u8; 3];
+    old.read_exact_at(&mut head, 0).unwrap();
+    fs::write(l.s(".saved.tmp"), b"new version, longer").unwrap();
+    fs::rename(l.s(".saved.tmp"), l.s("saved.txt")).unwrap();
+    l.notify(&["saved.txt", ".saved.tmp"]);
+    assert_eq!(fs::read(l.m("saved.txt")).unwrap(), b"new version, longer");
+    drop_caches_of(&old);
+    let mut was = vec![0u8; 11];
+    old.read_exact_at(&mut was, 0).unwrap();
+    assert_eq!(was, b"old version");
     l.notify(&[]);
-    assert!(l.wait_stat("orphans_kept", "orphans kept", |n| n >= 2) >= 2);
+    assert!(l.wait_stat("orphans_kept", "orphans kept", |n| n >= 3) >= 3);
     assert_eq!(l.stat_u64("orphans_lost"), 0);
 }
 
