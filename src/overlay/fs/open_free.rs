@@ -111,9 +111,10 @@ impl OverlayFs {
     /// may have moved): [`OverlayFs::note_read`] moves it as SOURCE does.
     pub(super) fn told_file_attr(&self, node: &Node) -> Option<EntrySnap> {
         let s = &self.s;
+        // (Trusted without opens, the policy is the mount's own: see `Shared::policy`.)
         if node.is_dir
             || !s.open_free.load(Ordering::Relaxed)
-            || s.policy() != CachePolicy::Always
+            || s.cfg.cache != CachePolicy::Always
             || !s.trusts_notifications()
         {
             return None;
