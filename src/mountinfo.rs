@@ -32,6 +32,16 @@ pub fn parse_mountinfo_fstype(info: &str, fstype: &str) -> Vec<PathBuf> {
 /// The per-mount options (mountinfo's sixth field, e.g. `rw,nosuid,noatime`) of the last mount
 /// of type `fstype` at `mountpoint`; `None` when nothing of that type is mounted there. Pure.
 pub fn parse_mountinfo_options(info: &str, fstype: &str, mountpoint: &Path) -> Option<String> {
+    last_mount_field(info, fstype, mountpoint, 5)
+}
+
+/// The device (`MAJOR:MINOR`, mountinfo's third field; for a FUSE mount also its bdi's name in
+/// /sys/class/bdi) of the last mount of type `fstype` at `mountpoint`. Pure.
+pub fn parse_mountinfo_device(info: &str, fstype: &str, mountpoint: &Path) -> Option<String> {
+    last_mount_field(info, fstype, mountpoint, 2)
+}
+
+fn last_mount_field(info: &str, fstype: &str, mountpoint: &Path, field: usize) -> Option<String> {
     let mut found = None;
     for line in info.lines() {
         let fields: Vec<&str> = line.split(' ').collect();
@@ -43,7 +53,7 @@ pub fn parse_mountinfo_options(info: &str, fstype: &str, mountpoint: &Path) -> O
                 .get(4)
                 .is_some_and(|mp| unescape_mountinfo(mp) == mountpoint)
         {
-            found = fields.get(5).map(|o| o.to_string());
+            found = fields.get(field).map(|o| o.to_string());
         }
     }
     found
@@ -91,6 +101,16 @@ mod tests {
         );
         assert_eq!(
             parse_mountinfo_options(info, "fuse.vfnotify", Path::new("/other")),
+            None
+        );
+        let info = format!("{info}43 27 0:43 / /m\\040n rw - fuse.vfnotify s rw\n");
+        assert_eq!(
+            parse_mountinfo_device(&info, "fuse.vfnotify", Path::new("/m n")).as_deref(),
+            Some("0:43"),
+            "the last mount there"
+        );
+        assert_eq!(
+            parse_mountinfo_device(&info, "tmpfs", Path::new("/m n")),
             None
         );
     }

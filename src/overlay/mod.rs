@@ -355,6 +355,8 @@ pub fn serve(
             return Err(MountError::Handshake(e));
         }
     };
+    // INIT is done (the handshake above): the kernel now takes a larger read-ahead.
+    fs::raise_readahead(staging.as_deref().unwrap_or(mountpoint));
     let _ = shared.mountpoint.set(mountpoint.to_path_buf());
     let holder = match &staging {
         // Replays go through a private writable copy of the mount, so that they go on while

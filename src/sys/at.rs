@@ -193,6 +193,22 @@ pub fn fchmodat_nofollow(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Res
     if fstat(fd.as_fd())?.st_mode & libc::S_IFMT == libc::S_IFLNK {
         return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
     }
+    fchmod_any(fd.as_fd(), mode)
+}
+
+/// An `O_PATH` fd of exactly the object `fd` stands for, opened through its `/proc/self/fd`
+/// link: no path is walked (on a FUSE filesystem, no request), and it holds the object without
+/// holding it open (no write session of its own, nothing to flush at its close).
+pub fn reopen_path(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let p = CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    openat(cwd(), &p, libc::O_PATH, 0)
+}
+
+/// chmod of exactly the object `fd` stands for, whatever the fd's kind (`O_PATH` included:
+/// `fchmod` refuses those), through its `/proc/self/fd` link. The caller makes sure the object
+/// is not a symlink (the link would be followed).
+pub fn fchmod_any(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
     let p = CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd()))
         .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     fchmodat(cwd(), &p, mode)

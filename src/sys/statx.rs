@@ -15,8 +15,25 @@ pub fn fstatat_fresh_btime(
     dir: BorrowedFd<'_>,
     name: &CStr,
 ) -> io::Result<(libc::stat, Option<(i64, i64)>)> {
+    statx_at(dir, name, libc::AT_STATX_FORCE_SYNC)
+}
+
+/// The attributes of `fd`'s object as the kernel holds them (`AT_STATX_DONT_SYNC`), with the
+/// birth time where the filesystem reports it. On a local filesystem the same as `fstat`; on a
+/// FUSE or network filesystem no request: for the overlay's calls right after an operation
+/// whose reply carried the object's attributes (a create, a `SETATTR`), which the kernel under
+/// SOURCE took as they were, so asking again would be a round trip to the host for the same.
+pub fn fstat_held(fd: BorrowedFd<'_>) -> io::Result<(libc::stat, Option<(i64, i64)>)> {
+    statx_at(fd, c"", libc::AT_STATX_DONT_SYNC)
+}
+
+fn statx_at(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    sync: libc::c_int,
+) -> io::Result<(libc::stat, Option<(i64, i64)>)> {
     let mut stx = MaybeUninit::<libc::statx>::uninit();
-    let mut flags = libc::AT_SYMLINK_NOFOLLOW | libc::AT_STATX_FORCE_SYNC;
+    let mut flags = libc::AT_SYMLINK_NOFOLLOW | sync;
     if name.is_empty() {
         flags |= libc::AT_EMPTY_PATH;
     }

@@ -95,28 +95,49 @@ impl Shared {
 
     /// Give a newly created object the requester's ownership (as the kernel would for a local
     /// filesystem): uid of the caller; gid of the caller unless the parent is set-group-ID.
+    /// Returns its attributes and birth time (where SOURCE reports one), read through the open
+    /// file when there is one: the create's reply gave SOURCE's kernel those attributes, so no
+    /// request goes to SOURCE for them (see [`sys::fstat_held`]).
     pub(super) fn own(
         &self,
         req: &Request,
-        pfd: BorrowedFd<'_>,
-        name: &CStr,
+        made: Made<'_>,
         parent_st: &libc::stat,
         mode: u32,
-    ) -> io::Result<libc::stat> {
+    ) -> io::Result<(libc::stat, Option<(i64, i64)>)> {
         let gid = if parent_st.st_mode & libc::S_ISGID != 0 {
             u32::MAX
         } else {
             req.gid()
         };
-        let st = sys::fstatat(pfd, name)?;
+        let stat = || match made {
+            Made::Open(fd) => sys::fstat_held(fd),
+            Made::At(pfd, name) => sys::fstatat_fresh_btime(pfd, name),
+        };
+        let (st, btime) = stat()?;
         if (req.uid() != st.st_uid) || (gid != u32::MAX && gid != st.st_gid) {
-            sys::fchownat(pfd, name, req.uid(), gid)?;
-            // chown clears set-user/group-ID bits: restore what was asked for.
-            if mode & 0o6000 != 0 && st.st_mode & libc::S_IFMT != libc::S_IFLNK {
-                sys::fchmodat_nofollow(pfd, name, st.st_mode & 0o7777)?;
+            let is_link = st.st_mode & libc::S_IFMT == libc::S_IFLNK;
+            match made {
+                Made::Open(fd) => sys::fchownat(fd, c"", req.uid(), gid)?,
+                Made::At(pfd, name) => sys::fchownat(pfd, name, req.uid(), gid)?,
             }
-            return sys::fstatat(pfd, name);
+            // chown clears set-user/group-ID bits: restore what was asked for.
+            if mode & 0o6000 != 0 && !is_link {
+                match made {
+                    Made::Open(fd) => sys::fchmod_any(fd, st.st_mode & 0o7777)?,
+                    Made::At(pfd, name) => sys::fchmodat_nofollow(pfd, name, st.st_mode & 0o7777)?,
+                }
+            }
+            // The same object: its birth time stays.
+            return Ok((stat()?.0, btime));
         }
-        Ok(st)
+        Ok((st, btime))
     }
+}
+
+/// What [`Shared::own`] acts on: the open file a create made, or a name (mkdir, mknod, symlink).
+#[derive(Clone, Copy)]
+pub(super) enum Made<'a> {
+    Open(BorrowedFd<'a>),
+    At(BorrowedFd<'a>, &'a CStr),
 }

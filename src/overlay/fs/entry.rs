@@ -91,8 +91,8 @@ impl OverlayFs {
         let cname = sys::cstr(name)?;
         s.as_client(umask, mode, |m| make(pfd.as_fd(), &cname, m))?;
         let pst = sys::fstat(pfd.as_fd())?;
-        let st = s.own(req, pfd.as_fd(), &cname, &pst, mode)?;
-        s.note_local(parent.0, name, Some(&st));
+        let (st, btime) = s.own(req, Made::At(pfd.as_fd(), &cname), &pst, mode)?;
+        s.note_made(parent.0, name, (&st, btime), &pst);
         let (node, attr) = s.enter(parent.0, name, &st);
         if node.is_dir {
             // A folder made here is empty: that is its first view, at once. Left to the
@@ -171,11 +171,14 @@ impl OverlayFs {
             };
             let st = if created {
                 let pst = sys::fstat(pfd.as_fd())?;
-                s.own(req, pfd.as_fd(), &cname, &pst, mode)?
+                let (st, btime) = s.own(req, Made::Open(fd.as_fd()), &pst, mode)?;
+                s.note_made(parent.0, name, (&st, btime), &pst);
+                st
             } else {
-                sys::fstat(fd.as_fd())?
+                let st = sys::fstat(fd.as_fd())?;
+                s.note_local(parent.0, name, Some(&st));
+                st
             };
-            s.note_local(parent.0, name, Some(&st));
             let (node, attr) = s.enter(parent.0, name, &st);
             (node, attr, fd)
         };

@@ -169,7 +169,7 @@ impl FdCache {
         let mut kept: Vec<(Ino, i32)> = l
             .by_file
             .range((ino, i32::MIN)..=(ino, i32::MAX))
-            .filter(|(_, e)| e.key == key)
+            .filter(|((_, flags), e)| e.key == key && flags & libc::O_PATH == 0)
             .map(|(k, _)| *k)
             .collect();
         kept.sort_by_key(|(_, flags)| flags & libc::O_ACCMODE != libc::O_RDWR);
@@ -177,6 +177,16 @@ impl FdCache {
         let e = l.by_file.remove(&first)?;
         l.by_age.remove(&e.tick);
         Some((e.fd, first.1))
+    }
+
+    /// One fd kept for `ino` of `key` (a data fd, or the `O_PATH` one a writer's release
+    /// leaves, see [`OverlayFs::do_release`]), left in the cache (its age unchanged).
+    pub fn peek_any(&self, ino: Ino, key: Key) -> Option<Arc<OwnedFd>> {
+        let l = lock(&self.inner);
+        l.by_file
+            .range((ino, i32::MIN)..=(ino, i32::MAX))
+            .find(|(_, e)| e.key == key)
+            .map(|(_, e)| e.fd.clone())
     }
 
     /// Drop every fd kept for `ino`.

@@ -105,6 +105,13 @@ impl OverlayFs {
                 if let Ok(st) = sys::fstat(fd.as_fd()) {
                     s.note_local_node(&f.node, &st);
                 }
+                // What usually follows a writer's close is a change of attributes by name (tar,
+                // cp -p, editors: times, owner, mode): keep the object at hand for them, as an
+                // `O_PATH` fd (the writer's own would hold a write session open on SOURCE).
+                if let Ok(p) = sys::reopen_path(fd.as_fd()) {
+                    s.fd_cache
+                        .put(f.node.ino, f.node.key, libc::O_PATH, &Arc::new(p));
+                }
             }
         }
     }

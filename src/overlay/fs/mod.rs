@@ -53,7 +53,9 @@ mod shared;
 mod xattr;
 
 pub use attr::*;
+use client::Made;
 use reply::{Answer, Opened, Xattr};
+pub use session::{READ_AHEAD_KB, raise_readahead};
 
 /// The one place an `io::Error` becomes the errno the kernel sees.
 pub fn errno(e: &io::Error) -> Errno {

@@ -100,15 +100,20 @@ impl OverlayFs {
         let _local = s.local_node(&node);
         // Where to act: an open file, the directory itself, or the name in its parent — and for
         // an open file whose last name is gone, any open handle of it.
-        let handle_fd: Option<OwnedFd> =
+        let handle_fd: Option<Arc<OwnedFd>> =
             fh.and_then(|fh| s.handle(fh).ok()).and_then(|h| match &*h {
-                Handle::File(OpenFile { fd: Some(fd), .. }) => fd.try_clone().ok(),
+                Handle::File(OpenFile { fd: Some(fd), .. }) => Some(fd.clone()),
                 _ => None,
             });
-        let (self_fd, at): (Option<OwnedFd>, Option<Resolved>) = if let Some(fd) = handle_fd {
+        // A truncate by name keeps to the name (`truncate_nofollow` below): a held fd may be
+        // read-only or `O_PATH`.
+        let held = || size.is_none().then(|| s.held_fd(&node)).flatten();
+        let (self_fd, at): (Option<Arc<OwnedFd>>, Option<Resolved>) = if let Some(fd) = handle_fd {
             (Some(fd), None)
         } else if node.is_dir {
-            (Some(s.dir_fd(&node)?.as_fd().try_clone_to_owned()?), None)
+            (Some(s.dir_fd(&node)?), None)
+        } else if let Some(fd) = held() {
+            (Some(fd), None)
         } else {
             match s.resolve(&node) {
                 Ok(r) => (None, Some(r)),
@@ -142,12 +147,7 @@ impl OverlayFs {
                 return Err(err(libc::EOPNOTSUPP));
             }
             if on_self {
-                // Reach the object itself through its /proc magic link (works for O_PATH fds).
-                let p = std::ffi::CString::new(format!(
-                    "/proc/self/fd/{}",
-                    std::os::fd::AsRawFd::as_raw_fd(&target)
-                ))?;
-                sys::fchmodat(sys::cwd(), &p, mode & 0o7777)
+                sys::fchmod_any(target, mode & 0o7777)
             } else {
                 sys::fchmodat_nofollow(target, name, mode & 0o7777)
             }
@@ -178,14 +178,24 @@ impl OverlayFs {
             // With an empty name this acts on the fd itself (AT_EMPTY_PATH), O_PATH included.
             sys::utimensat(target, name, set_time(atime), set_time(mtime))?;
         }
-        let stat = || {
-            if on_self {
+        // After a change through the object's own fd, SOURCE's reply to it gave the kernel
+        // underneath the object's attributes: read those (no request; see `sys::fstat_held`).
+        let changed = mode.is_some()
+            || uid.is_some()
+            || gid.is_some()
+            || size.is_some()
+            || atime.is_some()
+            || mtime.is_some();
+        let stat = |changed: bool| {
+            if on_self && changed {
+                sys::fstat_held(target).map(|(st, _)| st)
+            } else if on_self {
                 sys::fstat(target)
             } else {
                 sys::fstatat(target, &cname)
             }
         };
-        let mut st = stat()?;
+        let mut st = stat(changed)?;
         // FUSE_HANDLE_KILLPRIV_V2 makes set-user/group-ID clearing ours (see
         // `Shared::negotiate`). The kernel asks for it with a SETATTR that carries nothing
         // (file_remove_privs before a write by a caller without CAP_FSETID, and chown(-1, -1)),
@@ -200,7 +210,7 @@ impl OverlayFs {
         if asks_kill && !is_link {
             if let Some(m) = without_suid_sgid(st.st_mode, || in_group(req, st.st_gid)) {
                 chmod(m)?;
-                st = stat()?;
+                st = stat(true)?;
             }
         }
         s.note_local_node(&node, &st);

@@ -267,9 +267,22 @@ impl Shared {
     }
 
     /// A duplicate of the fd of any open handle of `node` (for files whose names are gone).
-    pub(super) fn open_fd_of(&self, node: &Node) -> Option<OwnedFd> {
+    /// An fd the overlay holds of `node`'s object (kept in the fd cache, an orphan's, an open
+    /// handle's), to act on the object itself without resolving its name on SOURCE (over
+    /// virtiofs each resolution is a `LOOKUP` and the folder's `GETATTR` at the host). The
+    /// object may have lost its name to a host change not notified yet; acting on it then is
+    /// the order "the client's change, then the host's", as on a local filesystem.
+    pub(super) fn held_fd(&self, node: &Node) -> Option<Arc<OwnedFd>> {
+        self.fd_cache
+            .peek_any(node.ino, node.key)
+            .or_else(|| self.open_fd_of(node))
+    }
+
+    /// An open handle's fd of `node` (or its orphan's). Shared, not duplicated: closing a
+    /// duplicate of a FUSE file is a `FLUSH` at SOURCE.
+    pub(super) fn open_fd_of(&self, node: &Node) -> Option<Arc<OwnedFd>> {
         if let Some(fd) = self.orphan_fd(node.ino) {
-            return fd.0.try_clone().ok();
+            return Some(fd.0);
         }
         self.handles.iter().find_map(|shard| {
             let shard = lock(shard);
@@ -278,7 +291,7 @@ impl Shared {
                     node: n,
                     fd: Some(fd),
                     ..
-                }) if n.ino == node.ino => fd.try_clone().ok(),
+                }) if n.ino == node.ino => Some(fd.clone()),
                 _ => None,
             })
         })
@@ -390,14 +403,39 @@ impl Shared {
                 .and_then(|(_, b)| b),
             _ => None,
         };
+        self.note_in_view(&pnode, name, st.map(|st| (st, btime)), dir_st.as_ref());
+    }
+
+    /// [`Shared::note_local`] for an object the client made, with what the create already
+    /// read: the object's attributes and birth time ([`Shared::own`]), and the folder's
+    /// attributes after it.
+    pub(super) fn note_made(
+        &self,
+        parent: Ino,
+        name: &OsStr,
+        made: (&libc::stat, Option<(i64, i64)>),
+        dir_st: &libc::stat,
+    ) {
+        if let Some(pnode) = self.table.get(parent) {
+            self.note_in_view(&pnode, name, Some(made), Some(dir_st));
+        }
+    }
+
+    fn note_in_view(
+        &self,
+        pnode: &Node,
+        name: &OsStr,
+        entry: Option<(&libc::stat, Option<(i64, i64)>)>,
+        dir_st: Option<&libc::stat>,
+    ) {
         let mut ps = pnode.state();
         ps.negatives.remove(name);
         if let Some(d) = dir_st {
-            ps.attr = Some(EntrySnap::from_stat(&d));
+            ps.attr = Some(EntrySnap::from_stat(d));
         }
         if let Some(snap) = ps.snapshot.as_mut() {
-            match st {
-                Some(st) => {
+            match entry {
+                Some((st, btime)) => {
                     snap.insert(name.to_owned(), EntrySnap::from_stat(st).with_btime(btime));
                 }
                 None => {

@@ -6,6 +6,9 @@ impl OverlayFs {
     pub(super) fn xattr_target(&self, node: &Node) -> io::Result<(Arc<OwnedFd>, OsString)> {
         if node.is_dir {
             Ok((self.s.dir_fd(node)?, OsString::new()))
+        } else if let Some(fd) = self.s.held_fd(node) {
+            // The object itself, through its /proc link (see `Shared::held_fd`).
+            Ok((fd, OsString::new()))
         } else {
             let (pfd, name, _) = self.s.resolve(node)?;
             Ok((pfd, name))

@@ -1,0 +1,233 @@
+//! The overlay over a FUSE SOURCE: `examples/virtiofs_standin.rs`, the stand-in for a guest's
+//! virtiofs mount under `virtiofsd --cache=never` (timeouts 0, direct I/O, every request a
+//! round trip to the host). What a client does through the overlay must reach SOURCE with about
+//! the requests it would send there itself, and what it sees afterwards must be SOURCE's.
+//!
+//! Every other FUSE test runs over tmpfs, where a stat costs no request and the kernel holds no
+//! attributes of its own: here the overlay's reads of attributes the kernel under SOURCE already
+//! holds (`sys::fstat_held`), its acting on held fds rather than names, and its plain listings
+//! (no READDIRPLUS over a FUSE SOURCE) are exercised against a real FUSE server.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{ChildGuard, MountGuard, fuse_ready, tempdir, wait_mount_state};
+use serde_json::Value;
+use vfnotify::sys;
+
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// The stand-in serving a folder at a mountpoint, with its request counts.
+struct StandIn {
+    sock: PathBuf,
+    _mount: MountGuard,
+}
+
+fn standin_bin() -> PathBuf {
+    // Examples are built with the tests, next to the deps folder this test runs from.
+    let exe = std::env::current_exe().expect("test executable");
+    let p = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target folder")
+        .join("examples/virtiofs_standin");
+    assert!(
+        p.exists(),
+        "{} is missing: cargo test builds the examples",
+        p.display()
+    );
+    p
+}
+
+impl StandIn {
+    fn serve(src: &Path, mnt: &Path, sock: &Path) -> StandIn {
+        let server = ChildGuard::spawn(
+            Command::new(standin_bin())
+                .arg("serve")
+                .arg(src)
+                .arg(mnt)
+                .arg("--stats")
+                .arg(sock)
+                .stdin(Stdio::null()),
+        );
+        // Unmounted (lazily if busy) and waited for on drop.
+        let mount = MountGuard {
+            mountpoint: mnt.to_path_buf(),
+            server,
+        };
+        wait_mount_state(mnt, Some("fuse"), DEADLINE);
+        let start = Instant::now();
+        while !sock.exists() {
+            assert!(
+                start.elapsed() < DEADLINE,
+                "no stats socket {}",
+                sock.display()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        StandIn {
+            sock: sock.to_path_buf(),
+            _mount: mount,
+        }
+    }
+
+    /// The counts since the last reset, and reset them.
+    fn take(&self) -> Value {
+        let out = Command::new(standin_bin())
+            .arg("stats")
+            .arg(&self.sock)
+            .arg("--reset")
+            .output()
+            .expect("stand-in stats");
+        serde_json::from_slice(&out.stdout).expect("stats JSON")
+    }
+}
+
+fn n(v: &Value, op: &str) -> u64 {
+    v[op].as_u64().unwrap_or(0)
+}
+
+/// What a small unpack does to each file (create and write, then by name: mtime, owner,
+/// mode), as tar does it.
+fn unpack(dir: &Path, files: usize) {
+    fs::create_dir(dir).unwrap();
+    for i in 0..files {
+        let p = dir.join(format!("f{i}.h"));
+        fs::write(&p, vec![b'x'; 3000 + i]).unwrap();
+        let c = sys::cstr(p.as_os_str()).unwrap();
+        sys::utimensat(
+            sys::cwd(),
+            &c,
+            sys::SetTime::Omit,
+            sys::SetTime::At(1_700_000_000 + i as i64, 0),
+        )
+        .unwrap();
+        sys::fchownat(sys::cwd(), &c, 0, 0).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
+    }
+}
+
+struct Stack {
+    _overlay: MountGuard,
+    standin: StandIn,
+    src: PathBuf,
+    vfs: PathBuf,
+    mnt: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn stack(test: &str) -> Option<Stack> {
+    if !fuse_ready(test) {
+        return None;
+    }
+    let dir = tempdir();
+    let (src, vfs, mnt) = (
+        dir.path().join("src"),
+        dir.path().join("vfs"),
+        dir.path().join("mnt"),
+    );
+    for d in [&src, &vfs, &mnt] {
+        fs::create_dir(d).unwrap();
+    }
+    let standin = StandIn::serve(&src, &vfs, &dir.path().join("stats.sock"));
+    let overlay = MountGuard::mount(&vfs, &mnt, "");
+    Some(Stack {
+        _overlay: overlay,
+        standin,
+        src,
+        vfs,
+        mnt,
+        _dir: dir,
+    })
+}
+
+#[test]
+fn an_unpack_through_the_overlay_costs_source_about_what_it_costs_bare() {
+    let Some(s) = stack("an_unpack_through_the_overlay_costs_source_about_what_it_costs_bare")
+    else {
+        return;
+    };
+    const FILES: usize = 40;
+    s.standin.take();
+    unpack(&s.vfs.join("bare"), FILES);
+    let bare = s.standin.take();
+    unpack(&s.mnt.join("over"), FILES);
+    let over = s.standin.take();
+    let total = |v: &Value| n(v, "total");
+    eprintln!("bare: {bare}\noverlay: {over}");
+    // Before the overlay acted on the files it holds and read the attributes SOURCE's replies
+    // had just given, the same unpack cost 3.7 times the bare requests (a LOOKUP and GETATTRs
+    // for every name resolved again).
+    assert!(
+        total(&over) * 4 <= total(&bare) * 5,
+        "overlay {} requests against bare {}",
+        total(&over),
+        total(&bare)
+    );
+    assert_eq!(n(&over, "SETATTR"), n(&bare, "SETATTR"));
+    assert_eq!(n(&over, "CREATE"), FILES as u64);
+    // And what the client sees is what SOURCE has.
+    for i in 0..FILES {
+        let name = format!("over/f{i}.h");
+        let (m, b) = (
+            fs::symlink_metadata(s.mnt.join(&name)).unwrap(),
+            fs::symlink_metadata(s.src.join(&name)).unwrap(),
+        );
+        assert_eq!(
+            (
+                m.mode(),
+                m.uid(),
+                m.size(),
+                m.mtime(),
+                m.ctime(),
+                m.ctime_nsec()
+            ),
+            (
+                b.mode(),
+                b.uid(),
+                b.size(),
+                b.mtime(),
+                b.ctime(),
+                b.ctime_nsec()
+            ),
+            "{name}"
+        );
+        assert_eq!(m.mtime(), 1_700_000_000 + i as i64);
+        assert_eq!(m.mode() & 0o7777, 0o644);
+    }
+}
+
+#[test]
+fn a_listing_over_a_fuse_source_stats_no_entry_it_does_not_need() {
+    let Some(s) = stack("a_listing_over_a_fuse_source_stats_no_entry_it_does_not_need") else {
+        return;
+    };
+    const FILES: usize = 60;
+    fs::create_dir(s.src.join("d")).unwrap();
+    for i in 0..FILES {
+        fs::write(s.src.join(format!("d/e{i}")), b"e").unwrap();
+    }
+    s.standin.take();
+    let names = fs::read_dir(s.mnt.join("d")).unwrap().count();
+    assert_eq!(names, FILES);
+    let listed = s.standin.take();
+    eprintln!("listing: {listed}");
+    // A listing with attributes would have looked up every entry at SOURCE for the kernel.
+    assert!(
+        n(&listed, "LOOKUP") < FILES as u64 / 2,
+        "{} LOOKUPs at SOURCE for a listing of {FILES} names",
+        n(&listed, "LOOKUP")
+    );
+    // The attributes a client asks for next are SOURCE's.
+    let m = fs::symlink_metadata(s.mnt.join("d/e7")).unwrap();
+    let b = fs::symlink_metadata(s.src.join("d/e7")).unwrap();
+    assert_eq!(
+        (m.ino() != 0, m.size(), m.mtime()),
+        (true, b.size(), b.mtime())
+    );
+}
