@@ -109,6 +109,56 @@ fn a_folder_replaced_or_removed_through_the_overlay_has_no_links_left() {
     }
 }
 
+/// 1a'. A client's chmod, chown and utimes by name of a file the host has just replaced (an
+/// atomic save, not notified yet) come before the host's change, as they could on a local
+/// filesystem: they succeed on the file the client knew (the overlay holds it since the client
+/// wrote it, and acts on it rather than on the name: ESTALE before), and once notified the name
+/// shows the host's file, untouched by them.
+#[test]
+fn attribute_changes_racing_a_host_replacement_come_before_it() {
+    let Some(l) = Linked::new("attribute_changes_racing_a_host_replacement", "") else {
+        return;
+    };
+    fs::write(l.m("f"), b"old").unwrap();
+    fs::write(l.s(".f.tmp"), b"new").unwrap();
+    fs::set_permissions(l.s(".f.tmp"), fs::Permissions::from_mode(0o600)).unwrap();
+    let c = sys::cstr(l.s(".f.tmp").as_os_str()).unwrap();
+    sys::utimensat(
+        sys::cwd(),
+        &c,
+        sys::SetTime::Omit,
+        sys::SetTime::At(1_600_000_000, 0),
+    )
+    .unwrap();
+    fs::rename(l.s(".f.tmp"), l.s("f")).unwrap();
+    fs::set_permissions(l.m("f"), fs::Permissions::from_mode(0o640)).unwrap();
+    let c = sys::cstr(l.m("f").as_os_str()).unwrap();
+    sys::fchownat(sys::cwd(), &c, 0, 0).unwrap();
+    sys::utimensat(
+        sys::cwd(),
+        &c,
+        sys::SetTime::Omit,
+        sys::SetTime::At(1_700_000_000, 0),
+    )
+    .unwrap();
+    l.notify(&["f"]);
+    let (m, s) = (
+        fs::metadata(l.m("f")).unwrap(),
+        fs::metadata(l.s("f")).unwrap(),
+    );
+    assert_eq!(fs::read(l.m("f")).unwrap(), b"new");
+    assert_eq!(
+        (s.mode() & 0o7777, s.mtime()),
+        (0o600, 1_600_000_000),
+        "the host's file"
+    );
+    assert_eq!(
+        (m.mode(), m.mtime(), m.nlink()),
+        (s.mode(), s.mtime(), 1),
+        "as SOURCE has it"
+    );
+}
+
 /// 1b. A file written through a shared mapping and `msync`ed: `stat` on the overlay shows the
 /// times SOURCE now has (with kernel passthrough no request reached the overlay).
 #[test]
