@@ -160,6 +160,20 @@ for c in "${COLS[@]}"; do mkdir -p "$(src_of "$c")"; done
 MY_DROPS=0 # ours, to tell the drop_caches of other work on the machine (/proc/vmstat) from them
 vm_drops() { awk '$1 == "drop_pagecache" || $1 == "drop_slab" { n += $2 } END { print n + 0 }' /proc/vmstat; }
 DROPS0=$(vm_drops)
+# Reclaim by the machine itself: a DAMON scheme that pages out what was not touched for a while
+# (this machine's VM runs one) takes page cache from under warm passes; refaults count the pages
+# read again after any reclaim.
+damon_pageout() {
+    local n=0 a k
+    for a in /sys/kernel/mm/damon/admin/kdamonds/*/contexts/*/schemes/*/action; do
+        [[ -r "$a" ]] || continue
+        k=${a%%/contexts/*}
+        if [[ "$(cat "$k/state" 2>/dev/null)" == on && "$(cat "$a")" == pageout ]]; then n=$((n + 1)); fi
+    done
+    echo "$n"
+}
+refaults() { awk '$1 == "workingset_refault_file" { print $2 }' /proc/vmstat; }
+REFAULTS0=$(refaults)
 drop_caches() { # 3: page cache too (cold data); 2: dentries and inodes (cold metadata)
     echo "$1" >/proc/sys/vm/drop_caches
     MY_DROPS=$((MY_DROPS + ($1 == 3 ? 2 : 1)))
@@ -338,6 +352,8 @@ done
 T_END=$EPOCHREALTIME
 LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
 OTHER_DROPS=$(($(vm_drops) - DROPS0 - MY_DROPS))
+REFAULTS=$(($(refaults) - REFAULTS0))
+DAMON=$(damon_pageout)
 
 # ---------------------------------------------------------------------------------------------
 # Report.
@@ -414,7 +430,7 @@ PT=$(grep -o '"passthrough": *[a-z]*' <<<"$("$VF" status --control "$CTL" --json
     echo
     echo "- Command: \`$CMDLINE\` (mode $MODE; runs per cell, median: $RUNS for data and metadata, $TREE_RUNS for the tree; ${RUN_SECS} s after the build)"
     echo "- Machine: Linux $KERNEL, $(nproc) CPUs ($CPU), $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM; date $DATE"
-    echo "- Load average (1/5/15 min) at start: $LOAD0; at end: $LOAD1. Above ~0.5 on 2 CPUs other work shared the machine: every round trip waited for a time slice, so the FUSE columns' times are upper bounds (the request counts are not affected). \`drop_caches\` by other work during the run: $OTHER_DROPS (each one turns warm page-cache reads into requests)."
+    echo "- Load average (1/5/15 min) at start: $LOAD0; at end: $LOAD1. Above ~0.5 on 2 CPUs other work shared the machine: every round trip waited for a time slice, so the FUSE columns' times are upper bounds (the request counts are not affected). \`drop_caches\` by other work during the run: $OTHER_DROPS (each one turns warm page-cache reads into requests). Reclaim by the machine: DAMON pageout schemes running: $DAMON; file pages read again after a reclaim during the run (\`workingset_refault_file\`): $REFAULTS (a warm pass that finds pages gone sends \`READ\`s)."
     echo "- SOURCE: \`examples/virtiofs_standin.rs\` over a private tmpfs, standing in for a guest's virtiofs mount under \`virtiofsd --cache=never\` (entry/attribute timeouts 0, \`FOPEN_DIRECT_IO\` on every file, no READDIRPLUS, no xattrs, 2 threads; how faithful it is: Notes below). vfnotify columns mount the stand-in, linked to a daemon (\`channel=\`, cache=always); kernel passthrough negotiated: ${PT:-unknown}."
     echo "- Each cell: figure (**ratio to the bare stand-in: >1× is faster than the guest's virtiofs mount alone**) · requests that reached SOURCE during one pass (last run; warm vfbench rows: per pass). Cold = \`drop_caches\` 3 (data) or 2 (metadata) before the pass; a warm pass follows the same pass on the same files. Files are made on SOURCE directly except for the untar row; the tree rows run on the tree the untar row unpacked."
     echo

@@ -13,6 +13,7 @@ mod overlay_support;
 
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::AsFd;
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::time::Duration;
 
@@ -92,6 +93,53 @@ fn warm_opens_send_nothing_and_notified_host_changes_show() {
     l.notify(&["a2.txt"]);
     assert_eq!(fs::metadata(l.m("a.txt")).unwrap().nlink(), 1);
     assert_eq!(l.stat_u64("opens"), 0);
+}
+
+/// Attributes answered from the overlay's state (no GETATTR reaches SOURCE) are SOURCE's whole,
+/// the allocated blocks too: `du` reads them, and so does the sparse-file test of cp, tar and
+/// grep (blocks short of the size: ask SEEK_HOLE, a round trip to the host per file).
+#[test]
+fn attributes_answered_without_source_carry_the_allocated_blocks() {
+    let Some(l) = Linked::with_source("open_free_blocks", OPTS, |src| {
+        fs::write(src.join("dense"), vec![7u8; 100_000]).unwrap();
+        let f = fs::File::create(src.join("sparse")).unwrap();
+        f.set_len(10 << 20).unwrap();
+        f.write_at(b"x", 5 << 20).unwrap();
+    }) else {
+        return;
+    };
+    open_free(&l, "dense");
+    for name in ["dense", "sparse"] {
+        fs::read(l.m(name)).unwrap();
+        let (m, s) = (
+            fs::metadata(l.m(name)).unwrap(),
+            fs::metadata(l.s(name)).unwrap(),
+        );
+        assert_eq!((m.blocks(), m.size()), (s.blocks(), s.size()), "{name}");
+    }
+    assert!(fs::metadata(l.s("sparse")).unwrap().blocks() < (10 << 20) / 512);
+    // Seeking data and holes: the dense file's answered from those attributes, the sparse
+    // file's by SOURCE; both as SOURCE answers them.
+    for (name, at) in [
+        ("dense", 10),
+        ("dense", 99_999),
+        ("sparse", 0),
+        ("sparse", 6 << 20),
+    ] {
+        let (m, s) = (
+            fs::File::open(l.m(name)).unwrap(),
+            fs::File::open(l.s(name)).unwrap(),
+        );
+        for whence in [libc::SEEK_DATA, libc::SEEK_HOLE] {
+            let seek = |f: &fs::File| {
+                vfnotify::sys::lseek(f.as_fd(), at, whence).map_err(|e| e.raw_os_error())
+            };
+            assert_eq!(seek(&m), seek(&s), "{name} at {at}, whence {whence}");
+        }
+    }
+    let m = fs::File::open(l.m("dense")).unwrap();
+    let past = vfnotify::sys::lseek(m.as_fd(), 100_000, libc::SEEK_DATA);
+    assert_eq!(past.map_err(|e| e.raw_os_error()), Err(Some(libc::ENXIO)));
 }
 
 #[test]

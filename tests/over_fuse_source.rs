@@ -11,6 +11,7 @@
 mod common;
 
 use std::fs;
+use std::os::fd::AsFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -229,5 +230,27 @@ fn a_listing_over_a_fuse_source_stats_no_entry_it_does_not_need() {
     assert_eq!(
         (m.ino() != 0, m.size(), m.mtime()),
         (true, b.size(), b.mtime())
+    );
+}
+
+#[test]
+fn statfs_in_a_burst_asks_source_once() {
+    let Some(s) = stack("statfs_in_a_burst_asks_source_once") else {
+        return;
+    };
+    let root = fs::File::open(&s.mnt).unwrap();
+    s.standin.take();
+    let first = sys::fstatvfs(root.as_fd()).unwrap();
+    for _ in 0..5 {
+        assert_eq!(
+            sys::fstatvfs(root.as_fd()).unwrap().f_blocks,
+            first.f_blocks
+        );
+    }
+    assert_eq!(n(&s.standin.take(), "STATFS"), 1);
+    let bare = sys::fstatvfs(fs::File::open(&s.src).unwrap().as_fd()).unwrap();
+    assert_eq!(
+        (first.f_blocks, first.f_bsize),
+        (bare.f_blocks, bare.f_bsize)
     );
 }

@@ -43,11 +43,18 @@ pub struct EntrySnap {
     pub uid: u32,
     pub gid: u32,
     pub rdev: u64,
-    pub nlink: u64,
+    /// The kernel's own `i_nlink` is 32 bits.
+    pub nlink: u32,
+    /// Allocated 512-byte blocks: `du`, and the sparse-file test of cp, tar and grep
+    /// (`st_blocks < st_size / 512`, after which they ask SEEK_HOLE of SOURCE), see them.
+    pub blocks: u64,
     /// Birth time where SOURCE reports it ((0, 0): unknown). With the inode number it tells a
     /// new object that reuses a freed number from the old one (ext4, xfs reuse them at once).
     pub btime: (i64, i64),
 }
+
+// One per known entry (and one more per known node): the memory budget per inode counts on it.
+const _: () = assert!(std::mem::size_of::<EntrySnap>() <= 120);
 
 impl EntrySnap {
     pub fn from_stat(st: &libc::stat) -> Self {
@@ -64,7 +71,8 @@ impl EntrySnap {
             uid: st.st_uid,
             gid: st.st_gid,
             rdev: st.st_rdev,
-            nlink: st.st_nlink,
+            nlink: u32::try_from(st.st_nlink).unwrap_or(u32::MAX),
+            blocks: u64::try_from(st.st_blocks).unwrap_or(0),
             btime: (0, 0),
         }
     }

@@ -124,7 +124,8 @@ pub fn snap_stat(e: &EntrySnap) -> libc::stat {
     st.st_uid = e.uid;
     st.st_gid = e.gid;
     st.st_rdev = e.rdev;
-    st.st_nlink = e.nlink;
+    st.st_nlink = e.nlink.into();
+    st.st_blocks = i64::try_from(e.blocks).unwrap_or(i64::MAX);
     st.st_blksize = 4096;
     st
 }

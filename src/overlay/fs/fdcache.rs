@@ -4,7 +4,9 @@
 //!
 //! Only read-only opens are served from here (a writer opens its own fd, as before), keyed by
 //! the inode and the exact flags the backing file is opened with (atime flags, O_SYNC...), so a
-//! cached fd is one `open_backing` would have made. Handles share it (`Arc`): no dup, no close,
+//! cached fd is one `open_backing` would have made. A writer's release leaves an `O_PATH` fd of
+//! its file here (key flags `O_PATH`, never asked for by an open): the attribute and xattr calls
+//! that usually follow act on it instead of resolving the name ([`Shared::held_fd`]). Handles share it (`Arc`): no dup, no close,
 //! and on a FUSE SOURCE no FLUSH at each release. All I/O through it is positional, so the
 //! shared file offset is never used.
 //!

@@ -331,7 +331,10 @@ impl Filesystem for OverlayFs {
         whence: i32,
         reply: ReplyLseek,
     ) {
-        let res = self.with_fd(ino, fh, Access::Read, |fd| sys::lseek(fd, offset, whence));
+        let res = match self.seek_in_dense(ino, offset, whence) {
+            Some(res) => res,
+            None => self.with_fd(ino, fh, Access::Read, |fd| sys::lseek(fd, offset, whence)),
+        };
         reply.answer(&self.s, res);
     }
 

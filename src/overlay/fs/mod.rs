@@ -400,6 +400,8 @@ pub struct Shared {
     /// SOURCE is itself FUSE (virtiofs): its own name cache may hold a removed or renamed name,
     /// so scoped rescans list the folder instead of looking names up.
     pub source_is_fuse: bool,
+    /// SOURCE's last statfs answer, and when it came (see [`STATFS_REUSE`]).
+    statfs_reused: Mutex<Option<(std::time::Instant, libc::statvfs)>>,
     handles: Box<[HandleShard]>,
     next_fh: AtomicU64,
     /// Directory nodes that need a baseline snapshot (drained by the sync worker).

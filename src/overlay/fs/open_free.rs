@@ -122,6 +122,35 @@ impl OverlayFs {
         node.state().attr
     }
 
+    /// SEEK_DATA or SEEK_HOLE in a file whose told attributes leave no room for a hole (as
+    /// many blocks allocated as its size needs): all of it is data, answered here (what any
+    /// filesystem may answer, and what one without holes does). Every other seek is SOURCE's.
+    /// Over a FUSE SOURCE each is a round trip to the host, and grep asks it of every file
+    /// larger than its buffer.
+    pub(super) fn seek_in_dense(
+        &self,
+        ino: INodeNo,
+        offset: i64,
+        whence: i32,
+    ) -> Option<io::Result<i64>> {
+        if whence != libc::SEEK_DATA && whence != libc::SEEK_HOLE {
+            return None;
+        }
+        let node = self.s.node(ino).ok()?;
+        let a = self.told_file_attr(&node)?;
+        if a.mode & libc::S_IFMT != libc::S_IFREG || a.blocks.saturating_mul(512) < a.size {
+            return None;
+        }
+        let size = i64::try_from(a.size).ok()?;
+        Some(if offset < 0 || offset >= size {
+            Err(err(libc::ENXIO))
+        } else if whence == libc::SEEK_DATA {
+            Ok(offset)
+        } else {
+            Ok(size)
+        })
+    }
+
     /// A read from SOURCE under zero-message opens: the atime the told attributes carry moves as
     /// SOURCE's own does under `relatime` (once the access is newer than the last change, or a
     /// day old), `strictatime` (always) or `noatime` (never).

@@ -8,6 +8,10 @@ use super::*;
 /// (over virtiofs each request is a round trip to the host).
 pub const READ_AHEAD_KB: u32 = 1024;
 
+/// How long an answer of a FUSE SOURCE to statfs is given again: each asking is a round trip
+/// to the host, and find, grep and df each ask once a run (free space may be this old).
+pub const STATFS_REUSE: Duration = Duration::from_secs(1);
+
 /// Give the mount at `mountpoint` the read-ahead of [`READ_AHEAD_KB`], after INIT: the kernel
 /// offers a FUSE server no more than its default at INIT and keeps the smaller of the two, so
 /// this is set on the mount's bdi in sysfs (as root; otherwise the default stays, logged).
@@ -92,8 +96,19 @@ impl Shared {
         );
     }
 
-    /// STATFS: SOURCE's.
+    /// STATFS: SOURCE's; over a FUSE SOURCE the same answer for [`STATFS_REUSE`].
     pub(super) fn statfs(&self) -> io::Result<libc::statvfs> {
-        sys::fstatvfs(self.root_fd.as_fd())
+        if !self.source_is_fuse {
+            return sys::fstatvfs(self.root_fd.as_fd());
+        }
+        let mut last = lock(&self.statfs_reused);
+        if let Some((at, v)) = *last {
+            if at.elapsed() < STATFS_REUSE {
+                return Ok(v);
+            }
+        }
+        let v = sys::fstatvfs(self.root_fd.as_fd())?;
+        *last = Some((std::time::Instant::now(), v));
+        Ok(v)
     }
 }

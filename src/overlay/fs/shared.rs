@@ -37,6 +37,7 @@ impl Shared {
             dont_mask: AtomicBool::new(false),
             kernel_minor: AtomicU32::new(0),
             source_is_fuse,
+            statfs_reused: Mutex::new(None),
             handles: (0..HANDLE_SHARDS)
                 .map(|_| Mutex::new(HashMap::new()))
                 .collect(),
