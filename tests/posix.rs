@@ -122,25 +122,12 @@ fn attribute_changes_racing_a_host_replacement_come_before_it() {
     fs::write(l.m("f"), b"old").unwrap();
     fs::write(l.s(".f.tmp"), b"new").unwrap();
     fs::set_permissions(l.s(".f.tmp"), fs::Permissions::from_mode(0o600)).unwrap();
-    let c = sys::cstr(l.s(".f.tmp").as_os_str()).unwrap();
-    sys::utimensat(
-        sys::cwd(),
-        &c,
-        sys::SetTime::Omit,
-        sys::SetTime::At(1_600_000_000, 0),
-    )
-    .unwrap();
+    common::set_mtime(&l.s(".f.tmp"), 1_600_000_000);
     fs::rename(l.s(".f.tmp"), l.s("f")).unwrap();
     fs::set_permissions(l.m("f"), fs::Permissions::from_mode(0o640)).unwrap();
     let c = sys::cstr(l.m("f").as_os_str()).unwrap();
     sys::fchownat(sys::cwd(), &c, 0, 0).unwrap();
-    sys::utimensat(
-        sys::cwd(),
-        &c,
-        sys::SetTime::Omit,
-        sys::SetTime::At(1_700_000_000, 0),
-    )
-    .unwrap();
+    common::set_mtime(&l.m("f"), 1_700_000_000);
     l.notify(&["f"]);
     let (m, s) = (
         fs::metadata(l.m("f")).unwrap(),

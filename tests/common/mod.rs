@@ -238,6 +238,19 @@ impl Drop for MountGuard {
     }
 }
 
+/// Set the mtime of `p` (a final symlink not followed), leaving the atime: as tar and
+/// `touch -m -d` do.
+pub fn set_mtime(p: &Path, secs: i64) {
+    let c = ::vfnotify::sys::cstr(p.as_os_str()).expect("path without NUL");
+    ::vfnotify::sys::utimensat(
+        ::vfnotify::sys::cwd(),
+        &c,
+        ::vfnotify::sys::SetTime::Omit,
+        ::vfnotify::sys::SetTime::At(secs, 0),
+    )
+    .unwrap_or_else(|e| panic!("setting the mtime of {}: {e}", p.display()));
+}
+
 /// A temporary directory (removed on drop).
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::Builder::new()
