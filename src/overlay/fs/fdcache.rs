@@ -6,9 +6,9 @@
 //! the inode and the exact flags the backing file is opened with (atime flags, O_SYNC...), so a
 //! cached fd is one `open_backing` would have made. A writer's release leaves an `O_PATH` fd of
 //! its file here (key flags `O_PATH`, never asked for by an open): the attribute and xattr calls
-//! that usually follow act on it instead of resolving the name ([`Shared::held_fd`]). Handles share it (`Arc`): no dup, no close,
-//! and on a FUSE SOURCE no FLUSH at each release. All I/O through it is positional, so the
-//! shared file offset is never used.
+//! that usually follow act on it instead of resolving the name ([`Shared::held_fd`]). Handles
+//! share a cached fd (`Arc`): no dup, no close, and on a FUSE SOURCE no FLUSH at each release.
+//! All I/O through it is positional, so the shared file offset is never used.
 //!
 //! How an entry could go stale, and what drops it:
 //! - the host replaces the file (atomic save) or unlinks it: the cached fd is then of an inode

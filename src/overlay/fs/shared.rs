@@ -267,7 +267,6 @@ impl Shared {
         })
     }
 
-    /// A duplicate of the fd of any open handle of `node` (for files whose names are gone).
     /// An fd the overlay holds of `node`'s object (kept in the fd cache, an orphan's, an open
     /// handle's), to act on the object itself without resolving its name on SOURCE (over
     /// virtiofs each resolution is a `LOOKUP` and the folder's `GETATTR` at the host). The
