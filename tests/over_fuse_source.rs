@@ -15,6 +15,7 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use common::{ChildGuard, MountGuard, fuse_ready, tempdir, wait_mount_state};
@@ -116,10 +117,14 @@ struct Stack {
     _dir: tempfile::TempDir,
 }
 
-fn stack(test: &str) -> Option<Stack> {
+/// The tests here count requests, and one of them drops the machine's caches: one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn stack(test: &str) -> Option<(Stack, MutexGuard<'static, ()>)> {
     if !fuse_ready(test) {
         return None;
     }
+    let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempdir();
     let (src, vfs, mnt) = (
         dir.path().join("src"),
@@ -131,19 +136,23 @@ fn stack(test: &str) -> Option<Stack> {
     }
     let standin = StandIn::serve(&src, &vfs, &dir.path().join("stats.sock"));
     let overlay = MountGuard::mount(&vfs, &mnt, "");
-    Some(Stack {
-        _overlay: overlay,
-        standin,
-        src,
-        vfs,
-        mnt,
-        _dir: dir,
-    })
+    Some((
+        Stack {
+            _overlay: overlay,
+            standin,
+            src,
+            vfs,
+            mnt,
+            _dir: dir,
+        },
+        serial,
+    ))
 }
 
 #[test]
 fn an_unpack_through_the_overlay_costs_source_about_what_it_costs_bare() {
-    let Some(s) = stack("an_unpack_through_the_overlay_costs_source_about_what_it_costs_bare")
+    let Some((s, _serial)) =
+        stack("an_unpack_through_the_overlay_costs_source_about_what_it_costs_bare")
     else {
         return;
     };
@@ -199,7 +208,8 @@ fn an_unpack_through_the_overlay_costs_source_about_what_it_costs_bare() {
 
 #[test]
 fn a_listing_over_a_fuse_source_stats_no_entry_it_does_not_need() {
-    let Some(s) = stack("a_listing_over_a_fuse_source_stats_no_entry_it_does_not_need") else {
+    let Some((s, _serial)) = stack("a_listing_over_a_fuse_source_stats_no_entry_it_does_not_need")
+    else {
         return;
     };
     const FILES: usize = 60;
@@ -229,7 +239,7 @@ fn a_listing_over_a_fuse_source_stats_no_entry_it_does_not_need() {
 
 #[test]
 fn statfs_in_a_burst_asks_source_once() {
-    let Some(s) = stack("statfs_in_a_burst_asks_source_once") else {
+    let Some((s, _serial)) = stack("statfs_in_a_burst_asks_source_once") else {
         return;
     };
     let root = fs::File::open(&s.mnt).unwrap();
@@ -247,4 +257,98 @@ fn statfs_in_a_burst_asks_source_once() {
         (first.f_blocks, first.f_bsize),
         (bare.f_blocks, bare.f_bsize)
     );
+}
+
+/// `FILES` small files in `d` on SOURCE, each read once bare: their contents.
+fn small_files(s: &Stack, files: usize) -> Vec<Vec<u8>> {
+    fs::create_dir(s.src.join("d")).unwrap();
+    (0..files)
+        .map(|i| {
+            let body = format!("file {i} ").repeat(1 + i % 7).into_bytes();
+            fs::write(s.src.join(format!("d/f{i}")), &body).unwrap();
+            body
+        })
+        .collect()
+}
+
+#[test]
+fn reading_files_through_the_overlay_reads_and_walks_each_name_once_at_source() {
+    let Some((s, _serial)) =
+        stack("reading_files_through_the_overlay_reads_and_walks_each_name_once_at_source")
+    else {
+        return;
+    };
+    const FILES: usize = 50;
+    let bodies = small_files(&s, FILES);
+    fs::read_dir(s.mnt.join("d")).unwrap().for_each(drop);
+    s.standin.take();
+    for (i, body) in bodies.iter().enumerate() {
+        assert_eq!(&fs::read(s.mnt.join(format!("d/f{i}"))).unwrap(), body);
+    }
+    let over = s.standin.take();
+    for i in 0..FILES {
+        fs::read(s.vfs.join(format!("d/f{i}"))).unwrap();
+    }
+    let bare = s.standin.take();
+    eprintln!("overlay: {over}\nbare: {bare}");
+    // One READ a file: the overlay's read of a file's end no longer reads on to hear 0 (that
+    // was a second READ, a round trip to the host, for every file). The bare client's own read
+    // on to 0 reaches SOURCE too (direct I/O: no size to stop at), so bare sends two.
+    assert_eq!(n(&over, "READ"), FILES as u64);
+    assert!(n(&bare, "READ") >= FILES as u64);
+    assert_eq!(n(&over, "OPEN"), FILES as u64);
+    assert!(
+        n(&over, "total") <= n(&bare, "total"),
+        "overlay {over} bare {bare}"
+    );
+    // A name is walked once for the kernel's lookup and once for the open (an O_PATH fd,
+    // checked, then opened through /proc): no third walk to check the name before opening it.
+    assert!(
+        n(&over, "LOOKUP") <= 2 * FILES as u64,
+        "{} LOOKUPs at SOURCE to read {FILES} files",
+        n(&over, "LOOKUP")
+    );
+}
+
+#[test]
+fn the_kernel_forgetting_files_asks_source_only_to_close_them() {
+    let Some((s, _serial)) = stack("the_kernel_forgetting_files_asks_source_only_to_close_them")
+    else {
+        return;
+    };
+    const FILES: usize = 60;
+    let bodies = small_files(&s, FILES);
+    for i in 0..FILES {
+        fs::read(s.mnt.join(format!("d/f{i}"))).unwrap();
+    }
+    s.standin.take();
+    // The guest's memory reclaim: the kernel forgets the overlay's inodes (the fds the overlay
+    // kept of the files it read are closed: a FLUSH and a RELEASE each at SOURCE).
+    fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
+    let mut seen = Value::Null;
+    let start = Instant::now();
+    let mut flushes = 0;
+    while flushes < FILES as u64 {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the kernel forgot {flushes} of {FILES} files: {seen}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        let now = s.standin.take();
+        flushes += n(&now, "FLUSH");
+        for op in ["LOOKUP", "GETATTR"] {
+            let v = n(&seen, op) + n(&now, op);
+            seen[op] = v.into();
+        }
+    }
+    // What is kept to find each file again by its handle is made from what the overlay holds:
+    // it was a LOOKUP and three GETATTRs at SOURCE for every inode let go.
+    assert!(
+        n(&seen, "LOOKUP") + n(&seen, "GETATTR") < FILES as u64 / 4,
+        "forgetting {FILES} files: {seen}"
+    );
+    // And the files read as SOURCE has them.
+    for (i, body) in bodies.iter().enumerate() {
+        assert_eq!(&fs::read(s.mnt.join(format!("d/f{i}"))).unwrap(), body);
+    }
 }

@@ -31,6 +31,16 @@ pub struct Key {
     pub ino: u64,
 }
 
+impl Key {
+    /// The identity `st` describes.
+    pub fn of(st: &libc::stat) -> Key {
+        Key {
+            dev: st.st_dev,
+            ino: st.st_ino,
+        }
+    }
+}
+
 /// What the overlay last saw of one directory entry: the fields the rescan compares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EntrySnap {

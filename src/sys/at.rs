@@ -200,9 +200,17 @@ pub fn fchmodat_nofollow(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Res
 /// link: no path is walked (on a FUSE filesystem, no request), and it holds the object without
 /// holding it open (no write session of its own, nothing to flush at its close).
 pub fn reopen_path(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    reopen(fd, libc::O_PATH)
+}
+
+/// Exactly the object `fd` stands for, opened anew with `flags`, through its `/proc/self/fd`
+/// link: no path is walked (on a FUSE filesystem, no `LOOKUP`), and nothing can have replaced
+/// it. The link is followed whatever `flags` say (`O_NOFOLLOW` is dropped): the caller makes
+/// sure the object is not a symlink.
+pub fn reopen(fd: BorrowedFd<'_>, flags: libc::c_int) -> io::Result<OwnedFd> {
     let p = CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd()))
         .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    openat(cwd(), &p, libc::O_PATH, 0)
+    openat(cwd(), &p, flags & !libc::O_NOFOLLOW, 0)
 }
 
 /// chmod of exactly the object `fd` stands for, whatever the fd's kind (`O_PATH` included:

@@ -27,6 +27,14 @@ pub fn fstat_held(fd: BorrowedFd<'_>) -> io::Result<(libc::stat, Option<(i64, i6
     statx_at(fd, c"", libc::AT_STATX_DONT_SYNC)
 }
 
+/// `fstatat` answered from what the kernel holds (`AT_STATX_DONT_SYNC`; `dir` itself for an
+/// empty name): for identity checks (device and inode number never change, so no fresher copy
+/// is needed), which on a FUSE or network filesystem then cost no `GETATTR`. The path walk to
+/// `name` is the kernel's as always (a `LOOKUP` where the entry's timeout ran out).
+pub fn fstatat_held(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<libc::stat> {
+    statx_at(dir, name, libc::AT_STATX_DONT_SYNC).map(|(st, _)| st)
+}
+
 fn statx_at(
     dir: BorrowedFd<'_>,
     name: &CStr,

@@ -100,9 +100,17 @@ pub(super) fn openat_atime(
     flags: i32,
     mode: u32,
 ) -> io::Result<OwnedFd> {
-    match sys::openat(dir, name, flags, mode) {
+    with_atime(flags, |f| sys::openat(dir, name, f, mode))
+}
+
+/// `open(flags)`, and again without `O_NOATIME` where that is refused (EPERM).
+pub(super) fn with_atime(
+    flags: i32,
+    open: impl Fn(i32) -> io::Result<OwnedFd>,
+) -> io::Result<OwnedFd> {
+    match open(flags) {
         Err(e) if e.raw_os_error() == Some(libc::EPERM) && flags & libc::O_NOATIME != 0 => {
-            sys::openat(dir, name, flags & !libc::O_NOATIME, mode)
+            open(flags & !libc::O_NOATIME)
         }
         r => r,
     }

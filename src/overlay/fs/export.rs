@@ -36,18 +36,7 @@ impl Shared {
                 })
             })
         } else {
-            self.resolve(node).and_then(|(pfd, name, _)| {
-                let fst = sys::fstat(pfd.as_fd())?;
-                Ok(Kept::File {
-                    key: node.key,
-                    folder_key: Key {
-                        dev: fst.st_dev,
-                        ino: fst.st_ino,
-                    },
-                    folder: sys::handle::name_to_handle_at(pfd.as_fd(), c"")?,
-                    name,
-                })
-            })
+            self.kept_file(node)
         };
         match res {
             Ok(k) => Some(k),
@@ -60,6 +49,41 @@ impl Shared {
                 }
                 None
             }
+        }
+    }
+
+    /// How a file the kernel is forgetting is reached again: the handle of the folder of its
+    /// first name whose folder is still known, and that name. The name is not checked here:
+    /// [`Shared::reach`] checks it when a handle is used, and over a FUSE SOURCE a check is three
+    /// round trips to the host for every inode the guest's memory reclaim lets go. The folder's
+    /// fd is nearly always held (the kernel forgets a folder after its entries), so nothing here
+    /// asks SOURCE.
+    fn kept_file(&self, node: &Node) -> io::Result<Kept> {
+        let links = node.state().links.clone();
+        let mut last = err(libc::ESTALE);
+        for (parent, name) in links {
+            let Some(pnode) = self.table.get(parent) else {
+                continue;
+            };
+            let handle = self
+                .dir_fd(&pnode)
+                .and_then(|pfd| sys::handle::name_to_handle_at(pfd.as_fd(), c""));
+            match handle {
+                Ok(folder) => {
+                    return Ok(Kept::File {
+                        key: node.key,
+                        folder_key: pnode.key,
+                        folder,
+                        name,
+                    });
+                }
+                Err(e) => last = e,
+            }
+        }
+        // A file found again by its handle and not named since: as it was found.
+        match self.found_of(node.ino) {
+            Some(k @ Kept::File { .. }) => Ok(k),
+            _ => Err(last),
         }
     }
 
@@ -98,14 +122,7 @@ impl Shared {
             handle,
             libc::O_PATH | libc::O_DIRECTORY,
         )?;
-        let st = sys::fstat(fd.as_fd())?;
-        if (Key {
-            dev: st.st_dev,
-            ino: st.st_ino,
-        }) != key
-        {
-            return Err(err(libc::ESTALE));
-        }
+        check_key(&sys::fstatat_held(fd.as_fd(), c"")?, key)?;
         self.inside_source(&fd)?;
         Ok(fd)
     }
@@ -143,14 +160,7 @@ impl Shared {
                 name,
             } => {
                 let fd = self.open_kept_dir(folder, *folder_key)?;
-                let st = sys::fstatat(fd.as_fd(), &sys::cstr(name)?)?;
-                if (Key {
-                    dev: st.st_dev,
-                    ino: st.st_ino,
-                }) != *key
-                {
-                    return Err(err(libc::ESTALE));
-                }
+                check_key(&sys::fstatat_held(fd.as_fd(), &sys::cstr(name)?)?, *key)?;
                 Ok((fd, name.clone()))
             }
         }

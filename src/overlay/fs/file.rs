@@ -13,9 +13,25 @@ impl OverlayFs {
             | libc::O_TRUNC
             | libc::O_APPEND
             | libc::O_DIRECT;
-        let flags = (flags & !strip) | libc::O_NOFOLLOW | self.s.atime_flags(false);
-        let (pfd, name, _) = self.s.resolve(node)?;
-        openat_atime(pfd.as_fd(), &sys::cstr(&name)?, flags, 0)
+        let flags = (flags & !strip) | self.s.atime_flags(false);
+        // The name is taken as an `O_PATH` fd, checked to be the file (its identity as the
+        // kernel holds it: no `GETATTR`), and that object opened: over a FUSE SOURCE a check by
+        // name and then an open by name walk the name twice (six round trips to the host
+        // instead of three), and between the two the host could replace it.
+        self.s.resolve_by(node, |pfd, name| {
+            let cname = sys::cstr(name)?;
+            let path = sys::openat(pfd.as_fd(), &cname, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
+            check_key(&sys::fstatat_held(path.as_fd(), c"")?, node.key)?;
+            match with_atime(flags, |f| sys::reopen(path.as_fd(), f)) {
+                // No /proc to reopen through: by the name, checked again after.
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                    let fd = openat_atime(pfd.as_fd(), &cname, flags | libc::O_NOFOLLOW, 0)?;
+                    check_key(&sys::fstatat_held(fd.as_fd(), c"")?, node.key)?;
+                    Ok(fd)
+                }
+                r => r,
+            }
+        })
     }
 
     /// OPEN: the backing file (none for virtual files and most replay opens), revalidated
@@ -133,16 +149,12 @@ impl OverlayFs {
             };
             f.fd.clone().ok_or_else(|| err(libc::EBADF))?
         };
+        // One read: a regular file's read is short only at its end (the kernel's own FUSE
+        // client stops at a short reply too), and reading on to hear 0 would be one more round
+        // trip to the host over a FUSE SOURCE for every file read to its end.
         let mut buf = vec![0u8; size as usize];
-        let mut done = 0;
-        while done < buf.len() {
-            let n = sys::pread(fd.as_fd(), &mut buf[done..], offset + done as u64)?;
-            if n == 0 {
-                break;
-            }
-            done += n;
-        }
-        buf.truncate(done);
+        let n = sys::pread(fd.as_fd(), &mut buf, offset)?;
+        buf.truncate(n);
         Ok(buf)
     }
 

@@ -66,6 +66,15 @@ fn err(code: i32) -> io::Error {
     io::Error::from_raw_os_error(code)
 }
 
+/// ESTALE unless `st` is the object `key` names (a name that now stands for another).
+fn check_key(st: &libc::stat, key: Key) -> io::Result<()> {
+    if Key::of(st) == key {
+        Ok(())
+    } else {
+        Err(err(libc::ESTALE))
+    }
+}
+
 /// What the replay thread is to be told about one name.
 #[derive(Debug, Clone, Copy)]
 pub enum ViewEntry {

@@ -166,14 +166,7 @@ impl Shared {
                     libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
                     0,
                 )?;
-                let st = sys::fstat(fd.as_fd())?;
-                if (Key {
-                    dev: st.st_dev,
-                    ino: st.st_ino,
-                }) != node.key
-                {
-                    return Err(err(libc::ESTALE));
-                }
+                check_key(&sys::fstatat_held(fd.as_fd(), c"")?, node.key)?;
                 Ok(Arc::new(fd))
             });
             match res {
@@ -195,33 +188,35 @@ impl Shared {
 
     /// Find a live name of a node: its parent's fd, the name, and the current attributes.
     pub fn resolve(&self, node: &Node) -> io::Result<Resolved> {
+        self.resolve_by(node, |pfd, name| {
+            let st = sys::fstatat(pfd.as_fd(), &sys::cstr(name)?)?;
+            check_key(&st, node.key)?;
+            Ok((pfd, name.to_owned(), st))
+        })
+    }
+
+    /// `at(parent fd, name)` for the node's names in turn (and, for a file found again by its
+    /// handle, the folder and name it had then) until one gives the node itself: `at` checks
+    /// that (ESTALE if it is another object).
+    pub fn resolve_by<T>(
+        &self,
+        node: &Node,
+        at: impl Fn(Arc<OwnedFd>, &OsStr) -> io::Result<T>,
+    ) -> io::Result<T> {
         let links = node.state().links.clone();
         let mut last = err(libc::ESTALE);
         for (parent, name) in links {
             let Some(pnode) = self.table.get(parent) else {
                 continue;
             };
-            let res = self.dir_fd(&pnode).and_then(|pfd| {
-                let st = sys::fstatat(pfd.as_fd(), &sys::cstr(&name)?)?;
-                if (Key {
-                    dev: st.st_dev,
-                    ino: st.st_ino,
-                }) != node.key
-                {
-                    return Err(err(libc::ESTALE));
-                }
-                Ok((pfd, st))
-            });
-            match res {
-                Ok((pfd, st)) => return Ok((pfd, name, st)),
+            match self.dir_fd(&pnode).and_then(|pfd| at(pfd, &name)) {
+                Ok(t) => return Ok(t),
                 Err(e) => last = e,
             }
         }
-        // A file found again by its handle: through the folder and name it had then.
         if let Some(k @ Kept::File { .. }) = self.found_of(node.ino) {
             let (pfd, name) = self.reach(&k)?;
-            let st = sys::fstatat(pfd.as_fd(), &sys::cstr(&name)?)?;
-            return Ok((Arc::new(pfd), name, st));
+            return at(Arc::new(pfd), &name);
         }
         Err(last)
     }
