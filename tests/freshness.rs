@@ -425,3 +425,33 @@ fn read_raw(p: &Path) -> Vec<u8> {
         out.extend_from_slice(&buf[..n]);
     }
 }
+
+/// A host change to a file a client has just looked up, made while the overlay is still taking
+/// its first view of the file's folder (a large folder, whose view takes a while; the file is
+/// listed last on tmpfs, newest first), is seen after its notification. The view keeps what the
+/// lookup told the kernel: had it taken SOURCE's newer attributes, the notification would have
+/// found no difference, and the kernel would have kept the old size and pages.
+#[test]
+fn a_change_racing_the_first_view_of_its_folder_is_seen_after_its_notification() {
+    const TEST: &str =
+        "a_change_racing_the_first_view_of_its_folder_is_seen_after_its_notification";
+    // Trusted: the kernel keeps what it was told until a notification says otherwise.
+    for mode in MODES.map(|m| format!("{m},revalidate=notify")) {
+        let Some(l) = Linked::with_source(TEST, &mode, |src| {
+            fs::create_dir(src.join("big")).unwrap();
+            fs::write(src.join("big/f"), b"old").unwrap();
+            for i in 0..20_000 {
+                fs::write(src.join(format!("big/e{i}")), b"").unwrap();
+            }
+        }) else {
+            return;
+        };
+        l.notify(&[]);
+        // The lookup of `big` sets off its first view; `f` is looked up meanwhile.
+        assert_eq!(fs::read(l.m("big/f")).unwrap(), b"old");
+        fs::write(l.s("big/f"), b"new and longer").unwrap();
+        l.notify(&["big/f"]);
+        assert_eq!(fs::metadata(l.m("big/f")).unwrap().len(), 14, "{mode}");
+        assert_eq!(fs::read(l.m("big/f")).unwrap(), b"new and longer", "{mode}");
+    }
+}

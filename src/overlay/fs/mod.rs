@@ -251,6 +251,9 @@ pub struct Stats {
     /// Runs of new files whose names were made with the FUSE readers on the replay's CPU.
     pub burst_pins: AtomicU64,
     pub baselines_uncertain: AtomicU64,
+    /// Files whose first view in their folder kept what a racing lookup told the kernel, not
+    /// SOURCE's newer attributes (see `Worker::keep_told`).
+    pub baselines_told: AtomicU64,
     pub tree_collapsed: AtomicU64,
     pub reach_entries: AtomicU64,
     pub reach_truncated: AtomicU64,
@@ -326,6 +329,7 @@ impl Stats {
             expire_skipped,
             burst_pins,
             baselines_uncertain,
+            baselines_told,
             tree_collapsed,
             reach_entries,
             reach_truncated,

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tracing::debug;
 
-use super::Worker;
 use super::diff::{Change, diff, diff_entry};
+use super::{Worker, told_differs};
 use crate::control::wire::Scope as NotifyScope;
 use crate::overlay::fs::{Shared, Stats};
 use crate::overlay::inode::{EntrySnap, Ino, Key, Node, ROOT_INO, Snapshot};
@@ -98,6 +98,7 @@ impl Worker {
         let Ok(mut snap) = self.scan_dir(&node) else {
             return;
         };
+        self.keep_told(ino, &mut snap);
         Stats::bump(&self.s.stats.baselines);
         let now = self
             .s
@@ -121,6 +122,34 @@ impl Worker {
         if uncertain {
             Stats::bump(&self.s.stats.baselines_uncertain);
             self.expire_folder(&node);
+        }
+    }
+
+    /// The attributes the kernel was told of the folder's files, where they differ from
+    /// SOURCE's in this first view. A lookup racing the view told the kernel what SOURCE had
+    /// then; a host change since is already in SOURCE's attributes here, and with them in the
+    /// view its notification would find nothing to report, and the kernel would keep the old
+    /// attributes and pages. Folders are left as read: what they were told is settled when a
+    /// notification commits their views.
+    fn keep_told(&self, folder: Ino, snap: &mut Snapshot) {
+        for (name, e) in snap.iter_mut() {
+            if e.is_dir() {
+                continue;
+            }
+            let Some(n) = self.s.table.get(self.s.table.ino_for(e.key)) else {
+                continue;
+            };
+            let st = n.state();
+            let Some(told) = st.attr.filter(|t| t.key == e.key && n.key == e.key) else {
+                continue;
+            };
+            if st.links.iter().any(|(p, m)| *p == folder && m == name) && told_differs(&told, e) {
+                *e = EntrySnap {
+                    btime: e.btime,
+                    ..told
+                };
+                Stats::bump(&self.s.stats.baselines_told);
+            }
         }
     }
 
