@@ -259,7 +259,7 @@ fn statfs_in_a_burst_asks_source_once() {
     );
 }
 
-/// `FILES` small files in `d` on SOURCE, each read once bare: their contents.
+/// `files` small files in `d`, made on SOURCE: their contents.
 fn small_files(s: &Stack, files: usize) -> Vec<Vec<u8>> {
     fs::create_dir(s.src.join("d")).unwrap();
     (0..files)
@@ -272,9 +272,9 @@ fn small_files(s: &Stack, files: usize) -> Vec<Vec<u8>> {
 }
 
 #[test]
-fn reading_files_through_the_overlay_reads_and_walks_each_name_once_at_source() {
+fn reading_files_through_the_overlay_sends_one_read_and_one_open_walk_each() {
     let Some((s, _serial)) =
-        stack("reading_files_through_the_overlay_reads_and_walks_each_name_once_at_source")
+        stack("reading_files_through_the_overlay_sends_one_read_and_one_open_walk_each")
     else {
         return;
     };

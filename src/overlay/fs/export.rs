@@ -53,38 +53,25 @@ impl Shared {
     }
 
     /// How a file the kernel is forgetting is reached again: the handle of the folder of its
-    /// first name whose folder is still known, and that name. The name is not checked here:
-    /// [`Shared::reach`] checks it when a handle is used, and over a FUSE SOURCE a check is three
-    /// round trips to the host for every inode the guest's memory reclaim lets go. The folder's
-    /// fd is nearly always held (the kernel forgets a folder after its entries), so nothing here
-    /// asks SOURCE.
+    /// first name whose folder is still known, and that name (a file found again by its handle
+    /// and not named since: as it was found). The name is not checked here: [`Shared::reach`]
+    /// checks it when a handle is used, and over a FUSE SOURCE a check is three round trips to
+    /// the host for every inode the guest's memory reclaim lets go. The folder's fd is nearly
+    /// always held (the kernel forgets a folder after its entries), so nothing here asks SOURCE.
     fn kept_file(&self, node: &Node) -> io::Result<Kept> {
-        let links = node.state().links.clone();
-        let mut last = err(libc::ESTALE);
-        for (parent, name) in links {
-            let Some(pnode) = self.table.get(parent) else {
-                continue;
-            };
-            let handle = self
-                .dir_fd(&pnode)
-                .and_then(|pfd| sys::handle::name_to_handle_at(pfd.as_fd(), c""));
-            match handle {
-                Ok(folder) => {
-                    return Ok(Kept::File {
-                        key: node.key,
-                        folder_key: pnode.key,
-                        folder,
-                        name,
-                    });
-                }
-                Err(e) => last = e,
+        if node.state().links.is_empty() {
+            if let Some(k @ Kept::File { .. }) = self.found_of(node.ino) {
+                return Ok(k);
             }
         }
-        // A file found again by its handle and not named since: as it was found.
-        match self.found_of(node.ino) {
-            Some(k @ Kept::File { .. }) => Ok(k),
-            _ => Err(last),
-        }
+        self.resolve_by(node, |pfd, name| {
+            Ok(Kept::File {
+                key: node.key,
+                folder_key: Key::of(&sys::fstatat_held(pfd.as_fd(), c"")?),
+                folder: sys::handle::name_to_handle_at(pfd.as_fd(), c"")?,
+                name: name.to_owned(),
+            })
+        })
     }
 
     /// The kernel forgot `ino` (the node is gone from the table): keep `kept` for it.

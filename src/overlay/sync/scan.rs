@@ -139,8 +139,11 @@ impl Worker {
             let Some(n) = self.s.table.get(self.s.table.ino_for(e.key)) else {
                 continue;
             };
+            if n.key != e.key {
+                continue;
+            }
             let st = n.state();
-            let Some(told) = st.attr.filter(|t| t.key == e.key && n.key == e.key) else {
+            let Some(told) = st.attr.filter(|t| t.key == e.key) else {
                 continue;
             };
             if st.links.iter().any(|(p, m)| *p == folder && m == name) && told_differs(&told, e) {
