@@ -275,9 +275,12 @@ STEP="data"
 log "$STEP (${SEQ_MB} MiB)"
 to 60 dd if=/dev/urandom of="$(src_of native)/seq.bin" bs=1M count="$SEQ_MB" status=none
 for c in bare vf nopt trust; do to 60 cp "$(src_of native)/seq.bin" "$(src_of "$c")/seq.bin"; done
+# Caches dropped before each column's pass, not once before all of them: a column read right
+# after the drop and one read after three others did not start from the same machine (one drop
+# before all gave the fourth column 0.57-2.0 GB/s in successive runs by hand).
 for ((r = 1; r <= RUNS; r++)); do
-    drop_caches 3
     for c in "${COLS[@]}"; do
+        drop_caches 3
         timed seqr_cold "$c" fio_one "$c" bw read seq.bin --bs=1M --runtime="$READ_CAP"
     done
 done

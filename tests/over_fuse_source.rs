@@ -9,6 +9,8 @@
 //! (no READDIRPLUS over a FUSE SOURCE) are exercised against a real FUSE server.
 
 mod common;
+#[path = "common/daemon.rs"]
+mod daemon_support;
 
 use std::fs;
 use std::os::fd::AsFd;
@@ -121,6 +123,15 @@ struct Stack {
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn stack(test: &str) -> Option<(Stack, MutexGuard<'static, ()>)> {
+    stack_with(test, "", |_| {})
+}
+
+/// The overlay mounted with `opts` over the stand-in, SOURCE filled by `fill` before.
+fn stack_with(
+    test: &str,
+    opts: &str,
+    fill: impl FnOnce(&Path),
+) -> Option<(Stack, MutexGuard<'static, ()>)> {
     if !fuse_ready(test) {
         return None;
     }
@@ -134,8 +145,9 @@ fn stack(test: &str) -> Option<(Stack, MutexGuard<'static, ()>)> {
     for d in [&src, &vfs, &mnt] {
         fs::create_dir(d).unwrap();
     }
+    fill(&src);
     let standin = StandIn::serve(&src, &vfs, &dir.path().join("stats.sock"));
-    let overlay = MountGuard::mount(&vfs, &mnt, "");
+    let overlay = MountGuard::mount(&vfs, &mnt, opts);
     Some((
         Stack {
             _overlay: overlay,
@@ -261,11 +273,15 @@ fn statfs_in_a_burst_asks_source_once() {
 
 /// `files` small files in `d`, made on SOURCE: their contents.
 fn small_files(s: &Stack, files: usize) -> Vec<Vec<u8>> {
-    fs::create_dir(s.src.join("d")).unwrap();
+    small_files_in(&s.src, files)
+}
+
+fn small_files_in(src: &Path, files: usize) -> Vec<Vec<u8>> {
+    fs::create_dir(src.join("d")).unwrap();
     (0..files)
         .map(|i| {
             let body = format!("file {i} ").repeat(1 + i % 7).into_bytes();
-            fs::write(s.src.join(format!("d/f{i}")), &body).unwrap();
+            fs::write(src.join(format!("d/f{i}")), &body).unwrap();
             body
         })
         .collect()
@@ -351,4 +367,94 @@ fn the_kernel_forgetting_files_asks_source_only_to_close_them() {
     for (i, body) in bodies.iter().enumerate() {
         assert_eq!(&fs::read(s.mnt.join(format!("d/f{i}"))).unwrap(), body);
     }
+}
+
+/// A stack whose overlay is linked to a daemon and trusts its notifications
+/// (`revalidate=notify`), over `files` small files in `d` made before it was mounted (made
+/// after, a notification would replay their creation and the kernel would look none of them
+/// up): zero-message opens once the first OPEN is declined (a read of `d/f0` here).
+/// A [`Stack`] linked to a daemon, with the contents of `d`'s files (fields drop in order: the
+/// overlay goes before its daemon).
+struct Trusted {
+    s: Stack,
+    daemon: daemon_support::Daemon,
+    bodies: Vec<Vec<u8>>,
+}
+
+fn trusted_stack(test: &str, files: usize) -> Option<(Trusted, MutexGuard<'static, ()>)> {
+    if !fuse_ready(test) {
+        return None;
+    }
+    let daemon = daemon_support::Daemon::start(&[]);
+    let opts = format!(
+        "channel=docs,control={},revalidate=notify",
+        daemon.control.display()
+    );
+    let mut bodies = Vec::new();
+    let (s, serial) = stack_with(test, &opts, |src| bodies = small_files_in(src, files))?;
+    daemon_support::poll_until("overlay linked", DEADLINE, || {
+        common::notify_ok(&daemon.control, "docs", &[])
+    });
+    assert_eq!(fs::read(s.mnt.join("d/f0")).unwrap(), bodies[0]);
+    daemon_support::poll_until("opens no longer sent", DEADLINE, || {
+        daemon.status()["overlays"]
+            .as_array()
+            .and_then(|a| a.first())
+            .is_some_and(|o| o["stats"]["open_free"].as_u64() == Some(1))
+    });
+    Some((Trusted { s, daemon, bodies }, serial))
+}
+
+/// Under trust a file's first read opens the object its lookup took (an `O_PATH` fd), not its
+/// name again: one walk of each name at SOURCE (LOOKUP) instead of two. What the reads return
+/// is what SOURCE has after each notified host change, made between a lookup and the first read
+/// (in place, and an atomic save that puts another file under the name).
+#[test]
+fn a_trusted_first_read_opens_what_its_lookup_found_without_walking_the_name_again() {
+    let Some((t, _serial)) = trusted_stack(
+        "a_trusted_first_read_opens_what_its_lookup_found_without_walking_the_name_again",
+        40,
+    ) else {
+        return;
+    };
+    let (s, daemon, bodies) = (&t.s, &t.daemon, &t.bodies);
+    // f1 to f37 are read below, f38 and f39 are kept for the host changes after.
+    let read = bodies.len() as u64 - 3;
+    // The folder's view settles (a notification is handled after it), so only the lookups and
+    // reads are counted.
+    assert!(common::notify_ok(&daemon.control, "docs", &[]));
+    s.standin.take();
+    for (i, body) in bodies.iter().enumerate().take(38).skip(1) {
+        assert_eq!(&fs::read(s.mnt.join(format!("d/f{i}"))).unwrap(), body);
+    }
+    let over = s.standin.take();
+    eprintln!("overlay: {over}");
+    assert_eq!(n(&over, "READ"), read, "{over}");
+    assert_eq!(n(&over, "OPEN"), read, "{over}");
+    assert!(
+        n(&over, "LOOKUP") <= read + 2,
+        "{} LOOKUPs at SOURCE for {read} files read once each: {over}",
+        n(&over, "LOOKUP")
+    );
+
+    // Looked up (the kernel's LOOKUP: the overlay keeps the O_PATH fd), then changed on the
+    // host and notified, then read for the first time: in place, and saved atomically (another
+    // file under the name).
+    for f in ["d/f38", "d/f39"] {
+        fs::metadata(s.mnt.join(f)).unwrap();
+    }
+    fs::write(s.src.join("d/f38"), b"second, in place").unwrap();
+    fs::write(s.src.join("d/.f39.tmp"), b"second, saved").unwrap();
+    fs::rename(s.src.join("d/.f39.tmp"), s.src.join("d/f39")).unwrap();
+    assert!(common::notify_ok(
+        &daemon.control,
+        "docs",
+        &["d/f38", "d/f39", "d/.f39.tmp"]
+    ));
+    assert_eq!(fs::read(s.mnt.join("d/f38")).unwrap(), b"second, in place");
+    assert_eq!(fs::read(s.mnt.join("d/f39")).unwrap(), b"second, saved");
+    assert_eq!(
+        fs::metadata(s.mnt.join("d/f39")).unwrap().ino(),
+        fs::metadata(s.vfs.join("d/f39")).unwrap().ino()
+    );
 }

@@ -35,8 +35,15 @@ impl OverlayFs {
             }
         }
         let pfd = s.dir_fd(&pnode)?;
-        match sys::fstatat(pfd.as_fd(), &sys::cstr(name)?) {
-            Ok(st) => Ok(Some(s.enter(parent.0, name, &st).1)),
+        match self.stat_child(pfd.as_fd(), &sys::cstr(name)?) {
+            Ok((st, path)) => {
+                let (node, attr) = s.enter(parent.0, name, &st);
+                if let Some(path) = path.filter(|_| !node.is_dir && node.key == Key::of(&st)) {
+                    s.fd_cache
+                        .put(node.ino, node.key, libc::O_PATH, &Arc::new(path));
+                }
+                Ok(Some(attr))
+            }
             Err(e)
                 if e.raw_os_error() == Some(libc::ENOENT)
                     && s.policy() == CachePolicy::Always
@@ -53,6 +60,25 @@ impl OverlayFs {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// A name's attributes for LOOKUP. Where the first read or write of the file will be
+    /// handle-less (zero-message opens over a FUSE SOURCE), the name is taken as an `O_PATH` fd
+    /// and that fd's attributes read: the same requests at SOURCE as a stat by name (the walk's
+    /// LOOKUP, the folder's GETATTR, the file's GETATTR), and the fd, kept, spares that first
+    /// I/O a second walk of the name (see [`OverlayFs::fd_of_inode`]).
+    fn stat_child(
+        &self,
+        pfd: BorrowedFd<'_>,
+        name: &CStr,
+    ) -> io::Result<(libc::stat, Option<OwnedFd>)> {
+        if !self.keeps_lookup_paths() {
+            return sys::fstatat(pfd, name).map(|st| (st, None));
+        }
+        let path = sys::openat(pfd, name, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
+        let st = sys::fstat(path.as_fd())?;
+        let file = st.st_mode & libc::S_IFMT == libc::S_IFREG;
+        Ok((st, file.then_some(path)))
     }
 
     /// mknod / mkdir / symlink: create on SOURCE (or, for the replay thread, only report the

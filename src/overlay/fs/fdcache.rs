@@ -163,6 +163,19 @@ impl FdCache {
         }
     }
 
+    /// Take out the fd kept for `(ino, flags)` if it is of `key`.
+    pub fn take(&self, ino: Ino, key: Key, flags: i32) -> Option<Arc<OwnedFd>> {
+        let mut l = lock(&self.inner);
+        let l = &mut *l;
+        match l.by_file.get(&(ino, flags)) {
+            Some(e) if e.key == key => {}
+            _ => return None,
+        }
+        let e = l.by_file.remove(&(ino, flags))?;
+        l.by_age.remove(&e.tick);
+        Some(e.fd)
+    }
+
     /// Take out one fd kept for `ino` of `key` (a read-write one first) with the flags it is
     /// kept under.
     pub fn take_any(&self, ino: Ino, key: Key) -> Option<(Arc<OwnedFd>, i32)> {

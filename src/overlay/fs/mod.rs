@@ -254,6 +254,9 @@ pub struct Stats {
     /// Files whose first view in their folder kept what a racing lookup told the kernel, not
     /// SOURCE's newer attributes (see `Worker::keep_told`).
     pub baselines_told: AtomicU64,
+    /// Files a first view over a FUSE SOURCE took as the kernel was told of them, without a
+    /// stat at SOURCE (see `first_view` in sync/scan.rs).
+    pub baselines_unstatted: AtomicU64,
     pub tree_collapsed: AtomicU64,
     pub reach_entries: AtomicU64,
     pub reach_truncated: AtomicU64,
@@ -330,6 +333,7 @@ impl Stats {
             burst_pins,
             baselines_uncertain,
             baselines_told,
+            baselines_unstatted,
             tree_collapsed,
             reach_entries,
             reach_truncated,

@@ -59,6 +59,14 @@ impl OverlayFs {
         ok
     }
 
+    /// Whether a LOOKUP keeps the `O_PATH` fd it took of a file for the file's first
+    /// handle-less read or write ([`OverlayFs::fd_of_inode`]): over a FUSE SOURCE, where each
+    /// walk of a name is round trips to the host, while opens are zero-message ones.
+    pub(super) fn keeps_lookup_paths(&self) -> bool {
+        let s = &self.s;
+        s.source_is_fuse && s.open_free.load(Ordering::Relaxed) && s.trusts_notifications()
+    }
+
     /// The fd for a handle-less read or write of `ino` (see the module docs).
     pub(super) fn fd_of_inode(&self, ino: INodeNo, access: Access) -> io::Result<Arc<OwnedFd>> {
         let s = &self.s;
@@ -81,12 +89,25 @@ impl OverlayFs {
                 return Ok(fd);
             }
         }
+        // The lookup's `O_PATH` fd of the file, where it kept one: opened as it is, without a
+        // walk of the name (trusted, as the fds kept here are).
+        let path = s
+            .trusts_notifications()
+            .then(|| s.fd_cache.take(node.ino, node.key, libc::O_PATH))
+            .flatten();
+        let open = |flags: i32| match &path {
+            Some(p) => match with_atime(flags | at, |f| sys::reopen(p.as_fd(), f)) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => self.open_backing(&node, flags),
+                r => r,
+            },
+            None => self.open_backing(&node, flags),
+        };
         let opened = match access {
-            Access::Read => self.open_backing(&node, libc::O_RDONLY).map(|fd| (fd, 0)),
-            Access::Write => match self.open_backing(&node, libc::O_RDWR) {
-                Err(e) if e.raw_os_error() == Some(libc::EACCES) => self
-                    .open_backing(&node, libc::O_WRONLY)
-                    .map(|fd| (fd, libc::O_WRONLY)),
+            Access::Read => open(libc::O_RDONLY).map(|fd| (fd, 0)),
+            Access::Write => match open(libc::O_RDWR) {
+                Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
+                    open(libc::O_WRONLY).map(|fd| (fd, libc::O_WRONLY))
+                }
                 r => r.map(|fd| (fd, libc::O_RDWR)),
             },
         };

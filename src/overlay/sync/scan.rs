@@ -95,7 +95,7 @@ impl Worker {
             return;
         }
         let known = node.state().attr;
-        let Ok(mut snap) = self.scan_dir(&node) else {
+        let Ok(mut snap) = first_view(&self.s, &node) else {
             return;
         };
         self.keep_told(ino, &mut snap);
@@ -154,11 +154,6 @@ impl Worker {
                 Stats::bump(&self.s.stats.baselines_told);
             }
         }
-    }
-
-    /// Read a folder of SOURCE completely.
-    pub(super) fn scan_dir(&self, node: &Node) -> io::Result<Snapshot> {
-        scan_dir(&self.s, node)
     }
 
     /// Turn validated relative paths into scopes, walking only folders the kernel holds and
@@ -558,22 +553,67 @@ fn par_map<T: Send>(nodes: &[Arc<Node>], f: impl Fn(&Node) -> T + Sync) -> Vec<T
         .collect()
 }
 
-/// Read a folder of SOURCE completely.
-fn scan_dir(s: &Shared, node: &Node) -> io::Result<Snapshot> {
-    list_dir(s, node).map(Snapshot::from_iter)
+/// A folder's first view (see [`Worker::baseline`]). Over a FUSE SOURCE, where each `statx` by
+/// name is three round trips to the host, a file the kernel was already told of under its name
+/// here (a lookup before the view or racing it, the same object by its inode number) is taken
+/// as told, without a stat: that is what the view keeps of it anyway, since a host change after
+/// the lookup must be found by its notification ([`Worker::keep_told`]).
+fn first_view(s: &Shared, node: &Node) -> io::Result<Snapshot> {
+    let told_in = s.source_is_fuse.then_some(node);
+    list_dir_with(s, node, told_in).map(Snapshot::from_iter)
 }
 
 /// A folder's entries as listed (names in the order read), each `statx`ed.
 fn list_dir(s: &Shared, node: &Node) -> io::Result<Vec<(OsString, EntrySnap)>> {
-    let pathfd = s.dir_fd(node)?;
-    let fd = sys::openat(pathfd.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
-    list_fd(s, fd.as_fd())
+    list_dir_with(s, node, None)
 }
 
-fn list_fd(s: &Shared, fd: BorrowedFd<'_>) -> io::Result<Vec<(OsString, EntrySnap)>> {
+fn list_dir_with(
+    s: &Shared,
+    node: &Node,
+    told_in: Option<&Node>,
+) -> io::Result<Vec<(OsString, EntrySnap)>> {
+    let pathfd = s.dir_fd(node)?;
+    let fd = sys::openat(pathfd.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+    list_fd(s, fd.as_fd(), told_in)
+}
+
+/// What the kernel was told of the file `e` of `folder`, if it was told of it under that name
+/// (the same object: its device and inode number).
+fn told_entry(s: &Shared, folder: &Node, e: &sys::RawDirent) -> Option<EntrySnap> {
+    if e.kind == libc::DT_DIR {
+        return None;
+    }
+    let key = Key {
+        dev: folder.key.dev,
+        ino: e.ino,
+    };
+    let n = s.table.get(s.table.ino_for(key))?;
+    if n.key != key || n.is_dir {
+        return None;
+    }
+    let st = n.state();
+    let told = st.attr.filter(|t| t.key == key && !t.is_dir())?;
+    let linked = st
+        .links
+        .iter()
+        .any(|(p, m)| *p == folder.ino && *m == e.name);
+    linked.then_some(told)
+}
+
+fn list_fd(
+    s: &Shared,
+    fd: BorrowedFd<'_>,
+    told_in: Option<&Node>,
+) -> io::Result<Vec<(OsString, EntrySnap)>> {
     let dirents = sys::read_dir(fd)?;
     let mut out = Vec::with_capacity(dirents.len());
     for e in dirents {
+        if let Some(told) = told_in.and_then(|f| told_entry(s, f, &e)) {
+            Stats::bump(&s.stats.baselines_unstatted);
+            out.push((e.name, told));
+            continue;
+        }
         if let Ok((st, btime)) = sys::cstr(&e.name).and_then(|n| sys::fstatat_fresh_btime(fd, &n)) {
             out.push((e.name, EntrySnap::from_stat(&st).with_btime(btime)));
         }
@@ -588,7 +628,7 @@ fn list_fd(s: &Shared, fd: BorrowedFd<'_>) -> io::Result<Vec<(OsString, EntrySna
 /// A folder's entries as a view: built in one pass from the sorted list, so its tree nodes are
 /// full (inserting one by one leaves them about two thirds full).
 fn scan_fd(s: &Shared, fd: BorrowedFd<'_>) -> io::Result<Snapshot> {
-    list_fd(s, fd).map(Snapshot::from_iter)
+    list_fd(s, fd, None).map(Snapshot::from_iter)
 }
 
 /// Re-read a whole folder and diff it with its last view. Every entry is `statx`ed: an entry's
