@@ -62,11 +62,10 @@ impl OverlayFs {
         }
     }
 
-    /// A name's attributes for LOOKUP. Where the first read or write of the file will be
-    /// handle-less (zero-message opens over a FUSE SOURCE), the name is taken as an `O_PATH` fd
+    /// A name's attributes for LOOKUP. Over a FUSE SOURCE the name is taken as an `O_PATH` fd
     /// and that fd's attributes read: the same requests at SOURCE as a stat by name (the walk's
-    /// LOOKUP, the folder's GETATTR, the file's GETATTR), and the fd, kept, spares that first
-    /// I/O a second walk of the name (see [`OverlayFs::fd_of_inode`]).
+    /// LOOKUP, the folder's GETATTR, the file's GETATTR), and the fd, kept, spares the file's
+    /// next open a second walk of the name ([`OverlayFs::keeps_lookup_paths`]).
     fn stat_child(
         &self,
         pfd: BorrowedFd<'_>,

@@ -5,8 +5,10 @@
 //! Only read-only opens are served from here (a writer opens its own fd, as before), keyed by
 //! the inode and the exact flags the backing file is opened with (atime flags, O_SYNC...), so a
 //! cached fd is one `open_backing` would have made. A writer's release leaves an `O_PATH` fd of
-//! its file here (key flags `O_PATH`, never asked for by an open): the attribute and xattr calls
-//! that usually follow act on it instead of resolving the name ([`Shared::held_fd`]). Handles
+//! its file here (key flags `O_PATH`), and so does a lookup over a FUSE SOURCE: the attribute and
+//! xattr calls that usually follow a write act on it instead of resolving the name
+//! ([`Shared::held_fd`]), and the file's next open opens it rather than walking the name again
+//! (it is then replaced by the fd it gave, and checked as a kept fd is). Handles
 //! share a cached fd (`Arc`): no dup, no close, and on a FUSE SOURCE no FLUSH at each release.
 //! All I/O through it is positional, so the shared file offset is never used.
 //!
@@ -252,6 +254,16 @@ impl OverlayFs {
         let key_flags = kept | s.atime_flags(false);
         if let Some(fd) = s.fd_cache.get(node.ino, node.key, key_flags) {
             return Ok((fd, true));
+        }
+        // The `O_PATH` fd a lookup (or a writer's close) left of the file: opened as it is,
+        // without a second walk of the name, and checked as a kept fd is (a file with no name
+        // left on SOURCE is opened by name again, see `open_revalidated`).
+        if let Some(path) = s.fd_cache.take(node.ino, node.key, libc::O_PATH) {
+            if let Ok(fd) = with_atime(key_flags, |f| sys::reopen(path.as_fd(), f)) {
+                let fd = Arc::new(fd);
+                s.fd_cache.put(node.ino, node.key, key_flags, &fd);
+                return Ok((fd, true));
+            }
         }
         let fd = Arc::new(self.open_backing_room(node, kept)?);
         s.fd_cache.put(node.ino, node.key, key_flags, &fd);

@@ -59,12 +59,12 @@ impl OverlayFs {
         ok
     }
 
-    /// Whether a LOOKUP keeps the `O_PATH` fd it took of a file for the file's first
-    /// handle-less read or write ([`OverlayFs::fd_of_inode`]): over a FUSE SOURCE, where each
-    /// walk of a name is round trips to the host, while opens are zero-message ones.
+    /// Whether a LOOKUP keeps the `O_PATH` fd it took of a file for the file's next open
+    /// ([`OverlayFs::open_backing_cached`]) or first handle-less read or write
+    /// ([`OverlayFs::fd_of_inode`]): over a FUSE SOURCE, where each walk of a name is round
+    /// trips to the host.
     pub(super) fn keeps_lookup_paths(&self) -> bool {
-        let s = &self.s;
-        s.source_is_fuse && s.open_free.load(Ordering::Relaxed) && s.trusts_notifications()
+        self.s.source_is_fuse && self.s.fd_cache.budget() > 0
     }
 
     /// The fd for a handle-less read or write of `ino` (see the module docs).
