@@ -12,7 +12,8 @@
 #
 # SOURCE is a private tmpfs (the clean measure of the overlay's own cost). Columns: native (the
 # tmpfs itself), vfnotify (cache=always, kernel passthrough, linked to a daemon), vfnotify
-# passthrough=off, vfnotify cache=never, bindfs. Each cell is the median of RUNS runs and its
+# passthrough=off, vfnotify cache=never, bindfs, and libfuse's passthrough_hp when
+# VFNOTIFY_BENCH_PASSTHROUGH_HP names a build of it (no package has it). Each cell is the median of RUNS runs and its
 # ratio to native, oriented so that >1x is faster than native (throughput/native for rates,
 # native/time for times). The table goes to stdout and to bench/RESULTS.md.
 #
@@ -154,6 +155,15 @@ declare -A HEAD=(
     [never]="vfnotify cache=never" [bindfs]="bindfs"
 )
 declare -A OPTS=([vf]="" [nopt]=",passthrough=off" [never]=",cache=never")
+# libfuse's passthrough_hp (example/passthrough_hp.cc: kernel passthrough, 24 h timeouts,
+# READDIRPLUS), the reference implementation of a fast passthrough FUSE server: no distribution
+# packages it, so a column only when VFNOTIFY_BENCH_PASSTHROUGH_HP names a build of it.
+PTHP=${VFNOTIFY_BENCH_PASSTHROUGH_HP:-}
+if [[ -n "$PTHP" ]]; then
+    [[ -x "$PTHP" ]] || die "VFNOTIFY_BENCH_PASSTHROUGH_HP=$PTHP is not an executable"
+    COLS+=(pthp)
+    HEAD[pthp]="libfuse passthrough_hp"
+fi
 declare -A ROOT=([native]="$SRC")
 declare -A SERVER_PID=() # COL -> pid of its file server (see `pin`)
 NCPU=$(nproc)
@@ -212,6 +222,13 @@ mkdir -p "${ROOT[bindfs]}"
 MOUNTS+=("${ROOT[bindfs]}")
 to 30 bindfs "$SRC" "${ROOT[bindfs]}"
 SERVER_PID[bindfs]=$(pgrep -n -x bindfs) || die "bindfs is not running"
+if [[ -n "$PTHP" ]]; then
+    ROOT[pthp]="$W/m/pthp"
+    mkdir -p "${ROOT[pthp]}"
+    MOUNTS+=("${ROOT[pthp]}")
+    to 30 "$PTHP" "$SRC" "${ROOT[pthp]}" # mounts, then goes to the background
+    SERVER_PID[pthp]=$(pgrep -n -x passthrough_hp) || die "passthrough_hp is not running"
+fi
 for c in "${VFCOLS[@]}"; do
     read -r SERVER_PID[$c] _ <<<"$(to 10 "$VB" overlay "$CTL" "${ROOT[$c]}")"
 done
@@ -649,6 +666,12 @@ HALTPOLL=$(cat /sys/module/haltpoll/parameters/guest_halt_poll_ns 2>/dev/null ||
     target "create, vfnotify (passthrough_hp ≈ 0.03×)" "$(ratio create vf)" ">=" 0.03 "×"
     target "cold stat, vfnotify (passthrough_hp ≈ 0.04–0.06×)" "$(ratio stat_cold vf)" ">=" 0.04 "×"
     target "find, vfnotify (passthrough_hp ≈ 0.25×)" "$(ratio find vf)" ">=" 0.25 "×"
+    if [[ -n "$PTHP" ]]; then
+        for r in stat_cold rd_cold find; do
+            target "${LABEL[$r]}, vfnotify against passthrough_hp" \
+                "$(awk -v a="$(ratio "$r" vf)" -v b="$(ratio "$r" pthp)" 'BEGIN{ print (b > 0 ? a / b : 0) }')" ">=" 1.0 "×"
+        done
+    fi
     target "notify → IN_CREATE p99, vfnotify" "$(awk '{print $2/1000}' <<<"${MED["ev|vf"]}")" "<=" 5 " ms"
     target "1,000 new files: complete listing, vfnotify" "$(awk '{print $1/1000}' <<<"${MED["burst|vf"]}")" "<=" 5 " ms"
     target "1,000 new files: last file readable, vfnotify" "$(awk '{print $2/1000}' <<<"${MED["burst|vf"]}")" "<=" 20 " ms"

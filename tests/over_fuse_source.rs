@@ -458,3 +458,75 @@ fn a_trusted_first_read_opens_what_its_lookup_found_without_walking_the_name_aga
         fs::metadata(s.vfs.join("d/f39")).unwrap().ino()
     );
 }
+
+/// The overlay's counter `key`, as the daemon last heard it (every 5 s).
+fn overlay_stat(daemon: &daemon_support::Daemon, key: &str) -> u64 {
+    daemon.status()["overlays"]
+        .as_array()
+        .and_then(|a| a.first())
+        .and_then(|o| o["stats"][key].as_u64())
+        .unwrap_or(0)
+}
+
+/// After the kernel read a file from the overlay it drops the file's atime from its cache, so a
+/// client's next stat would be a `GETATTR`: under trust the overlay asks it itself, through the
+/// mount, right after the read's reply, and a warm pass of stats (and reads) sends the overlay
+/// no request at all. The atime the clients then see is the one the read gave (relatime: the
+/// read moved an atime older than the mtime), as it is locally.
+#[test]
+fn after_a_cold_read_a_warm_stat_is_answered_by_the_kernel_with_the_atime_the_read_gave() {
+    let Some((t, _serial)) = trusted_stack(
+        "after_a_cold_read_a_warm_stat_is_answered_by_the_kernel_with_the_atime_the_read_gave",
+        30,
+    ) else {
+        return;
+    };
+    let (s, daemon, bodies) = (&t.s, &t.daemon, &t.bodies);
+    let old = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000);
+    for i in 1..bodies.len() {
+        let f = fs::File::options()
+            .write(true)
+            .open(s.src.join(format!("d/f{i}")))
+            .unwrap();
+        f.set_times(fs::FileTimes::new().set_accessed(old).set_modified(old))
+            .unwrap();
+    }
+    assert!(common::notify_ok(&daemon.control, "docs", &["d"]));
+    let read_at = std::time::SystemTime::now() - Duration::from_secs(1);
+    for (i, body) in bodies.iter().enumerate().skip(1) {
+        assert_eq!(&fs::read(s.mnt.join(format!("d/f{i}"))).unwrap(), body);
+    }
+    let files = bodies.len() as u64 - 1;
+    daemon_support::poll_until("the reads' stats asked again", DEADLINE * 2, || {
+        let done =
+            overlay_stat(daemon, "atime_refreshed") + overlay_stat(daemon, "atime_refresh_failed");
+        done >= files && done == overlay_stat(daemon, "atime_refresh_queued")
+    });
+    assert_eq!(overlay_stat(daemon, "atime_refresh_failed"), 0);
+    assert_eq!(overlay_stat(daemon, "atime_refresh_dropped"), 0);
+    let getattrs = overlay_stat(daemon, "getattrs");
+    let lookups = overlay_stat(daemon, "lookups");
+
+    for (i, body) in bodies.iter().enumerate().skip(1) {
+        let p = s.mnt.join(format!("d/f{i}"));
+        let m = fs::symlink_metadata(&p).unwrap();
+        assert!(
+            m.accessed().unwrap() >= read_at,
+            "d/f{i}: the atime the read gave is not seen: {:?}",
+            m.accessed()
+        );
+        assert_eq!(m.modified().unwrap(), old, "d/f{i}");
+        assert_eq!(&fs::read(&p).unwrap(), body);
+    }
+    // A name that is not there: one LOOKUP, so the next report the daemon hears is known to
+    // come after the pass.
+    assert!(fs::symlink_metadata(s.mnt.join("d/absent")).is_err());
+    daemon_support::poll_until("the overlay's next report", DEADLINE * 2, || {
+        overlay_stat(daemon, "lookups") > lookups
+    });
+    assert_eq!(
+        overlay_stat(daemon, "getattrs") - getattrs,
+        0,
+        "a warm pass of {files} stats and reads after the cold reads asked the overlay"
+    );
+}

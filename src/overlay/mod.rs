@@ -393,6 +393,7 @@ pub fn serve(
     let spawned = (|| -> io::Result<()> {
         let minor = shared.kernel_minor.load(Ordering::Relaxed);
         let raw = kernel_notify::KernelNotifier::new(raw_fd, minor);
+        sync::atime::spawn(shared.clone(), replay_root.clone())?;
         sync::spawn(shared.clone(), session.notifier(), raw, replay_root, rx)?;
         if cfg.channel.is_some() {
             // The root is never looked up: its view is taken now, so a change made while the
@@ -432,6 +433,7 @@ pub fn serve(
         Ok(())
     })();
     if let Err(e) = spawned {
+        shared.atime_refresh.close();
         let _ = sys::umount2(&cmp, libc::MNT_DETACH);
         return Err(MountError::Spawn(e));
     }
@@ -440,6 +442,7 @@ pub fn serve(
         let _ = w.write_all(b"ok\n");
     }
     let res = session.run();
+    shared.atime_refresh.close();
     info!("unmounted");
     res.map_err(MountError::Session)
 }

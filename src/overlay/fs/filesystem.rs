@@ -24,6 +24,7 @@ impl Filesystem for OverlayFs {
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        Stats::bump(&self.s.stats.getattrs);
         let res = self.s.node(ino).and_then(|n| self.do_getattr(req, &n, fh));
         reply.answer(&self.s, res);
     }
@@ -142,7 +143,12 @@ impl Filesystem for OverlayFs {
         _lock: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        reply.answer(&self.s, self.do_read(ino, fh, offset, size));
+        let res = self.do_read(ino, fh, offset, size);
+        let read = res.is_ok();
+        reply.answer(&self.s, res);
+        if read {
+            self.after_read_reply(ino);
+        }
     }
 
     fn write(

@@ -11,7 +11,8 @@
 //! built from an operation's result), `session.rs` (INIT's negotiation, statfs), `entry.rs`
 //! (lookup, create, remove, rename, link, readlink), `setattr.rs` (getattr too), `file.rs` (open
 //! files: open, read, write, release, fsync, revalidation), `open_free.rs` (zero-message opens:
-//! handle-less I/O), `dir.rs` (opendir, listings),
+//! handle-less I/O), `atime.rs` (the atimes the kernel drops after reads, asked again off the
+//! client's path), `dir.rs` (opendir, listings),
 //! `xattr.rs`, `shared.rs` (policy, handles, resolution, attributes, local operations),
 //! `export.rs` (forget, and nodes reached by handle), `client.rs` (acting as the client, backing
 //! files, ownership) and `attr.rs` (conversions).
@@ -37,6 +38,7 @@ use super::inode::{EntrySnap, Ino, Key, NEGATIVE_BUDGET, Node, ROOT_INO, Table};
 use super::options::{CachePolicy, MountConfig};
 use crate::sys;
 
+mod atime;
 mod attr;
 mod client;
 mod dir;
@@ -216,6 +218,8 @@ use crate::util::lock;
 #[derive(Default)]
 pub struct Stats {
     pub lookups: AtomicU64,
+    /// `GETATTR`s answered (each a round trip from the kernel).
+    pub getattrs: AtomicU64,
     pub negative_cached: AtomicU64,
     pub opens: AtomicU64,
     pub passthrough_opens: AtomicU64,
@@ -287,6 +291,13 @@ pub struct Stats {
     pub orphans_kept: AtomicU64,
     /// I/O on a file whose last name went, with no fd kept to do it through (failed).
     pub orphans_lost: AtomicU64,
+    /// Objects read whose stat was asked again through the mount after the read's reply (the
+    /// kernel drops their atime: see [`atime`]), the queued ones and the ones the queue had no
+    /// room for, and the ones that could not be asked (no name known, or the stat failed).
+    pub atime_refresh_queued: AtomicU64,
+    pub atime_refreshed: AtomicU64,
+    pub atime_refresh_dropped: AtomicU64,
+    pub atime_refresh_failed: AtomicU64,
 }
 
 macro_rules! stats_json {
@@ -306,6 +317,7 @@ impl Stats {
         stats_json!(
             self,
             lookups,
+            getattrs,
             negative_cached,
             opens,
             passthrough_opens,
@@ -351,7 +363,11 @@ impl Stats {
             open_free,
             opens_declined,
             orphans_kept,
-            orphans_lost
+            orphans_lost,
+            atime_refresh_queued,
+            atime_refreshed,
+            atime_refresh_dropped,
+            atime_refresh_failed
         )
     }
 }
@@ -439,6 +455,9 @@ pub struct Shared {
     /// The original atime flags of the private copy of SOURCE's mount that `root_fd` is on;
     /// unset when SOURCE is reached directly (see `overlay::private_source`).
     pub source_atime: std::sync::OnceLock<(sys::mount_api::Atime, bool)>,
+    /// Objects whose atime the kernel dropped after a read, for the sync module's thread to
+    /// stat again through the mount (see [`atime`]).
+    pub atime_refresh: atime::AtimeRefresh,
 }
 
 /// Handles of forgotten objects kept at most (about 100 bytes each).

@@ -44,13 +44,9 @@ impl OverlayFs {
         }
         // With long caching, a directory's attributes change only on notification (or a
         // change made through the overlay): the kernel drops a listing's cache whenever it
-        // sees a new mtime, and it refetches attributes after every read (atime).
-        if node.is_dir && s.policy() == CachePolicy::Always {
-            if let Some(a) = node.state().attr {
-                return Ok((s.attr(node.ino, &snap_stat(&a)), s.ttl()));
-            }
-        }
-        if let Some(a) = self.told_file_attr(node) {
+        // sees a new mtime, and it refetches attributes after every read (atime). Trusted,
+        // a file's too (see `told_attr`).
+        if let Some(a) = self.told_attr(node) {
             return Ok((s.attr(node.ino, &snap_stat(&a)), s.ttl()));
         }
         let st = match fh.and_then(|fh| s.handle(fh).ok()) {

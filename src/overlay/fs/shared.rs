@@ -54,6 +54,7 @@ impl Shared {
             mountpoint: std::sync::OnceLock::new(),
             export: Export::default(),
             source_atime: std::sync::OnceLock::new(),
+            atime_refresh: Default::default(),
         })
     }
 

@@ -12,6 +12,7 @@
 //! - [`invalidate`]: the FUSE invalidation messages.
 //! - [`replay`]: the replays.
 //! - [`pin`]: a burst's names made with the FUSE readers on the replay thread's CPU.
+//! - [`atime`]: the thread that stats again what the kernel read (its atime dropped).
 //!
 //! The rule for events: for each change a rescan finds, watchers get the event sequence a local
 //! change with the same end state would produce, whatever other guest clients looked at before
@@ -20,6 +21,7 @@
 //! saw it happen; the overlay's view was updated by the operation).
 
 mod arrange;
+pub mod atime;
 mod diff;
 mod invalidate;
 mod pin;
@@ -83,6 +85,7 @@ use crate::control::wire::ChangeKind;
 use crate::control::wire::Scope as NotifyScope;
 
 /// Where replays reach the overlay.
+#[derive(Clone)]
 pub enum ReplayRoot {
     /// The mountpoint itself.
     Path(PathBuf),
