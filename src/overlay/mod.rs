@@ -393,7 +393,7 @@ pub fn serve(
     let spawned = (|| -> io::Result<()> {
         let minor = shared.kernel_minor.load(Ordering::Relaxed);
         let raw = kernel_notify::KernelNotifier::new(raw_fd, minor);
-        sync::atime::spawn(shared.clone(), replay_root.clone())?;
+        sync::atime::spawn(shared.clone(), session.notifier(), replay_root.clone())?;
         sync::spawn(shared.clone(), session.notifier(), raw, replay_root, rx)?;
         if cfg.channel.is_some() {
             // The root is never looked up: its view is taken now, so a change made while the

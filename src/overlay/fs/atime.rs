@@ -3,15 +3,18 @@
 //! After every `READ` it sends (and every `READDIR`), the kernel marks the object's atime stale
 //! in its attribute cache (fs/fuse `fuse_invalidate_atime`), so that its next stat asks the
 //! server for the atime the read may have moved, whatever the attribute timeout. Where the
-//! overlay answers that `GETATTR` from the attributes it told the kernel (a file's, under
+//! overlay answers that `GETATTR` from the attributes it told the kernel (a file's under
 //! trusted zero-message opens: [`OverlayFs::told_file_attr`]), the ask is a round trip
 //! to this server for an answer it already holds: on a warm `grep -r` right after a cold one,
 //! one per file, most of that pass's time. So once the reply is sent, the object goes into
 //! [`AtimeRefresh`], and a thread of the sync module (`sync/atime.rs`) stats it through the
-//! mount (files only: [`OverlayFs::after_read_reply`] says why): the kernel's cache holds the
-//! attributes again (with the atime [`note_read`] set), and
+//! mount (files only: [`OverlayFs::after_read_reply`]): the kernel's cache holds the attributes again (with the atime [`note_read`] set), and
 //! the client's next stat is answered by the kernel. Bounded: past [`MOST_PENDING`] waiting
 //! objects, more are dropped and counted (`atime_refresh_dropped`); the client then asks itself.
+//!
+//! The same thread expires the attributes of objects whose `GETATTR` was answered while a
+//! client changed something ([`OverlayFs::after_getattr_reply`]): such an answer, taken by the
+//! kernel after the change, would be cached for the whole timeout.
 //!
 //! [`note_read`]: OverlayFs::note_read
 
@@ -23,10 +26,11 @@ use fuser::INodeNo;
 use super::{Ino, OverlayFs, Stats};
 use crate::overlay::options::CachePolicy;
 
-/// Objects waiting at most (8 bytes each, twice).
+/// Objects waiting at most, of each kind (8 bytes each, twice).
 pub const MOST_PENDING: usize = 8192;
 
-/// The objects whose atime the kernel dropped, in the order of their reads.
+/// The objects whose atime the kernel dropped, in the order of their reads, and those whose
+/// attributes are to be expired again (see [`OverlayFs::after_getattr_reply`]).
 #[derive(Default)]
 pub struct AtimeRefresh {
     pending: Mutex<Pending>,
@@ -35,40 +39,73 @@ pub struct AtimeRefresh {
 
 #[derive(Default)]
 struct Pending {
-    order: Vec<Ino>,
-    queued: HashSet<Ino>,
+    stat: Queue,
+    expire: Queue,
     closed: bool,
 }
 
-impl AtimeRefresh {
-    /// Queue `ino` once while it waits: `Some(true)` queued, `Some(false)` waiting already,
-    /// `None` no room.
-    fn push(&self, ino: Ino) -> Option<bool> {
-        let mut p = crate::util::lock(&self.pending);
-        if p.queued.contains(&ino) {
+/// Objects in order, each once while it waits.
+#[derive(Default)]
+struct Queue {
+    order: Vec<Ino>,
+    queued: HashSet<Ino>,
+}
+
+impl Queue {
+    /// `Some(true)` queued, `Some(false)` waiting already, `None` no room.
+    fn push(&mut self, ino: Ino) -> Option<bool> {
+        if self.queued.contains(&ino) {
             return Some(false);
         }
-        if p.order.len() >= MOST_PENDING {
+        if self.order.len() >= MOST_PENDING {
             return None;
         }
-        p.queued.insert(ino);
-        p.order.push(ino);
-        if p.order.len() == 1 {
-            self.wake.notify_one();
-        }
+        self.queued.insert(ino);
+        self.order.push(ino);
         Some(true)
     }
 
-    /// What waits, in order, once something does; `None` once [`Self::close`] was called.
-    pub fn wait_batch(&self) -> Option<Vec<Ino>> {
+    fn take(&mut self) -> Vec<Ino> {
+        self.queued.clear();
+        std::mem::take(&mut self.order)
+    }
+}
+
+/// What the thread is to do next.
+pub struct Batch {
+    /// Expire these objects' attributes in the kernel (first).
+    pub expire: Vec<Ino>,
+    /// Stat these through the mount.
+    pub stat: Vec<Ino>,
+}
+
+impl AtimeRefresh {
+    fn push(&self, ino: Ino, expire: bool) -> Option<bool> {
+        let mut p = crate::util::lock(&self.pending);
+        let was_idle = p.stat.order.is_empty() && p.expire.order.is_empty();
+        let r = if expire {
+            p.expire.push(ino)
+        } else {
+            p.stat.push(ino)
+        };
+        if was_idle && r == Some(true) {
+            self.wake.notify_one();
+        }
+        r
+    }
+
+    /// What waits, once something does; `None` once [`Self::close`] was called.
+    pub fn wait_batch(&self) -> Option<Batch> {
         let mut p = crate::util::lock(&self.pending);
         loop {
             if p.closed {
                 return None;
             }
-            if !p.order.is_empty() {
-                p.queued.clear();
-                return Some(std::mem::take(&mut p.order));
+            if !p.stat.order.is_empty() || !p.expire.order.is_empty() {
+                return Some(Batch {
+                    expire: p.expire.take(),
+                    stat: p.stat.take(),
+                });
             }
             p = self.wake.wait(p).unwrap_or_else(|e| e.into_inner());
         }
@@ -86,23 +123,41 @@ impl OverlayFs {
     /// it from what it told the kernel (elsewhere the client's own stat asks SOURCE, and one
     /// made here would only move that request).
     ///
-    /// Files only. The answer to that stat is read before the reply goes, and the kernel
-    /// takes it unless the inode's attribute version moved since it asked: what a client
-    /// changes in a file through the overlay (a write, a setattr, a link or unlink) moves it,
-    /// and so does a notification's invalidation. A folder's entries changing does not (fs/fuse
-    /// `fuse_dir_changed` only marks the attributes stale), so a stat answered just before a
-    /// client's mkdir in the folder and taken just after it would leave the folder's old nlink
-    /// and mtime cached for the whole timeout: such stats are left to clients.
+    /// Files only, for now: with folders too (the kernel drops a folder's atime after each
+    /// `READDIR`), the model test's `regression_a_name_made_in_a_new_folder_then_removed_by_the_host`
+    /// failed about one run in seven (the folder's nlink from before the guest's mkdir in it,
+    /// after the notification), with or without [`Self::after_getattr_reply`]; not yet
+    /// understood, so a warm pass still asks once for each folder a cold one listed.
     pub(super) fn after_read_reply(&self, ino: INodeNo) {
         let s = &self.s;
         let Ok(node) = s.node(ino) else { return };
         if self.told_file_attr(&node).is_none() {
             return;
         }
-        match s.atime_refresh.push(node.ino) {
+        match s.atime_refresh.push(node.ino, false) {
             Some(true) => Stats::bump(&s.stats.atime_refresh_queued),
             Some(false) => {}
             None => Stats::bump(&s.stats.atime_refresh_dropped),
+        }
+    }
+
+    /// After a `GETATTR` of `ino` answered from the attributes the overlay holds: if a client
+    /// operation was under way at any moment since `mark` (taken before they were read), the
+    /// answer may predate a change it recorded, and the kernel may take it after the change's
+    /// own reply. The kernel refuses an answer asked before the inode's attribute version moved,
+    /// but a folder's entries changing does not move it (fs/fuse `fuse_dir_changed` only marks
+    /// the attributes stale; nor does a rename's new ctime): the old nlink and mtime would stay
+    /// cached for the whole timeout. So the object's attributes are expired again, by the
+    /// thread (never a request handler), which moves the version: whichever of the two the
+    /// kernel sees first, the next stat asks again.
+    pub(super) fn after_getattr_reply(&self, ino: INodeNo, mark: Option<u64>) {
+        let s = &self.s;
+        if mark.is_some_and(|g| s.local.still(g)) {
+            return;
+        }
+        Stats::bump(&s.stats.getattr_raced);
+        if s.atime_refresh.push(ino.0, true).is_none() {
+            Stats::bump(&s.stats.atime_refresh_dropped);
         }
     }
 

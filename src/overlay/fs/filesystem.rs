@@ -25,8 +25,19 @@ impl Filesystem for OverlayFs {
 
     fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         Stats::bump(&self.s.stats.getattrs);
-        let res = self.s.node(ino).and_then(|n| self.do_getattr(req, &n, fh));
+        let mark = self.s.local.mark();
+        let (res, told) = match self.s.node(ino) {
+            Ok(n) => {
+                let res = self.do_getattr(req, &n, fh);
+                let told = res.is_ok() && self.told_attr(&n).is_some();
+                (res, told)
+            }
+            Err(e) => (Err(e), false),
+        };
         reply.answer(&self.s, res);
+        if told {
+            self.after_getattr_reply(ino, mark);
+        }
     }
 
     fn setattr(

@@ -292,12 +292,15 @@ pub struct Stats {
     /// I/O on a file whose last name went, with no fd kept to do it through (failed).
     pub orphans_lost: AtomicU64,
     /// Objects read whose stat was asked again through the mount after the read's reply (the
-    /// kernel drops their atime: see [`atime`]), the queued ones and the ones the queue had no
-    /// room for, and the ones that could not be asked (no name known, or the stat failed).
+    /// kernel drops their atime: see [`atime`]): queued, asked, not queued or expired (no
+    /// room), and not asked (no name known, or the stat failed).
     pub atime_refresh_queued: AtomicU64,
     pub atime_refreshed: AtomicU64,
     pub atime_refresh_dropped: AtomicU64,
     pub atime_refresh_failed: AtomicU64,
+    /// `GETATTR`s answered from the overlay's attributes while a client operation was under
+    /// way, whose object's attributes were expired again after (see [`atime`]).
+    pub getattr_raced: AtomicU64,
 }
 
 macro_rules! stats_json {
@@ -367,7 +370,8 @@ impl Stats {
             atime_refresh_queued,
             atime_refreshed,
             atime_refresh_dropped,
-            atime_refresh_failed
+            atime_refresh_failed,
+            getattr_raced
         )
     }
 }

@@ -1,9 +1,10 @@
 //! The sync worker: on each notification it re-reads the folders the kernel holds within the
 //! scope, compares them with the last view, expires exactly what changed in the kernel's caches,
 //! and replays each change through the mount so the kernel emits the real inotify event (precise
-//! events). It is the only thread that sends kernel notifications (never a request handler: that
-//! would hang the kernel) and the replay thread whose requests the handlers answer from the
-//! previous view.
+//! events). It sends the kernel notifications (never a request handler: that would hang the
+//! kernel; the one other sender is the thread of [`atime`], which expires attributes it may
+//! have had cached from before a client's change) and is the replay thread whose requests the
+//! handlers answer from the previous view.
 //!
 //! - [`scan`]: folder views, scopes, the rescan, new and removed trees.
 //! - [`diff`]: the pure comparison of views into changes, and their pairing.
