@@ -663,10 +663,11 @@ HALTPOLL=$(cat /sys/module/haltpoll/parameters/guest_halt_poll_ns 2>/dev/null ||
     target "sequential read (warm), vfnotify passthrough" "$(ratio seqr_warm vf)" ">=" 0.8 "×"
     target "sequential read (cold), vfnotify passthrough" "$(ratio seqr_cold vf)" ">=" 0.8 "×"
     target "sequential write, vfnotify passthrough" "$(ratio seqw vf)" ">=" 0.8 "×"
-    target "create, vfnotify (passthrough_hp ≈ 0.03×)" "$(ratio create vf)" ">=" 0.03 "×"
-    target "cold stat, vfnotify (passthrough_hp ≈ 0.04–0.06×)" "$(ratio stat_cold vf)" ">=" 0.04 "×"
-    target "find, vfnotify (passthrough_hp ≈ 0.25×)" "$(ratio find vf)" ">=" 0.25 "×"
-    if [[ -n "$PTHP" ]]; then
+    if [[ -z "$PTHP" ]]; then # passthrough_hp's ratios as quoted (measured on another machine)
+        target "create, vfnotify (passthrough_hp ≈ 0.03×)" "$(ratio create vf)" ">=" 0.03 "×"
+        target "cold stat, vfnotify (passthrough_hp ≈ 0.04–0.06×)" "$(ratio stat_cold vf)" ">=" 0.04 "×"
+        target "find, vfnotify (passthrough_hp ≈ 0.25×)" "$(ratio find vf)" ">=" 0.25 "×"
+    else
         for r in stat_cold rd_cold find; do
             target "${LABEL[$r]}, vfnotify against passthrough_hp" \
                 "$(awk -v a="$(ratio "$r" vf)" -v b="$(ratio "$r" pthp)" 'BEGIN{ print (b > 0 ? a / b : 0) }')" ">=" 1.0 "×"
