@@ -8,9 +8,10 @@
 //! to this server for an answer it already holds: on a warm `grep -r` right after a cold one,
 //! one per file, most of that pass's time. So once the reply is sent, the object goes into
 //! [`AtimeRefresh`], and a thread of the sync module (`sync/atime.rs`) stats it through the
-//! mount (files only: [`OverlayFs::after_read_reply`]): the kernel's cache holds the attributes again (with the atime [`note_read`] set), and
-//! the client's next stat is answered by the kernel. Bounded: past [`MOST_PENDING`] waiting
-//! objects, more are dropped and counted (`atime_refresh_dropped`); the client then asks itself.
+//! mount (files only: [`OverlayFs::after_read_reply`]): the kernel's cache holds the attributes
+//! again (with the atime [`note_read`] set), and the client's next stat is answered by the
+//! kernel. Bounded: past [`MOST_PENDING`] waiting objects, more are dropped and counted
+//! (`atime_refresh_dropped`); the client then asks itself.
 //!
 //! The same thread expires the attributes of objects whose `GETATTR` was answered while a
 //! client changed something ([`OverlayFs::after_getattr_reply`]): such an answer, taken by the
