@@ -17,8 +17,6 @@ use super::inode::Ino;
 #[derive(Default)]
 pub struct LocalOps {
     generation: AtomicU64,
-    /// Operations begun and not ended (see [`LocalOps::mark`]).
-    in_flight: AtomicU64,
     /// `(folder, name)` → (generation of the last operation that began on it, operations on it
     /// in flight).
     names: Mutex<HashMap<(Ino, OsString), (u64, u32)>>,
@@ -38,8 +36,6 @@ impl Drop for LocalGuard<'_> {
                 e.1 = e.1.saturating_sub(1);
             }
         }
-        drop(m);
-        self.ops.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -48,8 +44,6 @@ use crate::util::lock;
 impl LocalOps {
     /// A client operation on these names begins (before it touches SOURCE).
     pub fn begin<'a>(&'a self, names: &[(Ino, &OsStr)]) -> LocalGuard<'a> {
-        // In flight before the generation moves: see `mark`.
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
         let g = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         let mut m = lock(&self.names);
         let names: Vec<(Ino, OsString)> = names
@@ -67,19 +61,6 @@ impl LocalOps {
     /// The generation now (a notification's start).
     pub fn now(&self) -> u64 {
         self.generation.load(Ordering::SeqCst)
-    }
-
-    /// The generation now if no client operation is in flight; with [`LocalOps::still`] after,
-    /// whether none was under way at any moment in between (one that began before the mark is
-    /// counted in flight before its generation moves, so it is seen here unless it ended).
-    pub fn mark(&self) -> Option<u64> {
-        let g = self.generation.load(Ordering::SeqCst);
-        (self.in_flight.load(Ordering::SeqCst) == 0).then_some(g)
-    }
-
-    /// No client operation began since [`LocalOps::mark`] gave `g`.
-    pub fn still(&self, g: u64) -> bool {
-        self.generation.load(Ordering::SeqCst) == g
     }
 
     /// Whether a client operation on `(dir, name)` began after generation `since` or is in
@@ -123,14 +104,6 @@ mod tests {
         assert_eq!(ops.touched_in(1, since), vec![OsString::from("a")]);
         let later = ops.now();
         assert!(!ops.touched(1, a, later));
-        // Quiet between a mark and its check only with nothing in flight and nothing begun.
-        let m = ops.mark().unwrap();
-        assert!(ops.still(m));
-        let g = ops.begin(&[(2, a)]);
-        assert!(ops.mark().is_none());
-        assert!(!ops.still(m));
-        drop(g);
-        assert!(ops.mark().is_some());
         ops.forget_before(later);
         assert!(ops.touched_in(1, 0).is_empty());
     }

@@ -3,39 +3,53 @@
 //! After every `READ` it sends (and every `READDIR`), the kernel marks the object's atime stale
 //! in its attribute cache (fs/fuse `fuse_invalidate_atime`), so that its next stat asks the
 //! server for the atime the read may have moved, whatever the attribute timeout. Where the
-//! overlay answers that `GETATTR` from the attributes it told the kernel (a file's under
-//! trusted zero-message opens: [`OverlayFs::told_file_attr`]), the ask is a round trip
-//! to this server for an answer it already holds: on a warm `grep -r` right after a cold one,
-//! one per file, most of that pass's time. So once the reply is sent, the object goes into
+//! overlay answers that `GETATTR` from the attributes it told the kernel (a folder's under
+//! `cache=always`, a file's under trusted zero-message opens: [`OverlayFs::told_attr`]), the
+//! ask is a round trip to this server for an answer it already holds: on a warm `grep -r` right
+//! after a cold one, one per file and folder, most of that pass's time. So once the reply is sent, the object goes into
 //! [`AtimeRefresh`], and a thread of the sync module (`sync/atime.rs`) stats it through the
-//! mount (files only: [`OverlayFs::after_read_reply`]): the kernel's cache holds the attributes
+//! mount ([`OverlayFs::after_read_reply`]): the kernel's cache holds the attributes
 //! again (with the atime [`note_read`] set), and the client's next stat is answered by the
 //! kernel. Bounded: past [`MOST_PENDING`] waiting objects, more are dropped and counted
 //! (`atime_refresh_dropped`); the client then asks itself.
 //!
-//! The same thread expires the attributes of objects whose `GETATTR` was answered while a
-//! client changed something ([`OverlayFs::after_getattr_reply`]): such an answer, taken by the
-//! kernel after the change, would be cached for the whole timeout.
+//! The same thread expires the attributes of the folders a client's operation changed the
+//! entries of, once the overlay recorded their new attributes ([`EntriesChange`]). The kernel
+//! takes a `GETATTR` reply in the asking thread, after the server wrote it, and refuses it only
+//! if the inode's attribute version moved since the ask; a folder's entries changing does not
+//! move it (fs/fuse `fuse_dir_changed` only marks the attributes stale; nor does the ctime a
+//! rename or an xattr change gives). So a `GETATTR` answered just before a guest's `mkdir` in the
+//! folder (link count 2), and taken after the `mkdir`'s reply, would stay cached for the whole
+//! timeout (the link count 3 never seen; a stat this thread makes after a `READDIR` is such a
+//! `GETATTR` at any moment). Expiring after the change closes it either way: a reply taken
+//! before the expiry is dropped by it, one taken after is refused for the version it moved.
 //!
 //! [`note_read`]: OverlayFs::note_read
 
 use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 
 use fuser::INodeNo;
 
-use super::{Ino, OverlayFs, Stats};
+use super::{Ino, OverlayFs, Shared, Stats};
+use crate::overlay::local_ops::LocalGuard;
 use crate::overlay::options::CachePolicy;
 
 /// Objects waiting at most, of each kind (8 bytes each, twice).
 pub const MOST_PENDING: usize = 8192;
 
 /// The objects whose atime the kernel dropped, in the order of their reads, and those whose
-/// attributes are to be expired again (see [`OverlayFs::after_getattr_reply`]).
+/// attributes are to be expired (see [`EntriesChange`]).
 #[derive(Default)]
 pub struct AtimeRefresh {
     pending: Mutex<Pending>,
     wake: Condvar,
+    /// The object the thread stats now (0: none), and whether a `GETATTR` of it was answered
+    /// since: see [`AtimeRefresh::ask`].
+    asking: AtomicU64,
+    answered: AtomicBool,
 }
 
 #[derive(Default)]
@@ -112,6 +126,28 @@ impl AtimeRefresh {
         }
     }
 
+    /// The thread is about to stat `ino` through the mount. The kernel drops the atime after a
+    /// `READDIR` (and a synchronous `READ`) in the reader's thread once it has the reply, so the
+    /// stat may come first and be answered from the kernel's cache: [`Self::asked`] says
+    /// whether a `GETATTR` of `ino` came of it ([`Self::answering`]).
+    pub fn ask(&self, ino: Ino) {
+        self.answered.store(false, Ordering::SeqCst);
+        self.asking.store(ino, Ordering::SeqCst);
+    }
+
+    /// A `GETATTR` of `ino` is answered (before its reply is written).
+    pub fn answering(&self, ino: Ino) {
+        if self.asking.load(Ordering::SeqCst) == ino {
+            self.answered.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Whether a `GETATTR` of the object [`Self::ask`] named was answered since.
+    pub fn asked(&self) -> bool {
+        self.asking.store(0, Ordering::SeqCst);
+        self.answered.load(Ordering::SeqCst)
+    }
+
     /// End [`Self::wait_batch`] for good (the mount is gone).
     pub fn close(&self) {
         crate::util::lock(&self.pending).closed = true;
@@ -119,46 +155,68 @@ impl AtimeRefresh {
     }
 }
 
+/// A client operation on folders' entries (made, removed, renamed, linked) under way: it holds
+/// the operation's names in [`Shared::local`], and when it ends (after the overlay recorded the
+/// folders' attributes from SOURCE) the attributes of the folders, and of any object it names
+/// with [`Self::also`], are queued for expiry in the kernel (see the module's docs).
+pub struct EntriesChange<'a> {
+    s: &'a Shared,
+    expire: Vec<Ino>,
+    _names: LocalGuard<'a>,
+}
+
+impl EntriesChange<'_> {
+    /// Expire `ino`'s attributes too once the operation ends (a renamed object: its ctime).
+    pub fn also(&mut self, ino: Ino) {
+        if !self.expire.contains(&ino) {
+            self.expire.push(ino);
+        }
+    }
+}
+
+impl Drop for EntriesChange<'_> {
+    fn drop(&mut self) {
+        for ino in self.expire.drain(..) {
+            match self.s.atime_refresh.push(ino, true) {
+                Some(true) => Stats::bump(&self.s.stats.attr_expired_after_change),
+                Some(false) => {}
+                None => Stats::bump(&self.s.stats.atime_refresh_dropped),
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// A client operation on the entries `names` (folder, name) begins: see [`EntriesChange`].
+    pub(super) fn entries_change<'a>(&'a self, names: &[(Ino, &OsStr)]) -> EntriesChange<'a> {
+        let mut expire: Vec<Ino> = Vec::with_capacity(names.len());
+        for (dir, _) in names {
+            if !expire.contains(dir) {
+                expire.push(*dir);
+            }
+        }
+        EntriesChange {
+            s: self,
+            expire,
+            _names: self.local.begin(names),
+        }
+    }
+}
+
 impl OverlayFs {
-    /// After a `READ` of file `ino` was answered: queue its stat where the overlay would answer
-    /// it from what it told the kernel (elsewhere the client's own stat asks SOURCE, and one
-    /// made here would only move that request).
-    ///
-    /// Files only, for now: with folders too (the kernel drops a folder's atime after each
-    /// `READDIR`), the model test's `regression_a_name_made_in_a_new_folder_then_removed_by_the_host`
-    /// failed about one run in seven (the folder's nlink from before the guest's mkdir in it,
-    /// after the notification), with or without [`Self::after_getattr_reply`]; not yet
-    /// understood, so a warm pass still asks once for each folder a cold one listed.
+    /// After a `READ` of file `ino` (or a `READDIR` of folder `ino`) was answered: queue its
+    /// stat where the overlay would answer it from what it told the kernel (elsewhere the
+    /// client's own stat asks SOURCE, and one made here would only move that request).
     pub(super) fn after_read_reply(&self, ino: INodeNo) {
         let s = &self.s;
         let Ok(node) = s.node(ino) else { return };
-        if self.told_file_attr(&node).is_none() {
+        if self.told_attr(&node).is_none() {
             return;
         }
         match s.atime_refresh.push(node.ino, false) {
             Some(true) => Stats::bump(&s.stats.atime_refresh_queued),
             Some(false) => {}
             None => Stats::bump(&s.stats.atime_refresh_dropped),
-        }
-    }
-
-    /// After a `GETATTR` of `ino` answered from the attributes the overlay holds: if a client
-    /// operation was under way at any moment since `mark` (taken before they were read), the
-    /// answer may predate a change it recorded, and the kernel may take it after the change's
-    /// own reply. The kernel refuses an answer asked before the inode's attribute version moved,
-    /// but a folder's entries changing does not move it (fs/fuse `fuse_dir_changed` only marks
-    /// the attributes stale; nor does a rename's new ctime): the old nlink and mtime would stay
-    /// cached for the whole timeout. So the object's attributes are expired again, by the
-    /// thread (never a request handler), which moves the version: whichever of the two the
-    /// kernel sees first, the next stat asks again.
-    pub(super) fn after_getattr_reply(&self, ino: INodeNo, mark: Option<u64>) {
-        let s = &self.s;
-        if mark.is_some_and(|g| s.local.still(g)) {
-            return;
-        }
-        Stats::bump(&s.stats.getattr_raced);
-        if s.atime_refresh.push(ino.0, true).is_none() {
-            Stats::bump(&s.stats.atime_refresh_dropped);
         }
     }
 

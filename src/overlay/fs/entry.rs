@@ -111,7 +111,7 @@ impl OverlayFs {
         }
         s.check_writable(req)?;
         s.audit(req, op, parent.0, Some(name));
-        let _local = s.local.begin(&[(parent.0, name)]);
+        let _local = s.entries_change(&[(parent.0, name)]);
         let pfd = s.dir_fd(&pnode)?;
         let cname = sys::cstr(name)?;
         s.as_client(umask, mode, |m| make(pfd.as_fd(), &cname, m))?;
@@ -174,7 +174,7 @@ impl OverlayFs {
         let (node, attr, fd) = {
             s.check_writable(req)?;
             s.audit(req, "create", parent.0, Some(name));
-            let _local = s.local.begin(&[(parent.0, name)]);
+            let _local = s.entries_change(&[(parent.0, name)]);
             let pnode = s.node(parent)?;
             let pfd = s.dir_fd(&pnode)?;
             let cname = sys::cstr(name)?;
@@ -243,7 +243,7 @@ impl OverlayFs {
         let s = &self.s;
         let pnode = s.node(parent)?;
         let child = s.child_of(&pnode, name);
-        let _local = (!s.replay.is_replay(req)).then(|| s.local.begin(&[(parent.0, name)]));
+        let _local = (!s.replay.is_replay(req)).then(|| s.entries_change(&[(parent.0, name)]));
         if !s.replay.is_replay(req) {
             s.check_writable(req)?;
             s.audit(
@@ -326,8 +326,14 @@ impl OverlayFs {
         };
         let replaced = s.child_of(&npnode, newname);
         let exchange = flags.contains(RenameFlags::RENAME_EXCHANGE);
-        let _local = (!s.replay.is_replay(req))
-            .then(|| s.local.begin(&[(parent.0, name), (newparent.0, newname)]));
+        let mut change = (!s.replay.is_replay(req))
+            .then(|| s.entries_change(&[(parent.0, name), (newparent.0, newname)]));
+        if let Some(c) = change.as_mut() {
+            // Their ctime moves, and the kernel's attribute version of them does not.
+            for n in moved.iter().chain(replaced.iter()) {
+                c.also(n.ino);
+            }
+        }
         if !s.replay.is_replay(req) {
             s.check_writable(req)?;
             s.audit(req, "rename", parent.0, Some(name));
@@ -421,7 +427,8 @@ impl OverlayFs {
         let node = s.node(ino)?;
         let npnode = s.node(newparent)?;
         let npfd = s.dir_fd(&npnode)?;
-        let _local = (!s.replay.is_replay(req)).then(|| s.local.begin(&[(newparent.0, newname)]));
+        let _local =
+            (!s.replay.is_replay(req)).then(|| s.entries_change(&[(newparent.0, newname)]));
         if !s.replay.is_replay(req) {
             s.check_writable(req)?;
             s.audit(req, "link", newparent.0, Some(newname));

@@ -25,19 +25,9 @@ impl Filesystem for OverlayFs {
 
     fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         Stats::bump(&self.s.stats.getattrs);
-        let mark = self.s.local.mark();
-        let (res, told) = match self.s.node(ino) {
-            Ok(n) => {
-                let res = self.do_getattr(req, &n, fh);
-                let told = res.is_ok() && self.told_attr(&n).is_some();
-                (res, told)
-            }
-            Err(e) => (Err(e), false),
-        };
+        let res = self.s.node(ino).and_then(|n| self.do_getattr(req, &n, fh));
+        self.s.atime_refresh.answering(ino.0);
         reply.answer(&self.s, res);
-        if told {
-            self.after_getattr_reply(ino, mark);
-        }
     }
 
     fn setattr(
@@ -232,7 +222,11 @@ impl Filesystem for OverlayFs {
         mut reply: ReplyDirectory,
     ) {
         let res = self.fill_readdir(ino, fh, offset, &mut reply);
+        let read = res.is_ok();
         reply.answer(&self.s, res);
+        if read {
+            self.after_read_reply(ino);
+        }
     }
 
     fn readdirplus(
@@ -244,7 +238,11 @@ impl Filesystem for OverlayFs {
         mut reply: ReplyDirectoryPlus,
     ) {
         let res = self.fill_readdirplus(ino, fh, offset, &mut reply);
+        let read = res.is_ok();
         reply.answer(&self.s, res);
+        if read {
+            self.after_read_reply(ino);
+        }
     }
 
     fn releasedir(

@@ -298,9 +298,12 @@ pub struct Stats {
     pub atime_refreshed: AtomicU64,
     pub atime_refresh_dropped: AtomicU64,
     pub atime_refresh_failed: AtomicU64,
-    /// `GETATTR`s answered from the overlay's attributes while a client operation was under
-    /// way, whose object's attributes were expired again after (see [`atime`]).
-    pub getattr_raced: AtomicU64,
+    /// Stats the thread made again because no `GETATTR` came of them: the kernel had not yet
+    /// dropped the atime (it does so in the reader's thread, after the reply).
+    pub atime_refresh_early: AtomicU64,
+    /// Objects whose attributes were queued for expiry in the kernel after a client's operation
+    /// changed their folder's entries (see [`atime::EntriesChange`]).
+    pub attr_expired_after_change: AtomicU64,
 }
 
 macro_rules! stats_json {
@@ -371,7 +374,8 @@ impl Stats {
             atime_refreshed,
             atime_refresh_dropped,
             atime_refresh_failed,
-            getattr_raced
+            atime_refresh_early,
+            attr_expired_after_change
         )
     }
 }

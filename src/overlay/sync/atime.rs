@@ -1,14 +1,17 @@
 //! The thread that stats, through the mount, what the kernel read and then dropped the atime
 //! of (see `fs/atime.rs`): a client of the mount like any other, never a request handler, so the
 //! `GETATTR` it sets off is served by the handlers while it waits. It also expires the
-//! attributes of objects whose `GETATTR` raced a client's change (the one kernel notification
-//! sent outside the sync worker; attributes only, which takes no lock a handler holds).
+//! attributes of folders whose entries a client changed (`fs/atime.rs` `EntriesChange`: the
+//! one kernel notification sent outside the sync worker; attributes only, which takes no lock
+//! a handler holds).
 
 use std::ffi::CString;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use fuser::{INodeNo, Notifier};
 use tracing::debug;
@@ -16,6 +19,10 @@ use tracing::debug;
 use super::ReplayRoot;
 use crate::overlay::fs::{Shared, Stats};
 use crate::sys;
+
+/// Rounds of stats made again for objects whose stat came before the kernel dropped the atime
+/// (`AtimeRefresh::ask`), 1, 2 and 4 ms apart.
+const EARLY_ROUNDS: u32 = 3;
 
 /// Start the thread; it ends once the queue is closed.
 pub fn spawn(s: Arc<Shared>, notifier: Notifier, root: ReplayRoot) -> std::io::Result<()> {
@@ -27,21 +34,39 @@ pub fn spawn(s: Arc<Shared>, notifier: Notifier, root: ReplayRoot) -> std::io::R
                     // Attributes only (offset -1); it moves the inode's attribute version.
                     if let Err(e) = notifier.inval_inode(INodeNo(ino), -1, 0) {
                         // ENOENT: the kernel no longer holds it.
-                        debug!("inval_inode({ino}) after a raced GETATTR: {e}");
+                        debug!("inval_inode({ino}) after a client's change: {e}");
                     }
                 }
-                for ino in batch.stat {
-                    // A stat answered while a client changes the object is expired again
-                    // after (`after_getattr_reply`), as any client's.
-                    let ok = s
-                        .try_path_of(ino, None)
-                        .ok()
-                        .is_some_and(|rel| stat_through(&s, &root, &rel));
-                    if ok {
-                        Stats::bump(&s.stats.atime_refreshed);
-                    } else {
-                        Stats::bump(&s.stats.atime_refresh_failed);
+                let mut round = batch.stat;
+                for again in 0..=EARLY_ROUNDS {
+                    let mut early = Vec::new();
+                    for ino in round {
+                        // A stat answered just before a client changes the folder is expired
+                        // after the change (`EntriesChange`), as any client's.
+                        s.atime_refresh.ask(ino);
+                        let ok = s
+                            .try_path_of(ino, None)
+                            .ok()
+                            .is_some_and(|rel| stat_through(&s, &root, &rel));
+                        let asked = s.atime_refresh.asked();
+                        if !ok {
+                            Stats::bump(&s.stats.atime_refresh_failed);
+                        } else if asked || again == EARLY_ROUNDS {
+                            Stats::bump(&s.stats.atime_refreshed);
+                        } else {
+                            early.push(ino);
+                        }
                     }
+                    if early.is_empty() {
+                        break;
+                    }
+                    // The kernel drops the atime within microseconds of the reply; the stats
+                    // that came before it are made again, a little later each round.
+                    s.stats
+                        .atime_refresh_early
+                        .fetch_add(early.len() as u64, Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(1 << again));
+                    round = early;
                 }
             }
             debug!("atime refresh queue closed");
