@@ -464,8 +464,8 @@ pub struct Shared {
     /// unset when SOURCE is reached directly (see `overlay::private_source`).
     pub source_atime: std::sync::OnceLock<(sys::mount_api::Atime, bool)>,
     /// Objects whose atime the kernel dropped after a read, for the sync module's thread to
-    /// stat again through the mount, and objects whose attributes it is to expire again after
-    /// a raced `GETATTR` (see [`atime`]).
+    /// stat again through the mount, and the folders whose attributes it is to expire after a
+    /// client changed their entries (see [`atime`]).
     pub atime_refresh: atime::AtimeRefresh,
 }
 
