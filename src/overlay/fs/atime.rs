@@ -30,6 +30,7 @@ use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
+use std::time::Instant;
 
 use fuser::INodeNo;
 
@@ -57,6 +58,8 @@ struct Pending {
     stat: Queue,
     expire: Queue,
     closed: bool,
+    /// The thread waits between rounds of stats ([`AtimeRefresh::wait_expiries`]).
+    pausing: bool,
 }
 
 /// Objects in order, each once while it waits.
@@ -103,7 +106,7 @@ impl AtimeRefresh {
         } else {
             p.stat.push(ino)
         };
-        if was_idle && r == Some(true) {
+        if r == Some(true) && (was_idle || (expire && p.pausing)) {
             self.wake.notify_one();
         }
         r
@@ -123,6 +126,33 @@ impl AtimeRefresh {
                 });
             }
             p = self.wake.wait(p).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// The expiries queued now (the thread takes them between two stats).
+    pub fn take_expiries(&self) -> Vec<Ino> {
+        crate::util::lock(&self.pending).expire.take()
+    }
+
+    /// The expiries queued before `until`, as soon as there are any; `None` at `until` (or
+    /// once closed). Between rounds of stats: an expiry closes a window in which the kernel may
+    /// show a folder's old attributes, so it does not wait behind them.
+    pub fn wait_expiries(&self, until: Instant) -> Option<Vec<Ino>> {
+        let mut p = crate::util::lock(&self.pending);
+        loop {
+            if p.closed {
+                return None;
+            }
+            if !p.expire.order.is_empty() {
+                return Some(p.expire.take());
+            }
+            let left = until.checked_duration_since(Instant::now())?;
+            p.pausing = true;
+            p = self
+                .wake
+                .wait_timeout(p, left)
+                .map_or_else(|e| e.into_inner().0, |(g, _)| g);
+            p.pausing = false;
         }
     }
 

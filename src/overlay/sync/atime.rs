@@ -11,7 +11,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fuser::{INodeNo, Notifier};
 use tracing::debug;
@@ -30,19 +30,15 @@ pub fn spawn(s: Arc<Shared>, notifier: Notifier, root: ReplayRoot) -> std::io::R
         .name("vfnotify-atime".into())
         .spawn(move || {
             while let Some(batch) = s.atime_refresh.wait_batch() {
-                for ino in batch.expire {
-                    // Attributes only (offset -1); it moves the inode's attribute version.
-                    if let Err(e) = notifier.inval_inode(INodeNo(ino), -1, 0) {
-                        // ENOENT: the kernel no longer holds it.
-                        debug!("inval_inode({ino}) after a client's change: {e}");
-                    }
-                }
+                expire(&notifier, batch.expire);
                 let mut round = batch.stat;
                 for again in 0..=EARLY_ROUNDS {
                     let mut early = Vec::new();
                     for ino in round {
                         // A stat answered just before a client changes the folder is expired
-                        // after the change (`EntriesChange`), as any client's.
+                        // after the change (`EntriesChange`), as any client's; expiries come
+                        // first, also between two stats.
+                        expire(&notifier, s.atime_refresh.take_expiries());
                         s.atime_refresh.ask(ino);
                         let ok = s
                             .try_path_of(ino, None)
@@ -65,13 +61,27 @@ pub fn spawn(s: Arc<Shared>, notifier: Notifier, root: ReplayRoot) -> std::io::R
                     s.stats
                         .atime_refresh_early
                         .fetch_add(early.len() as u64, Ordering::Relaxed);
-                    std::thread::sleep(Duration::from_millis(1 << again));
+                    let until = Instant::now() + Duration::from_millis(1 << again);
+                    while let Some(inos) = s.atime_refresh.wait_expiries(until) {
+                        expire(&notifier, inos);
+                    }
                     round = early;
                 }
             }
             debug!("atime refresh queue closed");
         })?;
     Ok(())
+}
+
+/// Expire the attributes of `inos` in the kernel.
+fn expire(notifier: &Notifier, inos: Vec<u64>) {
+    for ino in inos {
+        // Attributes only (offset -1); it moves the inode's attribute version.
+        if let Err(e) = notifier.inval_inode(INodeNo(ino), -1, 0) {
+            // ENOENT: the kernel no longer holds it.
+            debug!("inval_inode({ino}) after a client's change: {e}");
+        }
+    }
 }
 
 /// Stat `rel` (relative to the mount's root; empty for the root) through the mount.
