@@ -101,10 +101,11 @@ fn overlay_killed_during_a_rescan_leaves_source_intact_and_remounts() {
     let st = within(Duration::from_secs(10), "stat of a dead mount", move || {
         fs::metadata(mnt.join("d0/never-looked-up")).map(|_| ())
     });
-    assert_eq!(
-        st.unwrap_err().raw_os_error(),
-        Some(libc::ENOTCONN),
-        "a lookup on a dead mount"
+    // ENOTCONN once the connection is down, ECONNABORTED for a request caught in its abort.
+    let errno = st.unwrap_err().raw_os_error();
+    assert!(
+        errno == Some(libc::ENOTCONN) || errno == Some(libc::ECONNABORTED),
+        "a lookup on a dead mount: {errno:?}"
     );
     assert_eq!(
         tree_digest(&l.src),
