@@ -540,7 +540,7 @@ fn after_a_cold_read_a_warm_stat_is_answered_by_the_kernel_with_the_atime_the_re
 /// and is SOURCE's once both stop. A `GETATTR` answered from the overlay's attributes just
 /// before a change and taken by the kernel just after it would stay cached for the whole
 /// timeout (a folder's changed entries do not move its attribute version in the kernel), so
-/// the folder's attributes are expired after each change (`fs/atime.rs` `EntriesChange`). (The
+/// the folder's attributes are expired after each change (`fs/atime.rs` `LocalChange`). (The
 /// race is narrow: three runs without that expiry passed too; the model test's
 /// `regression_a_name_made_in_a_new_folder` failed 5 runs in 40 without it.)
 #[test]

@@ -6,15 +6,16 @@
 //! overlay answers that `GETATTR` from the attributes it told the kernel (a folder's under
 //! `cache=always`, a file's under trusted zero-message opens: [`OverlayFs::told_attr`]), the
 //! ask is a round trip to this server for an answer it already holds: on a warm `grep -r` right
-//! after a cold one, one per file and folder, most of that pass's time. So once the reply is sent, the object goes into
-//! [`AtimeRefresh`], and a thread of the sync module (`sync/atime.rs`) stats it through the
-//! mount ([`OverlayFs::after_read_reply`]): the kernel's cache holds the attributes
-//! again (with the atime [`note_read`] set), and the client's next stat is answered by the
-//! kernel. Bounded: past [`MOST_PENDING`] waiting objects, more are dropped and counted
+//! after a cold one, one per file and folder, most of that pass's time. So once the reply is
+//! sent, the object goes into [`AtimeRefresh`], and a thread of the sync module
+//! (`sync/atime.rs`) stats it through the mount ([`OverlayFs::after_read_reply`]): the kernel's
+//! cache holds the attributes again (with the atime [`note_read`] set), and the client's next
+//! stat is answered by the kernel. Bounded: past [`MOST_PENDING`] waiting objects, more are dropped and counted
 //! (`atime_refresh_dropped`); the client then asks itself.
 //!
 //! The same thread expires the attributes of the folders a client's operation changed the
-//! entries of, once the overlay recorded their new attributes ([`EntriesChange`]). The kernel
+//! entries of (and of objects whose xattrs it changed), once the overlay recorded their new
+//! attributes ([`LocalChange`]). The kernel
 //! takes a `GETATTR` reply in the asking thread, after the server wrote it, and refuses it only
 //! if the inode's attribute version moved since the ask; a folder's entries changing does not
 //! move it (fs/fuse `fuse_dir_changed` only marks the attributes stale; nor does the ctime a
@@ -34,7 +35,7 @@ use std::time::Instant;
 
 use fuser::INodeNo;
 
-use super::{Ino, OverlayFs, Shared, Stats};
+use super::{Ino, Node, OverlayFs, Shared, Stats};
 use crate::overlay::local_ops::LocalGuard;
 use crate::overlay::options::CachePolicy;
 
@@ -42,7 +43,7 @@ use crate::overlay::options::CachePolicy;
 pub const MOST_PENDING: usize = 8192;
 
 /// The objects whose atime the kernel dropped, in the order of their reads, and those whose
-/// attributes are to be expired (see [`EntriesChange`]).
+/// attributes are to be expired (see [`LocalChange`]).
 #[derive(Default)]
 pub struct AtimeRefresh {
     pending: Mutex<Pending>,
@@ -185,18 +186,21 @@ impl AtimeRefresh {
     }
 }
 
-/// A client operation on folders' entries (made, removed, renamed, linked) under way: it holds
-/// the operation's names in [`Shared::local`], and when it ends (after the overlay recorded the
-/// folders' attributes from SOURCE) the attributes of the folders, and of any object it names
-/// with [`Self::also`], are queued for expiry in the kernel (see the module's docs).
-pub struct EntriesChange<'a> {
+/// A client operation under way whose change the kernel's attribute version of an object does
+/// not show: on folders' entries (made, removed, renamed, linked: the folders' link count,
+/// mtime and ctime) or on an object's xattrs (its ctime). It holds the operation's names in
+/// [`Shared::local`], and when it ends (after the overlay recorded the new attributes from
+/// SOURCE) the attributes of those objects, and of any it names with [`Self::also`], are queued
+/// for expiry in the kernel (see the module's docs).
+pub struct LocalChange<'a> {
     s: &'a Shared,
     expire: Vec<Ino>,
     _names: LocalGuard<'a>,
 }
 
-impl EntriesChange<'_> {
-    /// Expire `ino`'s attributes too once the operation ends (a renamed object: its ctime).
+impl LocalChange<'_> {
+    /// Expire `ino`'s attributes too once the operation ends (a renamed object: its ctime),
+    /// once however often it is named.
     pub fn also(&mut self, ino: Ino) {
         if !self.expire.contains(&ino) {
             self.expire.push(ino);
@@ -204,7 +208,7 @@ impl EntriesChange<'_> {
     }
 }
 
-impl Drop for EntriesChange<'_> {
+impl Drop for LocalChange<'_> {
     fn drop(&mut self) {
         for ino in self.expire.drain(..) {
             match self.s.atime_refresh.push(ino, true) {
@@ -217,18 +221,26 @@ impl Drop for EntriesChange<'_> {
 }
 
 impl Shared {
-    /// A client operation on the entries `names` (folder, name) begins: see [`EntriesChange`].
-    pub(super) fn entries_change<'a>(&'a self, names: &[(Ino, &OsStr)]) -> EntriesChange<'a> {
-        let mut expire: Vec<Ino> = Vec::with_capacity(names.len());
-        for (dir, _) in names {
-            if !expire.contains(dir) {
-                expire.push(*dir);
-            }
-        }
-        EntriesChange {
+    /// A client operation on the entries `names` (folder, name) begins: see [`LocalChange`].
+    pub(super) fn entries_change<'a>(&'a self, names: &[(Ino, &OsStr)]) -> LocalChange<'a> {
+        let mut change = LocalChange {
             s: self,
-            expire,
+            expire: Vec::with_capacity(names.len()),
             _names: self.local.begin(names),
+        };
+        for (dir, _) in names {
+            change.also(*dir);
+        }
+        change
+    }
+
+    /// A client operation on `node`'s xattrs begins: see [`LocalChange`] (fs/fuse
+    /// `fuse_update_ctime` only marks the ctime stale).
+    pub(super) fn xattr_change<'a>(&'a self, node: &Node) -> LocalChange<'a> {
+        LocalChange {
+            s: self,
+            expire: vec![node.ino],
+            _names: self.local_node(node),
         }
     }
 }
@@ -252,7 +264,7 @@ impl OverlayFs {
 
     /// The attributes a `GETATTR` of `node` is answered from without SOURCE, if any: a
     /// folder's under `cache=always`, a file's under trusted zero-message opens.
-    pub(super) fn told_attr(&self, node: &super::Node) -> Option<super::EntrySnap> {
+    pub(super) fn told_attr(&self, node: &Node) -> Option<super::EntrySnap> {
         if node.is_dir {
             if self.s.policy() == CachePolicy::Always {
                 return node.state().attr;

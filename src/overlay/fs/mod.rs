@@ -302,7 +302,7 @@ pub struct Stats {
     /// dropped the atime (it does so in the reader's thread, after the reply).
     pub atime_refresh_early: AtomicU64,
     /// Objects whose attributes were queued for expiry in the kernel after a client's operation
-    /// changed their folder's entries (see [`atime::EntriesChange`]).
+    /// changed their entries or xattrs (see [`atime::LocalChange`]).
     pub attr_expired_after_change: AtomicU64,
 }
 

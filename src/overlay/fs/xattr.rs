@@ -27,7 +27,7 @@ impl OverlayFs {
         s.check_writable(req)?;
         let node = s.node(ino)?;
         s.audit(req, "setxattr", ino.0, None);
-        let _local = s.local_node(&node);
+        let _local = s.xattr_change(&node);
         let (fd, n) = self.xattr_target(&node)?;
         sys::setxattr(fd.as_fd(), &sys::cstr(&n)?, &sys::cstr(name)?, value, flags)?;
         if let Ok(st) = s.stat_node(&node) {
@@ -63,7 +63,7 @@ impl OverlayFs {
         let s = &self.s;
         s.check_writable(req)?;
         let node = s.node(ino)?;
-        let _local = s.local_node(&node);
+        let _local = s.xattr_change(&node);
         let (fd, n) = self.xattr_target(&node)?;
         sys::removexattr(fd.as_fd(), &sys::cstr(&n)?, &sys::cstr(name)?)?;
         if let Ok(st) = s.stat_node(&node) {

@@ -1,9 +1,9 @@
 //! The thread that stats, through the mount, what the kernel read and then dropped the atime
 //! of (see `fs/atime.rs`): a client of the mount like any other, never a request handler, so the
 //! `GETATTR` it sets off is served by the handlers while it waits. It also expires the
-//! attributes of folders whose entries a client changed (`fs/atime.rs` `EntriesChange`: the
-//! one kernel notification sent outside the sync worker; attributes only, which takes no lock
-//! a handler holds).
+//! attributes of folders whose entries a client changed, and of objects whose xattrs it changed
+//! (`fs/atime.rs` `LocalChange`: the one kernel notification sent outside the sync worker;
+//! attributes only, which takes no lock a handler holds).
 
 use std::ffi::CString;
 use std::os::fd::AsFd;
@@ -33,26 +33,7 @@ pub fn spawn(s: Arc<Shared>, notifier: Notifier, root: ReplayRoot) -> std::io::R
                 expire(&notifier, batch.expire);
                 let mut round = batch.stat;
                 for again in 0..=EARLY_ROUNDS {
-                    let mut early = Vec::new();
-                    for ino in round {
-                        // A stat answered just before a client changes the folder is expired
-                        // after the change (`EntriesChange`), as any client's; expiries come
-                        // first, also between two stats.
-                        expire(&notifier, s.atime_refresh.take_expiries());
-                        s.atime_refresh.ask(ino);
-                        let ok = s
-                            .try_path_of(ino, None)
-                            .ok()
-                            .is_some_and(|rel| stat_through(&s, &root, &rel));
-                        let asked = s.atime_refresh.asked();
-                        if !ok {
-                            Stats::bump(&s.stats.atime_refresh_failed);
-                        } else if asked || again == EARLY_ROUNDS {
-                            Stats::bump(&s.stats.atime_refreshed);
-                        } else {
-                            early.push(ino);
-                        }
-                    }
+                    let early = stat_round(&s, &notifier, &root, round, again == EARLY_ROUNDS);
                     if early.is_empty() {
                         break;
                     }
@@ -71,6 +52,37 @@ pub fn spawn(s: Arc<Shared>, notifier: Notifier, root: ReplayRoot) -> std::io::R
             debug!("atime refresh queue closed");
         })?;
     Ok(())
+}
+
+/// Stat `inos` through the mount; the ones no `GETATTR` came of, unless this is the `last`
+/// round.
+fn stat_round(
+    s: &Shared,
+    notifier: &Notifier,
+    root: &ReplayRoot,
+    inos: Vec<u64>,
+    last: bool,
+) -> Vec<u64> {
+    let mut early = Vec::new();
+    for ino in inos {
+        // A stat answered just before a client changes the folder is expired after the change
+        // (`LocalChange`), as any client's; expiries come first, also between two stats.
+        expire(notifier, s.atime_refresh.take_expiries());
+        s.atime_refresh.ask(ino);
+        let ok = s
+            .try_path_of(ino, None)
+            .ok()
+            .is_some_and(|rel| stat_through(s, root, &rel));
+        let asked = s.atime_refresh.asked();
+        if !ok {
+            Stats::bump(&s.stats.atime_refresh_failed);
+        } else if asked || last {
+            Stats::bump(&s.stats.atime_refreshed);
+        } else {
+            early.push(ino);
+        }
+    }
+    early
 }
 
 /// Expire the attributes of `inos` in the kernel.
