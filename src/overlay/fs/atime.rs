@@ -10,19 +10,18 @@
 //! sent, the object goes into [`AtimeRefresh`], and a thread of the sync module
 //! (`sync/atime.rs`) stats it through the mount ([`OverlayFs::after_read_reply`]): the kernel's
 //! cache holds the attributes again (with the atime [`note_read`] set), and the client's next
-//! stat is answered by the kernel. Bounded: past [`MOST_PENDING`] waiting objects, more are dropped and counted
-//! (`atime_refresh_dropped`); the client then asks itself.
+//! stat is answered by the kernel. Bounded: past [`MOST_PENDING`] waiting objects, more are
+//! dropped and counted (`atime_refresh_dropped`); the client then asks itself.
 //!
 //! The same thread expires the attributes of the folders a client's operation changed the
 //! entries of (and of objects whose xattrs it changed), once the overlay recorded their new
-//! attributes ([`LocalChange`]). The kernel
-//! takes a `GETATTR` reply in the asking thread, after the server wrote it, and refuses it only
-//! if the inode's attribute version moved since the ask; a folder's entries changing does not
-//! move it (fs/fuse `fuse_dir_changed` only marks the attributes stale; nor does the ctime a
-//! rename or an xattr change gives). So a `GETATTR` answered just before a guest's `mkdir` in the
-//! folder (link count 2), and taken after the `mkdir`'s reply, would stay cached for the whole
-//! timeout (the link count 3 never seen; a stat this thread makes after a `READDIR` is such a
-//! `GETATTR` at any moment). Expiring after the change closes it either way: a reply taken
+//! attributes ([`LocalChange`]). The kernel takes a `GETATTR` reply in the asking thread, after
+//! the server wrote it, and refuses it only if the inode's attribute version moved since the
+//! ask; a folder's entries changing does not move it (fs/fuse `fuse_dir_changed` only marks the
+//! attributes stale; nor does the ctime a rename or an xattr change gives). So a `GETATTR`
+//! answered just before a guest's `mkdir` in the folder (link count 2), and taken after the
+//! `mkdir`'s reply, would stay cached for the whole timeout (the link count 3 never seen; a stat
+//! this thread makes after a `READDIR` is such a `GETATTR` at any moment). Expiring after the change closes it either way: a reply taken
 //! before the expiry is dropped by it, one taken after is refused for the version it moved.
 //!
 //! [`note_read`]: OverlayFs::note_read
@@ -99,7 +98,19 @@ pub struct Batch {
 }
 
 impl AtimeRefresh {
-    fn push(&self, ino: Ino, expire: bool) -> Option<bool> {
+    /// Queue `ino` for a stat or an expiry, counted in `stats` (queued, or dropped for want of
+    /// room; one already waiting is not counted again).
+    fn push(&self, ino: Ino, expire: bool, stats: &Stats) {
+        let r = self.push_one(ino, expire);
+        match (r, expire) {
+            (Some(true), false) => Stats::bump(&stats.atime_refresh_queued),
+            (Some(true), true) => Stats::bump(&stats.attr_expired_after_change),
+            (Some(false), _) => {}
+            (None, _) => Stats::bump(&stats.atime_refresh_dropped),
+        }
+    }
+
+    fn push_one(&self, ino: Ino, expire: bool) -> Option<bool> {
         let mut p = crate::util::lock(&self.pending);
         let was_idle = p.stat.order.is_empty() && p.expire.order.is_empty();
         let r = if expire {
@@ -211,11 +222,7 @@ impl LocalChange<'_> {
 impl Drop for LocalChange<'_> {
     fn drop(&mut self) {
         for ino in self.expire.drain(..) {
-            match self.s.atime_refresh.push(ino, true) {
-                Some(true) => Stats::bump(&self.s.stats.attr_expired_after_change),
-                Some(false) => {}
-                None => Stats::bump(&self.s.stats.atime_refresh_dropped),
-            }
+            self.s.atime_refresh.push(ino, true, &self.s.stats);
         }
     }
 }
@@ -255,11 +262,7 @@ impl OverlayFs {
         if self.told_attr(&node).is_none() {
             return;
         }
-        match s.atime_refresh.push(node.ino, false) {
-            Some(true) => Stats::bump(&s.stats.atime_refresh_queued),
-            Some(false) => {}
-            None => Stats::bump(&s.stats.atime_refresh_dropped),
-        }
+        s.atime_refresh.push(node.ino, false, &s.stats);
     }
 
     /// The attributes a `GETATTR` of `node` is answered from without SOURCE, if any: a
