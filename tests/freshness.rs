@@ -455,3 +455,74 @@ fn a_change_racing_the_first_view_of_its_folder_is_seen_after_its_notification()
         assert_eq!(fs::read(l.m("big/f")).unwrap(), b"new and longer", "{mode}");
     }
 }
+
+/// A whole rescan stats the entries of a folder whose times prove its names unchanged by the
+/// names of its last view, without listing it (counter `dirs_unlisted`). Every kind of change
+/// is still found after its notification, with its event: a file's own (content, mode) by its
+/// stat, a name's by the folder's times — even when the host sets the folder's mtime back after
+/// adding a name (its ctime moves all the same).
+#[test]
+fn whole_rescans_of_folders_proved_unchanged_still_find_every_change() {
+    const TEST: &str = "whole_rescans_of_folders_proved_unchanged_still_find_every_change";
+    let dirs = ["p0", "p1", "p2", "p3", "p4", "p5"];
+    let Some(l) = Linked::with_source(TEST, "events=precise,passthrough=off", |src| {
+        for d in dirs {
+            fs::create_dir(src.join(d)).unwrap();
+            fs::write(src.join(d).join("f"), b"ffff").unwrap();
+            fs::write(src.join(d).join("g"), b"g").unwrap();
+        }
+        // Times prove names only once they are older than the margin (1 s) when listed.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }) else {
+        return;
+    };
+    walk(&l.mnt);
+    l.notify(&[]);
+    l.notify(&[]);
+    let before = l.wait_stat(
+        "dirs_unlisted",
+        "folders rescanned without a listing",
+        |n| n >= dirs.len() as u64,
+    );
+    let mut w = overlay_support::Watcher::new();
+    w.add_recursive(&l.mnt);
+
+    fs::write(l.s("p0/f"), b"FFFF").unwrap();
+    fs::set_permissions(l.s("p1/f"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::write(l.s("p2/new"), b"n").unwrap();
+    let p3 = fs::metadata(l.s("p3")).unwrap().modified().unwrap();
+    fs::write(l.s("p3/new"), b"n").unwrap();
+    fs::File::open(l.s("p3"))
+        .unwrap()
+        .set_times(fs::FileTimes::new().set_modified(p3))
+        .unwrap();
+    assert_eq!(fs::metadata(l.s("p3")).unwrap().modified().unwrap(), p3);
+    fs::remove_file(l.s("p4/g")).unwrap();
+    fs::rename(l.s("p5/f"), l.s("p5/h")).unwrap();
+    l.notify(&[]);
+
+    assert_eq!(fs::read(l.m("p0/f")).unwrap(), b"FFFF");
+    assert_eq!(fs::metadata(l.m("p1/f")).unwrap().mode() & 0o777, 0o600);
+    assert_eq!(names(&l.m("p2")), ["f", "g", "new"]);
+    assert_eq!(names(&l.m("p3")), ["f", "g", "new"]);
+    assert_eq!(names(&l.m("p4")), ["f"]);
+    assert_eq!(names(&l.m("p5")), ["g", "h"]);
+    let events = w.events(std::time::Duration::from_secs(2));
+    let seen = |dir: &str, mask: u32, name: &str| {
+        events.iter().any(|e| e.dir == l.m(dir) && e.is(mask, name))
+    };
+    let all = overlay_support::summary(&events);
+    assert!(seen("p0", libc::IN_MODIFY, "f"), "{all:?}");
+    assert!(seen("p1", libc::IN_ATTRIB, "f"), "{all:?}");
+    assert!(seen("p2", libc::IN_CREATE, "new"), "{all:?}");
+    assert!(seen("p3", libc::IN_CREATE, "new"), "{all:?}");
+    assert!(seen("p4", libc::IN_DELETE, "g"), "{all:?}");
+    assert!(seen("p5", libc::IN_MOVED_FROM, "f"), "{all:?}");
+    assert!(seen("p5", libc::IN_MOVED_TO, "h"), "{all:?}");
+    // p0 and p1 (their names unchanged) at least were statted by name again.
+    l.wait_stat(
+        "dirs_unlisted",
+        "unchanged folders rescanned without a listing",
+        |n| n >= before + 2,
+    );
+}

@@ -110,6 +110,44 @@ impl EntrySnap {
 /// A directory's last full view: name → entry, in name order.
 pub type Snapshot = BTreeMap<OsString, EntrySnap>;
 
+/// A folder's modification and change times just before its view was listed, kept when both
+/// were older than the listing by [`LISTED_MARGIN`] on this kernel's clock (a local SOURCE:
+/// see `Shared::times_prove_names`). Any change to the folder's names after that moves them
+/// (to the clock's time then, later than both), so while they stay the same the view's names
+/// are still SOURCE's and a whole rescan stats the entries by name without listing the folder.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct ListedAt {
+    pub mtime: (i64, i64),
+    pub ctime: (i64, i64),
+}
+
+/// How much older than a listing a folder's times must be to prove its names (a change in the
+/// same tick of a coarse clock could otherwise leave them as they were).
+pub const LISTED_MARGIN: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl ListedAt {
+    /// The folder's times in `st`, if they are older than `listed_from` (the clock's time
+    /// before the listing began) by [`LISTED_MARGIN`].
+    pub fn proving(st: &libc::stat, listed_from: std::time::SystemTime) -> Option<Self> {
+        let at = ListedAt {
+            mtime: (st.st_mtime, st.st_mtime_nsec),
+            ctime: (st.st_ctime, st.st_ctime_nsec),
+        };
+        let limit = listed_from
+            .checked_sub(LISTED_MARGIN)?
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?;
+        let limit = (limit.as_secs() as i64, i64::from(limit.subsec_nanos()));
+        (at.mtime < limit && at.ctime < limit).then_some(at)
+    }
+
+    /// Whether `st` has the same times.
+    pub fn holds(&self, st: &libc::stat) -> bool {
+        self.mtime == (st.st_mtime, st.st_mtime_nsec)
+            && self.ctime == (st.st_ctime, st.st_ctime_nsec)
+    }
+}
+
 /// The names a node is known by, `(parent node, name)`: one inline (no allocation of its own).
 pub type Links = smallvec::SmallVec<[(Ino, OsString); 1]>;
 
@@ -164,6 +202,10 @@ pub struct NodeState {
     pub dirfd: Option<Arc<OwnedFd>>,
     /// Last full view of the directory (directories only; `None` until the baseline is taken).
     pub snapshot: Option<Box<Snapshot>>,
+    /// The folder's times when that view was listed, where they prove its names (see
+    /// [`ListedAt`]); set only with the view it stands for, cleared when the view is replaced
+    /// by anything but a listing.
+    pub listed: Option<Box<ListedAt>>,
     /// Names the kernel was told do not exist, with a timeout (directories only).
     pub negatives: Negatives,
     /// The kernel-passthrough backing id shared by all open handles, and how many use it.
@@ -528,11 +570,13 @@ mod tests {
     }
 
     /// What a known inode costs in the table (issue 16): the node inline (its name inline too,
-    /// no negative-name set until there is one). Over this bound, RSS per known inode grows.
+    /// no negative-name set until there is one). Over this bound, RSS per known inode grows:
+    /// an `Arc<Node>` of up to 280 bytes is a 304-byte glibc chunk (296 bytes and the chunk
+    /// header, rounded to 16), as at 272.
     #[test]
     fn a_node_stays_small() {
         assert!(
-            std::mem::size_of::<Node>() <= 272,
+            std::mem::size_of::<Node>() <= 280,
             "{}",
             std::mem::size_of::<Node>()
         );

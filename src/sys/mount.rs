@@ -29,14 +29,21 @@ pub fn umount2(target: &CStr, flags: libc::c_int) -> io::Result<()> {
     cvt(unsafe { libc::umount2(target.as_ptr(), flags) }).map(drop)
 }
 
-/// Whether the filesystem of `fd` is FUSE-based (virtiofs included): `fstatfs` type
-/// `FUSE_SUPER_MAGIC`.
-pub fn is_fuse(fd: BorrowedFd<'_>) -> io::Result<bool> {
+/// The filesystem type of `fd`: `fstatfs`'s `f_type` (a `*_SUPER_MAGIC` number).
+pub fn fs_magic(fd: BorrowedFd<'_>) -> io::Result<i64> {
     let mut st = MaybeUninit::<libc::statfs>::uninit();
     // SAFETY: st is writable memory of the right size, filled on success.
     let st = unsafe {
         cvt(libc::fstatfs(fd.as_raw_fd(), st.as_mut_ptr()))?;
         st.assume_init()
     };
-    Ok(st.f_type as i64 == 0x6573_5546)
+    Ok(st.f_type as i64)
+}
+
+/// `FUSE_SUPER_MAGIC` (virtiofs included).
+pub const FUSE_MAGIC: i64 = 0x6573_5546;
+
+/// Whether the filesystem of `fd` is FUSE-based (virtiofs included).
+pub fn is_fuse(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    fs_magic(fd).map(|m| m == FUSE_MAGIC)
 }

@@ -230,6 +230,9 @@ pub struct Stats {
     pub notifications: AtomicU64,
     pub rescans: AtomicU64,
     pub dirs_scanned: AtomicU64,
+    /// Of those, folders a whole rescan statted by the names of their last view without listing
+    /// them (their times proved the names: see [`crate::overlay::inode::ListedAt`]).
+    pub dirs_unlisted: AtomicU64,
     pub entries_scanned: AtomicU64,
     pub inval_entry: AtomicU64,
     pub inval_inode: AtomicU64,
@@ -332,6 +335,7 @@ impl Stats {
             notifications,
             rescans,
             dirs_scanned,
+            dirs_unlisted,
             entries_scanned,
             inval_entry,
             inval_inode,
@@ -400,6 +404,12 @@ enum Handle {
     Dir(OpenDir),
 }
 
+/// The filesystems (`f_type`) whose folders' times prove their names unchanged while they stay
+/// (see [`Shared::times_prove_names`]): tmpfs, ext2/3/4, XFS, Btrfs, F2FS. Not FUSE, NFS, 9p or
+/// SMB: their times come from another machine's clock.
+pub const TIMES_PROVE_NAMES: [i64; 5] =
+    [0x0102_1994, 0xEF53, 0x5846_5342, 0x9123_683E, 0xF2F5_2010];
+
 const HANDLE_SHARDS: usize = 16;
 type HandleShard = Mutex<HashMap<u64, Arc<Handle>>>;
 
@@ -441,6 +451,14 @@ pub struct Shared {
     /// SOURCE is itself FUSE (virtiofs): its own name cache may hold a removed or renamed name,
     /// so scoped rescans list the folder instead of looking names up.
     pub source_is_fuse: bool,
+    /// SOURCE is a local filesystem whose folders' modification and change times come from
+    /// this kernel's clock and move with every change to their names (see
+    /// [`TIMES_PROVE_NAMES`]): a whole rescan may stat a folder's entries by the names of its
+    /// last view instead of listing it again, while its times prove the names unchanged.
+    pub times_prove_names: bool,
+    /// SOURCE's root's device: a folder on another (a filesystem mounted below SOURCE) is
+    /// always listed.
+    pub source_dev: u64,
     /// SOURCE's last statfs answer, and when it came (see [`STATFS_REUSE`]).
     statfs_reused: Mutex<Option<(std::time::Instant, libc::statvfs)>>,
     handles: Box<[HandleShard]>,

@@ -6,7 +6,8 @@ use super::*;
 impl Shared {
     pub fn new(cfg: MountConfig, root_fd: OwnedFd) -> io::Result<Self> {
         let st = sys::fstat(root_fd.as_fd())?;
-        let source_is_fuse = sys::is_fuse(root_fd.as_fd()).unwrap_or(false);
+        let magic = sys::fs_magic(root_fd.as_fd()).unwrap_or(0);
+        let source_is_fuse = magic == sys::FUSE_MAGIC;
         let root_fd = Arc::new(root_fd);
         let linked = cfg.channel.is_none();
         let fd_budget = cfg
@@ -37,6 +38,8 @@ impl Shared {
             dont_mask: AtomicBool::new(false),
             kernel_minor: AtomicU32::new(0),
             source_is_fuse,
+            times_prove_names: TIMES_PROVE_NAMES.contains(&magic),
+            source_dev: st.st_dev,
             statfs_reused: Mutex::new(None),
             handles: (0..HANDLE_SHARDS)
                 .map(|_| Mutex::new(HashMap::new()))

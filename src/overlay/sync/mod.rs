@@ -7,6 +7,8 @@
 //! handlers answer from the previous view.
 //!
 //! - [`scan`]: folder views, scopes, the rescan, new and removed trees.
+//! - [`listing`]: reading one folder of SOURCE (listed, or statted by the names of its last
+//!   view when its times prove them).
 //! - [`diff`]: the pure comparison of views into changes, and their pairing.
 //! - [`arrange`]: new and removed trees expanded, renames into new trees and rename cycles
 //!   ordered, before the changes are expired and replayed.
@@ -25,6 +27,7 @@ mod arrange;
 pub mod atime;
 mod diff;
 mod invalidate;
+mod listing;
 mod pin;
 mod reach;
 mod records;
@@ -348,7 +351,8 @@ impl Worker {
                     (n, e)
                 })
                 .collect();
-            view.commit(&mut st.snapshot);
+            let ns = &mut *st;
+            view.commit(&mut ns.snapshot, &mut ns.listed);
             if let Some(snap) = st.snapshot.as_mut() {
                 for (n, e) in keep {
                     match e {
@@ -367,14 +371,18 @@ impl Worker {
         }
         for (ino, snap) in tree_views {
             if let Some(n) = s.table.get(ino).filter(|n| n.is_dir) {
-                n.state().snapshot = Some(Box::new(snap));
+                let mut st = n.state();
+                st.snapshot = Some(Box::new(snap));
+                st.listed = None;
             }
         }
         for c in &changes {
             if let Change::Delete { old, .. } = c {
                 if old.is_dir() {
                     if let Some(n) = s.table.get(s.table.ino_for(old.key)) {
-                        n.state().snapshot = Some(Box::default());
+                        let mut st = n.state();
+                        st.snapshot = Some(Box::default());
+                        st.listed = None;
                     }
                 }
             }

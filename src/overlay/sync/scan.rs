@@ -10,11 +10,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tracing::debug;
 
-use super::diff::{Change, diff, diff_entry};
+use super::diff::{Change, diff_entry};
+use super::listing::{first_view, rescan_full, scan_fd};
 use super::{Worker, told_differs};
 use crate::control::wire::Scope as NotifyScope;
-use crate::overlay::fs::{Shared, Stats};
-use crate::overlay::inode::{EntrySnap, Ino, Key, Node, ROOT_INO, Snapshot};
+use crate::overlay::fs::Stats;
+use crate::overlay::inode::{EntrySnap, Ino, Key, ListedAt, Node, ROOT_INO, Snapshot};
 use crate::sys;
 
 /// Most entries a notification describes one by one inside folders that are new or removed as a
@@ -36,28 +37,34 @@ pub enum Scope {
 
 /// A folder's next view: complete, some names updated (`None`: gone), or the last view as it is.
 pub enum View {
-    Full(Snapshot),
+    /// With the folder's times where they prove its names (see [`ListedAt`]).
+    Full(Snapshot, Option<ListedAt>),
     Names(Vec<(OsString, Option<EntrySnap>)>),
     /// SOURCE's listing equals the last view entry for entry: nothing to commit (a whole-mount
     /// rescan of an unchanged tree allocates no new view). It holds the names the kernel was told
-    /// do not exist that the listing has (what [`View::has`] answers for).
-    Same(Vec<OsString>),
+    /// do not exist that the listing has (what [`View::has`] answers for), and the folder's
+    /// times where they prove its names.
+    Same(Vec<OsString>, Option<ListedAt>),
 }
 
 impl View {
     /// Whether the view has `name`.
     pub fn has(&self, name: &OsStr) -> bool {
         match self {
-            View::Full(s) => s.contains_key(name),
+            View::Full(s, _) => s.contains_key(name),
             View::Names(v) => v.iter().any(|(n, e)| n == name && e.is_some()),
-            View::Same(present) => present.iter().any(|n| n == name),
+            View::Same(present, _) => present.iter().any(|n| n == name),
         }
     }
 
-    /// Make this the folder's view.
-    pub fn commit(self, slot: &mut Option<Box<Snapshot>>) {
+    /// Make this the folder's view (and its times, the proof of its names: a view of some
+    /// names leaves them, since a change of names moves the folder's times).
+    pub fn commit(self, slot: &mut Option<Box<Snapshot>>, listed: &mut Option<Box<ListedAt>>) {
         match self {
-            View::Full(s) => *slot = Some(Box::new(s)),
+            View::Full(s, l) => {
+                *slot = Some(Box::new(s));
+                *listed = l.map(Box::new);
+            }
             View::Names(v) => {
                 let snap = slot.get_or_insert_with(Box::default);
                 for (name, e) in v {
@@ -67,7 +74,7 @@ impl View {
                     };
                 }
             }
-            View::Same(_) => {}
+            View::Same(_, l) => *listed = l.map(Box::new),
         }
     }
 }
@@ -95,6 +102,7 @@ impl Worker {
             return;
         }
         let known = node.state().attr;
+        let started = std::time::SystemTime::now();
         let Ok(mut snap) = first_view(&self.s, &node) else {
             return;
         };
@@ -106,10 +114,18 @@ impl Worker {
             .and_then(|fd| sys::fstatat_fresh(fd.as_fd(), c""))
             .ok();
         let mut uncertain = false;
+        let mut listed = None;
         if let (Some(k), Some(now)) = (known, now) {
             if (now.st_mtime, now.st_mtime_nsec) != k.mtime {
                 snap.retain(|_, e| e.ctime <= k.mtime);
                 uncertain = true;
+            } else if self.s.times_prove_names
+                && node.key.dev == self.s.source_dev
+                && (now.st_ctime, now.st_ctime_nsec) == k.ctime
+            {
+                // The folder's times, read before the listing (at the lookup) and after it, are
+                // the same: the listing has the names they stand for.
+                listed = ListedAt::proving(&now, started).map(Box::new);
             }
         }
         {
@@ -118,6 +134,7 @@ impl Worker {
                 return;
             }
             st.snapshot = Some(Box::new(snap));
+            st.listed = listed;
         }
         if uncertain {
             Stats::bump(&self.s.stats.baselines_uncertain);
@@ -551,111 +568,6 @@ fn par_map<T: Send>(nodes: &[Arc<Node>], f: impl Fn(&Node) -> T + Sync) -> Vec<T
         .zip(nodes)
         .map(|(t, n)| t.unwrap_or_else(|| f(n)))
         .collect()
-}
-
-/// A folder's first view (see [`Worker::baseline`]). Over a FUSE SOURCE, where each `statx` by
-/// name is three round trips to the host, a file the kernel was already told of under its name
-/// here (a lookup before the view or racing it, the same object by its inode number) is taken
-/// as told, without a stat: that is what the view keeps of it anyway, since a host change after
-/// the lookup must be found by its notification ([`Worker::keep_told`]).
-fn first_view(s: &Shared, node: &Node) -> io::Result<Snapshot> {
-    let told_in = s.source_is_fuse.then_some(node);
-    list_dir_with(s, node, told_in).map(Snapshot::from_iter)
-}
-
-/// A folder's entries as listed (names in the order read), each `statx`ed.
-fn list_dir(s: &Shared, node: &Node) -> io::Result<Vec<(OsString, EntrySnap)>> {
-    list_dir_with(s, node, None)
-}
-
-fn list_dir_with(
-    s: &Shared,
-    node: &Node,
-    told_in: Option<&Node>,
-) -> io::Result<Vec<(OsString, EntrySnap)>> {
-    let pathfd = s.dir_fd(node)?;
-    let fd = sys::openat(pathfd.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
-    list_fd(s, fd.as_fd(), told_in)
-}
-
-/// What the kernel was told of the file `e` of `folder`, if it was told of it under that name
-/// (the same object: its device and inode number).
-fn told_entry(s: &Shared, folder: &Node, e: &sys::RawDirent) -> Option<EntrySnap> {
-    if e.kind == libc::DT_DIR {
-        return None;
-    }
-    let key = Key {
-        dev: folder.key.dev,
-        ino: e.ino,
-    };
-    let n = s.table.get(s.table.ino_for(key))?;
-    if n.key != key || n.is_dir {
-        return None;
-    }
-    let st = n.state();
-    let told = st.attr.filter(|t| t.key == key && !t.is_dir())?;
-    let linked = st
-        .links
-        .iter()
-        .any(|(p, m)| *p == folder.ino && *m == e.name);
-    linked.then_some(told)
-}
-
-fn list_fd(
-    s: &Shared,
-    fd: BorrowedFd<'_>,
-    told_in: Option<&Node>,
-) -> io::Result<Vec<(OsString, EntrySnap)>> {
-    let dirents = sys::read_dir(fd)?;
-    let mut out = Vec::with_capacity(dirents.len());
-    for e in dirents {
-        if let Some(told) = told_in.and_then(|f| told_entry(s, f, &e)) {
-            Stats::bump(&s.stats.baselines_unstatted);
-            out.push((e.name, told));
-            continue;
-        }
-        if let Ok((st, btime)) = sys::cstr(&e.name).and_then(|n| sys::fstatat_fresh_btime(fd, &n)) {
-            out.push((e.name, EntrySnap::from_stat(&st).with_btime(btime)));
-        }
-    }
-    Stats::bump(&s.stats.dirs_scanned);
-    s.stats
-        .entries_scanned
-        .fetch_add(out.len() as u64, Ordering::Relaxed);
-    Ok(out)
-}
-
-/// A folder's entries as a view: built in one pass from the sorted list, so its tree nodes are
-/// full (inserting one by one leaves them about two thirds full).
-fn scan_fd(s: &Shared, fd: BorrowedFd<'_>) -> io::Result<Snapshot> {
-    list_fd(s, fd, None).map(Snapshot::from_iter)
-}
-
-/// Re-read a whole folder and diff it with its last view. Every entry is `statx`ed: an entry's
-/// attributes change (chmod, a write, utimes) without its folder changing, so nothing per entry
-/// can be skipped on the folder's word. What is saved is the work after: a listing equal to the
-/// view, entry for entry, gives [`View::Same`] (no new view built, none committed). Without a
-/// view yet, the listing is the baseline ([`View::Full`], and `None` for the changes).
-fn rescan_full(s: &Shared, node: &Node) -> io::Result<(Option<Vec<Change>>, View)> {
-    let list = list_dir(s, node)?;
-    let st = node.state();
-    let Some(old) = st.snapshot.as_deref() else {
-        drop(st);
-        return Ok((None, View::Full(Snapshot::from_iter(list))));
-    };
-    if list.len() == old.len() && list.iter().all(|(n, e)| old.get(n) == Some(e)) {
-        let present = st
-            .negatives
-            .iter()
-            .filter(|n| old.contains_key(*n))
-            .cloned()
-            .collect();
-        return Ok((Some(Vec::new()), View::Same(present)));
-    }
-    let new = Snapshot::from_iter(list);
-    let mut changes = Vec::new();
-    diff(node.ino, old, &new, &mut changes);
-    Ok((Some(changes), View::Full(new)))
 }
 
 #[cfg(test)]

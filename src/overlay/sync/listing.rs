@@ -1,0 +1,194 @@
+//! Reading one folder of SOURCE: its listing with every entry statted, a folder's first view,
+//! and the rescan of a folder against its last view — without listing it again when its times
+//! prove its names unchanged ([`ListedAt`]).
+
+use std::ffi::{CString, OsString};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::sync::atomic::Ordering;
+use std::time::SystemTime;
+
+use super::diff::{Change, diff};
+use super::scan::View;
+use crate::overlay::fs::{Shared, Stats};
+use crate::overlay::inode::{EntrySnap, Key, ListedAt, Node, Snapshot};
+use crate::sys;
+
+/// A folder's first view (see [`Worker::baseline`]). Over a FUSE SOURCE, where each `statx` by
+/// name is three round trips to the host, a file the kernel was already told of under its name
+/// here (a lookup before the view or racing it, the same object by its inode number) is taken
+/// as told, without a stat: that is what the view keeps of it anyway, since a host change after
+/// the lookup must be found by its notification ([`Worker::keep_told`]).
+pub(super) fn first_view(s: &Shared, node: &Node) -> io::Result<Snapshot> {
+    let told_in = s.source_is_fuse.then_some(node);
+    list_dir_with(s, node, told_in).map(Snapshot::from_iter)
+}
+
+fn list_dir_with(
+    s: &Shared,
+    node: &Node,
+    told_in: Option<&Node>,
+) -> io::Result<Vec<(OsString, EntrySnap)>> {
+    let pathfd = s.dir_fd(node)?;
+    let fd = sys::openat(pathfd.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+    list_fd(s, fd.as_fd(), told_in)
+}
+
+/// What the kernel was told of the file `e` of `folder`, if it was told of it under that name
+/// (the same object: its device and inode number).
+fn told_entry(s: &Shared, folder: &Node, e: &sys::RawDirent) -> Option<EntrySnap> {
+    if e.kind == libc::DT_DIR {
+        return None;
+    }
+    let key = Key {
+        dev: folder.key.dev,
+        ino: e.ino,
+    };
+    let n = s.table.get(s.table.ino_for(key))?;
+    if n.key != key || n.is_dir {
+        return None;
+    }
+    let st = n.state();
+    let told = st.attr.filter(|t| t.key == key && !t.is_dir())?;
+    let linked = st
+        .links
+        .iter()
+        .any(|(p, m)| *p == folder.ino && *m == e.name);
+    linked.then_some(told)
+}
+
+fn list_fd(
+    s: &Shared,
+    fd: BorrowedFd<'_>,
+    told_in: Option<&Node>,
+) -> io::Result<Vec<(OsString, EntrySnap)>> {
+    let dirents = sys::read_dir(fd)?;
+    let mut out = Vec::with_capacity(dirents.len());
+    for e in dirents {
+        if let Some(told) = told_in.and_then(|f| told_entry(s, f, &e)) {
+            Stats::bump(&s.stats.baselines_unstatted);
+            out.push((e.name, told));
+            continue;
+        }
+        if let Ok((st, btime)) = sys::cstr(&e.name).and_then(|n| sys::fstatat_fresh_btime(fd, &n)) {
+            out.push((e.name, EntrySnap::from_stat(&st).with_btime(btime)));
+        }
+    }
+    Stats::bump(&s.stats.dirs_scanned);
+    s.stats
+        .entries_scanned
+        .fetch_add(out.len() as u64, Ordering::Relaxed);
+    Ok(out)
+}
+
+/// A folder's entries as a view: built in one pass from the sorted list, so its tree nodes are
+/// full (inserting one by one leaves them about two thirds full).
+pub(super) fn scan_fd(s: &Shared, fd: BorrowedFd<'_>) -> io::Result<Snapshot> {
+    list_fd(s, fd, None).map(Snapshot::from_iter)
+}
+
+/// Re-read a whole folder and diff it with its last view. Every entry is `statx`ed: an entry's
+/// attributes change (chmod, a write, utimes) without its folder changing, so nothing per entry
+/// can be skipped on the folder's word. What its word proves is its names: on a local SOURCE a
+/// folder whose times are those its view was listed under ([`ListedAt`]) has the view's names,
+/// and its entries are statted by them without listing it ([`restat`]). What is saved after is
+/// a listing equal to the view, entry for entry, giving [`View::Same`] (no new view built,
+/// none committed). Without a view yet, the listing is the baseline ([`View::Full`], and `None`
+/// for the changes).
+pub(super) fn rescan_full(s: &Shared, node: &Node) -> io::Result<(Option<Vec<Change>>, View)> {
+    let pathfd = s.dir_fd(node)?;
+    let started = SystemTime::now();
+    let dir_st = (s.times_prove_names && node.key.dev == s.source_dev)
+        .then(|| sys::fstat(pathfd.as_fd()).ok())
+        .flatten();
+    let proof = dir_st.and_then(|d| {
+        node.state()
+            .listed
+            .as_deref()
+            .copied()
+            .filter(|l| l.holds(&d))
+    });
+    if let Some(done) = proof.and_then(|p| {
+        restat(s, node, pathfd.as_fd()).and_then(|found| compare_restat(node, found, p))
+    }) {
+        return Ok(done);
+    }
+    let listed = dir_st.and_then(|d| ListedAt::proving(&d, started));
+    let fd = sys::openat(pathfd.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+    let list = list_fd(s, fd.as_fd(), None)?;
+    let st = node.state();
+    let Some(old) = st.snapshot.as_deref() else {
+        drop(st);
+        return Ok((None, View::Full(Snapshot::from_iter(list), listed)));
+    };
+    if list.len() == old.len() && list.iter().all(|(n, e)| old.get(n) == Some(e)) {
+        return Ok((Some(Vec::new()), View::Same(present(&st, old), listed)));
+    }
+    let new = Snapshot::from_iter(list);
+    let mut changes = Vec::new();
+    diff(node.ino, old, &new, &mut changes);
+    Ok((Some(changes), View::Full(new, listed)))
+}
+
+/// The names the kernel was told do not exist that the view `old` has (see [`View::has`]).
+fn present(st: &crate::overlay::inode::NodeState, old: &Snapshot) -> Vec<OsString> {
+    st.negatives
+        .iter()
+        .filter(|n| old.contains_key(*n))
+        .cloned()
+        .collect()
+}
+
+/// The entries of a folder's last view, each statted again by its name, in the view's order;
+/// `None` when one is gone or cannot be statted (then the folder is listed).
+fn restat(s: &Shared, node: &Node, dir: BorrowedFd<'_>) -> Option<Vec<(CString, EntrySnap)>> {
+    let names: Vec<CString> = node
+        .state()
+        .snapshot
+        .as_deref()?
+        .keys()
+        .map(|n| sys::cstr(n))
+        .collect::<io::Result<_>>()
+        .ok()?;
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        let (st, btime) = sys::fstatat_fresh_btime(dir, &name).ok()?;
+        out.push((name, EntrySnap::from_stat(&st).with_btime(btime)));
+    }
+    Stats::bump(&s.stats.dirs_scanned);
+    Stats::bump(&s.stats.dirs_unlisted);
+    s.stats
+        .entries_scanned
+        .fetch_add(out.len() as u64, Ordering::Relaxed);
+    Some(out)
+}
+
+/// A rescan's result from [`restat`]: `None` when the view's names changed meanwhile (a client's
+/// operation through the overlay recorded one), and the folder is listed after all.
+fn compare_restat(
+    node: &Node,
+    found: Vec<(CString, EntrySnap)>,
+    proof: ListedAt,
+) -> Option<(Option<Vec<Change>>, View)> {
+    let st = node.state();
+    let old = st.snapshot.as_deref()?;
+    let same_names = found.len() == old.len()
+        && old
+            .keys()
+            .zip(&found)
+            .all(|(k, (n, _))| k.as_bytes() == n.to_bytes());
+    if !same_names {
+        return None;
+    }
+    if old.values().zip(&found).all(|(e, (_, f))| e == f) {
+        return Some((Some(Vec::new()), View::Same(present(&st, old), Some(proof))));
+    }
+    let new: Snapshot = found
+        .into_iter()
+        .map(|(n, e)| (OsString::from_vec(n.into_bytes()), e))
+        .collect();
+    let mut changes = Vec::new();
+    diff(node.ino, old, &new, &mut changes);
+    Some((Some(changes), View::Full(new, Some(proof))))
+}
