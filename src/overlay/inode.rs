@@ -137,7 +137,10 @@ impl ListedAt {
             .checked_sub(LISTED_MARGIN)?
             .duration_since(std::time::UNIX_EPOCH)
             .ok()?;
-        let limit = (limit.as_secs() as i64, i64::from(limit.subsec_nanos()));
+        let limit = (
+            i64::try_from(limit.as_secs()).ok()?,
+            i64::from(limit.subsec_nanos()),
+        );
         (at.mtime < limit && at.ctime < limit).then_some(at)
     }
 
@@ -567,6 +570,26 @@ mod tests {
         assert!(t.get(dir.ino).is_some());
         t.forget(dir.ino, 1);
         assert!(t.get(dir.ino).is_none());
+    }
+
+    /// A folder's times prove its names only when older than the listing by the margin, and
+    /// hold only while both stay.
+    #[test]
+    fn listed_times_prove_names_only_when_old_enough() {
+        let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        let mut st = crate::sys::zeroed_stat();
+        (st.st_mtime, st.st_ctime) = (999_998, 999_998);
+        let at = ListedAt::proving(&st, now).expect("2 s old");
+        assert!(at.holds(&st));
+        st.st_ctime_nsec = 1;
+        assert!(!at.holds(&st), "a ctime moved");
+        st.st_ctime_nsec = 0;
+        st.st_mtime_nsec = 1;
+        assert!(!at.holds(&st), "an mtime moved");
+        (st.st_mtime, st.st_ctime) = (999_998, 999_999);
+        assert_eq!(ListedAt::proving(&st, now), None, "ctime within the margin");
+        (st.st_mtime, st.st_ctime) = (1_000_001, 999_000);
+        assert_eq!(ListedAt::proving(&st, now), None, "mtime in the future");
     }
 
     /// What a known inode costs in the table (issue 16): the node inline (its name inline too,
