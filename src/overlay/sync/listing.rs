@@ -5,14 +5,14 @@
 use std::ffi::{CString, OsString};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStringExt;
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
 use super::diff::{Change, diff};
 use super::scan::View;
 use crate::overlay::fs::{Shared, Stats};
-use crate::overlay::inode::{EntrySnap, Key, ListedAt, Node, Snapshot};
+use crate::overlay::inode::{EntrySnap, Ino, Key, ListedAt, Node, NodeState, Snapshot};
 use crate::sys;
 
 /// A folder's first view (see [`Worker::baseline`]). Over a FUSE SOURCE, where each `statx` by
@@ -99,7 +99,7 @@ pub(super) fn scan_fd(s: &Shared, fd: BorrowedFd<'_>) -> io::Result<Snapshot> {
 pub(super) fn rescan_full(s: &Shared, node: &Node) -> io::Result<(Option<Vec<Change>>, View)> {
     let pathfd = s.dir_fd(node)?;
     let started = SystemTime::now();
-    let dir_st = (s.times_prove_names && node.key.dev == s.source_dev)
+    let dir_st = times_prove_names(s, node)
         .then(|| sys::fstat(pathfd.as_fd()).ok())
         .flatten();
     let proof = dir_st.and_then(|d| {
@@ -115,34 +115,54 @@ pub(super) fn rescan_full(s: &Shared, node: &Node) -> io::Result<(Option<Vec<Cha
         return Ok(done);
     }
     let listed = dir_st.and_then(|d| ListedAt::proving(&d, started));
-    let fd = sys::openat(pathfd.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
-    let list = list_fd(s, fd.as_fd(), None)?;
+    let list = list_dir_with(s, node, None)?;
     let st = node.state();
     let Some(old) = st.snapshot.as_deref() else {
         drop(st);
         return Ok((None, View::Full(Snapshot::from_iter(list), listed)));
     };
-    if list.len() == old.len() && list.iter().all(|(n, e)| old.get(n) == Some(e)) {
-        return Ok((Some(Vec::new()), View::Same(present(&st, old), listed)));
+    Ok(against(node.ino, &st, old, list, listed))
+}
+
+/// Whether the times of `node`, a folder, can prove its names (see [`ListedAt`]): SOURCE is a
+/// local filesystem and the folder is on SOURCE's own.
+pub(super) fn times_prove_names(s: &Shared, node: &Node) -> bool {
+    s.times_prove_names && node.key.dev == s.source_dev
+}
+
+/// The rescan's result for a folder read as `list`, against its view `old`: the same entry for
+/// entry ([`View::Same`], with the names the kernel was told do not exist that it has), or the
+/// changes and the new view.
+fn against(
+    ino: Ino,
+    st: &NodeState,
+    old: &Snapshot,
+    list: Vec<(OsString, EntrySnap)>,
+    listed: Option<ListedAt>,
+) -> (Option<Vec<Change>>, View) {
+    // In the view's order (a restat, a listing in name order) a walk side by side tells; in
+    // another, each entry is looked up.
+    let same = list.len() == old.len()
+        && (old.iter().zip(&list).all(|(o, l)| o == (&l.0, &l.1))
+            || list.iter().all(|(n, e)| old.get(n) == Some(e)));
+    if same {
+        let present = st
+            .negatives
+            .iter()
+            .filter(|n| old.contains_key(*n))
+            .cloned()
+            .collect();
+        return (Some(Vec::new()), View::Same(present, listed));
     }
     let new = Snapshot::from_iter(list);
     let mut changes = Vec::new();
-    diff(node.ino, old, &new, &mut changes);
-    Ok((Some(changes), View::Full(new, listed)))
-}
-
-/// The names the kernel was told do not exist that the view `old` has (see [`View::has`]).
-fn present(st: &crate::overlay::inode::NodeState, old: &Snapshot) -> Vec<OsString> {
-    st.negatives
-        .iter()
-        .filter(|n| old.contains_key(*n))
-        .cloned()
-        .collect()
+    diff(ino, old, &new, &mut changes);
+    (Some(changes), View::Full(new, listed))
 }
 
 /// The entries of a folder's last view, each statted again by its name, in the view's order;
 /// `None` when one is gone or cannot be statted (then the folder is listed).
-fn restat(s: &Shared, node: &Node, dir: BorrowedFd<'_>) -> Option<Vec<(CString, EntrySnap)>> {
+fn restat(s: &Shared, node: &Node, dir: BorrowedFd<'_>) -> Option<Vec<(OsString, EntrySnap)>> {
     let names: Vec<CString> = node
         .state()
         .snapshot
@@ -154,6 +174,7 @@ fn restat(s: &Shared, node: &Node, dir: BorrowedFd<'_>) -> Option<Vec<(CString, 
     let mut out = Vec::with_capacity(names.len());
     for name in names {
         let (st, btime) = sys::fstatat_fresh_btime(dir, &name).ok()?;
+        let name = OsString::from_vec(name.into_bytes());
         out.push((name, EntrySnap::from_stat(&st).with_btime(btime)));
     }
     Stats::bump(&s.stats.dirs_scanned);
@@ -168,27 +189,11 @@ fn restat(s: &Shared, node: &Node, dir: BorrowedFd<'_>) -> Option<Vec<(CString, 
 /// operation through the overlay recorded one), and the folder is listed after all.
 fn compare_restat(
     node: &Node,
-    found: Vec<(CString, EntrySnap)>,
+    found: Vec<(OsString, EntrySnap)>,
     proof: ListedAt,
 ) -> Option<(Option<Vec<Change>>, View)> {
     let st = node.state();
     let old = st.snapshot.as_deref()?;
-    let same_names = found.len() == old.len()
-        && old
-            .keys()
-            .zip(&found)
-            .all(|(k, (n, _))| k.as_bytes() == n.to_bytes());
-    if !same_names {
-        return None;
-    }
-    if old.values().zip(&found).all(|(e, (_, f))| e == f) {
-        return Some((Some(Vec::new()), View::Same(present(&st, old), Some(proof))));
-    }
-    let new: Snapshot = found
-        .into_iter()
-        .map(|(n, e)| (OsString::from_vec(n.into_bytes()), e))
-        .collect();
-    let mut changes = Vec::new();
-    diff(node.ino, old, &new, &mut changes);
-    Some((Some(changes), View::Full(new, Some(proof))))
+    let same_names = found.len() == old.len() && old.keys().zip(&found).all(|(k, (n, _))| k == n);
+    same_names.then(|| against(node.ino, &st, old, found, Some(proof)))
 }

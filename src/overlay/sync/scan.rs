@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tracing::debug;
 
 use super::diff::{Change, diff_entry};
-use super::listing::{first_view, rescan_full, scan_fd};
+use super::listing::{first_view, rescan_full, scan_fd, times_prove_names};
 use super::{Worker, told_differs};
 use crate::control::wire::Scope as NotifyScope;
 use crate::overlay::fs::Stats;
@@ -119,8 +119,7 @@ impl Worker {
             if (now.st_mtime, now.st_mtime_nsec) != k.mtime {
                 snap.retain(|_, e| e.ctime <= k.mtime);
                 uncertain = true;
-            } else if self.s.times_prove_names
-                && node.key.dev == self.s.source_dev
+            } else if times_prove_names(&self.s, &node)
                 && (now.st_ctime, now.st_ctime_nsec) == k.ctime
             {
                 // The folder's times, read before the listing (at the lookup) and after it, are
