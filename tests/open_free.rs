@@ -271,6 +271,47 @@ fn a_file_unlinked_while_open_keeps_its_data_for_its_holder() {
     assert_eq!(l.stat_u64("orphans_lost"), 0);
 }
 
+/// A file created (with a handle: opens were still sent) and written, then opens stop while
+/// the writer holds it: its writes through that handle were to be noted at its release, which
+/// the kernel now never sends. `stat` must show SOURCE's size all along, not the size 0 its
+/// create told (the kernel would cut its page cache to it: a mapping of the file then faults
+/// SIGBUS), nor the size before a later write.
+#[test]
+fn writes_through_a_handle_from_before_opens_stopped_show_in_stat() {
+    let Some(l) = Linked::with_source("open_free_early_writer", OPTS, |src| {
+        fs::write(src.join("other.txt"), b"other").unwrap();
+    }) else {
+        return;
+    };
+    let mut w = fs::File::create(l.m("early.bin")).unwrap();
+    w.write_all(&[7u8; 8192]).unwrap();
+    open_free(&l, "other.txt");
+    let len = |what: &str| {
+        let (m, s) = (
+            fs::metadata(l.m("early.bin")).unwrap(),
+            fs::metadata(l.s("early.bin")).unwrap(),
+        );
+        assert_eq!(
+            (m.len(), m.mtime(), m.mtime_nsec()),
+            (s.len(), s.mtime(), s.mtime_nsec()),
+            "{what}: the attributes answered are not SOURCE's"
+        );
+        m.len()
+    };
+    assert_eq!(len("written before opens stopped"), 8192);
+    assert_eq!(fs::read(l.m("early.bin")).unwrap(), vec![7u8; 8192]);
+    // Written again through the same handle, now that writes are noted at once.
+    w.write_all(&[8u8; 4096]).unwrap();
+    assert_eq!(len("written again"), 12288);
+    drop(w);
+    assert_eq!(len("closed (no release comes)"), 12288);
+    // A host change to it still shows.
+    fs::write(l.s("early.bin"), b"host").unwrap();
+    l.notify(&["early.bin"]);
+    assert_eq!(len("changed by the host"), 4);
+    assert_eq!(fs::read(l.m("early.bin")).unwrap(), b"host");
+}
+
 /// Drop the page cache of one file (`POSIX_FADV_DONTNEED`), so the next read reaches the overlay.
 fn drop_caches_of(f: &fs::File) {
     use std::os::fd::AsFd;

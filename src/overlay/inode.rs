@@ -211,13 +211,34 @@ pub struct NodeState {
     pub listed: Option<Box<ListedAt>>,
     /// Names the kernel was told do not exist, with a timeout (directories only).
     pub negatives: Negatives,
-    /// The kernel-passthrough backing id shared by all open handles, and how many use it.
-    pub backing: Option<(Arc<fuser::BackingId>, u32)>,
+    /// The kernel-passthrough backing id shared by all open handles, and how many use it
+    /// (boxed: most nodes never have one).
+    pub backing: Option<Box<(Arc<fuser::BackingId>, u32)>>,
     /// Attributes last told to the kernel.
     pub attr: Option<EntrySnap>,
+    /// Moves whenever `attr` is set or cleared by anything but a `GETATTR`'s own reading of
+    /// SOURCE, which stores what it read only if this did not move meanwhile: a stat taken
+    /// before a client's write or a host change is never kept after its note or its clearing
+    /// (see `OverlayFs::getattr_node`).
+    pub attr_gen: u32,
+    /// Handles open for writing through the overlay, whose writes are noted at their release
+    /// (before the kernel stops sending opens; after, every write is noted at once): while
+    /// there are any, `attr` is not the file's answer (see `OverlayFs::told_file_attr`). Once
+    /// opens stopped the kernel sends no release even for a handle from before, so such a file's
+    /// attributes are read from SOURCE for as long as the kernel holds it.
+    pub writers: u32,
     /// A listing being read without an open handle (directories, `cache=always`), from its
     /// first `readdir` to its end.
     pub listing: Option<std::sync::Arc<Vec<crate::sys::RawDirent>>>,
+}
+
+impl NodeState {
+    /// Set (or clear) the attributes last told, from a note of a change or a fresh reading
+    /// (see `attr_gen`).
+    pub fn set_attr(&mut self, attr: Option<EntrySnap>) {
+        self.attr = attr;
+        self.attr_gen = self.attr_gen.wrapping_add(1);
+    }
 }
 
 /// One node.
@@ -326,7 +347,7 @@ impl Table {
             st.links.push((parent, name.to_owned()));
         }
         if snap.is_some() {
-            st.attr = snap;
+            st.set_attr(snap);
         }
         drop(st);
         (node, created)

@@ -24,13 +24,21 @@
 //! this thread makes after a `READDIR` is such a `GETATTR` at any moment). Expiring after the change closes it either way: a reply taken
 //! before the expiry is dropped by it, one taken after is refused for the version it moved.
 //!
+//! A file's data written back from the page cache (a shared mapping's pages, `msync`) is such a
+//! change too: `fuse_writepage_end` only marks mtime and ctime stale. The fault that let the
+//! page be written read it first, and this thread's stat after that `READ` races the writeback;
+//! taken after it, the old times would stay. Those writes, and fallocates, are expired the same
+//! way ([`Shared::data_changed_unversioned`]), and an `FSYNC` (which the kernel sends once the
+//! writeback is done) is answered once the expiries queued before it are sent, so a stat after
+//! `msync` or `fsync` shows the file as SOURCE has it.
+//!
 //! [`note_read`]: OverlayFs::note_read
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use fuser::INodeNo;
 
@@ -41,12 +49,19 @@ use crate::overlay::options::CachePolicy;
 /// Objects waiting at most, of each kind (8 bytes each, twice).
 pub const MOST_PENDING: usize = 8192;
 
+/// How long an FSYNC waits at most for the expiries queued before it
+/// ([`Shared::expiries_before_fsync`]): the thread sends them between two stats, each a round
+/// trip through the mount; a stat held up (every handler busy) must not hold the FSYNC longer.
+pub const MOST_EXPIRY_WAIT: Duration = Duration::from_millis(100);
+
 /// The objects whose atime the kernel dropped, in the order of their reads, and those whose
 /// attributes are to be expired (see [`LocalChange`]).
 #[derive(Default)]
 pub struct AtimeRefresh {
     pending: Mutex<Pending>,
     wake: Condvar,
+    /// Signalled when the thread has sent the expiries it took ([`Self::expired`]).
+    sent: Condvar,
     /// The object the thread stats now (0: none), and whether a `GETATTR` of it was answered
     /// since: see [`AtimeRefresh::ask`].
     asking: AtomicU64,
@@ -60,6 +75,19 @@ struct Pending {
     closed: bool,
     /// The thread waits between rounds of stats ([`AtimeRefresh::wait_expiries`]).
     pausing: bool,
+    /// Expiries queued so far, and how many of them the thread has sent
+    /// ([`AtimeRefresh::wait_sent`]).
+    expiries_queued: u64,
+    expiries_sent: u64,
+}
+
+impl Pending {
+    fn take_expiries(&mut self) -> Expiries {
+        Expiries {
+            inos: self.expire.take(),
+            upto: self.expiries_queued,
+        }
+    }
 }
 
 /// Objects in order, each once while it waits.
@@ -89,10 +117,17 @@ impl Queue {
     }
 }
 
+/// Objects whose attributes the thread is to expire in the kernel, and the count of expiries
+/// queued to tell [`AtimeRefresh::expired`] once they are sent.
+pub struct Expiries {
+    pub inos: Vec<Ino>,
+    pub upto: u64,
+}
+
 /// What the thread is to do next.
 pub struct Batch {
     /// Expire these objects' attributes in the kernel (first).
-    pub expire: Vec<Ino>,
+    pub expire: Expiries,
     /// Stat these through the mount.
     pub stat: Vec<Ino>,
 }
@@ -114,7 +149,11 @@ impl AtimeRefresh {
         let mut p = crate::util::lock(&self.pending);
         let was_idle = p.stat.order.is_empty() && p.expire.order.is_empty();
         let r = if expire {
-            p.expire.push(ino)
+            let r = p.expire.push(ino);
+            if r == Some(true) {
+                p.expiries_queued += 1;
+            }
+            r
         } else {
             p.stat.push(ino)
         };
@@ -133,7 +172,7 @@ impl AtimeRefresh {
             }
             if !p.stat.order.is_empty() || !p.expire.order.is_empty() {
                 return Some(Batch {
-                    expire: p.expire.take(),
+                    expire: p.take_expiries(),
                     stat: p.stat.take(),
                 });
             }
@@ -142,21 +181,48 @@ impl AtimeRefresh {
     }
 
     /// The expiries queued now (the thread takes them between two stats).
-    pub fn take_expiries(&self) -> Vec<Ino> {
-        crate::util::lock(&self.pending).expire.take()
+    pub fn take_expiries(&self) -> Expiries {
+        crate::util::lock(&self.pending).take_expiries()
+    }
+
+    /// The thread has sent the expiries taken with `upto` ([`Expiries::upto`]).
+    pub fn expired(&self, upto: u64) {
+        let mut p = crate::util::lock(&self.pending);
+        if upto > p.expiries_sent {
+            p.expiries_sent = upto;
+            self.sent.notify_all();
+        }
+    }
+
+    /// Wait (at most `most`) until every expiry queued before this call has been sent; whether
+    /// they were (also when the queue was closed: nothing is left to expire).
+    pub fn wait_sent(&self, most: Duration) -> bool {
+        let until = Instant::now() + most;
+        let mut p = crate::util::lock(&self.pending);
+        let target = p.expiries_queued;
+        while p.expiries_sent < target && !p.closed {
+            let Some(left) = until.checked_duration_since(Instant::now()) else {
+                return false;
+            };
+            p = self
+                .sent
+                .wait_timeout(p, left)
+                .map_or_else(|e| e.into_inner().0, |(g, _)| g);
+        }
+        true
     }
 
     /// The expiries queued before `until`, as soon as there are any; `None` at `until` (or
     /// once closed). Between rounds of stats: an expiry closes a window in which the kernel may
     /// show a folder's old attributes, so it does not wait behind them.
-    pub fn wait_expiries(&self, until: Instant) -> Option<Vec<Ino>> {
+    pub fn wait_expiries(&self, until: Instant) -> Option<Expiries> {
         let mut p = crate::util::lock(&self.pending);
         loop {
             if p.closed {
                 return None;
             }
             if !p.expire.order.is_empty() {
-                return Some(p.expire.take());
+                return Some(p.take_expiries());
             }
             let left = until.checked_duration_since(Instant::now())?;
             p.pausing = true;
@@ -194,6 +260,7 @@ impl AtimeRefresh {
     pub fn close(&self) {
         crate::util::lock(&self.pending).closed = true;
         self.wake.notify_all();
+        self.sent.notify_all();
     }
 }
 
@@ -239,6 +306,26 @@ impl Shared {
             change.also(*dir);
         }
         change
+    }
+
+    /// A client changed `ino`'s data where the kernel does not move the inode's attribute
+    /// version: a writeback `WRITE` (fs/fuse `fuse_writepage_end` only marks mtime and ctime
+    /// stale) or a fallocate that keeps the size. A `GETATTR` answered before the change (a stat
+    /// this module's thread makes after the `READ` of a page about to be written through a
+    /// mapping, at any moment) and taken after it would stay cached for the whole timeout: its
+    /// attributes are queued for expiry, now that the change is recorded (see the module's
+    /// docs), and an FSYNC waits for it ([`Shared::expiries_before_fsync`]).
+    pub(super) fn data_changed_unversioned(&self, ino: Ino) {
+        self.atime_refresh.push(ino, true, &self.stats);
+    }
+
+    /// Before an FSYNC's reply: the expiries queued so far are sent (at most
+    /// [`MOST_EXPIRY_WAIT`]), so that a stat after `msync` or `fsync` shows what the writeback
+    /// left on SOURCE. A wait cut short is counted (`fsync_expiry_timeouts`).
+    pub(super) fn expiries_before_fsync(&self) {
+        if !self.atime_refresh.wait_sent(MOST_EXPIRY_WAIT) {
+            Stats::bump(&self.stats.fsync_expiry_timeouts);
+        }
     }
 
     /// A client operation on `node`'s xattrs begins: see [`LocalChange`] (fs/fuse

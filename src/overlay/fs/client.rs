@@ -41,7 +41,7 @@ impl Shared {
         if !self.passthrough.load(Ordering::Relaxed) {
             return None;
         }
-        let existing = node.state().backing.as_ref().map(|(b, _)| b.clone());
+        let existing = node.state().backing.as_ref().map(|u| u.0.clone());
         let b = match existing {
             Some(b) => b,
             None if self.passthrough_refused.load(Ordering::Relaxed) => {
@@ -59,12 +59,12 @@ impl Shared {
         let mut st = node.state();
         let b = match st.backing.as_mut() {
             // A concurrent open registered first: every handle must use the same id.
-            Some((shared, n)) => {
-                *n += 1;
-                shared.clone()
+            Some(u) => {
+                u.1 += 1;
+                u.0.clone()
             }
             None => {
-                st.backing = Some((b.clone(), 1));
+                st.backing = Some(Box::new((b.clone(), 1)));
                 b
             }
         };

@@ -109,9 +109,9 @@ impl OverlayFs {
         };
         if f.backing {
             let mut st = f.node.state();
-            if let Some((_, n)) = st.backing.as_mut() {
-                *n -= 1;
-                if *n == 0 {
+            if let Some(u) = st.backing.as_mut() {
+                u.1 -= 1;
+                if u.1 == 0 {
                     st.backing = None;
                 }
             }
@@ -121,6 +121,12 @@ impl OverlayFs {
                 if let Ok(st) = sys::fstat(fd.as_fd()) {
                     s.note_local_node(&f.node, &st);
                 }
+            }
+            // Only now, with the writes noted, may the attributes answer (`told_file_attr`).
+            let mut st = f.node.state();
+            st.writers = st.writers.saturating_sub(1);
+            drop(st);
+            if let Some(fd) = &f.fd {
                 // What usually follows a writer's close is a change of attributes by name (tar,
                 // cp -p, editors: times, owner, mode): keep the object at hand for them, as an
                 // `O_PATH` fd (the writer's own would hold a write session open on SOURCE).
@@ -172,7 +178,9 @@ impl OverlayFs {
         if fh.0 == 0 {
             self.s.check_writable(req)?;
         }
-        self.data_change(ino, fh, |fd| {
+        // A writeback's WRITE: the kernel does not move the file's attribute version for it.
+        let unversioned = wf.contains(WriteFlags::FUSE_WRITE_CACHE);
+        self.data_change(ino, fh, unversioned, |fd| {
             let mut done = 0;
             while done < data.len() {
                 let n = sys::pwrite(fd, &data[done..], offset + done as u64)?;
@@ -196,10 +204,13 @@ impl OverlayFs {
     /// `change` of `ino`'s data through handle `fh`'s fd. Without opens there is no release to
     /// record the client's change at (not even for a handle from before the kernel stopped
     /// sending them): it is recorded at once, inside a local operation (see `open_free`).
+    /// `unversioned`: the kernel does not move the file's attribute version for this change, so
+    /// its attributes are expired once it is recorded ([`Shared::data_changed_unversioned`]).
     fn data_change<T>(
         &self,
         ino: INodeNo,
         fh: FileHandle,
+        unversioned: bool,
         change: impl FnOnce(BorrowedFd<'_>) -> io::Result<T>,
     ) -> io::Result<T> {
         let noting = self.s.open_free.load(Ordering::Relaxed);
@@ -208,22 +219,31 @@ impl OverlayFs {
         } else {
             None
         };
-        let _local = node.as_deref().map(|n| self.s.local_node(n));
-        self.with_fd(ino, fh, Access::Write, |fd| {
+        let local = node.as_deref().map(|n| self.s.local_node(n));
+        let out = self.with_fd(ino, fh, Access::Write, |fd| {
             let out = change(fd)?;
             if noting {
                 self.note_handleless_write(ino, fd);
             }
             Ok(out)
-        })
+        })?;
+        drop(local);
+        if unversioned {
+            self.s.data_changed_unversioned(ino.0);
+        }
+        Ok(out)
     }
 
-    /// FSYNC; a handle without a backing file (a replay's) has nothing to sync.
+    /// FSYNC; a handle without a backing file (a replay's) has nothing to sync. The kernel
+    /// sends it once the file's writeback is done: what that writeback left is what a stat
+    /// after it shows ([`Shared::expiries_before_fsync`]).
     pub(super) fn do_fsync(&self, ino: INodeNo, fh: FileHandle, datasync: bool) -> io::Result<()> {
-        match self.with_fd(ino, fh, Access::Read, |fd| sys::fsync(fd, datasync)) {
+        let res = match self.with_fd(ino, fh, Access::Read, |fd| sys::fsync(fd, datasync)) {
             Err(e) if e.raw_os_error() == Some(libc::EBADF) => Ok(()),
             res => res,
-        }
+        };
+        self.s.expiries_before_fsync();
+        res
     }
 
     pub(super) fn do_fallocate(
@@ -236,7 +256,8 @@ impl OverlayFs {
         mode: i32,
     ) -> io::Result<()> {
         self.s.check_writable(req)?;
-        self.data_change(ino, fh, |fd| sys::fallocate(fd, mode, offset, length))
+        // The kernel moves the attribute version only for a fallocate that grows the file.
+        self.data_change(ino, fh, true, |fd| sys::fallocate(fd, mode, offset, length))
     }
 
     /// COPY_FILE_RANGE, at most `u32::MAX` bytes (the reply's count is a `u32`).
@@ -250,7 +271,7 @@ impl OverlayFs {
         self.s.check_writable(req)?;
         let len = usize::try_from(clamp_u32(len)).unwrap_or(usize::MAX);
         self.with_fd(ino_in, fh_in, Access::Read, |fin| {
-            self.data_change(ino_out, fh_out, |fout| {
+            self.data_change(ino_out, fh_out, false, |fout| {
                 sys::copy_file_range(fin, offset_in, fout, offset_out, len)
             })
         })

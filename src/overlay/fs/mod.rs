@@ -54,6 +54,7 @@ mod setattr;
 mod shared;
 mod xattr;
 
+pub use atime::Expiries;
 pub use attr::*;
 use client::Made;
 use reply::{Answer, Opened, Xattr};
@@ -305,8 +306,12 @@ pub struct Stats {
     /// dropped the atime (it does so in the reader's thread, after the reply).
     pub atime_refresh_early: AtomicU64,
     /// Objects whose attributes were queued for expiry in the kernel after a client's operation
-    /// changed their entries or xattrs (see [`atime::LocalChange`]).
+    /// changed their entries or xattrs (see [`atime::LocalChange`]), or their data by writeback
+    /// or fallocate ([`Shared::data_changed_unversioned`]).
     pub attr_expired_after_change: AtomicU64,
+    /// FSYNCs answered before the expiries queued ahead of them were sent (waited for at most
+    /// [`atime::MOST_EXPIRY_WAIT`]: the thread was held up).
+    pub fsync_expiry_timeouts: AtomicU64,
 }
 
 macro_rules! stats_json {
@@ -379,7 +384,8 @@ impl Stats {
             atime_refresh_dropped,
             atime_refresh_failed,
             atime_refresh_early,
-            attr_expired_after_change
+            attr_expired_after_change,
+            fsync_expiry_timeouts
         )
     }
 }

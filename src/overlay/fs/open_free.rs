@@ -129,7 +129,11 @@ impl OverlayFs {
     /// GETATTR: under zero-message opens while linked every change made here is noted at once
     /// (writes too), and a host change or a name gone drops them ([`Shared::file_attr_changed`],
     /// [`Shared::lost_a_name`]). The kernel asks again after every read from SOURCE (the atime
-    /// may have moved): [`OverlayFs::note_read`] moves it as SOURCE does.
+    /// may have moved): [`OverlayFs::note_read`] moves it as SOURCE does. Not while a handle
+    /// open for writing is held (opened before the kernel stopped sending opens, or a CREATE's
+    /// from then): its writes from before the switch are noted only at its release, which the
+    /// kernel sends without waiting for it (told a create's size 0 after such writes, the kernel
+    /// cuts its page cache to it, and a mapping of the file faults SIGBUS).
     pub(super) fn told_file_attr(&self, node: &Node) -> Option<EntrySnap> {
         let s = &self.s;
         // (Trusted without opens, the policy is the mount's own: see `Shared::policy`.)
@@ -140,7 +144,11 @@ impl OverlayFs {
         {
             return None;
         }
-        node.state().attr
+        let st = node.state();
+        if st.writers > 0 {
+            return None;
+        }
+        st.attr
     }
 
     /// SEEK_DATA or SEEK_HOLE in a file whose told attributes leave no room for a hole (as
@@ -220,7 +228,7 @@ impl Shared {
         }
         let gone = {
             let mut st = node.state();
-            st.attr = None;
+            st.set_attr(None);
             st.links.is_empty()
         };
         let mut orphans = lock(&self.orphans);
@@ -248,7 +256,7 @@ impl Shared {
     /// write or setattr noted here (a host change, a name gone), they are read from SOURCE again.
     pub fn file_attr_changed(&self, node: &Node) {
         if self.open_free.load(Ordering::Relaxed) && !node.is_dir {
-            node.state().attr = None;
+            node.state().set_attr(None);
         }
     }
 }

@@ -49,6 +49,7 @@ impl OverlayFs {
         if let Some(a) = self.told_attr(node) {
             return Ok((s.attr(node.ino, &snap_stat(&a)), s.ttl()));
         }
+        let seen = node.state().attr_gen;
         let st = match fh.and_then(|fh| s.handle(fh).ok()) {
             Some(h) => match &*h {
                 Handle::File(OpenFile { fd: Some(fd), .. }) => sys::fstat(fd.as_fd())?,
@@ -56,7 +57,14 @@ impl OverlayFs {
             },
             None => s.stat_node(node)?,
         };
-        node.state().attr = Some(EntrySnap::from_stat(&st));
+        // Kept only if nothing noted or cleared the attributes while SOURCE was read: a write
+        // noted meanwhile is newer than this reading, and a host change cleared meanwhile may
+        // have come after it.
+        let mut ns = node.state();
+        if ns.attr_gen == seen {
+            ns.set_attr(Some(EntrySnap::from_stat(&st)));
+        }
+        drop(ns);
         Ok((s.attr(node.ino, &st), s.attr_ttl(node)))
     }
 
@@ -80,7 +88,7 @@ impl OverlayFs {
             // them as told, so the next open does not find them changed again).
             let st = match s.stat_node(&node) {
                 Ok(st) => {
-                    node.state().attr = Some(EntrySnap::from_stat(&st));
+                    node.state().set_attr(Some(EntrySnap::from_stat(&st)));
                     st
                 }
                 Err(_) => node

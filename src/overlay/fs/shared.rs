@@ -130,7 +130,14 @@ impl Shared {
         }
     }
 
+    /// A new open handle; one open for writing counts in its node's `writers` until
+    /// [`OverlayFs::do_release`] noted its writes.
     pub(super) fn add_handle(&self, h: Handle) -> u64 {
+        if let Handle::File(f) = &h {
+            if f.writable {
+                f.node.state().writers += 1;
+            }
+        }
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         lock(&self.handles[shard_of(fh)]).insert(fh, Arc::new(h));
         fh
@@ -258,12 +265,7 @@ impl Shared {
         if self.open_free.load(Ordering::Relaxed) {
             return false;
         }
-        self.handles.iter().any(|shard| {
-            let shard = lock(shard);
-            shard
-                .values()
-                .any(|h| matches!(&**h, Handle::File(f) if f.writable && f.node.ino == ino))
-        })
+        self.table.get(ino).is_some_and(|n| n.state().writers > 0)
     }
 
     /// An fd the overlay holds of `node`'s object (kept in the fd cache, an orphan's, an open
@@ -430,7 +432,7 @@ impl Shared {
         let mut ps = pnode.state();
         ps.negatives.remove(name);
         if let Some(d) = dir_st {
-            ps.attr = Some(EntrySnap::from_stat(d));
+            ps.set_attr(Some(EntrySnap::from_stat(d)));
         }
         if let Some(snap) = ps.snapshot.as_mut() {
             match entry {
@@ -476,7 +478,7 @@ impl Shared {
                 }
             }
         }
-        node.state().attr = Some(EntrySnap::from_stat(st));
+        node.state().set_attr(Some(EntrySnap::from_stat(st)));
     }
 
     /// A folder removed through the overlay: the attributes it has now (link count 0, a new
@@ -484,7 +486,7 @@ impl Shared {
     /// (under `cache=always` a folder's attributes are answered from `attr`).
     pub(super) fn note_removed_dir(&self, node: &Node, fd: &OwnedFd) {
         if let Ok(st) = sys::fstat(fd.as_fd()) {
-            node.state().attr = Some(EntrySnap::from_stat(&st));
+            node.state().set_attr(Some(EntrySnap::from_stat(&st)));
         }
     }
 

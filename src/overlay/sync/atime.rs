@@ -1,9 +1,10 @@
 //! The thread that stats, through the mount, what the kernel read and then dropped the atime
 //! of (see `fs/atime.rs`): a client of the mount like any other, never a request handler, so the
 //! `GETATTR` it sets off is served by the handlers while it waits. It also expires the
-//! attributes of folders whose entries a client changed, and of objects whose xattrs it changed
-//! (`fs/atime.rs` `LocalChange`: the one kernel notification sent outside the sync worker;
-//! attributes only, which takes no lock a handler holds).
+//! attributes of folders whose entries a client changed, of objects whose xattrs it changed
+//! (`fs/atime.rs` `LocalChange`), and of files whose data a writeback changed (the one kernel
+//! notification sent outside the sync worker; attributes only, which takes no lock a handler
+//! holds: an `FSYNC` handler waits for it, bounded).
 
 use std::ffi::CString;
 use std::os::fd::AsFd;
@@ -17,7 +18,7 @@ use fuser::{INodeNo, Notifier};
 use tracing::debug;
 
 use super::ReplayRoot;
-use crate::overlay::fs::{Shared, Stats};
+use crate::overlay::fs::{Expiries, Shared, Stats};
 use crate::sys;
 
 /// Rounds of stats made again for objects whose stat came before the kernel dropped the atime
@@ -30,7 +31,7 @@ pub fn spawn(s: Arc<Shared>, notifier: Notifier, root: ReplayRoot) -> std::io::R
         .name("vfnotify-atime".into())
         .spawn(move || {
             while let Some(batch) = s.atime_refresh.wait_batch() {
-                expire(&notifier, batch.expire);
+                expire(&s, &notifier, batch.expire);
                 let mut round = batch.stat;
                 for again in 0..=EARLY_ROUNDS {
                     let early = stat_round(&s, &notifier, &root, round, again == EARLY_ROUNDS);
@@ -43,8 +44,8 @@ pub fn spawn(s: Arc<Shared>, notifier: Notifier, root: ReplayRoot) -> std::io::R
                         .atime_refresh_early
                         .fetch_add(early.len() as u64, Ordering::Relaxed);
                     let until = Instant::now() + Duration::from_millis(1 << again);
-                    while let Some(inos) = s.atime_refresh.wait_expiries(until) {
-                        expire(&notifier, inos);
+                    while let Some(e) = s.atime_refresh.wait_expiries(until) {
+                        expire(&s, &notifier, e);
                     }
                     round = early;
                 }
@@ -67,7 +68,7 @@ fn stat_round(
     for ino in inos {
         // A stat answered just before a client changes the folder is expired after the change
         // (`LocalChange`), as any client's; expiries come first, also between two stats.
-        expire(notifier, s.atime_refresh.take_expiries());
+        expire(s, notifier, s.atime_refresh.take_expiries());
         s.atime_refresh.ask(ino);
         let ok = s
             .try_path_of(ino, None)
@@ -85,15 +86,16 @@ fn stat_round(
     early
 }
 
-/// Expire the attributes of `inos` in the kernel.
-fn expire(notifier: &Notifier, inos: Vec<u64>) {
-    for ino in inos {
+/// Expire the attributes of `e`'s objects in the kernel, and say so (`AtimeRefresh::expired`).
+fn expire(s: &Shared, notifier: &Notifier, e: Expiries) {
+    for ino in e.inos {
         // Attributes only (offset -1); it moves the inode's attribute version.
         if let Err(e) = notifier.inval_inode(INodeNo(ino), -1, 0) {
             // ENOENT: the kernel no longer holds it.
             debug!("inval_inode({ino}) after a client's change: {e}");
         }
     }
+    s.atime_refresh.expired(e.upto);
 }
 
 /// Stat `rel` (relative to the mount's root; empty for the root) through the mount.

@@ -330,7 +330,7 @@ impl Worker {
             if let Some(d) = dir_st {
                 let now = EntrySnap::from_stat(&d);
                 stale = st.attr.is_some_and(|t| told_differs(&t, &now));
-                st.attr = Some(now);
+                st.set_attr(Some(now));
             }
             let negatives: Vec<std::ffi::OsString> = st
                 .negatives
@@ -452,7 +452,7 @@ impl Worker {
                 .dir_fd(&node)
                 .and_then(|fd| sys::fstatat_fresh(fd.as_fd(), c""))
             {
-                node.state().attr = Some(EntrySnap::from_stat(&st));
+                node.state().set_attr(Some(EntrySnap::from_stat(&st)));
             }
         }
         self.inval_inode(dir, 0, 0);
