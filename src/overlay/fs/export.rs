@@ -64,13 +64,38 @@ impl Shared {
                 return Ok(k);
             }
         }
-        self.resolve_by(node, |pfd, name| {
+        let res = self.resolve_by(node, |pfd, name| {
             Ok(Kept::File {
                 key: node.key,
                 folder_key: Key::of(&sys::fstatat_held(pfd.as_fd(), c"")?),
                 folder: sys::handle::name_to_handle_at(pfd.as_fd(), c"")?,
                 name: name.to_owned(),
             })
+        });
+        match res {
+            Err(e) => self.kept_in_forgotten_folder(node).ok_or(e),
+            kept => kept,
+        }
+    }
+
+    /// A file whose folder's FORGET was handled first (the kernel sends a folder's after its
+    /// entries', but each FORGET is handled by whichever thread reads it, in any order): the
+    /// folder's node is gone, and what was kept for it reaches the file too, with its name.
+    fn kept_in_forgotten_folder(&self, node: &Node) -> Option<Kept> {
+        let links = node.state().links.clone();
+        let kept = lock(&self.export.kept);
+        let found = lock(&self.export.found);
+        links.into_iter().find_map(|(parent, name)| {
+            let folder = kept.map.get(&parent).map(|(_, k)| k).or(found.get(&parent));
+            match folder {
+                Some(Kept::Dir { key, handle }) => Some(Kept::File {
+                    key: node.key,
+                    folder_key: *key,
+                    folder: handle.clone(),
+                    name,
+                }),
+                _ => None,
+            }
         })
     }
 
