@@ -333,7 +333,6 @@ impl Table {
         is_dir: bool,
         parent: Ino,
         name: &std::ffi::OsStr,
-        snap: Option<EntrySnap>,
     ) -> (Arc<Node>, bool) {
         let (node, created) = self.node_for(key, is_dir);
         let ino = node.ino;
@@ -345,9 +344,6 @@ impl Table {
                 st.links.clear();
             }
             st.links.push((parent, name.to_owned()));
-        }
-        if snap.is_some() {
-            st.set_attr(snap);
         }
         drop(st);
         (node, created)
@@ -524,7 +520,7 @@ mod tests {
 
     /// `lookup` of `name` in `parent` for inode number `ino` (dev 7).
     fn at(t: &Table, ino: u64, is_dir: bool, parent: Ino, name: &str) -> (Arc<Node>, bool) {
-        t.lookup(Key { dev: 7, ino }, is_dir, parent, OsStr::new(name), None)
+        t.lookup(Key { dev: 7, ino }, is_dir, parent, OsStr::new(name))
     }
 
     fn table() -> Table {
@@ -577,15 +573,15 @@ mod tests {
     fn a_reused_number_of_another_kind_gets_a_fresh_node() {
         let t = table();
         let k = Key { dev: 7, ino: 30 };
-        let (file, _) = t.lookup(k, false, ROOT_INO, OsStr::new("f"), None);
-        let (dir, created) = t.lookup(k, true, ROOT_INO, OsStr::new("d"), None);
+        let (file, _) = t.lookup(k, false, ROOT_INO, OsStr::new("f"));
+        let (dir, created) = t.lookup(k, true, ROOT_INO, OsStr::new("d"));
         assert!(created && dir.is_dir && !Arc::ptr_eq(&file, &dir));
         assert_eq!(dir.state().nlookup, 2);
         assert_eq!(
             dir.state().links.as_slice(),
             [(ROOT_INO, OsString::from("d"))]
         );
-        let (again, created) = t.lookup(k, true, ROOT_INO, OsStr::new("d"), None);
+        let (again, created) = t.lookup(k, true, ROOT_INO, OsStr::new("d"));
         assert!(!created && Arc::ptr_eq(&dir, &again));
         t.forget(dir.ino, 2);
         assert!(t.get(dir.ino).is_some());

@@ -86,6 +86,7 @@ impl OverlayFs {
                 continue;
             }
             let e = &entries[i - 2];
+            let seen = s.attr_seen(&node, &e.name);
             let Ok(st) = sys::cstr(&e.name).and_then(|n| sys::fstatat(pfd.as_fd(), &n)) else {
                 // Gone since the listing was read: skip it.
                 continue;
@@ -103,7 +104,7 @@ impl OverlayFs {
             if reply.add(INodeNo(dino), next, &e.name, &ttl, &s.attr(dino, &st), GEN) {
                 break;
             }
-            s.enter(node.ino, &e.name, &st);
+            s.enter_read(node.ino, &e.name, &st, seen);
         }
         self.listing_done(&node, fh, start >= total);
         Ok(())

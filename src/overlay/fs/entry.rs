@@ -25,9 +25,7 @@ impl OverlayFs {
             match s.replay.get(parent.0, name) {
                 Some(ViewEntry::Absent) => return Err(err(libc::ENOENT)),
                 Some(ViewEntry::Present(snap)) => {
-                    let (node, _) = s
-                        .table
-                        .lookup(snap.key, snap.is_dir(), parent.0, name, None);
+                    let (node, _) = s.table.lookup(snap.key, snap.is_dir(), parent.0, name);
                     return Ok(Some(s.attr(node.ino, &snap_stat(&snap))));
                 }
                 Some(ViewEntry::Virtual) => return Err(err(libc::ENOENT)),
@@ -35,9 +33,10 @@ impl OverlayFs {
             }
         }
         let pfd = s.dir_fd(&pnode)?;
+        let seen = s.attr_seen(&pnode, name);
         match self.stat_child(pfd.as_fd(), &sys::cstr(name)?) {
             Ok((st, path)) => {
-                let (node, attr) = s.enter(parent.0, name, &st);
+                let (node, attr) = s.enter_read(parent.0, name, &st, seen);
                 if let Some(path) = path.filter(|_| !node.is_dir && node.key == Key::of(&st)) {
                     s.fd_cache
                         .put(node.ino, node.key, libc::O_PATH, &Arc::new(path));

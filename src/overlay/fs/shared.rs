@@ -328,10 +328,39 @@ impl Shared {
         name: &OsStr,
         st: &libc::stat,
     ) -> (Arc<Node>, FileAttr) {
+        self.enter_read(parent, name, st, None)
+    }
+
+    /// The node `(parent, name)` names in the parent's view, and its attributes' generation
+    /// (`NodeState::attr_gen`), before SOURCE is read for the name (nothing is asked of SOURCE
+    /// here).
+    pub(super) fn attr_seen(&self, parent: &Node, name: &OsStr) -> Option<(Ino, u32)> {
+        let key = parent.state().snapshot.as_ref()?.get(name)?.key;
+        let node = self.table.get(self.table.ino_for(key))?;
+        let seen = node.state().attr_gen;
+        Some((node.ino, seen))
+    }
+
+    /// [`Shared::enter`] for attributes a LOOKUP or READDIRPLUS read of SOURCE, with what
+    /// [`Shared::attr_seen`] gave before the reading: if the node's attributes were noted or
+    /// cleared meanwhile (a host change notified meanwhile may have come after the reading),
+    /// what was read is not kept as told (it would answer the kernel's next GETATTR for good).
+    pub(super) fn enter_read(
+        &self,
+        parent: Ino,
+        name: &OsStr,
+        st: &libc::stat,
+        seen: Option<(Ino, u32)>,
+    ) -> (Arc<Node>, FileAttr) {
         let snap = EntrySnap::from_stat(st);
-        let (node, created) = self
-            .table
-            .lookup(snap.key, snap.is_dir(), parent, name, Some(snap));
+        let (node, created) = self.table.lookup(snap.key, snap.is_dir(), parent, name);
+        {
+            let mut ns = node.state();
+            let moved = seen.is_some_and(|(ino, g)| ino == node.ino && ns.attr_gen != g);
+            if !moved {
+                ns.set_attr(Some(snap));
+            }
+        }
         if created && node.is_dir && self.cfg.channel.is_some() {
             self.request_baseline(node.ino);
         }
