@@ -216,10 +216,10 @@ pub struct NodeState {
     pub backing: Option<Box<(Arc<fuser::BackingId>, u32)>>,
     /// Attributes last told to the kernel.
     pub attr: Option<EntrySnap>,
-    /// Moves whenever `attr` is set or cleared by anything but a `GETATTR`'s own reading of
-    /// SOURCE, which stores what it read only if this did not move meanwhile: a stat taken
-    /// before a client's write or a host change is never kept after its note or its clearing
-    /// (see `OverlayFs::getattr_node`).
+    /// Moves whenever `attr` is set or cleared ([`NodeState::set_attr`]). A reader of SOURCE (a
+    /// `GETATTR`, `LOOKUP` or `READDIRPLUS`) keeps what it read only if this did not move since
+    /// it began: a stat taken before a client's write or a host change is never kept after the
+    /// write's note or the change's clearing (`OverlayFs::getattr_node`, `Shared::enter_read`).
     pub attr_gen: u32,
     /// Handles open for writing through the overlay, whose writes are noted at their release
     /// (before the kernel stops sending opens; after, every write is noted at once): while
