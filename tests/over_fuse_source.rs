@@ -508,6 +508,10 @@ fn after_a_cold_read_a_warm_stat_is_answered_by_the_kernel_with_the_atime_the_re
     assert_eq!(overlay_stat(daemon, "atime_refresh_dropped"), 0);
     let getattrs = overlay_stat(daemon, "getattrs");
     let lookups = overlay_stat(daemon, "lookups");
+    let queued = overlay_stat(daemon, "atime_refresh_queued");
+    // The cold pass's refreshes that found the atime not dropped yet (each is one GETATTR the
+    // warm pass may make).
+    let unconfirmed = overlay_stat(daemon, "atime_refresh_unconfirmed");
 
     for (i, body) in bodies.iter().enumerate().skip(1) {
         let p = s.mnt.join(format!("d/f{i}"));
@@ -527,11 +531,17 @@ fn after_a_cold_read_a_warm_stat_is_answered_by_the_kernel_with_the_atime_the_re
     daemon_support::poll_until("the overlay's next report", DEADLINE * 2, || {
         overlay_stat(daemon, "lookups") > lookups
     });
-    assert_eq!(
-        overlay_stat(daemon, "getattrs") - getattrs,
-        0,
+    // Not the pass's: pages the machine reclaimed meanwhile (a DAMON pageout scheme on some
+    // hosts) are read again, and each such READ's reply queues the overlay's own stat of the
+    // file; and a stat the overlay made before a held-up reader's kernel dropped the atime, for
+    // which the pass's stat asks (`atime_refresh_unconfirmed`).
+    let reread = overlay_stat(daemon, "atime_refresh_queued") - queued;
+    let asked = overlay_stat(daemon, "getattrs") - getattrs;
+    assert!(
+        asked <= reread + unconfirmed,
         "a warm pass of {files} stats and reads and a stat of their folder after the cold \
-         listing and reads asked the overlay"
+         listing and reads asked the overlay {asked} times ({reread} reads of reclaimed pages, \
+         {unconfirmed} refreshes unconfirmed)"
     );
 }
 

@@ -303,8 +303,10 @@ pub struct Stats {
     pub atime_refresh_dropped: AtomicU64,
     pub atime_refresh_failed: AtomicU64,
     /// Stats the thread made again because no `GETATTR` came of them: the kernel had not yet
-    /// dropped the atime (it does so in the reader's thread, after the reply).
+    /// dropped the atime (it does so in the reader's thread, after the reply); and of those
+    /// refreshed, the ones still without a `GETATTR` after the last round (counted refreshed too).
     pub atime_refresh_early: AtomicU64,
+    pub atime_refresh_unconfirmed: AtomicU64,
     /// Objects whose attributes were queued for expiry in the kernel after a client's operation
     /// changed their entries or xattrs (see [`atime::LocalChange`]), or their data by writeback
     /// or fallocate ([`Shared::data_changed_unversioned`]).
@@ -384,6 +386,7 @@ impl Stats {
             atime_refresh_dropped,
             atime_refresh_failed,
             atime_refresh_early,
+            atime_refresh_unconfirmed,
             attr_expired_after_change,
             fsync_expiry_timeouts
         )

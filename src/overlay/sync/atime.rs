@@ -79,6 +79,11 @@ fn stat_round(
             Stats::bump(&s.stats.atime_refresh_failed);
         } else if asked || last {
             Stats::bump(&s.stats.atime_refreshed);
+            if !asked {
+                // Still answered from the kernel's cache after the last round: the kernel had
+                // not dropped the atime yet (a reader held up); the client's stat will ask.
+                Stats::bump(&s.stats.atime_refresh_unconfirmed);
+            }
         } else {
             early.push(ino);
         }
