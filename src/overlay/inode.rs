@@ -307,6 +307,18 @@ impl Table {
         &self.shards[(ino as usize ^ (ino >> 17) as usize) % SHARDS]
     }
 
+    /// The node id [`Table::ino_for`] gives `key`, where that allocates nothing (an object of
+    /// SOURCE's root device, or one already given an id).
+    pub fn ino_if_known(&self, key: Key) -> Option<Ino> {
+        if key == self.root_key {
+            return Some(ROOT_INO);
+        }
+        if key.dev == self.root_key.dev && key.ino > 1 && key.ino < ALLOC_BASE {
+            return Some(key.ino);
+        }
+        crate::util::lock(&self.foreign).get(&key).copied()
+    }
+
     /// The node id for a key: the backing inode number where unambiguous, else allocated.
     pub fn ino_for(&self, key: Key) -> Ino {
         if key == self.root_key {

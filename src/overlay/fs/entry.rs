@@ -32,14 +32,21 @@ impl OverlayFs {
                 None => {}
             }
         }
+        if let Some(attr) = self.lookup_in_view(&pnode, parent.0, name) {
+            return Ok(Some(attr));
+        }
         let pfd = s.dir_fd(&pnode)?;
         let seen = s.attr_seen(&pnode, name);
         match self.stat_child(pfd.as_fd(), &sys::cstr(name)?) {
             Ok((st, path)) => {
                 let (node, attr) = s.enter_read(parent.0, name, &st, seen);
-                if let Some(path) = path.filter(|_| !node.is_dir && node.key == Key::of(&st)) {
-                    s.fd_cache
-                        .put(node.ino, node.key, libc::O_PATH, &Arc::new(path));
+                match path.filter(|_| node.key == Key::of(&st)) {
+                    // The folder's fd for its first view and the lookups in it: no second walk.
+                    Some(path) if node.is_dir => s.table.cache_dirfd(&node, &Arc::new(path)),
+                    Some(path) => s
+                        .fd_cache
+                        .put(node.ino, node.key, libc::O_PATH, &Arc::new(path)),
+                    None => {}
                 }
                 Ok(Some(attr))
             }
@@ -61,10 +68,53 @@ impl OverlayFs {
         }
     }
 
+    /// A LOOKUP answered from the folder's view, with no request to SOURCE: the kernel's first
+    /// lookup of a file (it holds nothing of the object) in a folder that has a view, while
+    /// notifications are trusted. The view is what SOURCE had when it was last read, first view
+    /// or notification; trusted, a host change since is the next notification's to find (by
+    /// this same view) and to expire, node included, as a GETATTR is answered from the told
+    /// attributes meanwhile (`told_file_attr`). That holds only if no notification ran while
+    /// this read the view and made the node (it could have compared against the view and
+    /// looked for nodes before this one existed): [`Shared::views_epoch`] is read before and
+    /// after, and when one ran the lookup is undone for the caller to read SOURCE.
+    fn lookup_in_view(&self, pnode: &Node, parent: Ino, name: &OsStr) -> Option<FileAttr> {
+        let s = &self.s;
+        if s.policy() != CachePolicy::Always
+            || !s.trusts_notifications()
+            || s.replay.is_pending(parent, name)
+        {
+            return None;
+        }
+        let epoch = s.views_epoch.load(Ordering::SeqCst);
+        if epoch % 2 == 1 {
+            return None;
+        }
+        let e = *pnode.state().snapshot.as_deref()?.get(name)?;
+        if e.is_dir() {
+            return None;
+        }
+        let ino = s.table.ino_if_known(e.key)?;
+        if s.table.get(ino).is_some() {
+            return None;
+        }
+        let (node, created) = s.table.lookup(e.key, false, parent, name);
+        if created {
+            node.state().set_attr(Some(e));
+        }
+        if !created || s.views_epoch.load(Ordering::SeqCst) != epoch {
+            // Another lookup made the node first (a hard link), or a notification ran.
+            s.table.forget(node.ino, 1);
+            return None;
+        }
+        Stats::bump(&s.stats.lookups_from_view);
+        Some(s.attr(node.ino, &snap_stat(&e)))
+    }
+
     /// A name's attributes for LOOKUP. Over a FUSE SOURCE the name is taken as an `O_PATH` fd
     /// and that fd's attributes read: the same requests at SOURCE as a stat by name (the walk's
-    /// LOOKUP, the folder's GETATTR, the file's GETATTR), and the fd, kept, spares the file's
-    /// next open a second walk of the name ([`OverlayFs::keeps_lookup_paths`]).
+    /// LOOKUP, the folder's GETATTR, the file's GETATTR), and the fd, kept, spares a file's
+    /// next open a second walk of the name ([`OverlayFs::keeps_lookup_paths`]), and a folder's
+    /// first view and the lookups in it (its cached fd).
     fn stat_child(
         &self,
         pfd: BorrowedFd<'_>,
@@ -75,8 +125,8 @@ impl OverlayFs {
         }
         let path = sys::openat(pfd, name, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
         let st = sys::fstat(path.as_fd())?;
-        let file = st.st_mode & libc::S_IFMT == libc::S_IFREG;
-        Ok((st, file.then_some(path)))
+        let kept = matches!(st.st_mode & libc::S_IFMT, libc::S_IFREG | libc::S_IFDIR);
+        Ok((st, kept.then_some(path)))
     }
 
     /// mknod / mkdir / symlink: create on SOURCE (or, for the replay thread, only report the

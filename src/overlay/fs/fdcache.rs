@@ -152,6 +152,34 @@ impl FdCache {
         }
     }
 
+    /// Keep `fd` for `(ino, flags)` only while the cache has room and holds nothing for it
+    /// (for fds taken ahead of any client: they never push out one a client used); whether it
+    /// was kept.
+    pub fn offer(&self, ino: Ino, key: Key, flags: i32, fd: OwnedFd) -> bool {
+        let mut l = lock(&self.inner);
+        let l = &mut *l;
+        if l.by_file.len() >= self.budget || l.by_file.contains_key(&(ino, flags)) {
+            return false;
+        }
+        l.tick += 1;
+        let tick = l.tick;
+        l.by_file.insert(
+            (ino, flags),
+            Entry {
+                key,
+                fd: Arc::new(fd),
+                tick,
+            },
+        );
+        l.by_age.insert(tick, (ino, flags));
+        true
+    }
+
+    /// Whether [`FdCache::offer`] would keep an fd now.
+    pub fn has_room(&self) -> bool {
+        lock(&self.inner).by_file.len() < self.budget
+    }
+
     /// Drop the least recently used fds until at most `keep` are left.
     pub fn shrink(&self, keep: usize) {
         let mut l = lock(&self.inner);

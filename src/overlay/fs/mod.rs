@@ -265,6 +265,11 @@ pub struct Stats {
     /// Files a first view over a FUSE SOURCE took as the kernel was told of them, without a
     /// stat at SOURCE (see `first_view` in sync/scan.rs).
     pub baselines_unstatted: AtomicU64,
+    /// Files a first view over a FUSE SOURCE took as `O_PATH` fds and kept in the fd cache.
+    pub baseline_paths_kept: AtomicU64,
+    /// LOOKUPs answered from the folder's view, with no request to SOURCE (trusted
+    /// notifications; see `OverlayFs::lookup_in_view`).
+    pub lookups_from_view: AtomicU64,
     pub tree_collapsed: AtomicU64,
     pub reach_entries: AtomicU64,
     pub reach_truncated: AtomicU64,
@@ -363,6 +368,8 @@ impl Stats {
             baselines_uncertain,
             baselines_told,
             baselines_unstatted,
+            baseline_paths_kept,
+            lookups_from_view,
             tree_collapsed,
             reach_entries,
             reach_truncated,
@@ -472,6 +479,11 @@ pub struct Shared {
     statfs_reused: Mutex<Option<(std::time::Instant, libc::statvfs)>>,
     handles: Box<[HandleShard]>,
     next_fh: AtomicU64,
+    /// Moves by one as the sync worker starts a job that may replace folders' views or expire
+    /// what the kernel holds (a notification, a degrade), and by one as it ends it: odd while
+    /// one runs. A LOOKUP answered from a view reads it before and after (see
+    /// `OverlayFs::lookup_in_view`).
+    pub views_epoch: AtomicU64,
     /// Directory nodes that need a baseline snapshot (drained by the sync worker).
     pub baseline_tx: Mutex<Option<std::sync::mpsc::Sender<super::sync::Job>>>,
     /// Client operations under way (see [`super::local_ops`]).

@@ -45,6 +45,7 @@ impl Shared {
                 .map(|_| Mutex::new(HashMap::new()))
                 .collect(),
             next_fh: AtomicU64::new(1),
+            views_epoch: AtomicU64::new(0),
             baseline_tx: Mutex::new(None),
             local: Default::default(),
             revalidating: crate::overlay::access::Pending::default(),

@@ -19,7 +19,11 @@ use crate::sys;
 /// name is three round trips to the host, a file the kernel was already told of under its name
 /// here (a lookup before the view or racing it, the same object by its inode number) is taken
 /// as told, without a stat: that is what the view keeps of it anyway, since a host change after
-/// the lookup must be found by its notification ([`Worker::keep_told`]).
+/// the lookup must be found by its notification ([`Worker::keep_told`]). Every other entry is
+/// read as the walk to its name leaves it ([`sys::fstatat_held_btime`]: the walk's `LOOKUP`
+/// without the `GETATTR` after it), and a file as an `O_PATH` fd kept in the fd cache while it
+/// has room: a client's first LOOKUP of the file is then answered from the view, and its first
+/// open opens that fd, with no walk of the name at SOURCE (`OverlayFs::lookup_in_view`).
 pub(super) fn first_view(s: &Shared, node: &Node) -> io::Result<Snapshot> {
     let told_in = s.source_is_fuse.then_some(node);
     list_dir_with(s, node, told_in).map(Snapshot::from_iter)
@@ -71,7 +75,11 @@ fn list_fd(
             out.push((e.name, told));
             continue;
         }
-        if let Ok((st, btime)) = sys::cstr(&e.name).and_then(|n| sys::fstatat_fresh_btime(fd, &n)) {
+        let read = sys::cstr(&e.name).and_then(|n| match told_in {
+            Some(_) => first_read(s, fd, &n, e.kind),
+            None => sys::fstatat_fresh_btime(fd, &n),
+        });
+        if let Ok((st, btime)) = read {
             out.push((e.name, EntrySnap::from_stat(&st).with_btime(btime)));
         }
     }
@@ -80,6 +88,30 @@ fn list_fd(
         .entries_scanned
         .fetch_add(out.len() as u64, Ordering::Relaxed);
     Ok(out)
+}
+
+/// One entry's attributes for a first view over a FUSE SOURCE (see [`first_view`]): a file is
+/// taken as an `O_PATH` fd while the fd cache has room, and kept there.
+fn first_read(
+    s: &Shared,
+    dir: BorrowedFd<'_>,
+    name: &std::ffi::CStr,
+    kind: u8,
+) -> io::Result<(libc::stat, Option<(i64, i64)>)> {
+    if kind != libc::DT_REG || !s.fd_cache.has_room() {
+        return sys::fstatat_held_btime(dir, name);
+    }
+    let path = sys::openat(dir, name, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
+    let (st, btime) = sys::fstat_held(path.as_fd())?;
+    let key = Key::of(&st);
+    if st.st_mode & libc::S_IFMT == libc::S_IFREG {
+        if let Some(ino) = s.table.ino_if_known(key) {
+            if s.fd_cache.offer(ino, key, libc::O_PATH, path) {
+                Stats::bump(&s.stats.baseline_paths_kept);
+            }
+        }
+    }
+    Ok((st, btime))
 }
 
 /// A folder's entries as a view: built in one pass from the sorted list, so its tree nodes are

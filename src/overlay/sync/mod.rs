@@ -148,15 +148,37 @@ impl Worker {
     fn run(self, rx: Receiver<Job>) {
         self.s.replay.claim();
         while let Ok(job) = rx.recv() {
-            match job {
-                Job::Baseline(ino) => self.baseline(ino),
-                Job::Notify { scope, done } => {
-                    let r = self.with_root(|| self.notify(&scope));
-                    let _ = done.send(r);
+            // Every job but a first view may replace folders' views or expire what the kernel
+            // holds: `views_epoch` is odd while one runs (see `OverlayFs::lookup_in_view`).
+            let epoch = &self.s.views_epoch;
+            let moves_views = !matches!(job, Job::Baseline(_));
+            if moves_views {
+                epoch.fetch_add(1, Ordering::SeqCst);
+            }
+            let reply = match job {
+                Job::Baseline(ino) => {
+                    self.baseline(ino);
+                    None
                 }
-                Job::Degrade => self.degrade(),
-                Job::Relinked => self.relinked(),
-                Job::WatchGlobs(globs) => self.set_reach(&globs),
+                Job::Notify { scope, done } => Some((done, self.with_root(|| self.notify(&scope)))),
+                Job::Degrade => {
+                    self.degrade();
+                    None
+                }
+                Job::Relinked => {
+                    self.relinked();
+                    None
+                }
+                Job::WatchGlobs(globs) => {
+                    self.set_reach(&globs);
+                    None
+                }
+            };
+            if moves_views {
+                epoch.fetch_add(1, Ordering::SeqCst);
+            }
+            if let Some((done, r)) = reply {
+                let _ = done.send(r);
             }
         }
     }
