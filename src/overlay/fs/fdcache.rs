@@ -44,6 +44,18 @@ struct Lru {
     tick: u64,
 }
 
+impl Lru {
+    /// Keep `fd` for `(ino, flags)` as the most recently used, in place of what was kept for it.
+    fn insert(&mut self, ino: Ino, key: Key, flags: i32, fd: Arc<OwnedFd>) {
+        self.tick += 1;
+        let tick = self.tick;
+        if let Some(old) = self.by_file.insert((ino, flags), Entry { key, fd, tick }) {
+            self.by_age.remove(&old.tick);
+        }
+        self.by_age.insert(tick, (ino, flags));
+    }
+}
+
 /// The cache (see the module docs).
 pub struct FdCache {
     inner: Mutex<Lru>,
@@ -129,20 +141,7 @@ impl FdCache {
         }
         let mut l = lock(&self.inner);
         let l = &mut *l;
-        l.tick += 1;
-        let tick = l.tick;
-        let old = l.by_file.insert(
-            (ino, flags),
-            Entry {
-                key,
-                fd: fd.clone(),
-                tick,
-            },
-        );
-        if let Some(old) = old {
-            l.by_age.remove(&old.tick);
-        }
-        l.by_age.insert(tick, (ino, flags));
+        l.insert(ino, key, flags, fd.clone());
         while l.by_file.len() > self.budget {
             let Some((_, oldest)) = l.by_age.pop_first() else {
                 break;
@@ -161,17 +160,7 @@ impl FdCache {
         if l.by_file.len() >= self.budget || l.by_file.contains_key(&(ino, flags)) {
             return false;
         }
-        l.tick += 1;
-        let tick = l.tick;
-        l.by_file.insert(
-            (ino, flags),
-            Entry {
-                key,
-                fd: Arc::new(fd),
-                tick,
-            },
-        );
-        l.by_age.insert(tick, (ino, flags));
+        l.insert(ino, key, flags, Arc::new(fd));
         true
     }
 
