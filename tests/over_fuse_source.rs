@@ -375,19 +375,25 @@ fn the_kernel_forgetting_files_asks_source_only_to_close_them() {
 /// up): zero-message opens once the first OPEN is declined (a read of `d/f0` here).
 /// A [`Stack`] linked to a daemon, with the contents of `d`'s files (fields drop in order: the
 /// overlay goes before its daemon).
-struct Trusted {
+struct Linked {
     s: Stack,
     daemon: daemon_support::Daemon,
     bodies: Vec<Vec<u8>>,
 }
 
-fn trusted_stack(test: &str, files: usize) -> Option<(Trusted, MutexGuard<'static, ()>)> {
+/// The overlay linked to a daemon over the stand-in, mounted with `revalidate=` `revalidate`
+/// (`auto` with no `vfnotify host` feeding the daemon: notifications are not trusted).
+fn linked_stack(
+    test: &str,
+    files: usize,
+    revalidate: &str,
+) -> Option<(Linked, MutexGuard<'static, ()>)> {
     if !fuse_ready(test) {
         return None;
     }
     let daemon = daemon_support::Daemon::start(&[]);
     let opts = format!(
-        "channel=docs,control={},revalidate=notify",
+        "channel=docs,control={},revalidate={revalidate}",
         daemon.control.display()
     );
     let mut bodies = Vec::new();
@@ -395,14 +401,21 @@ fn trusted_stack(test: &str, files: usize) -> Option<(Trusted, MutexGuard<'stati
     daemon_support::poll_until("overlay linked", DEADLINE, || {
         common::notify_ok(&daemon.control, "docs", &[])
     });
-    assert_eq!(fs::read(s.mnt.join("d/f0")).unwrap(), bodies[0]);
+    Some((Linked { s, daemon, bodies }, serial))
+}
+
+/// [`linked_stack`] trusting its notifications (`revalidate=notify`), after the first open it
+/// declines (a read of `d/f0`): zero-message opens from then on.
+fn trusted_stack(test: &str, files: usize) -> Option<(Linked, MutexGuard<'static, ()>)> {
+    let (t, serial) = linked_stack(test, files, "notify")?;
+    assert_eq!(fs::read(t.s.mnt.join("d/f0")).unwrap(), t.bodies[0]);
     daemon_support::poll_until("opens no longer sent", DEADLINE, || {
-        daemon.status()["overlays"]
+        t.daemon.status()["overlays"]
             .as_array()
             .and_then(|a| a.first())
             .is_some_and(|o| o["stats"]["open_free"].as_u64() == Some(1))
     });
-    Some((Trusted { s, daemon, bodies }, serial))
+    Some((t, serial))
 }
 
 /// Under trust a file's first read opens the object its lookup took (an `O_PATH` fd), not its
@@ -721,4 +734,70 @@ fn first_lookups_racing_a_notified_host_change_end_with_source_s_attributes() {
             assert_eq!(m.len(), len(i) as u64, "round {round}: {f}");
         }
     }
+}
+
+/// Without trust (no `vfnotify host` feeds the daemon) the kernel's first LOOKUP of a file in a
+/// folder whose view was read within `FRESH_VIEW` is answered from that view, as under trust:
+/// a cold walk's lookups cost SOURCE nothing after the view's own. The open that follows still
+/// checks the file against SOURCE (it reads the attributes SOURCE's kernel just read for its
+/// own check of the open, `source_opens_refresh`): a file the host changed between the lookup
+/// and the open, not notified, is read as SOURCE has it, whole. Once the view is older than
+/// `FRESH_VIEW` lookups ask SOURCE again, and see a host change made meanwhile.
+#[test]
+fn an_untrusted_first_lookup_just_after_the_folder_s_view_is_answered_from_it_and_its_open_checks_source()
+ {
+    use vfnotify::overlay::fs::FRESH_VIEW;
+    let Some((t, _serial)) = linked_stack(
+        "an_untrusted_first_lookup_just_after_the_folder_s_view_is_answered_from_it_and_its_open_checks_source",
+        40,
+        "auto",
+    ) else {
+        return;
+    };
+    let (s, daemon) = (&t.s, &t.daemon);
+    let shown = |m: &fs::Metadata| (m.len(), m.mtime(), m.mtime_nsec(), m.mode(), m.nlink());
+    // The folder's first view, then a settled worker (a notification of an absent name).
+    fs::read_dir(s.mnt.join("d")).unwrap().for_each(drop);
+    assert!(common::notify_ok(&daemon.control, "docs", &["d/.settle"]));
+    s.standin.take();
+    let viewed = Instant::now();
+    let seen: Vec<fs::Metadata> = (1..20)
+        .map(|i| fs::symlink_metadata(s.mnt.join(format!("d/f{i}"))).unwrap())
+        .collect();
+    let over = s.standin.take();
+    if viewed.elapsed() < FRESH_VIEW / 2 {
+        assert_eq!(n(&over, "LOOKUP") + n(&over, "GETATTR"), 0, "{over}");
+    }
+    for (i, m) in (1..20).zip(&seen) {
+        let want = fs::symlink_metadata(s.src.join(format!("d/f{i}"))).unwrap();
+        assert_eq!(shown(m), shown(&want), "d/f{i}");
+        let ino = fs::symlink_metadata(s.vfs.join(format!("d/f{i}")))
+            .unwrap()
+            .ino();
+        assert_eq!(m.ino(), ino, "d/f{i}");
+    }
+    // Changed on the host after its lookup, longer than before, not notified: its open sees it.
+    let body = b"changed on the host between the lookup and the open, and longer".to_vec();
+    assert!(body.len() > t.bodies[3].len());
+    fs::write(s.src.join("d/f3"), &body).unwrap();
+    assert_eq!(fs::read(s.mnt.join("d/f3")).unwrap(), body);
+    assert_eq!(
+        fs::metadata(s.mnt.join("d/f3")).unwrap().len(),
+        body.len() as u64
+    );
+    // A view older than FRESH_VIEW: a first lookup asks SOURCE, and sees the host's change.
+    std::thread::sleep(FRESH_VIEW + Duration::from_millis(100));
+    fs::write(
+        s.src.join("d/f25"),
+        b"changed on the host long after the view",
+    )
+    .unwrap();
+    s.standin.take();
+    let m = fs::symlink_metadata(s.mnt.join("d/f25")).unwrap();
+    let over = s.standin.take();
+    assert!(n(&over, "LOOKUP") >= 1, "{over}");
+    assert_eq!(
+        shown(&m),
+        shown(&fs::symlink_metadata(s.src.join("d/f25")).unwrap())
+    );
 }

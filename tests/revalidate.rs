@@ -220,3 +220,60 @@ fn host_chmod_minus_x_is_enforced_at_the_next_exec() {
     let e = Command::new(&tool).output().unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EACCES), "{e}");
 }
+
+/// A host rewrite that makes a file longer, not notified: the next open finds it changed and
+/// expires the attributes the kernel holds before its reply, so the read that follows reads the
+/// whole new content (the kernel reads no further than the size it holds), and a stat right
+/// after shows the new size, without waiting for the rescan the open queued. Also for a file
+/// whose pages the kernel caches from an earlier read, and under `revalidate=auto` with no host
+/// feeding the daemon (not trusted: the same check at every open). The overlay's page cache
+/// serves the reads (`passthrough=off`; with kernel passthrough the kernel reads the backing
+/// file, whose size is SOURCE's).
+#[test]
+fn a_host_rewrite_found_at_the_open_is_read_whole_and_shown_at_once() {
+    for opts in [
+        "passthrough=off,revalidate=open",
+        "passthrough=off,revalidate=auto",
+    ] {
+        let Some(l) = Linked::new(
+            "a_host_rewrite_found_at_the_open_is_read_whole_and_shown_at_once",
+            opts,
+        ) else {
+            return;
+        };
+        fs::write(l.s("cold.txt"), b"short\n").unwrap();
+        fs::write(l.s("warm.txt"), b"short too\n").unwrap();
+        l.notify(&["cold.txt", "warm.txt"]);
+        // cold.txt: looked up only; warm.txt: read once (its pages cached).
+        assert_eq!(fs::metadata(l.m("cold.txt")).unwrap().len(), 6, "{opts}");
+        assert_eq!(fs::read(l.m("warm.txt")).unwrap(), b"short too\n", "{opts}");
+        for (name, body) in [
+            (
+                "cold.txt",
+                &b"rewritten on the host, and much longer than before\n"[..],
+            ),
+            (
+                "warm.txt",
+                &b"also rewritten on the host, and longer than it was\n"[..],
+            ),
+        ] {
+            fs::write(l.s(name), body).unwrap();
+            assert_eq!(fs::read(l.m(name)).unwrap(), body, "{opts}: {name}");
+            assert_eq!(
+                fs::metadata(l.m(name)).unwrap().len(),
+                body.len() as u64,
+                "{opts}: {name}"
+            );
+        }
+        // The counters reach `status` within its report interval.
+        poll_until("both opens found the change", DEADLINE, || {
+            l.overlay_stats()["open_revalidated"].as_u64() >= Some(2)
+        });
+        let stats = l.overlay_stats();
+        assert_eq!(
+            stats["open_expiry_timeouts"].as_u64(),
+            Some(0),
+            "{opts}: {stats}"
+        );
+    }
+}

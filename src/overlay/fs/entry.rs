@@ -70,17 +70,20 @@ impl OverlayFs {
 
     /// A LOOKUP answered from the folder's view, with no request to SOURCE: the kernel's first
     /// lookup of a file (it holds nothing of the object) in a folder that has a view, while
-    /// notifications are trusted. The view is what SOURCE had when it was last read, first view
+    /// notifications are trusted or the view is fresh. The view is what SOURCE had when it was last read, first view
     /// or notification; trusted, a host change since is the next notification's to find (by
     /// this same view) and to expire, node included, as a GETATTR is answered from the told
     /// attributes meanwhile (`told_file_attr`). That holds only if no notification ran while
     /// this read the view and made the node (it could have compared against the view and
     /// looked for nodes before this one existed): [`Shared::views_epoch`] is read before and
-    /// after, and when one ran the lookup is undone for the caller to read SOURCE.
+    /// after, and when one ran the lookup is undone for the caller to read SOURCE. Without
+    /// trust the same holds for a view read from SOURCE within the last
+    /// [`fresh_views::FRESH_VIEW`] (see there why; the open that follows checks the file
+    /// against SOURCE as every open does without trust).
     fn lookup_in_view(&self, pnode: &Node, parent: Ino, name: &OsStr) -> Option<FileAttr> {
         let s = &self.s;
         if s.policy() != CachePolicy::Always
-            || !s.trusts_notifications()
+            || !(s.trusts_notifications() || s.fresh_views.is_fresh(parent))
             || s.replay.is_pending(parent, name)
         {
             return None;
@@ -111,10 +114,13 @@ impl OverlayFs {
     }
 
     /// A name's attributes for LOOKUP. Over a FUSE SOURCE the name is taken as an `O_PATH` fd
-    /// and that fd's attributes read: the same requests at SOURCE as a stat by name (the walk's
-    /// LOOKUP, the folder's GETATTR, the file's GETATTR), and the fd, kept, spares a file's
-    /// next open a second walk of the name ([`OverlayFs::keeps_lookup_paths`]), and a folder's
-    /// first view and the lookups in it (its cached fd).
+    /// and that fd's attributes read as the walk left them (`AT_STATX_DONT_SYNC`): the walk's
+    /// `LOOKUP` reply, which the kernel takes as the object's attributes, so no `GETATTR`
+    /// follows it (where SOURCE's entry timeout had not run out there was no `LOOKUP`, and the
+    /// attributes are what SOURCE's own timeouts still hold valid, as they are for the first
+    /// view's entries: `sys::fstatat_held_btime`). The fd, kept, spares a file's next open a
+    /// second walk of the name ([`OverlayFs::keeps_lookup_paths`]), and a folder's first view
+    /// and the lookups in it (its cached fd).
     fn stat_child(
         &self,
         pfd: BorrowedFd<'_>,
@@ -124,7 +130,7 @@ impl OverlayFs {
             return sys::fstatat(pfd, name).map(|st| (st, None));
         }
         let path = sys::openat(pfd, name, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
-        let st = sys::fstat(path.as_fd())?;
+        let (st, _) = sys::fstat_held(path.as_fd())?;
         let kept = matches!(st.st_mode & libc::S_IFMT, libc::S_IFREG | libc::S_IFDIR);
         Ok((st, kept.then_some(path)))
     }

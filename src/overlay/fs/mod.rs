@@ -47,6 +47,7 @@ mod export;
 mod fdcache;
 mod file;
 mod filesystem;
+mod fresh_views;
 mod open_free;
 mod reply;
 mod session;
@@ -57,6 +58,7 @@ mod xattr;
 pub use atime::Expiries;
 pub use attr::*;
 use client::Made;
+pub use fresh_views::FRESH_VIEW;
 use reply::{Answer, Opened, Xattr};
 pub use session::{READ_AHEAD_KB, raise_readahead};
 
@@ -319,6 +321,9 @@ pub struct Stats {
     /// FSYNCs answered before the expiries queued ahead of them were sent (waited for at most
     /// [`atime::MOST_EXPIRY_WAIT`]: the thread was held up).
     pub fsync_expiry_timeouts: AtomicU64,
+    /// Opens that found the file changed on SOURCE answered before the expiry of its attributes
+    /// was sent (waited for at most [`atime::MOST_EXPIRY_WAIT`]).
+    pub open_expiry_timeouts: AtomicU64,
 }
 
 macro_rules! stats_json {
@@ -395,7 +400,8 @@ impl Stats {
             atime_refresh_early,
             atime_refresh_unconfirmed,
             attr_expired_after_change,
-            fsync_expiry_timeouts
+            fsync_expiry_timeouts,
+            open_expiry_timeouts
         )
     }
 }
@@ -467,6 +473,11 @@ pub struct Shared {
     /// SOURCE is itself FUSE (virtiofs): its own name cache may hold a removed or renamed name,
     /// so scoped rescans list the folder instead of looking names up.
     pub source_is_fuse: bool,
+    /// SOURCE is a FUSE mount with `default_permissions` (virtiofs, and the stand-in of the
+    /// benchmark): the kernel there checks every open against the file's attributes, and reads
+    /// them again first when their timeout ran out, so after an open the attributes it holds are
+    /// as fresh as a `GETATTR` (see `OverlayFs::open_revalidated`).
+    pub source_opens_refresh: bool,
     /// SOURCE is a local filesystem whose folders' modification and change times come from
     /// this kernel's clock and move with every change to their names (see
     /// [`TIMES_PROVE_NAMES`]): a whole rescan may stat a folder's entries by the names of its
@@ -484,6 +495,8 @@ pub struct Shared {
     /// one runs. A LOOKUP answered from a view reads it before and after (see
     /// `OverlayFs::lookup_in_view`).
     pub views_epoch: AtomicU64,
+    /// Folders whose view was read a moment ago (lookups from a view without trust).
+    pub fresh_views: fresh_views::FreshViews,
     /// Directory nodes that need a baseline snapshot (drained by the sync worker).
     pub baseline_tx: Mutex<Option<std::sync::mpsc::Sender<super::sync::Job>>>,
     /// Client operations under way (see [`super::local_ops`]).

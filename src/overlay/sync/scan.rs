@@ -103,6 +103,7 @@ impl Worker {
         }
         let known = node.state().attr;
         let started = std::time::SystemTime::now();
+        let read_from = std::time::Instant::now();
         let Ok(mut snap) = first_view(&self.s, &node) else {
             return;
         };
@@ -134,6 +135,9 @@ impl Worker {
             }
             st.snapshot = Some(Box::new(snap));
             st.listed = listed;
+        }
+        if !uncertain {
+            self.s.fresh_views.note(ino, read_from);
         }
         if uncertain {
             Stats::bump(&self.s.stats.baselines_uncertain);
