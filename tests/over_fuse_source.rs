@@ -635,6 +635,32 @@ fn a_folder_listed_while_a_client_changes_it_shows_its_attributes_after() {
     assert_eq!(over.mtime_nsec(), src.mtime_nsec(), "mtime of d");
 }
 
+/// What a stat shows that SOURCE decides: size, modification time, mode, link count.
+fn shown(m: &fs::Metadata) -> (u64, i64, i64, u32, u64) {
+    (m.len(), m.mtime(), m.mtime_nsec(), m.mode(), m.nlink())
+}
+
+/// Stat `d/f{i}` through the overlay for each `i` of `files` (the first lookups of files the
+/// kernel does not hold): each shows SOURCE's attributes and the inode number SOURCE's kernel
+/// gives it. The requests the stats sent SOURCE.
+fn stat_files_as_source_has_them(s: &Stack, files: std::ops::Range<usize>) -> Value {
+    s.standin.take();
+    let seen: Vec<fs::Metadata> = files
+        .clone()
+        .map(|i| fs::symlink_metadata(s.mnt.join(format!("d/f{i}"))).unwrap())
+        .collect();
+    let over = s.standin.take();
+    for (i, m) in files.zip(&seen) {
+        let want = fs::symlink_metadata(s.src.join(format!("d/f{i}"))).unwrap();
+        assert_eq!(shown(m), shown(&want), "d/f{i}");
+        let ino = fs::symlink_metadata(s.vfs.join(format!("d/f{i}")))
+            .unwrap()
+            .ino();
+        assert_eq!(m.ino(), ino, "d/f{i}");
+    }
+    over
+}
+
 /// Under trust the kernel's first LOOKUP of a file in a folder the overlay has a view of is
 /// answered from that view: no request reaches SOURCE (the view's first read of the folder
 /// kept each file's `O_PATH` fd too, for its first open). What the client sees is SOURCE's,
@@ -657,21 +683,8 @@ fn a_trusted_first_lookup_in_a_viewed_folder_is_answered_from_its_view() {
         "docs",
         &["d/f30", "d/f31", "d/.f31.tmp"]
     ));
-    s.standin.take();
-    let seen: Vec<fs::Metadata> = (1..30)
-        .map(|i| fs::symlink_metadata(s.mnt.join(format!("d/f{i}"))).unwrap())
-        .collect();
-    let over = s.standin.take();
+    let over = stat_files_as_source_has_them(s, 1..30);
     assert_eq!(n(&over, "LOOKUP") + n(&over, "GETATTR"), 0, "{over}");
-    let shown = |m: &fs::Metadata| (m.len(), m.mtime(), m.mtime_nsec(), m.mode(), m.nlink());
-    for (i, m) in (1..30).zip(&seen) {
-        let want = fs::symlink_metadata(s.src.join(format!("d/f{i}"))).unwrap();
-        assert_eq!(shown(m), shown(&want), "d/f{i}");
-        let ino = fs::symlink_metadata(s.vfs.join(format!("d/f{i}")))
-            .unwrap()
-            .ino();
-        assert_eq!(m.ino(), ino, "d/f{i}");
-    }
     for f in ["d/f30", "d/f31"] {
         let m = fs::symlink_metadata(s.mnt.join(f)).unwrap();
         assert_eq!(
@@ -755,26 +768,13 @@ fn an_untrusted_first_lookup_just_after_the_folder_s_view_is_answered_from_it_an
         return;
     };
     let (s, daemon) = (&t.s, &t.daemon);
-    let shown = |m: &fs::Metadata| (m.len(), m.mtime(), m.mtime_nsec(), m.mode(), m.nlink());
     // The folder's first view, then a settled worker (a notification of an absent name).
     fs::read_dir(s.mnt.join("d")).unwrap().for_each(drop);
     assert!(common::notify_ok(&daemon.control, "docs", &["d/.settle"]));
-    s.standin.take();
     let viewed = Instant::now();
-    let seen: Vec<fs::Metadata> = (1..20)
-        .map(|i| fs::symlink_metadata(s.mnt.join(format!("d/f{i}"))).unwrap())
-        .collect();
-    let over = s.standin.take();
+    let over = stat_files_as_source_has_them(s, 1..20);
     if viewed.elapsed() < FRESH_VIEW / 2 {
         assert_eq!(n(&over, "LOOKUP") + n(&over, "GETATTR"), 0, "{over}");
-    }
-    for (i, m) in (1..20).zip(&seen) {
-        let want = fs::symlink_metadata(s.src.join(format!("d/f{i}"))).unwrap();
-        assert_eq!(shown(m), shown(&want), "d/f{i}");
-        let ino = fs::symlink_metadata(s.vfs.join(format!("d/f{i}")))
-            .unwrap()
-            .ino();
-        assert_eq!(m.ino(), ino, "d/f{i}");
     }
     // Changed on the host after its lookup, longer than before, not notified: its open sees it.
     let body = b"changed on the host between the lookup and the open, and longer".to_vec();

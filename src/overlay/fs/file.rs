@@ -140,14 +140,13 @@ impl OverlayFs {
         }
     }
 
-    pub(super) fn do_read<'b>(
+    pub(super) fn do_read(
         &self,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
-        buf: &'b mut Vec<u8>,
-    ) -> io::Result<&'b [u8]> {
+    ) -> io::Result<Vec<u8>> {
         let fd = if fh.0 == 0 {
             self.note_read(ino);
             self.fd_of_inode(ino, Access::Read)?
@@ -160,15 +159,11 @@ impl OverlayFs {
         };
         // One read: a regular file's read is short only at its end (the kernel's own FUSE
         // client stops at a short reply too), and reading on to hear 0 would be one more round
-        // trip to the host over a FUSE SOURCE for every file read to its end. The buffer is the
-        // reading thread's own, kept from read to read: it is zeroed only when it grows (a
-        // fresh megabyte per READ cost a fault per page and a memset on the data path).
-        let size = size as usize;
-        if buf.len() < size {
-            buf.resize(size, 0);
-        }
-        let n = sys::pread(fd.as_fd(), &mut buf[..size], offset)?;
-        Ok(&buf[..n])
+        // trip to the host over a FUSE SOURCE for every file read to its end.
+        let mut buf = vec![0u8; size as usize];
+        let n = sys::pread(fd.as_fd(), &mut buf, offset)?;
+        buf.truncate(n);
+        Ok(buf)
     }
 
     /// WRITE, whole (a short write is continued), clearing set-user/group-ID bits as asked

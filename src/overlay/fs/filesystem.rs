@@ -4,13 +4,6 @@
 
 use super::open_free::Access;
 use super::*;
-use std::cell::RefCell;
-
-thread_local! {
-    /// Each FUSE reader thread's READ buffer (see [`OverlayFs::do_read`]), at most the largest
-    /// READ the kernel sends (`max_pages`).
-    static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
 
 impl Filesystem for OverlayFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
@@ -151,12 +144,9 @@ impl Filesystem for OverlayFs {
         _lock: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let read = READ_BUF.with_borrow_mut(|buf| {
-            let res = self.do_read(ino, fh, offset, size, buf);
-            let read = res.is_ok();
-            reply.answer(&self.s, res);
-            read
-        });
+        let res = self.do_read(ino, fh, offset, size);
+        let read = res.is_ok();
+        reply.answer(&self.s, res);
         if read {
             self.after_read_reply(ino);
         }

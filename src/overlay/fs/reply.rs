@@ -32,7 +32,6 @@ answer!(ReplyEmpty, (), |r, _s, ()| r.ok());
 answer!(ReplyDirectory, (), |r, _s, ()| r.ok());
 answer!(ReplyDirectoryPlus, (), |r, _s, ()| r.ok());
 answer!(ReplyData, Vec<u8>, |r, _s, d| r.data(&d));
-answer!(ReplyData, &[u8], |r, _s, d| r.data(d));
 answer!(ReplyWrite, usize, |r, _s, n| r.written(clamp_u32(n)));
 answer!(ReplyLseek, i64, |r, _s, o| r.offset(o));
 answer!(ReplyStatfs, libc::statvfs, |r, _s, v| r.statfs(
