@@ -81,20 +81,6 @@ fn unescape_mountinfo(field: &str) -> PathBuf {
     PathBuf::from(std::ffi::OsString::from_vec(out))
 }
 
-/// The superblock options (the field after the mount source, e.g. FUSE's
-/// `rw,user_id=0,default_permissions`) of the mount whose id (mountinfo's first field) is
-/// `mount_id`. Pure.
-pub fn parse_mountinfo_super_options(info: &str, mount_id: u64) -> Option<String> {
-    info.lines().find_map(|line| {
-        let fields: Vec<&str> = line.split(' ').collect();
-        if fields.first()?.parse::<u64>().ok()? != mount_id {
-            return None;
-        }
-        let sep = fields.iter().position(|f| *f == "-")?;
-        fields.get(sep + 3).map(|o| o.to_string())
-    })
-}
-
 /// Whether `path` is in `mounts`.
 pub fn is_mount(mounts: &[PathBuf], path: &Path) -> bool {
     mounts.iter().any(|m| m == path)
@@ -127,22 +113,6 @@ mod tests {
             parse_mountinfo_device(&info, "tmpfs", Path::new("/m n")),
             None
         );
-    }
-
-    #[test]
-    fn super_options_by_mount_id() {
-        let info = "36 35 0:50 / /mnt/share rw,nosuid master:1 - fuse vfs rw,user_id=0,group_id=0,default_permissions,allow_other\n\
-                    garbage\n\
-                    370 35 98:0 / /mnt/c rw - ext4 /dev/sda rw,relatime\n";
-        assert_eq!(
-            parse_mountinfo_super_options(info, 36).as_deref(),
-            Some("rw,user_id=0,group_id=0,default_permissions,allow_other")
-        );
-        assert_eq!(
-            parse_mountinfo_super_options(info, 370).as_deref(),
-            Some("rw,relatime")
-        );
-        assert_eq!(parse_mountinfo_super_options(info, 37), None);
     }
 
     #[test]

@@ -394,6 +394,7 @@ pub fn serve(
         let minor = shared.kernel_minor.load(Ordering::Relaxed);
         let raw = kernel_notify::KernelNotifier::new(raw_fd, minor);
         sync::atime::spawn(shared.clone(), session.notifier(), replay_root.clone())?;
+        sync::open_expiry::spawn(shared.clone(), session.notifier())?;
         sync::spawn(shared.clone(), session.notifier(), raw, replay_root, rx)?;
         if cfg.channel.is_some() {
             // The root is never looked up: its view is taken now, so a change made while the
@@ -434,6 +435,7 @@ pub fn serve(
     })();
     if let Err(e) = spawned {
         shared.atime_refresh.close();
+        shared.open_expiries.close();
         let _ = sys::umount2(&cmp, libc::MNT_DETACH);
         return Err(MountError::Spawn(e));
     }
@@ -443,6 +445,7 @@ pub fn serve(
     }
     let res = session.run();
     shared.atime_refresh.close();
+    shared.open_expiries.close();
     info!("unmounted");
     res.map_err(MountError::Session)
 }

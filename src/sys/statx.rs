@@ -46,27 +46,6 @@ pub fn fstatat_held_btime(
     statx_at(dir, name, libc::AT_STATX_DONT_SYNC)
 }
 
-/// The id of the mount `fd` is on (`STATX_MNT_ID`: mountinfo's first field).
-pub fn mount_id(fd: BorrowedFd<'_>) -> io::Result<u64> {
-    let mut stx = MaybeUninit::<libc::statx>::uninit();
-    // SAFETY: the name is a valid (empty) C string and stx writable memory of the right size,
-    // filled by the kernel on success.
-    let stx = unsafe {
-        cvt(libc::statx(
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH | libc::AT_STATX_DONT_SYNC,
-            libc::STATX_MNT_ID,
-            stx.as_mut_ptr(),
-        ))?;
-        stx.assume_init()
-    };
-    if stx.stx_mask & libc::STATX_MNT_ID == 0 {
-        return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
-    }
-    Ok(stx.stx_mnt_id)
-}
-
 fn statx_at(
     dir: BorrowedFd<'_>,
     name: &CStr,

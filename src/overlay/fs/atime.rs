@@ -328,19 +328,6 @@ impl Shared {
         }
     }
 
-    /// Before the reply to an open that found the file changed on SOURCE since the kernel was
-    /// told its attributes (no notification told it): those attributes are expired, and sent
-    /// (at most [`MOST_EXPIRY_WAIT`]), so that the kernel asks for them again before it reads
-    /// (it reads no further than the size it holds) or shows them. A wait cut short is counted
-    /// (`open_expiry_timeouts`). The kernel drops the file's pages itself (the reply keeps no
-    /// cache).
-    pub(super) fn expiry_before_open(&self, node: &Node) {
-        self.atime_refresh.push(node.ino, true, &self.stats);
-        if !self.atime_refresh.wait_sent(MOST_EXPIRY_WAIT) {
-            Stats::bump(&self.stats.open_expiry_timeouts);
-        }
-    }
-
     /// A client operation on `node`'s xattrs begins: see [`LocalChange`] (fs/fuse
     /// `fuse_update_ctime` only marks the ctime stale).
     pub(super) fn xattr_change<'a>(&'a self, node: &Node) -> LocalChange<'a> {

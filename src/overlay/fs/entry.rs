@@ -83,7 +83,8 @@ impl OverlayFs {
     fn lookup_in_view(&self, pnode: &Node, parent: Ino, name: &OsStr) -> Option<FileAttr> {
         let s = &self.s;
         if s.policy() != CachePolicy::Always
-            || !(s.trusts_notifications() || s.fresh_views.is_fresh(parent))
+            || !(s.trusts_notifications()
+                || s.fresh_views.is_fresh(parent, pnode.state().attr.as_ref()))
             || s.replay.is_pending(parent, name)
         {
             return None;
@@ -114,13 +115,10 @@ impl OverlayFs {
     }
 
     /// A name's attributes for LOOKUP. Over a FUSE SOURCE the name is taken as an `O_PATH` fd
-    /// and that fd's attributes read as the walk left them (`AT_STATX_DONT_SYNC`): the walk's
-    /// `LOOKUP` reply, which the kernel takes as the object's attributes, so no `GETATTR`
-    /// follows it (where SOURCE's entry timeout had not run out there was no `LOOKUP`, and the
-    /// attributes are what SOURCE's own timeouts still hold valid, as they are for the first
-    /// view's entries: `sys::fstatat_held_btime`). The fd, kept, spares a file's next open a
-    /// second walk of the name ([`OverlayFs::keeps_lookup_paths`]), and a folder's first view
-    /// and the lookups in it (its cached fd).
+    /// and that fd's attributes read: the same requests at SOURCE as a stat by name (the walk's
+    /// LOOKUP, the folder's GETATTR, the file's GETATTR), and the fd, kept, spares a file's
+    /// next open a second walk of the name ([`OverlayFs::keeps_lookup_paths`]), and a folder's
+    /// first view and the lookups in it (its cached fd).
     fn stat_child(
         &self,
         pfd: BorrowedFd<'_>,
@@ -130,7 +128,7 @@ impl OverlayFs {
             return sys::fstatat(pfd, name).map(|st| (st, None));
         }
         let path = sys::openat(pfd, name, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
-        let (st, _) = sys::fstat_held(path.as_fd())?;
+        let st = sys::fstat(path.as_fd())?;
         let kept = matches!(st.st_mode & libc::S_IFMT, libc::S_IFREG | libc::S_IFDIR);
         Ok((st, kept.then_some(path)))
     }

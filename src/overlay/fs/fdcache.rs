@@ -255,36 +255,22 @@ impl FdCache {
     }
 }
 
-/// Where [`OverlayFs::open_backing_cached`] found a backing fd.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(super) enum Backing {
-    /// Kept in the cache from an earlier open.
-    Kept,
-    /// Opened now from the `O_PATH` fd a lookup or a first view kept (no walk of the name).
-    Reopened,
-    /// Opened now by its name.
-    Opened,
-}
-
 impl OverlayFs {
     /// The backing fd for a client's open: for a read-only open, the one kept for the file if
     /// any (checked by the caller's fstat, see [`OverlayFs::revalidate_cached`]), else a new
-    /// one from [`OverlayFs::open_backing`], then kept. Returns where it came from.
+    /// one from [`OverlayFs::open_backing`], then kept. Returns whether it came from the cache.
     pub(super) fn open_backing_cached(
         &self,
         node: &Node,
         flags: i32,
-    ) -> io::Result<(Arc<OwnedFd>, Backing)> {
+    ) -> io::Result<(Arc<OwnedFd>, bool)> {
         let s = &self.s;
         let Some(kept) = self.cacheable_flags(flags) else {
-            return Ok((
-                Arc::new(self.open_backing_room(node, flags)?),
-                Backing::Opened,
-            ));
+            return Ok((Arc::new(self.open_backing_room(node, flags)?), false));
         };
         let key_flags = kept | s.atime_flags(false);
         if let Some(fd) = s.fd_cache.get(node.ino, node.key, key_flags) {
-            return Ok((fd, Backing::Kept));
+            return Ok((fd, true));
         }
         // The `O_PATH` fd a lookup (or a writer's close) left of the file: opened as it is,
         // without a second walk of the name, and checked as a kept fd is (a file with no name
@@ -293,12 +279,12 @@ impl OverlayFs {
             if let Ok(fd) = with_atime(key_flags, |f| sys::reopen(path.as_fd(), f)) {
                 let fd = Arc::new(fd);
                 s.fd_cache.put(node.ino, node.key, key_flags, &fd);
-                return Ok((fd, Backing::Reopened));
+                return Ok((fd, true));
             }
         }
         let fd = Arc::new(self.open_backing_room(node, kept)?);
         s.fd_cache.put(node.ino, node.key, key_flags, &fd);
-        Ok((fd, Backing::Opened))
+        Ok((fd, false))
     }
 
     /// [`OverlayFs::open_backing`]; at the open-files limit, with half the cache let go first.
@@ -340,20 +326,11 @@ impl OverlayFs {
         node: &Node,
         flags: i32,
     ) -> io::Result<(Arc<OwnedFd>, bool)> {
-        let (mut fd, from) = self.open_backing_cached(node, flags)?;
-        let cached = from != Backing::Opened;
+        let (mut fd, cached) = self.open_backing_cached(node, flags)?;
         if cached && self.s.trusts_notifications() {
             return Ok((fd, false));
         }
-        // A file just opened on a SOURCE whose kernel checks opens against fresh attributes
-        // (`source_opens_refresh`): that check read them (a GETATTR where they had run out),
-        // and what the kernel now holds is what another GETATTR would bring. An fd from the
-        // cache was opened before: its attributes are asked for.
-        let mut st = if from != Backing::Kept && self.s.source_opens_refresh {
-            sys::fstat_held(fd.as_fd())?.0
-        } else {
-            sys::fstat(fd.as_fd())?
-        };
+        let mut st = sys::fstat(fd.as_fd())?;
         if cached && st.st_nlink == 0 {
             self.s.fd_cache.forget(node.ino);
             fd = self.open_backing_cached(node, flags)?.0;

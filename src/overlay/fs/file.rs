@@ -72,7 +72,7 @@ impl OverlayFs {
                 // Changed on SOURCE: the kernel's pages of the file are stale too, and the
                 // attributes it holds (its size bounds the reads it serves) go before the reply.
                 fopen.remove(FopenFlags::FOPEN_KEEP_CACHE);
-                s.expiry_before_open(&node);
+                self.expiry_before_open(&node);
             }
             Some(fd)
         };
@@ -97,6 +97,20 @@ impl OverlayFs {
             writable: writable && !replay,
         }));
         Ok(Opened::Cached(FileHandle(fh), fopen))
+    }
+
+    /// Before the reply to an open that found the file changed on SOURCE since the kernel was
+    /// told its attributes: those attributes are expired (see [`open_expiry`]). A wait cut short
+    /// or an expiry not queued is counted (`open_expiry_timeouts`).
+    fn expiry_before_open(&self, node: &Node) {
+        let s = &self.s;
+        let sent = s.open_expiries.push(node.ino).is_some_and(|t| {
+            s.open_expiries
+                .wait_sent(t, open_expiry::MOST_OPEN_EXPIRY_WAIT)
+        });
+        if !sent {
+            Stats::bump(&s.stats.open_expiry_timeouts);
+        }
     }
 
     /// RELEASE: drop the handle, its share of the passthrough backing, and (after writes) note

@@ -48,6 +48,7 @@ mod fdcache;
 mod file;
 mod filesystem;
 mod fresh_views;
+mod open_expiry;
 mod open_free;
 mod reply;
 mod session;
@@ -322,7 +323,7 @@ pub struct Stats {
     /// [`atime::MOST_EXPIRY_WAIT`]: the thread was held up).
     pub fsync_expiry_timeouts: AtomicU64,
     /// Opens that found the file changed on SOURCE answered before the expiry of its attributes
-    /// was sent (waited for at most [`atime::MOST_EXPIRY_WAIT`]).
+    /// was sent (waited for at most [`open_expiry::MOST_OPEN_EXPIRY_WAIT`]) or could be queued.
     pub open_expiry_timeouts: AtomicU64,
 }
 
@@ -473,11 +474,6 @@ pub struct Shared {
     /// SOURCE is itself FUSE (virtiofs): its own name cache may hold a removed or renamed name,
     /// so scoped rescans list the folder instead of looking names up.
     pub source_is_fuse: bool,
-    /// SOURCE is a FUSE mount with `default_permissions` (virtiofs, and the stand-in of the
-    /// benchmark): the kernel there checks every open against the file's attributes, and reads
-    /// them again first when their timeout ran out, so after an open the attributes it holds are
-    /// as fresh as a `GETATTR` (see `OverlayFs::open_revalidated`).
-    pub source_opens_refresh: bool,
     /// SOURCE is a local filesystem whose folders' modification and change times come from
     /// this kernel's clock and move with every change to their names (see
     /// [`TIMES_PROVE_NAMES`]): a whole rescan may stat a folder's entries by the names of its
@@ -519,6 +515,8 @@ pub struct Shared {
     /// stat again through the mount, and the folders whose attributes it is to expire after a
     /// client changed their entries (see [`atime`]).
     pub atime_refresh: atime::AtimeRefresh,
+    /// The attribute expiries opens that found their file changed wait for.
+    pub open_expiries: open_expiry::OpenExpiries,
 }
 
 /// Handles of forgotten objects kept at most (about 100 bytes each).

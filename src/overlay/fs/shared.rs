@@ -3,24 +3,11 @@
 
 use super::*;
 
-/// Whether the mount `fd` is on has `default_permissions` among its superblock options (a
-/// FUSE mount's, as mountinfo shows them); no when that cannot be read.
-fn mounted_with_default_permissions(fd: BorrowedFd<'_>) -> bool {
-    let Ok(id) = sys::mount_id(fd) else {
-        return false;
-    };
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    crate::mountinfo::parse_mountinfo_super_options(&info, id)
-        .is_some_and(|o| o.split(',').any(|opt| opt == "default_permissions"))
-}
-
 impl Shared {
     pub fn new(cfg: MountConfig, root_fd: OwnedFd) -> io::Result<Self> {
         let st = sys::fstat(root_fd.as_fd())?;
         let magic = sys::fs_magic(root_fd.as_fd()).unwrap_or(0);
         let source_is_fuse = magic == sys::FUSE_MAGIC;
-        let source_opens_refresh =
-            source_is_fuse && mounted_with_default_permissions(root_fd.as_fd());
         let root_fd = Arc::new(root_fd);
         let linked = cfg.channel.is_none();
         let fd_budget = cfg
@@ -51,7 +38,6 @@ impl Shared {
             dont_mask: AtomicBool::new(false),
             kernel_minor: AtomicU32::new(0),
             source_is_fuse,
-            source_opens_refresh,
             times_prove_names: TIMES_PROVE_NAMES.contains(&magic),
             source_dev: st.st_dev,
             statfs_reused: Mutex::new(None),
@@ -74,6 +60,7 @@ impl Shared {
             export: Export::default(),
             source_atime: std::sync::OnceLock::new(),
             atime_refresh: Default::default(),
+            open_expiries: Default::default(),
         })
     }
 

@@ -24,16 +24,19 @@ use crate::sys;
 /// without the `GETATTR` after it), and a file as an `O_PATH` fd kept in the fd cache while it
 /// has room: a client's first LOOKUP of the file is then answered from the view, and its first
 /// open opens that fd, with no walk of the name at SOURCE (`OverlayFs::lookup_in_view`).
-pub(super) fn first_view(s: &Shared, node: &Node) -> io::Result<Snapshot> {
+/// Also whether every entry was read from SOURCE (none taken as told).
+pub(super) fn first_view(s: &Shared, node: &Node) -> io::Result<(Snapshot, bool)> {
     let told_in = s.source_is_fuse.then_some(node);
-    list_dir_with(s, node, told_in).map(Snapshot::from_iter)
+    let (list, told) = list_dir_with(s, node, told_in)?;
+    Ok((Snapshot::from_iter(list), told == 0))
 }
 
+/// The listing, and how many entries were taken as told (see [`first_view`]).
 fn list_dir_with(
     s: &Shared,
     node: &Node,
     told_in: Option<&Node>,
-) -> io::Result<Vec<(OsString, EntrySnap)>> {
+) -> io::Result<(Vec<(OsString, EntrySnap)>, usize)> {
     let pathfd = s.dir_fd(node)?;
     let fd = sys::openat(pathfd.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
     list_fd(s, fd.as_fd(), told_in)
@@ -66,12 +69,14 @@ fn list_fd(
     s: &Shared,
     fd: BorrowedFd<'_>,
     told_in: Option<&Node>,
-) -> io::Result<Vec<(OsString, EntrySnap)>> {
+) -> io::Result<(Vec<(OsString, EntrySnap)>, usize)> {
     let dirents = sys::read_dir(fd)?;
     let mut out = Vec::with_capacity(dirents.len());
+    let mut told_n = 0;
     for e in dirents {
         if let Some(told) = told_in.and_then(|f| told_entry(s, f, &e)) {
             Stats::bump(&s.stats.baselines_unstatted);
+            told_n += 1;
             out.push((e.name, told));
             continue;
         }
@@ -87,7 +92,7 @@ fn list_fd(
     s.stats
         .entries_scanned
         .fetch_add(out.len() as u64, Ordering::Relaxed);
-    Ok(out)
+    Ok((out, told_n))
 }
 
 /// One entry's attributes for a first view over a FUSE SOURCE (see [`first_view`]): a file is
@@ -117,7 +122,7 @@ fn first_read(
 /// A folder's entries as a view: built in one pass from the sorted list, so its tree nodes are
 /// full (inserting one by one leaves them about two thirds full).
 pub(super) fn scan_fd(s: &Shared, fd: BorrowedFd<'_>) -> io::Result<Snapshot> {
-    list_fd(s, fd, None).map(Snapshot::from_iter)
+    list_fd(s, fd, None).map(|(list, _)| Snapshot::from_iter(list))
 }
 
 /// Re-read a whole folder and diff it with its last view. Every entry is `statx`ed: an entry's
@@ -147,7 +152,7 @@ pub(super) fn rescan_full(s: &Shared, node: &Node) -> io::Result<(Option<Vec<Cha
         return Ok(done);
     }
     let listed = dir_st.and_then(|d| ListedAt::proving(&d, started));
-    let list = list_dir_with(s, node, None)?;
+    let (list, _) = list_dir_with(s, node, None)?;
     let st = node.state();
     let Some(old) = st.snapshot.as_deref() else {
         drop(st);

@@ -28,6 +28,7 @@ pub mod atime;
 mod diff;
 mod invalidate;
 mod listing;
+pub mod open_expiry;
 mod pin;
 mod reach;
 mod records;

@@ -104,10 +104,10 @@ impl Worker {
         let known = node.state().attr;
         let started = std::time::SystemTime::now();
         let read_from = std::time::Instant::now();
-        let Ok(mut snap) = first_view(&self.s, &node) else {
+        let Ok((mut snap, all_read)) = first_view(&self.s, &node) else {
             return;
         };
-        self.keep_told(ino, &mut snap);
+        let kept_told = self.keep_told(ino, &mut snap);
         Stats::bump(&self.s.stats.baselines);
         let now = self
             .s
@@ -116,7 +116,13 @@ impl Worker {
             .ok();
         let mut uncertain = false;
         let mut listed = None;
+        // Fresh for lookups without trust (see `fs/fresh_views.rs`): every entry read from
+        // SOURCE now, and the folder's names the same before the listing and after it.
+        let mut fresh = None;
         if let (Some(k), Some(now)) = (known, now) {
+            if all_read && !kept_told && (now.st_mtime, now.st_mtime_nsec) == k.mtime {
+                fresh = Some(EntrySnap::from_stat(&now));
+            }
             if (now.st_mtime, now.st_mtime_nsec) != k.mtime {
                 snap.retain(|_, e| e.ctime <= k.mtime);
                 uncertain = true;
@@ -136,8 +142,8 @@ impl Worker {
             st.snapshot = Some(Box::new(snap));
             st.listed = listed;
         }
-        if !uncertain {
-            self.s.fresh_views.note(ino, read_from);
+        if let Some(folder) = fresh {
+            self.s.fresh_views.note(ino, &folder, read_from);
         }
         if uncertain {
             Stats::bump(&self.s.stats.baselines_uncertain);
@@ -151,7 +157,9 @@ impl Worker {
     /// view its notification would find nothing to report, and the kernel would keep the old
     /// attributes and pages. Folders are left as read: what they were told is settled when a
     /// notification commits their views.
-    fn keep_told(&self, folder: Ino, snap: &mut Snapshot) {
+    /// Whether any entry was replaced.
+    fn keep_told(&self, folder: Ino, snap: &mut Snapshot) -> bool {
+        let mut kept = false;
         for (name, e) in snap.iter_mut() {
             if e.is_dir() {
                 continue;
@@ -172,8 +180,10 @@ impl Worker {
                     ..told
                 };
                 Stats::bump(&self.s.stats.baselines_told);
+                kept = true;
             }
         }
+        kept
     }
 
     /// Turn validated relative paths into scopes, walking only folders the kernel holds and
