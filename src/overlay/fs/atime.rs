@@ -197,19 +197,12 @@ impl AtimeRefresh {
     /// Wait (at most `most`) until every expiry queued before this call has been sent; whether
     /// they were (also when the queue was closed: nothing is left to expire).
     pub fn wait_sent(&self, most: Duration) -> bool {
-        let until = Instant::now() + most;
-        let mut p = crate::util::lock(&self.pending);
+        let p = crate::util::lock(&self.pending);
         let target = p.expiries_queued;
-        while p.expiries_sent < target && !p.closed {
-            let Some(left) = until.checked_duration_since(Instant::now()) else {
-                return false;
-            };
-            p = self
-                .sent
-                .wait_timeout(p, left)
-                .map_or_else(|e| e.into_inner().0, |(g, _)| g);
-        }
-        true
+        crate::util::wait_until(&self.sent, p, Instant::now() + most, |p| {
+            p.expiries_sent >= target || p.closed
+        })
+        .1
     }
 
     /// The expiries queued before `until`, as soon as there are any; `None` at `until` (or

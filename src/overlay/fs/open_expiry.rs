@@ -11,7 +11,7 @@ use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::overlay::inode::Ino;
-use crate::util::lock;
+use crate::util::{lock, wait_until};
 
 /// Most expiries waiting at once (a handler past it is answered without one, counted).
 const MOST_PENDING: usize = 4096;
@@ -50,21 +50,11 @@ impl OpenExpiries {
 
     /// Wait (at most `most`) until the expiry of `ticket` was sent; whether it was.
     pub fn wait_sent(&self, ticket: u64, most: Duration) -> bool {
-        let until = Instant::now() + most;
-        let mut p = lock(&self.pending);
-        while p.sent < ticket {
-            if p.closed {
-                return false;
-            }
-            let Some(left) = until.checked_duration_since(Instant::now()) else {
-                return false;
-            };
-            p = self
-                .sent
-                .wait_timeout(p, left)
-                .map_or_else(|e| e.into_inner().0, |(g, _)| g);
-        }
-        true
+        let p = lock(&self.pending);
+        let (p, _) = wait_until(&self.sent, p, Instant::now() + most, |p| {
+            p.sent >= ticket || p.closed
+        });
+        p.sent >= ticket
     }
 
     /// For the expiry thread: what waits, and the ticket it ends at, once there is any; `None`
