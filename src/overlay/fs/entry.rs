@@ -70,14 +70,14 @@ impl OverlayFs {
 
     /// A LOOKUP answered from the folder's view, with no request to SOURCE: the kernel's first
     /// lookup of a file (it holds nothing of the object) in a folder that has a view, while
-    /// notifications are trusted or the view is fresh. The view is what SOURCE had when it was last read, first view
-    /// or notification; trusted, a host change since is the next notification's to find (by
-    /// this same view) and to expire, node included, as a GETATTR is answered from the told
-    /// attributes meanwhile (`told_file_attr`). That holds only if no notification ran while
-    /// this read the view and made the node (it could have compared against the view and
-    /// looked for nodes before this one existed): [`Shared::views_epoch`] is read before and
-    /// after, and when one ran the lookup is undone for the caller to read SOURCE. Without
-    /// trust the same holds for a view read from SOURCE within the last
+    /// notifications are trusted or the view is fresh. The view is what SOURCE had when it was
+    /// last read, first view or notification; trusted, a host change since is the next
+    /// notification's to find (by this same view) and to expire, node included, as a GETATTR
+    /// is answered from the told attributes meanwhile (`told_file_attr`). That holds only if no
+    /// notification ran while this read the view and made the node (it could have compared
+    /// against the view and looked for nodes before this one existed): [`Shared::views_epoch`]
+    /// is read before and after, and when one ran the lookup is undone for the caller to read
+    /// SOURCE. Without trust the same holds for a view read whole from SOURCE within the last
     /// [`fresh_views::FRESH_VIEW`] (see there why; the open that follows checks the file
     /// against SOURCE as every open does without trust).
     fn lookup_in_view(&self, pnode: &Node, parent: Ino, name: &OsStr) -> Option<FileAttr> {

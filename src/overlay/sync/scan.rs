@@ -120,10 +120,11 @@ impl Worker {
         // SOURCE now, and the folder's names the same before the listing and after it.
         let mut fresh = None;
         if let (Some(k), Some(now)) = (known, now) {
-            if all_read && !kept_told && (now.st_mtime, now.st_mtime_nsec) == k.mtime {
+            let names_held = (now.st_mtime, now.st_mtime_nsec) == k.mtime;
+            if all_read && !kept_told && names_held {
                 fresh = Some(EntrySnap::from_stat(&now));
             }
-            if (now.st_mtime, now.st_mtime_nsec) != k.mtime {
+            if !names_held {
                 snap.retain(|_, e| e.ctime <= k.mtime);
                 uncertain = true;
             } else if times_prove_names(&self.s, &node)
